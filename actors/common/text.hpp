@@ -1,0 +1,22 @@
+#pragma once
+
+// Small text helpers shared by validators: strict UTF-8 and code points.
+
+#include <cstddef>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace shoutflow {
+
+/// Number of code points in `s` when it is well-formed UTF-8 (no overlong
+/// forms, no surrogates, nothing above U+10FFFF); nothing otherwise.
+std::optional<std::size_t> utf8_length(std::string_view s);
+
+/// ASCII lower case (handles are ASCII by construction).
+std::string ascii_lower(std::string_view s);
+
+/// Lowercase hexadecimal rendering of bytes.
+std::string to_hex(std::string_view bytes);
+
+} // namespace shoutflow

@@ -1,0 +1,55 @@
+#pragma once
+
+// The journal and store seams as CAF typed actor interfaces.
+//
+// journal_actor: appends entity writes with group commit (pg_journal.hpp).
+// store_actor:   everything an entity reads: recovery, claim lookups, the
+//                events of an earlier command; and snapshot writes
+//                (pg_store.hpp).
+//
+// Failures reach callers as CAF errors of category "db" (db_errc).
+
+#include <caf/error.hpp>
+#include <caf/typed_actor.hpp>
+#include <caf/replies_to.hpp>
+
+#include <string>
+#include <vector>
+
+#include "actors/common/atoms.hpp"
+#include "actors/journal/journal_types.hpp"
+
+namespace caf {
+class actor_system_config;
+}
+
+namespace shoutflow::journal {
+
+using journal_actor = caf::typed_actor<
+  caf::replies_to<write_atom, journal_write>::with<write_outcome>,
+  // Answers once nothing is queued or in flight (for shutdown and tests).
+  caf::replies_to<drain_atom>::with<bool>,
+  caf::replies_to<stats_atom>::with<journal_stats>,
+  caf::reacts_to<flush_atom>>;
+
+using store_actor = caf::typed_actor<
+  caf::replies_to<recover_atom, std::string>::with<recovery_data>,
+  caf::replies_to<claim_atom, std::string, std::string>::with<claim_lookup>,
+  // The events a command id appended to a persistence id (empty: none).
+  caf::replies_to<lookup_atom, std::string, std::string>::with<
+    std::vector<event_record>>,
+  caf::reacts_to<snapshot_atom, snapshot_record>>;
+
+enum class db_errc : uint8_t {
+  /// The database cannot be reached (or is restarting).
+  unavailable = 1,
+  /// Stored data could not be decoded.
+  corrupt = 2,
+};
+
+caf::error make_error(db_errc code, std::string detail = {});
+
+/// Registers this module's message types and error category.
+void add_message_types(caf::actor_system_config& cfg);
+
+} // namespace shoutflow::journal

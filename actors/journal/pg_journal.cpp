@@ -1,0 +1,526 @@
+#include "actors/journal/pg_journal.hpp"
+
+#include <caf/all.hpp>
+
+#include <deque>
+#include <map>
+#include <set>
+#include <tuple>
+
+#include "actors/common/log.hpp"
+
+namespace shoutflow::journal {
+
+namespace {
+
+// -- SQL ---------------------------------------------------------------------
+
+constexpr const char* sql_duplicates
+  = "SELECT e.persistence_id, e.command_id, e.seq_nr, e.event_type,"
+    "       e.event_version, e.payload, e.global_position"
+    "  FROM unnest($1::text[], $2::text[]) AS q(pid, cid)"
+    "  JOIN events e ON e.persistence_id = q.pid AND e.command_id = q.cid"
+    " ORDER BY e.persistence_id, e.seq_nr";
+
+constexpr const char* sql_guards
+  = "SELECT c.namespace, c.key, c.owner_id"
+    "  FROM claims c"
+    "  JOIN unnest($1::text[], $2::text[]) AS q(ns, k)"
+    "    ON c.namespace = q.ns AND c.key = q.k"
+    "   FOR SHARE OF c";
+
+constexpr const char* sql_releases
+  = "DELETE FROM claims c"
+    " USING unnest($1::text[], $2::text[], $3::text[]) AS q(ns, k, o)"
+    " WHERE c.namespace = q.ns AND c.key = q.k AND c.owner_id = q.o"
+    " RETURNING c.namespace, c.key, c.owner_id";
+
+constexpr const char* sql_claims
+  = "INSERT INTO claims (namespace, key, owner_id)"
+    " SELECT * FROM unnest($1::text[], $2::text[], $3::text[])"
+    " ON CONFLICT DO NOTHING"
+    " RETURNING namespace, key, owner_id";
+
+constexpr const char* sql_events
+  = "INSERT INTO events (persistence_id, seq_nr, event_type, event_version,"
+    "                    payload, command_id, correlation_id, causation_id,"
+    "                    node_id)"
+    " SELECT u.*, $9::text"
+    "   FROM unnest($1::text[], $2::bigint[], $3::text[], $4::int[],"
+    "               $5::bytea[], $6::text[], $7::text[], $8::text[]) AS u"
+    " RETURNING persistence_id, seq_nr, global_position";
+
+constexpr const char* sql_stream_heads
+  = "SELECT persistence_id, max(seq_nr) FROM events"
+    " WHERE persistence_id = ANY($1::text[]) GROUP BY persistence_id";
+
+void prepare_statements(pqxx::connection& c) {
+  c.prepare("duplicates", sql_duplicates);
+  c.prepare("guards", sql_guards);
+  c.prepare("releases", sql_releases);
+  c.prepare("claims", sql_claims);
+  c.prepare("events", sql_events);
+  c.prepare("stream_heads", sql_stream_heads);
+}
+
+using claim_key = std::tuple<std::string, std::string, std::string>;
+
+claim_key key_of(const claim_op& c) {
+  return {c.ns, c.key, c.owner};
+}
+
+std::set<claim_key> claim_rows(const pqxx::result& rows) {
+  std::set<claim_key> out;
+  for (const auto& row : rows)
+    out.emplace(row[0].as<std::string>(), row[1].as<std::string>(),
+                row[2].as<std::string>());
+  return out;
+}
+
+/// Column arrays of claim ops (namespace, key, owner) of the live writes.
+struct claim_columns {
+  std::vector<std::string> ns, key, owner;
+  void add(const claim_op& c) {
+    ns.push_back(c.ns);
+    key.push_back(c.key);
+    owner.push_back(c.owner);
+  }
+  bool empty() const { return ns.empty(); }
+};
+
+write_outcome failed(write_status status, std::string detail) {
+  write_outcome out;
+  out.status = status;
+  out.detail = std::move(detail);
+  return out;
+}
+
+} // namespace
+
+// -- batch_writer --------------------------------------------------------------
+
+batch_writer::batch_writer(std::string db_url, std::string node_id,
+                           std::string name, journal_metrics* metrics)
+  : node_id_(std::move(node_id)),
+    session_(std::move(db_url), std::move(name), prepare_statements),
+    metrics_(metrics) {
+}
+
+std::vector<write_outcome>
+batch_writer::write(const std::vector<journal_write>& batch) {
+  auto n = batch.size();
+  std::vector<write_outcome> out(n);
+  std::vector<bool> live(n, true);
+  auto fail = [&](std::size_t i, write_status status, std::string detail) {
+    out[i] = failed(status, std::move(detail));
+    live[i] = false;
+  };
+
+  // In-batch checks, in batch order: a later write must not contradict an
+  // earlier one of the same batch (the database cannot see those yet).
+  {
+    std::set<std::pair<std::string, std::string>> claimed, released;
+    std::set<std::string> streams;
+    for (std::size_t i = 0; i < n; ++i) {
+      auto& w = batch[i];
+      if (!streams.insert(w.persistence_id).second) {
+        fail(i, write_status::conflict,
+             "two writes to one stream in a batch: a stale writer");
+        continue;
+      }
+      bool ok = true;
+      for (auto& c : w.claims)
+        ok = ok && claimed.count({c.ns, c.key}) == 0;
+      for (auto& c : w.guards)
+        ok = ok && released.count({c.ns, c.key}) == 0;
+      for (auto& c : w.releases)
+        ok = ok && released.count({c.ns, c.key}) == 0;
+      if (!ok) {
+        fail(i, write_status::precondition_failed,
+             "a claim changed within the batch");
+        continue;
+      }
+      for (auto& c : w.claims)
+        claimed.insert({c.ns, c.key});
+      for (auto& c : w.releases)
+        released.insert({c.ns, c.key});
+    }
+  }
+
+  // Each attempt either commits every live write or fails at least one more
+  // write (which then drops out), so n + 1 attempts always suffice.
+  for (std::size_t attempt = 0; attempt <= n; ++attempt) {
+    if (std::none_of(live.begin(), live.end(), [](bool b) { return b; }))
+      return out;
+    bool retry = false;
+    std::map<std::pair<std::string, int64_t>, int64_t> positions;
+    auto started = std::chrono::steady_clock::now();
+    auto result = session_.run([&](pqxx::connection& conn) {
+      pqxx::work tx{conn};
+
+      // 1. Commands applied before: answer with their original events.
+      {
+        std::vector<std::string> pids, cids;
+        for (std::size_t i = 0; i < n; ++i)
+          if (live[i] && !batch[i].command_id.empty()) {
+            pids.push_back(batch[i].persistence_id);
+            cids.push_back(batch[i].command_id);
+          }
+        if (!pids.empty()) {
+          std::map<std::pair<std::string, std::string>,
+                   std::vector<event_record>>
+            found;
+          for (const auto& row :
+               tx.exec_prepared("duplicates", text_array(pids),
+                                text_array(cids))) {
+            event_record e;
+            e.seq_nr = row[2].as<int64_t>();
+            e.type = row[3].as<std::string>();
+            e.version = row[4].as<int32_t>();
+            e.payload = pqxx::binarystring{row[5]}.str();
+            e.command_id = row[1].as<std::string>();
+            e.position = row[6].as<int64_t>();
+            found[{row[0].as<std::string>(), e.command_id}].push_back(
+              std::move(e));
+          }
+          for (std::size_t i = 0; i < n; ++i) {
+            if (!live[i])
+              continue;
+            auto hit = found.find({batch[i].persistence_id,
+                                   batch[i].command_id});
+            if (hit != found.end()) {
+              fail(i, write_status::duplicate, "command already applied");
+              out[i].original = std::move(hit->second);
+            }
+          }
+        }
+      }
+
+      // 2. Guards: claims that must exist (locked until COMMIT).
+      {
+        claim_columns cols;
+        for (std::size_t i = 0; i < n; ++i)
+          if (live[i])
+            for (auto& g : batch[i].guards)
+              cols.add(g);
+        if (!cols.empty()) {
+          auto existing = claim_rows(
+            tx.exec_prepared("guards", text_array(cols.ns),
+                             text_array(cols.key)));
+          for (std::size_t i = 0; i < n; ++i) {
+            if (!live[i])
+              continue;
+            for (auto& g : batch[i].guards)
+              if (existing.count(key_of(g)) == 0) {
+                fail(i, write_status::precondition_failed,
+                     "no claim " + g.ns + "/" + g.key + " owned by "
+                       + g.owner);
+                break;
+              }
+          }
+        }
+      }
+
+      // 3 + 4. Releases and claims have side effects: if one fails, the
+      // transaction is rolled back and retried without that write.
+      auto apply = [&](const char* statement, auto member, const char* what) {
+        claim_columns cols;
+        for (std::size_t i = 0; i < n; ++i)
+          if (live[i])
+            for (auto& c : batch[i].*member)
+              cols.add(c);
+        if (cols.empty())
+          return;
+        auto done = claim_rows(tx.exec_prepared(statement, text_array(cols.ns),
+                                                text_array(cols.key),
+                                                text_array(cols.owner)));
+        for (std::size_t i = 0; i < n; ++i) {
+          if (!live[i])
+            continue;
+          for (auto& c : batch[i].*member)
+            if (done.count(key_of(c)) == 0) {
+              fail(i, write_status::precondition_failed,
+                   std::string{what} + " " + c.ns + "/" + c.key);
+              retry = true;
+              break;
+            }
+        }
+      };
+      apply("releases", &journal_write::releases, "no claim to release:");
+      if (retry)
+        return;
+      apply("claims", &journal_write::claims, "already claimed:");
+      if (retry)
+        return;
+
+      // 5. The events themselves.
+      std::vector<std::string> pids, types, payloads, cids, corrs, causes;
+      std::vector<int64_t> seqs, versions;
+      for (std::size_t i = 0; i < n; ++i) {
+        if (!live[i])
+          continue;
+        auto& w = batch[i];
+        for (auto& e : w.events) {
+          pids.push_back(w.persistence_id);
+          seqs.push_back(e.seq_nr);
+          types.push_back(e.type);
+          versions.push_back(e.version);
+          payloads.push_back(e.payload);
+          cids.push_back(w.command_id);
+          corrs.push_back(w.correlation_id);
+          causes.push_back(w.causation_id);
+        }
+      }
+      if (!pids.empty()) {
+        for (const auto& row : tx.exec_prepared(
+               "events", text_array(pids), int_array(seqs), text_array(types),
+               int_array(versions), bytea_array(payloads),
+               nullable_text_array(cids), nullable_text_array(corrs),
+               nullable_text_array(causes), node_id_))
+          positions[{row[0].as<std::string>(), row[1].as<int64_t>()}]
+            = row[2].as<int64_t>();
+      }
+      tx.commit();
+    });
+
+    if (result && !retry) {
+      std::size_t committed = 0;
+      std::size_t events = 0;
+      for (std::size_t i = 0; i < n; ++i) {
+        if (!live[i])
+          continue;
+        out[i].status = write_status::ok;
+        for (auto& e : batch[i].events)
+          out[i].positions.push_back(
+            positions.at({batch[i].persistence_id, e.seq_nr}));
+        ++committed;
+        events += batch[i].events.size();
+      }
+      if (metrics_ != nullptr && committed > 0) {
+        metrics_->batches.Increment();
+        metrics_->writes.Increment(static_cast<double>(committed));
+        metrics_->events.Increment(static_cast<double>(events));
+        metrics_->batch_writes.Observe(static_cast<double>(committed));
+        metrics_->commit_seconds.Observe(
+          std::chrono::duration<double>(std::chrono::steady_clock::now()
+                                        - started)
+            .count());
+      }
+      return out;
+    }
+    if (retry)
+      continue;
+    if (result.failure == db_failure::unique_violation) {
+      // A stale writer: find the streams whose head is already at or past
+      // the write's first seq_nr and fail just those.
+      std::vector<std::string> pids;
+      for (std::size_t i = 0; i < n; ++i)
+        if (live[i])
+          pids.push_back(batch[i].persistence_id);
+      std::map<std::string, int64_t> heads;
+      auto lookup = session_.run([&](pqxx::connection& conn) {
+        pqxx::read_transaction tx{conn};
+        for (const auto& row :
+             tx.exec_prepared("stream_heads", text_array(pids)))
+          heads[row[0].as<std::string>()] = row[1].as<int64_t>();
+      });
+      bool found = false;
+      for (std::size_t i = 0; lookup && i < n; ++i) {
+        if (!live[i] || batch[i].events.empty())
+          continue;
+        auto head = heads.find(batch[i].persistence_id);
+        if (head != heads.end()
+            && head->second >= batch[i].events.front().seq_nr) {
+          fail(i, write_status::conflict,
+               "seq_nr " + std::to_string(batch[i].events.front().seq_nr)
+                 + " already written: another writer appended to this "
+                   "stream");
+          found = true;
+        }
+      }
+      if (found)
+        continue;
+      result = lookup ? db_result{db_failure::error, result.detail} : lookup;
+    }
+    // Unreachable database, unknown COMMIT outcome or an unexpected SQL
+    // error: every write still live is in doubt.
+    for (std::size_t i = 0; i < n; ++i)
+      if (live[i])
+        fail(i, write_status::unavailable, result.detail);
+    return out;
+  }
+  return out;
+}
+
+// -- actors ------------------------------------------------------------------
+
+namespace {
+
+using writer_actor = caf::typed_actor<caf::replies_to<
+  batch_atom, std::vector<journal_write>>::with<std::vector<write_outcome>>>;
+
+struct writer_state {
+  std::unique_ptr<batch_writer> writer;
+  static inline const char* name = "journal-writer";
+};
+
+writer_actor::behavior_type
+writer(writer_actor::stateful_pointer<writer_state> self, journal_config cfg,
+       std::size_t index, journal_metrics* metrics) {
+  self->state.writer = std::make_unique<batch_writer>(
+    cfg.db_url, cfg.node_id, "journal-writer-" + std::to_string(index),
+    metrics);
+  return {
+    [=](batch_atom, const std::vector<journal_write>& batch) {
+      return self->state.writer->write(batch);
+    },
+  };
+}
+
+struct pending_write {
+  journal_write write;
+  caf::typed_response_promise<write_outcome> promise;
+};
+
+struct coordinator_state {
+  journal_config cfg;
+  journal_metrics* metrics = nullptr;
+  std::vector<writer_actor> idle;
+  std::size_t busy = 0;
+  std::deque<pending_write> queue;
+  bool flush_armed = false;
+  journal_stats stats;
+  std::vector<caf::typed_response_promise<bool>> drain_waiters;
+  static inline const char* name = "journal";
+};
+
+using coordinator_pointer
+  = journal_actor::stateful_pointer<coordinator_state>;
+
+void check_drained(coordinator_pointer self) {
+  auto& st = self->state;
+  if (st.queue.empty() && st.busy == 0) {
+    for (auto& w : st.drain_waiters)
+      w.deliver(true);
+    st.drain_waiters.clear();
+  }
+}
+
+void dispatch(coordinator_pointer self) {
+  auto& st = self->state;
+  while (!st.idle.empty() && !st.queue.empty()) {
+    auto n = std::min(st.queue.size(), st.cfg.max_batch);
+    std::vector<journal_write> writes;
+    std::vector<caf::typed_response_promise<write_outcome>> promises;
+    writes.reserve(n);
+    promises.reserve(n);
+    for (std::size_t i = 0; i < n; ++i) {
+      writes.push_back(std::move(st.queue.front().write));
+      promises.push_back(std::move(st.queue.front().promise));
+      st.queue.pop_front();
+    }
+    auto worker = st.idle.back();
+    st.idle.pop_back();
+    ++st.busy;
+    auto events = std::size_t{0};
+    for (auto& w : writes)
+      events += w.events.size();
+    // No timeout: a worker bounds its own statements (statement_timeout,
+    // TCP keepalives); entities time out their own requests.
+    self->request(worker, caf::infinite, batch_atom::value, std::move(writes))
+      .then(
+        [=](std::vector<write_outcome>& outcomes) mutable {
+          auto& st = self->state;
+          st.idle.push_back(worker);
+          --st.busy;
+          st.stats.batches += 1;
+          st.stats.writes += n;
+          st.stats.events += events;
+          st.stats.largest_batch = std::max<uint64_t>(st.stats.largest_batch,
+                                                      n);
+          for (std::size_t i = 0; i < promises.size(); ++i) {
+            if (st.metrics != nullptr)
+              switch (outcomes[i].status) {
+                case write_status::ok:
+                  break;
+                case write_status::duplicate:
+                  st.metrics->duplicates.Increment();
+                  break;
+                case write_status::precondition_failed:
+                  st.metrics->precondition_failures.Increment();
+                  break;
+                case write_status::conflict:
+                  st.metrics->conflicts.Increment();
+                  break;
+                case write_status::unavailable:
+                  st.metrics->unavailable.Increment();
+                  break;
+              }
+            promises[i].deliver(std::move(outcomes[i]));
+          }
+          dispatch(self);
+          check_drained(self);
+        },
+        [=](caf::error& err) mutable {
+          auto& st = self->state;
+          st.idle.push_back(worker);
+          --st.busy;
+          for (auto& p : promises)
+            p.deliver(failed(write_status::unavailable,
+                             "journal worker failed: "
+                               + self->system().render(err)));
+          dispatch(self);
+          check_drained(self);
+        });
+  }
+}
+
+journal_actor::behavior_type coordinator(coordinator_pointer self,
+                                         journal_config cfg,
+                                         journal_metrics* metrics) {
+  auto& st = self->state;
+  st.metrics = metrics;
+  for (std::size_t i = 0; i < cfg.writers; ++i)
+    st.idle.push_back(self->spawn<caf::detached + caf::linked>(
+      writer, cfg, i, metrics));
+  st.cfg = std::move(cfg);
+  return {
+    [=](write_atom, journal_write& w) {
+      auto& st = self->state;
+      auto promise = self->make_response_promise<write_outcome>();
+      st.queue.push_back({std::move(w), promise});
+      if (st.queue.size() >= st.cfg.max_batch
+          || st.cfg.batch_window.count() == 0) {
+        dispatch(self);
+      } else if (!st.flush_armed) {
+        st.flush_armed = true;
+        self->delayed_send(self, st.cfg.batch_window, flush_atom::value);
+      }
+      return promise;
+    },
+    [=](flush_atom) {
+      self->state.flush_armed = false;
+      dispatch(self);
+    },
+    [=](drain_atom) {
+      auto promise = self->make_response_promise<bool>();
+      self->state.drain_waiters.push_back(promise);
+      check_drained(self);
+      return promise;
+    },
+    [=](stats_atom) { return self->state.stats; },
+  };
+}
+
+} // namespace
+
+journal_actor spawn_pg_journal(caf::actor_system& sys, journal_config cfg,
+                               journal_metrics* metrics) {
+  if (cfg.writers == 0)
+    cfg.writers = 1;
+  if (cfg.max_batch == 0)
+    cfg.max_batch = 1;
+  return sys.spawn(coordinator, std::move(cfg), metrics);
+}
+
+} // namespace shoutflow::journal

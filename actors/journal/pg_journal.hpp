@@ -1,0 +1,67 @@
+#pragma once
+
+// The PostgreSQL journal: group commit of entity writes.
+//
+// One coordinator actor per node gathers journal_writes from many entities
+// for at most `batch_window` (or until `max_batch` writes are waiting) and
+// hands the batch to one of `writers` detached worker actors, each owning a
+// connection. A worker writes the whole batch in ONE transaction with
+// unnest()-based multi-row statements, then the coordinator replies to every
+// entity after COMMIT. synchronous_commit stays on: an acknowledged write is
+// durable. While all workers are busy, new writes queue and form the next
+// batch: that is where batching comes from under load.
+//
+// A write that cannot commit (duplicate command id, failed claim/guard/
+// release, stale seq_nr) fails alone: the worker rolls the transaction back,
+// drops that write and retries the rest (batch_writer below).
+//
+// Database calls happen only on the workers' own threads, never on the CAF
+// scheduler.
+
+#include <chrono>
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <caf/actor_system.hpp>
+
+#include "actors/journal/journal_actors.hpp"
+#include "actors/journal/journal_metrics.hpp"
+#include "actors/journal/pg_session.hpp"
+
+namespace shoutflow::journal {
+
+struct journal_config {
+  std::string db_url;
+  /// Recorded in events.node_id.
+  std::string node_id = "node-0";
+  std::chrono::microseconds batch_window{500};
+  std::size_t max_batch = 256;
+  std::size_t writers = 2;
+};
+
+/// Writes batches synchronously on the calling thread (used by the worker
+/// actors, and directly by tests).
+class batch_writer {
+public:
+  batch_writer(std::string db_url, std::string node_id, std::string name,
+               journal_metrics* metrics = nullptr);
+
+  /// One outcome per write, in order. Writes that are `ok` are durable.
+  std::vector<write_outcome> write(const std::vector<journal_write>& batch);
+
+  pg_session& session() { return session_; }
+
+private:
+  std::string node_id_;
+  pg_session session_;
+  journal_metrics* metrics_;
+};
+
+/// Spawns the coordinator and its workers. `metrics` may be null and must
+/// otherwise outlive the actors.
+journal_actor spawn_pg_journal(caf::actor_system& sys, journal_config cfg,
+                               journal_metrics* metrics);
+
+} // namespace shoutflow::journal

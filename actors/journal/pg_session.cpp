@@ -1,0 +1,183 @@
+#include "actors/journal/pg_session.hpp"
+
+#include <algorithm>
+
+#include "actors/common/log.hpp"
+#include "actors/common/text.hpp"
+
+namespace shoutflow::journal {
+
+namespace {
+
+constexpr std::chrono::milliseconds first_backoff{50};
+constexpr std::chrono::milliseconds max_backoff{2000};
+
+/// SQLSTATEs after which the connection cannot be trusted or the server is
+/// going away: treat as "unavailable" and reconnect.
+bool transient(const std::string& state) {
+  return state.rfind("08", 0) == 0     // connection exception
+         || state.rfind("57P", 0) == 0 // admin/crash shutdown, cannot connect
+         || state == "53300"           // too many connections
+         || state == "57014";          // statement timeout / cancel
+}
+
+std::string escape_array_element(const std::string& s) {
+  std::string out;
+  out.reserve(s.size() + 2);
+  out.push_back('"');
+  for (auto c : s) {
+    if (c == '"' || c == '\\')
+      out.push_back('\\');
+    out.push_back(c);
+  }
+  out.push_back('"');
+  return out;
+}
+
+template <class F>
+std::string array_of(std::size_t n, F&& element) {
+  std::string out = "{";
+  for (std::size_t i = 0; i < n; ++i) {
+    if (i > 0)
+      out.push_back(',');
+    out += element(i);
+  }
+  out.push_back('}');
+  return out;
+}
+
+} // namespace
+
+pg_session::pg_session(std::string url, std::string name, preparer prepare,
+                       std::chrono::milliseconds statement_timeout)
+  : url_(with_conn_params(url, {{"connect_timeout", "3"},
+                                {"keepalives", "1"},
+                                {"keepalives_idle", "5"},
+                                {"keepalives_interval", "2"},
+                                {"keepalives_count", "3"},
+                                {"application_name", "shoutflowd"}})),
+    name_(std::move(name)),
+    prepare_(std::move(prepare)),
+    statement_timeout_(statement_timeout) {
+}
+
+db_result pg_session::connect() {
+  auto now = std::chrono::steady_clock::now();
+  if (now < next_attempt_)
+    return {db_failure::unavailable,
+            "database unavailable (reconnecting with backoff)"};
+  try {
+    auto conn = std::make_unique<pqxx::connection>(url_);
+    {
+      pqxx::nontransaction tx{*conn};
+      tx.exec("SET statement_timeout = "
+              + std::to_string(statement_timeout_.count()));
+      tx.exec("SET synchronous_commit = on");
+    }
+    if (prepare_)
+      prepare_(*conn);
+    conn_ = std::move(conn);
+    backoff_ = std::chrono::milliseconds{0};
+    next_attempt_ = {};
+    if (reported_down_)
+      log_info(name_, "reconnected to the database");
+    reported_down_ = false;
+    return {};
+  } catch (const std::exception& e) {
+    conn_.reset();
+    backoff_ = backoff_.count() == 0 ? first_backoff
+                                     : std::min(backoff_ * 2, max_backoff);
+    next_attempt_ = now + backoff_;
+    if (!reported_down_)
+      log_warn(name_, std::string{"database unreachable, retrying with "
+                                  "backoff: "}
+                        + e.what());
+    reported_down_ = true;
+    return {db_failure::unavailable,
+            std::string{"database unavailable: "} + e.what()};
+  }
+}
+
+db_result
+pg_session::run(const std::function<void(pqxx::connection&)>& fn) {
+  if (conn_ == nullptr || !conn_->is_open()) {
+    conn_.reset();
+    if (auto r = connect(); !r)
+      return r;
+  }
+  auto lost = [&](const std::string& what) -> db_result {
+    conn_.reset();
+    next_attempt_ = {}; // the first reconnect may be immediate
+    return {db_failure::unavailable, what};
+  };
+  try {
+    fn(*conn_);
+    return {};
+  } catch (const pqxx::broken_connection& e) {
+    return lost(std::string{"connection lost: "} + e.what());
+  } catch (const pqxx::in_doubt_error& e) {
+    return lost(std::string{"connection lost during COMMIT, outcome "
+                            "unknown: "}
+                + e.what());
+  } catch (const pqxx::unique_violation& e) {
+    return {db_failure::unique_violation, e.what()};
+  } catch (const pqxx::sql_error& e) {
+    if (transient(e.sqlstate()))
+      return lost(std::string{"database unavailable: "} + e.what());
+    log_error(name_, std::string{"SQL error "} + e.sqlstate() + ": "
+                       + e.what());
+    return {db_failure::error, e.what()};
+  } catch (const std::exception& e) {
+    // libpqxx reports some connection failures as plain pqxx::failure.
+    if (!conn_->is_open())
+      return lost(std::string{"connection lost: "} + e.what());
+    log_error(name_, std::string{"database error: "} + e.what());
+    return {db_failure::error, e.what()};
+  }
+}
+
+std::string with_conn_params(
+  const std::string& url,
+  const std::vector<std::pair<std::string, std::string>>& params) {
+  bool is_url = url.rfind("postgresql://", 0) == 0
+                || url.rfind("postgres://", 0) == 0;
+  std::string out = url;
+  for (auto& [key, value] : params) {
+    if (out.find(key + "=") != std::string::npos)
+      continue;
+    if (is_url) {
+      out += out.find('?') == std::string::npos ? '?' : '&';
+      out += key + "=" + value;
+    } else {
+      out += (out.empty() ? "" : " ") + key + "=" + value;
+    }
+  }
+  return out;
+}
+
+std::string text_array(const std::vector<std::string>& values) {
+  return array_of(values.size(),
+                  [&](std::size_t i) { return escape_array_element(values[i]); });
+}
+
+std::string nullable_text_array(const std::vector<std::string>& values) {
+  return array_of(values.size(), [&](std::size_t i) {
+    return values[i].empty() ? std::string{"NULL"}
+                             : escape_array_element(values[i]);
+  });
+}
+
+std::string bytea_array(const std::vector<std::string>& values) {
+  // Each element is the bytea hex form \x..., its backslash escaped for the
+  // array literal.
+  return array_of(values.size(), [&](std::size_t i) {
+    return "\"\\\\x" + to_hex(values[i]) + "\"";
+  });
+}
+
+std::string int_array(const std::vector<int64_t>& values) {
+  return array_of(values.size(),
+                  [&](std::size_t i) { return std::to_string(values[i]); });
+}
+
+} // namespace shoutflow::journal

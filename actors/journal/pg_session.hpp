@@ -1,0 +1,83 @@
+#pragma once
+
+// One PostgreSQL connection that survives the server going away.
+//
+// `run(fn)` hands `fn` a live connection. When the server is unreachable, the
+// connection drops, or the outcome of a COMMIT is unknown, `run` returns
+// db_failure::unavailable and the next call reconnects — but not before an
+// exponential backoff (50 ms doubling to 2 s) has passed, so callers fail
+// fast while the database is down instead of queueing behind timeouts.
+// Statements get a server-side statement_timeout; connects get
+// connect_timeout and TCP keepalives, so a hung server cannot block a worker
+// thread for long. Only dedicated threads (detached actors) call this.
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <pqxx/pqxx>
+
+namespace shoutflow::journal {
+
+enum class db_failure {
+  none,
+  /// Could not connect, connection lost, or COMMIT outcome unknown.
+  unavailable,
+  /// A unique constraint rejected the statement.
+  unique_violation,
+  /// Any other SQL error (a bug or a schema mismatch): logged loudly.
+  error,
+};
+
+struct db_result {
+  db_failure failure = db_failure::none;
+  std::string detail;
+  explicit operator bool() const { return failure == db_failure::none; }
+};
+
+class pg_session {
+public:
+  using preparer = std::function<void(pqxx::connection&)>;
+
+  /// `name` appears in logs and as application_name.
+  pg_session(std::string url, std::string name, preparer prepare,
+             std::chrono::milliseconds statement_timeout
+             = std::chrono::seconds(10));
+
+  /// Runs `fn(connection)`; libpqxx exceptions become a db_result.
+  db_result run(const std::function<void(pqxx::connection&)>& fn);
+
+  bool connected() const { return conn_ != nullptr; }
+
+  /// Drops the connection (tests: simulate a lost connection).
+  void disconnect() { conn_.reset(); }
+
+private:
+  db_result connect();
+
+  std::string url_;
+  std::string name_;
+  preparer prepare_;
+  std::chrono::milliseconds statement_timeout_;
+  std::unique_ptr<pqxx::connection> conn_;
+  std::chrono::steady_clock::time_point next_attempt_{};
+  std::chrono::milliseconds backoff_{0};
+  bool reported_down_ = false;
+};
+
+/// Adds libpq parameters to a URL or key=value connection string, unless
+/// the string already sets them.
+std::string with_conn_params(const std::string& url,
+                             const std::vector<std::pair<std::string, std::string>>& params);
+
+/// PostgreSQL array literals for unnest()-based batch statements.
+std::string text_array(const std::vector<std::string>& values);
+/// NULL for empty strings.
+std::string nullable_text_array(const std::vector<std::string>& values);
+std::string bytea_array(const std::vector<std::string>& values);
+std::string int_array(const std::vector<int64_t>& values);
+
+} // namespace shoutflow::journal

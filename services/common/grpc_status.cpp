@@ -1,0 +1,90 @@
+#include "services/common/grpc_status.hpp"
+
+#include <caf/actor_system.hpp>
+#include <caf/error.hpp>
+#include <caf/sec.hpp>
+
+#include "actors/entity/effect.hpp"
+
+namespace shoutflow::services {
+
+grpc::Status to_status(const v1::Rejection& r) {
+  auto code = grpc::StatusCode::INTERNAL;
+  switch (r.code()) {
+    case v1::REJECTION_CODE_INVALID_ARGUMENT:
+      code = grpc::StatusCode::INVALID_ARGUMENT;
+      break;
+    case v1::REJECTION_CODE_NOT_FOUND:
+      code = grpc::StatusCode::NOT_FOUND;
+      break;
+    case v1::REJECTION_CODE_ALREADY_EXISTS:
+      code = grpc::StatusCode::ALREADY_EXISTS;
+      break;
+    case v1::REJECTION_CODE_FAILED_PRECONDITION:
+      code = grpc::StatusCode::FAILED_PRECONDITION;
+      break;
+    case v1::REJECTION_CODE_UNAUTHENTICATED:
+      code = grpc::StatusCode::UNAUTHENTICATED;
+      break;
+    case v1::REJECTION_CODE_PERMISSION_DENIED:
+      code = grpc::StatusCode::PERMISSION_DENIED;
+      break;
+    case v1::REJECTION_CODE_RESOURCE_EXHAUSTED:
+      code = grpc::StatusCode::RESOURCE_EXHAUSTED;
+      break;
+    case v1::REJECTION_CODE_UNAVAILABLE:
+      code = grpc::StatusCode::UNAVAILABLE;
+      break;
+    case v1::REJECTION_CODE_DEADLINE_EXCEEDED:
+      code = grpc::StatusCode::DEADLINE_EXCEEDED;
+      break;
+    case v1::REJECTION_CODE_INTERNAL:
+    case v1::REJECTION_CODE_UNSPECIFIED:
+    default:
+      code = grpc::StatusCode::INTERNAL;
+      break;
+  }
+  return {code, r.message()};
+}
+
+v1::Rejection rejection_from(const caf::error& err, caf::actor_system& sys) {
+  if (err == caf::sec::request_timeout)
+    return entity::make_rejection(v1::REJECTION_CODE_DEADLINE_EXCEEDED, "",
+                                  "deadline exceeded inside the node; the "
+                                  "command may still apply: retry with the "
+                                  "same command_id");
+  return entity::make_rejection(v1::REJECTION_CODE_UNAVAILABLE, "",
+                                "unavailable: " + sys.render(err)
+                                  + "; retry with the same command_id");
+}
+
+std::string code_label(grpc::StatusCode code) {
+  switch (code) {
+    case grpc::StatusCode::OK:
+      return "ok";
+    case grpc::StatusCode::INVALID_ARGUMENT:
+      return "invalid_argument";
+    case grpc::StatusCode::NOT_FOUND:
+      return "not_found";
+    case grpc::StatusCode::ALREADY_EXISTS:
+      return "already_exists";
+    case grpc::StatusCode::FAILED_PRECONDITION:
+      return "failed_precondition";
+    case grpc::StatusCode::UNAUTHENTICATED:
+      return "unauthenticated";
+    case grpc::StatusCode::PERMISSION_DENIED:
+      return "permission_denied";
+    case grpc::StatusCode::RESOURCE_EXHAUSTED:
+      return "resource_exhausted";
+    case grpc::StatusCode::UNAVAILABLE:
+      return "unavailable";
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+      return "deadline_exceeded";
+    case grpc::StatusCode::CANCELLED:
+      return "cancelled";
+    default:
+      return "internal";
+  }
+}
+
+} // namespace shoutflow::services

@@ -1,0 +1,27 @@
+#pragma once
+
+// The one place where ShoutFlow outcomes become gRPC statuses (G5).
+
+#include <grpcpp/support/status.h>
+
+#include <string>
+
+#include "shoutflow/v1/entity.pb.h"
+
+namespace caf {
+class error;
+class actor_system;
+} // namespace caf
+
+namespace shoutflow::services {
+
+grpc::Status to_status(const v1::Rejection& rejection);
+
+/// A failed request inside the node (timeout, actor gone, ...) as a
+/// rejection: DEADLINE_EXCEEDED for timeouts, UNAVAILABLE otherwise.
+v1::Rejection rejection_from(const caf::error& err, caf::actor_system& sys);
+
+/// Lower-case gRPC code name for metrics labels ("ok", "not_found", ...).
+std::string code_label(grpc::StatusCode code);
+
+} // namespace shoutflow::services
