@@ -35,7 +35,8 @@ std::string join(const std::vector<std::string>& xs) {
 
 } // namespace
 
-node::node(node_config cfg) : cfg_(std::move(cfg)) {
+node::node(node_config cfg, const clock* clk)
+  : cfg_(std::move(cfg)), clock_(clk != nullptr ? clk : &system_clock_) {
 }
 
 node::~node() {
@@ -84,9 +85,9 @@ void node::start() {
   resolver_ = entity::spawn_fact_resolver(
     sys, store_, hasher, {cfg_.hashers, cfg_.request_timeout * 2});
 
-  ids_ = std::make_unique<snowflake_generator>(clock_, cfg_.node_id);
+  ids_ = std::make_unique<snowflake_generator>(*clock_, cfg_.node_id);
   auto env = std::make_shared<user::user_environment>();
-  env->clk = &clock_;
+  env->clk = clock_;
   env->ids = ids_.get();
   env->policy.max_failed_logins = cfg_.login_max_failures;
   env->policy.failure_window_ms = cfg_.login_failure_window.count();

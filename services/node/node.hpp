@@ -37,7 +37,8 @@ namespace shoutflow::node {
 
 class node {
 public:
-  explicit node(node_config cfg);
+  /// `clk` (for tests) must outlive the node; null: the system clock.
+  explicit node(node_config cfg, const clock* clk = nullptr);
   ~node();
 
   node(const node&) = delete;
@@ -63,7 +64,8 @@ public:
 
 private:
   node_config cfg_;
-  system_clock clock_;
+  system_clock system_clock_;
+  const clock* clock_;
   std::unique_ptr<snowflake_generator> ids_;
   std::shared_ptr<prometheus::Registry> registry_;
   std::unique_ptr<journal::journal_metrics> journal_metrics_;

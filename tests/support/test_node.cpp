@@ -1,0 +1,111 @@
+#include "tests/support/test_node.hpp"
+
+#include <caf/all.hpp>
+
+#include "actors/user/user_validation.hpp"
+#include "services/common/grpc_status.hpp"
+
+namespace shoutflow::testing {
+
+node::node_config test_config(const std::string& db_url) {
+  node::node_config cfg;
+  cfg.db_url = db_url;
+  cfg.command_port = 0;
+  cfg.query_port = 0;
+  cfg.admin_port = 0;
+  cfg.metrics_port = -1;
+  cfg.pwhash = pwhash_params::minimum();
+  cfg.roles = {"command", "entities"};
+  return cfg;
+}
+
+test_node::test_node(const std::string& db_url,
+                     const std::function<void(node::node_config&)>& tweak,
+                     const clock* clk) {
+  auto cfg = test_config(db_url);
+  if (tweak)
+    tweak(cfg);
+  node_ = std::make_unique<node::node>(cfg, clk);
+  node_->start();
+}
+
+test_node::~test_node() {
+  stop();
+}
+
+void test_node::stop() {
+  if (node_)
+    node_->shutdown(std::chrono::seconds(5));
+}
+
+std::unique_ptr<v1::CommandService::Stub> test_node::command_stub() const {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(16 * 1024 * 1024);
+  auto channel = grpc::CreateCustomChannel(
+    "127.0.0.1:" + std::to_string(node_->command_port()),
+    grpc::InsecureChannelCredentials(), args);
+  return v1::CommandService::NewStub(channel);
+}
+
+v1::EntityReply test_node::send(const v1::UserCommand& command,
+                                std::chrono::milliseconds timeout) {
+  v1::EntityCommand envelope;
+  *envelope.mutable_user() = command;
+  auto id = user::target_user_id(command);
+  envelope.set_entity_id(id);
+  v1::EntityReply reply;
+  caf::scoped_actor self{node_->system()};
+  self->request(node_->router(), timeout, cmd_atom::value, id,
+                envelope.SerializeAsString())
+    .receive([&](std::string& bytes) { reply.ParseFromString(bytes); },
+             [&](caf::error& err) {
+               *reply.mutable_rejection()
+                 = services::rejection_from(err, node_->system());
+             });
+  return reply;
+}
+
+std::unique_ptr<grpc::ClientContext>
+context_with_deadline(std::chrono::milliseconds timeout) {
+  auto ctx = std::make_unique<grpc::ClientContext>();
+  ctx->set_deadline(std::chrono::system_clock::now() + timeout);
+  return ctx;
+}
+
+v1::UserCommand register_user(const std::string& command_id,
+                              const std::string& user_id,
+                              const std::string& handle,
+                              const std::string& password) {
+  v1::UserCommand c;
+  auto* r = c.mutable_register_user();
+  r->set_command_id(command_id);
+  r->set_user_id(user_id);
+  r->set_handle(handle);
+  r->set_display_name("User " + user_id);
+  r->set_email(user_id + "@example.com");
+  r->set_password(password);
+  return c;
+}
+
+v1::UserCommand post_shout(const std::string& command_id,
+                           const std::string& user_id,
+                           const std::string& text) {
+  v1::UserCommand c;
+  auto* r = c.mutable_post_shout();
+  r->set_command_id(command_id);
+  r->set_user_id(user_id);
+  r->set_text(text);
+  return c;
+}
+
+v1::UserCommand follow(const std::string& command_id, const std::string& user_id,
+                       const std::string& target) {
+  v1::UserCommand c;
+  auto* r = c.mutable_follow();
+  r->set_command_id(command_id);
+  r->set_user_id(user_id);
+  r->set_target_user_id(target);
+  return c;
+}
+
+} // namespace shoutflow::testing
