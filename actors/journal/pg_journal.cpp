@@ -22,18 +22,23 @@ constexpr const char* sql_duplicates
     "  JOIN events e ON e.persistence_id = q.pid AND e.command_id = q.cid"
     " ORDER BY e.persistence_id, e.seq_nr";
 
-constexpr const char* sql_guards
-  = "SELECT c.namespace, c.key, c.owner_id"
-    "  FROM claims c"
-    "  JOIN unnest($1::text[], $2::text[]) AS q(ns, k)"
-    "    ON c.namespace = q.ns AND c.key = q.k"
-    "   FOR SHARE OF c";
-
-constexpr const char* sql_releases
-  = "DELETE FROM claims c"
-    " USING unnest($1::text[], $2::text[], $3::text[]) AS q(ns, k, o)"
-    " WHERE c.namespace = q.ns AND c.key = q.k AND c.owner_id = q.o"
-    " RETURNING c.namespace, c.key, c.owner_id";
+// Guards and releases in ONE statement, so both read one snapshot taken
+// before this transaction gets its xid: every claim they depend on was
+// committed by a transaction with a smaller xid, and the read side, which
+// orders by (tx_id, position), sees causes before effects.
+constexpr const char* sql_guards_releases
+  = "WITH g AS ("
+    "  SELECT c.namespace, c.key, c.owner_id FROM claims c"
+    "    JOIN unnest($1::text[], $2::text[]) AS q(ns, k)"
+    "      ON c.namespace = q.ns AND c.key = q.k"
+    "     FOR SHARE OF c),"
+    " r AS ("
+    "  DELETE FROM claims c"
+    "   USING unnest($3::text[], $4::text[], $5::text[]) AS q(ns, k, o)"
+    "   WHERE c.namespace = q.ns AND c.key = q.k AND c.owner_id = q.o"
+    "  RETURNING c.namespace, c.key, c.owner_id)"
+    " SELECT 'g', namespace, key, owner_id FROM g"
+    " UNION ALL SELECT 'r', namespace, key, owner_id FROM r";
 
 constexpr const char* sql_claims
   = "INSERT INTO claims (namespace, key, owner_id)"
@@ -56,8 +61,7 @@ constexpr const char* sql_stream_heads
 
 void prepare_statements(pqxx::connection& c) {
   c.prepare("duplicates", sql_duplicates);
-  c.prepare("guards", sql_guards);
-  c.prepare("releases", sql_releases);
+  c.prepare("guards_releases", sql_guards_releases);
   c.prepare("claims", sql_claims);
   c.prepare("events", sql_events);
   c.prepare("stream_heads", sql_stream_heads);
@@ -119,7 +123,7 @@ batch_writer::write(const std::vector<journal_write>& batch) {
   // In-batch checks, in batch order: a later write must not contradict an
   // earlier one of the same batch (the database cannot see those yet).
   {
-    std::set<std::pair<std::string, std::string>> claimed, released;
+    std::set<std::pair<std::string, std::string>> claimed, guarded, released;
     std::set<std::string> streams;
     for (std::size_t i = 0; i < n; ++i) {
       auto& w = batch[i];
@@ -134,7 +138,8 @@ batch_writer::write(const std::vector<journal_write>& batch) {
       for (auto& c : w.guards)
         ok = ok && released.count({c.ns, c.key}) == 0;
       for (auto& c : w.releases)
-        ok = ok && released.count({c.ns, c.key}) == 0;
+        ok = ok && released.count({c.ns, c.key}) == 0
+             && guarded.count({c.ns, c.key}) == 0;
       if (!ok) {
         fail(i, write_status::precondition_failed,
              "a claim changed within the batch");
@@ -142,6 +147,8 @@ batch_writer::write(const std::vector<journal_write>& batch) {
       }
       for (auto& c : w.claims)
         claimed.insert({c.ns, c.key});
+      for (auto& c : w.guards)
+        guarded.insert({c.ns, c.key});
       for (auto& c : w.releases)
         released.insert({c.ns, c.key});
     }
@@ -196,64 +203,88 @@ batch_writer::write(const std::vector<journal_write>& batch) {
         }
       }
 
-      // 2. Guards: claims that must exist (locked until COMMIT).
+      // 2. Guards (claims that must exist, locked FOR SHARE until COMMIT)
+      // and releases (claims to delete). A failed release, or a failed
+      // guard of a write that also releases, leaves side effects: roll
+      // back and retry without that write.
+      {
+        claim_columns guards, releases;
+        for (std::size_t i = 0; i < n; ++i)
+          if (live[i]) {
+            for (auto& g : batch[i].guards)
+              guards.add(g);
+            for (auto& r : batch[i].releases)
+              releases.add(r);
+          }
+        if (!guards.empty() || !releases.empty()) {
+          std::set<claim_key> held, freed;
+          for (const auto& row : tx.exec_prepared(
+                 "guards_releases", text_array(guards.ns),
+                 text_array(guards.key), text_array(releases.ns),
+                 text_array(releases.key), text_array(releases.owner))) {
+            auto key = claim_key{row[1].as<std::string>(),
+                                 row[2].as<std::string>(),
+                                 row[3].as<std::string>()};
+            (row[0].as<std::string>() == "g" ? held : freed)
+              .insert(std::move(key));
+          }
+          for (std::size_t i = 0; i < n; ++i) {
+            if (!live[i])
+              continue;
+            std::string problem;
+            for (auto& g : batch[i].guards)
+              if (problem.empty() && held.count(key_of(g)) == 0)
+                problem = "no claim " + g.ns + "/" + g.key + " owned by "
+                          + g.owner;
+            for (auto& r : batch[i].releases)
+              if (problem.empty() && freed.count(key_of(r)) == 0)
+                problem = "no claim to release: " + r.ns + "/" + r.key;
+            if (!problem.empty()) {
+              retry = retry || !batch[i].releases.empty();
+              fail(i, write_status::precondition_failed, problem);
+            }
+          }
+          if (retry)
+            return;
+        }
+      }
+
+      // 3. Claims: a taken one fails its write; if that write's other
+      // claims went in, roll back and retry without it.
       {
         claim_columns cols;
         for (std::size_t i = 0; i < n; ++i)
           if (live[i])
-            for (auto& g : batch[i].guards)
-              cols.add(g);
+            for (auto& c : batch[i].claims)
+              cols.add(c);
         if (!cols.empty()) {
-          auto existing = claim_rows(
-            tx.exec_prepared("guards", text_array(cols.ns),
-                             text_array(cols.key)));
+          auto done = claim_rows(tx.exec_prepared("claims",
+                                                  text_array(cols.ns),
+                                                  text_array(cols.key),
+                                                  text_array(cols.owner)));
           for (std::size_t i = 0; i < n; ++i) {
             if (!live[i])
               continue;
-            for (auto& g : batch[i].guards)
-              if (existing.count(key_of(g)) == 0) {
-                fail(i, write_status::precondition_failed,
-                     "no claim " + g.ns + "/" + g.key + " owned by "
-                       + g.owner);
-                break;
-              }
+            auto& claims = batch[i].claims;
+            auto taken = std::find_if(claims.begin(), claims.end(),
+                                      [&](auto& c) {
+                                        return done.count(key_of(c)) == 0;
+                                      });
+            if (taken == claims.end())
+              continue;
+            retry = retry
+                    || std::any_of(claims.begin(), claims.end(), [&](auto& c) {
+                         return done.count(key_of(c)) > 0;
+                       });
+            fail(i, write_status::precondition_failed,
+                 "already claimed: " + taken->ns + "/" + taken->key);
           }
+          if (retry)
+            return;
         }
       }
 
-      // 3 + 4. Releases and claims have side effects: if one fails, the
-      // transaction is rolled back and retried without that write.
-      auto apply = [&](const char* statement, auto member, const char* what) {
-        claim_columns cols;
-        for (std::size_t i = 0; i < n; ++i)
-          if (live[i])
-            for (auto& c : batch[i].*member)
-              cols.add(c);
-        if (cols.empty())
-          return;
-        auto done = claim_rows(tx.exec_prepared(statement, text_array(cols.ns),
-                                                text_array(cols.key),
-                                                text_array(cols.owner)));
-        for (std::size_t i = 0; i < n; ++i) {
-          if (!live[i])
-            continue;
-          for (auto& c : batch[i].*member)
-            if (done.count(key_of(c)) == 0) {
-              fail(i, write_status::precondition_failed,
-                   std::string{what} + " " + c.ns + "/" + c.key);
-              retry = true;
-              break;
-            }
-        }
-      };
-      apply("releases", &journal_write::releases, "no claim to release:");
-      if (retry)
-        return;
-      apply("claims", &journal_write::claims, "already claimed:");
-      if (retry)
-        return;
-
-      // 5. The events themselves.
+      // 4. The events themselves.
       std::vector<std::string> pids, types, payloads, cids, corrs, causes;
       std::vector<int64_t> seqs, versions;
       for (std::size_t i = 0; i < n; ++i) {

@@ -18,8 +18,6 @@ using entity::make_rejection;
 using google::protobuf::Timestamp;
 using google::protobuf::util::TimeUtil;
 
-constexpr std::size_t max_remembered_failures = 32;
-
 Timestamp timestamp(int64_t ms) {
   return TimeUtil::MillisecondsToTimestamp(ms);
 }
@@ -271,8 +269,21 @@ user_effect decide_login(const user_state& s, const v1::LoginRequest& r,
     return with_event(std::move(ev));
   }
   auto* verified = find_fact(facts, fact_kind::password_verify);
-  if (verified == nullptr)
+  if (verified == nullptr) {
+    // needs() saw the account locked and the lock ran out before decide():
+    // the attempt arrived while locked, so it fails as locked.
+    if (s.locked_until_ms > 0) {
+      auto* e = ev.mutable_login_failed();
+      e->set_user_id(s.user_id);
+      e->set_client_ip(r.client_ip());
+      e->set_user_agent(r.user_agent());
+      e->set_reason(v1::LOGIN_FAILURE_REASON_LOCKED);
+      *e->mutable_locked_until() = timestamp(s.locked_until_ms);
+      *e->mutable_failed_at() = timestamp(now);
+      return with_event(std::move(ev));
+    }
     return missing_fact();
+  }
   if (verified->found) {
     auto* e = ev.mutable_user_logged_in();
     e->set_user_id(s.user_id);
@@ -431,7 +442,7 @@ user_state evolve(user_state s, const v1::UserEvent& event) {
         break;
       }
       s.failed_login_ms.push_back(ms(e.failed_at()));
-      if (s.failed_login_ms.size() > max_remembered_failures)
+      if (s.failed_login_ms.size() > max_login_failures_limit)
         s.failed_login_ms.erase(s.failed_login_ms.begin());
       break;
     }

@@ -34,6 +34,10 @@ inline constexpr const char* user_claim = "user";
 inline constexpr const char* handle_claim = "handle";
 inline constexpr const char* shout_claim = "shout";
 
+/// The most failed logins a user's state remembers, hence the largest
+/// sensible `user_policy::max_failed_logins`.
+inline constexpr std::size_t max_login_failures_limit = 64;
+
 struct user_policy {
   /// Failed logins within `failure_window_ms` that lock the account.
   int max_failed_logins = 5;

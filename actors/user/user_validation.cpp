@@ -258,7 +258,13 @@ rejection validate(const v1::UserCommand& command) {
         },
         [&] { return check_password(r.password(), 1); },
         [&] { return check_client_ip(r.client_ip()); },
-        [&] { return check_text("user_agent", r.user_agent(), 0, max_user_agent); });
+        [&]() -> rejection {
+          if (r.user_agent().size() > max_user_agent)
+            return invalid("user_agent", "must be at most "
+                                           + std::to_string(max_user_agent)
+                                           + " bytes");
+          return check_text("user_agent", r.user_agent(), 0, max_user_agent);
+        });
     }
     case v1::UserCommand::COMMAND_NOT_SET:
       break;

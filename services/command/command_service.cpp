@@ -6,6 +6,7 @@
 #include "actors/user/user_domain.hpp"
 #include "actors/user/user_validation.hpp"
 #include "services/common/grpc_status.hpp"
+#include "services/common/lenient_proto.hpp"
 
 namespace shoutflow::services {
 
@@ -13,22 +14,17 @@ namespace {
 
 using clock_type = std::chrono::steady_clock;
 
-/// Copies a successful reply into the response, or maps its rejection.
-grpc::Status fill(const v1::EntityReply& reply, v1::CommandResult* out) {
+/// The response message a successful reply carries, or its rejection.
+grpc::Status fill(const v1::EntityReply& reply, bool login,
+                  grpc::ByteBuffer* out) {
   if (reply.has_rejection())
     return to_status(reply.rejection());
-  if (!reply.has_result())
+  if (login && reply.has_login())
+    *out = to_buffer(reply.login());
+  else if (!login && reply.has_result())
+    *out = to_buffer(reply.result());
+  else
     return {grpc::StatusCode::INTERNAL, "internal: unexpected reply"};
-  *out = reply.result();
-  return grpc::Status::OK;
-}
-
-grpc::Status fill(const v1::EntityReply& reply, v1::LoginResult* out) {
-  if (reply.has_rejection())
-    return to_status(reply.rejection());
-  if (!reply.has_login())
-    return {grpc::StatusCode::INTERNAL, "internal: unexpected reply"};
-  *out = reply.login();
   return grpc::Status::OK;
 }
 
@@ -50,11 +46,11 @@ command_service::command_service(caf::actor_system& sys,
   : sys_(sys), router_(std::move(router)), cfg_(cfg), metrics_(metrics) {
 }
 
-template <class Response>
-grpc::ServerUnaryReactor*
-command_service::dispatch(grpc::CallbackServerContext* ctx, const char* method,
-                          v1::EntityCommand command, Response* response) {
-  auto* reactor = ctx->DefaultReactor();
+command_service::raw command_service::dispatch(ctx* c, const char* method,
+                                               const char* command_field,
+                                               const buf* request,
+                                               buf* response) {
+  auto* reactor = c->DefaultReactor();
   auto started = clock_type::now();
   auto finish = [reactor, started, method,
                  metrics = metrics_](const grpc::Status& status) {
@@ -64,13 +60,25 @@ command_service::dispatch(grpc::CallbackServerContext* ctx, const char* method,
                         .count());
     reactor->Finish(status);
   };
+  v1::EntityCommand command;
+  {
+    auto* user = command.mutable_user();
+    auto* field = user->GetDescriptor()->FindFieldByName(command_field);
+    auto* typed = user->GetReflection()->MutableMessage(user, field);
+    std::string bytes;
+    if (!buffer_bytes(*request, &bytes) || !parse_lenient(bytes, typed)) {
+      finish({grpc::StatusCode::INVALID_ARGUMENT,
+              "request: not a valid " + typed->GetDescriptor()->name()});
+      return reactor;
+    }
+  }
   if (auto invalid = user::validate(command.user())) {
     finish(to_status(*invalid));
     return reactor;
   }
   // The client's deadline, bounded by our own upper limit.
   auto timeout = cfg_.request_timeout;
-  auto deadline = ctx->deadline();
+  auto deadline = c->deadline();
   if (deadline != std::chrono::system_clock::time_point::max()) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
       deadline - std::chrono::system_clock::now());
@@ -81,22 +89,23 @@ command_service::dispatch(grpc::CallbackServerContext* ctx, const char* method,
     timeout = std::min(timeout, left);
   }
   auto command_id = user::command_id_of(command.user());
-  auto correlation = metadata(ctx, "x-correlation-id");
+  auto correlation = metadata(c, "x-correlation-id");
   command.set_correlation_id(correlation.empty() ? command_id : correlation);
   command.set_causation_id(command_id);
   auto user_id = user::target_user_id(command.user());
   command.set_entity_id(user_id);
   std::string handle;
-  if (command.user().has_login() && command.user().login().has_handle())
+  bool login = command.user().has_login();
+  if (login && command.user().login().has_handle())
     handle = ascii_lower(command.user().login().handle());
   auto bytes = command.SerializeAsString();
-  auto on_reply = [finish, response](std::string& reply_bytes) {
+  auto on_reply = [finish, response, login](std::string& reply_bytes) {
     v1::EntityReply reply;
     if (!reply.ParseFromString(reply_bytes)) {
       finish({grpc::StatusCode::INTERNAL, "internal: malformed reply"});
       return;
     }
-    finish(fill(reply, response));
+    finish(fill(reply, login, response));
   };
   auto* sys = &sys_;
   auto on_error = [finish, sys](caf::error& err) {
@@ -117,83 +126,49 @@ command_service::dispatch(grpc::CallbackServerContext* ctx, const char* method,
   return reactor;
 }
 
-grpc::ServerUnaryReactor*
-command_service::RegisterUser(grpc::CallbackServerContext* ctx,
-                              const v1::RegisterUserRequest* req,
-                              v1::CommandResult* resp) {
-  v1::EntityCommand c;
-  *c.mutable_user()->mutable_register_user() = *req;
-  return dispatch(ctx, "RegisterUser", std::move(c), resp);
+command_service::raw command_service::RegisterUser(ctx* c, const buf* req,
+                                          buf* resp) {
+  return dispatch(c, "RegisterUser", "register_user", req, resp);
 }
 
-grpc::ServerUnaryReactor*
-command_service::UpdateProfile(grpc::CallbackServerContext* ctx,
-                               const v1::UpdateProfileRequest* req,
-                               v1::CommandResult* resp) {
-  v1::EntityCommand c;
-  *c.mutable_user()->mutable_update_profile() = *req;
-  return dispatch(ctx, "UpdateProfile", std::move(c), resp);
+command_service::raw command_service::UpdateProfile(ctx* c, const buf* req,
+                                          buf* resp) {
+  return dispatch(c, "UpdateProfile", "update_profile", req, resp);
 }
 
-grpc::ServerUnaryReactor*
-command_service::Follow(grpc::CallbackServerContext* ctx,
-                        const v1::FollowRequest* req, v1::CommandResult* resp) {
-  v1::EntityCommand c;
-  *c.mutable_user()->mutable_follow() = *req;
-  return dispatch(ctx, "Follow", std::move(c), resp);
+command_service::raw command_service::Follow(ctx* c, const buf* req,
+                                          buf* resp) {
+  return dispatch(c, "Follow", "follow", req, resp);
 }
 
-grpc::ServerUnaryReactor*
-command_service::Unfollow(grpc::CallbackServerContext* ctx,
-                          const v1::UnfollowRequest* req,
-                          v1::CommandResult* resp) {
-  v1::EntityCommand c;
-  *c.mutable_user()->mutable_unfollow() = *req;
-  return dispatch(ctx, "Unfollow", std::move(c), resp);
+command_service::raw command_service::Unfollow(ctx* c, const buf* req,
+                                          buf* resp) {
+  return dispatch(c, "Unfollow", "unfollow", req, resp);
 }
 
-grpc::ServerUnaryReactor*
-command_service::PostShout(grpc::CallbackServerContext* ctx,
-                           const v1::PostShoutRequest* req,
-                           v1::CommandResult* resp) {
-  v1::EntityCommand c;
-  *c.mutable_user()->mutable_post_shout() = *req;
-  return dispatch(ctx, "PostShout", std::move(c), resp);
+command_service::raw command_service::PostShout(ctx* c, const buf* req,
+                                          buf* resp) {
+  return dispatch(c, "PostShout", "post_shout", req, resp);
 }
 
-grpc::ServerUnaryReactor*
-command_service::DeleteShout(grpc::CallbackServerContext* ctx,
-                             const v1::DeleteShoutRequest* req,
-                             v1::CommandResult* resp) {
-  v1::EntityCommand c;
-  *c.mutable_user()->mutable_delete_shout() = *req;
-  return dispatch(ctx, "DeleteShout", std::move(c), resp);
+command_service::raw command_service::DeleteShout(ctx* c, const buf* req,
+                                          buf* resp) {
+  return dispatch(c, "DeleteShout", "delete_shout", req, resp);
 }
 
-grpc::ServerUnaryReactor*
-command_service::LikeShout(grpc::CallbackServerContext* ctx,
-                           const v1::LikeShoutRequest* req,
-                           v1::CommandResult* resp) {
-  v1::EntityCommand c;
-  *c.mutable_user()->mutable_like_shout() = *req;
-  return dispatch(ctx, "LikeShout", std::move(c), resp);
+command_service::raw command_service::LikeShout(ctx* c, const buf* req,
+                                          buf* resp) {
+  return dispatch(c, "LikeShout", "like_shout", req, resp);
 }
 
-grpc::ServerUnaryReactor*
-command_service::UnlikeShout(grpc::CallbackServerContext* ctx,
-                             const v1::UnlikeShoutRequest* req,
-                             v1::CommandResult* resp) {
-  v1::EntityCommand c;
-  *c.mutable_user()->mutable_unlike_shout() = *req;
-  return dispatch(ctx, "UnlikeShout", std::move(c), resp);
+command_service::raw command_service::UnlikeShout(ctx* c, const buf* req,
+                                          buf* resp) {
+  return dispatch(c, "UnlikeShout", "unlike_shout", req, resp);
 }
 
-grpc::ServerUnaryReactor*
-command_service::Login(grpc::CallbackServerContext* ctx,
-                       const v1::LoginRequest* req, v1::LoginResult* resp) {
-  v1::EntityCommand c;
-  *c.mutable_user()->mutable_login() = *req;
-  return dispatch(ctx, "Login", std::move(c), resp);
+command_service::raw command_service::Login(ctx* c, const buf* req,
+                                          buf* resp) {
+  return dispatch(c, "Login", "login", req, resp);
 }
 
 } // namespace shoutflow::services

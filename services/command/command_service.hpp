@@ -26,45 +26,41 @@ struct command_service_config {
   std::chrono::milliseconds request_timeout{std::chrono::seconds(5)};
 };
 
-class command_service final : public v1::CommandService::CallbackService {
+/// Every method takes raw bytes (see services/common/lenient_proto.hpp).
+using command_service_base = v1::CommandService::WithRawCallbackMethod_RegisterUser<
+  v1::CommandService::WithRawCallbackMethod_UpdateProfile<
+    v1::CommandService::WithRawCallbackMethod_Follow<
+      v1::CommandService::WithRawCallbackMethod_Unfollow<
+        v1::CommandService::WithRawCallbackMethod_PostShout<
+          v1::CommandService::WithRawCallbackMethod_DeleteShout<
+            v1::CommandService::WithRawCallbackMethod_LikeShout<
+              v1::CommandService::WithRawCallbackMethod_UnlikeShout<
+                v1::CommandService::WithRawCallbackMethod_Login<
+                  v1::CommandService::Service>>>>>>>>>;
+
+class command_service final : public command_service_base {
 public:
   command_service(caf::actor_system& sys, entity::router_actor router,
                   command_service_config cfg, command_metrics* metrics);
 
-  grpc::ServerUnaryReactor* RegisterUser(grpc::CallbackServerContext* ctx,
-                                         const v1::RegisterUserRequest* req,
-                                         v1::CommandResult* resp) override;
-  grpc::ServerUnaryReactor* UpdateProfile(grpc::CallbackServerContext* ctx,
-                                          const v1::UpdateProfileRequest* req,
-                                          v1::CommandResult* resp) override;
-  grpc::ServerUnaryReactor* Follow(grpc::CallbackServerContext* ctx,
-                                   const v1::FollowRequest* req,
-                                   v1::CommandResult* resp) override;
-  grpc::ServerUnaryReactor* Unfollow(grpc::CallbackServerContext* ctx,
-                                     const v1::UnfollowRequest* req,
-                                     v1::CommandResult* resp) override;
-  grpc::ServerUnaryReactor* PostShout(grpc::CallbackServerContext* ctx,
-                                      const v1::PostShoutRequest* req,
-                                      v1::CommandResult* resp) override;
-  grpc::ServerUnaryReactor* DeleteShout(grpc::CallbackServerContext* ctx,
-                                        const v1::DeleteShoutRequest* req,
-                                        v1::CommandResult* resp) override;
-  grpc::ServerUnaryReactor* LikeShout(grpc::CallbackServerContext* ctx,
-                                      const v1::LikeShoutRequest* req,
-                                      v1::CommandResult* resp) override;
-  grpc::ServerUnaryReactor* UnlikeShout(grpc::CallbackServerContext* ctx,
-                                        const v1::UnlikeShoutRequest* req,
-                                        v1::CommandResult* resp) override;
-  grpc::ServerUnaryReactor* Login(grpc::CallbackServerContext* ctx,
-                                  const v1::LoginRequest* req,
-                                  v1::LoginResult* resp) override;
+  using raw = grpc::ServerUnaryReactor*;
+  using ctx = grpc::CallbackServerContext;
+  using buf = grpc::ByteBuffer;
+
+  raw RegisterUser(ctx* c, const buf* req, buf* resp) override;
+  raw UpdateProfile(ctx* c, const buf* req, buf* resp) override;
+  raw Follow(ctx* c, const buf* req, buf* resp) override;
+  raw Unfollow(ctx* c, const buf* req, buf* resp) override;
+  raw PostShout(ctx* c, const buf* req, buf* resp) override;
+  raw DeleteShout(ctx* c, const buf* req, buf* resp) override;
+  raw LikeShout(ctx* c, const buf* req, buf* resp) override;
+  raw UnlikeShout(ctx* c, const buf* req, buf* resp) override;
+  raw Login(ctx* c, const buf* req, buf* resp) override;
 
 private:
-  template <class Response>
-  grpc::ServerUnaryReactor* dispatch(grpc::CallbackServerContext* ctx,
-                                     const char* method,
-                                     v1::EntityCommand command,
-                                     Response* response);
+  /// `command` names the UserCommand oneof field the request fills.
+  raw dispatch(ctx* c, const char* method, const char* command,
+               const buf* request, buf* response);
 
   caf::actor_system& sys_;
   entity::router_actor router_;

@@ -7,6 +7,7 @@
 
 #include "actors/common/id_generator.hpp"
 #include "actors/common/log.hpp"
+#include "actors/user/user_domain.hpp"
 
 namespace shoutflow::node {
 
@@ -137,7 +138,8 @@ const std::vector<option>& options() {
     {"max-active-entities", "entities in memory at most", "100000",
      int_setter(&node_config::max_active_entities, 1, 100000000)},
     {"login-max-failures", "failed logins within the window that lock", "5",
-     int_setter(&node_config::login_max_failures, 1, 1000)},
+     int_setter(&node_config::login_max_failures, 1,
+                static_cast<long long>(user::max_login_failures_limit))},
     {"login-failure-window", "window for counting failed logins", "15m",
      duration_setter(&node_config::login_failure_window, seconds(1),
                      hours(24 * 30))},
@@ -206,17 +208,22 @@ std::optional<std::chrono::microseconds> parse_duration(const std::string& s) {
     return std::nullopt;
   auto n = std::stoll(s.substr(0, digits));
   auto unit = s.substr(digits);
+  int64_t micros_per_unit = 0;
   if (unit == "us")
-    return microseconds(n);
-  if (unit == "ms" || unit.empty())
-    return milliseconds(n);
-  if (unit == "s")
-    return seconds(n);
-  if (unit == "m")
-    return minutes(n);
-  if (unit == "h")
-    return hours(n);
-  return std::nullopt;
+    micros_per_unit = 1;
+  else if (unit == "ms" || unit.empty())
+    micros_per_unit = 1000;
+  else if (unit == "s")
+    micros_per_unit = 1000 * 1000;
+  else if (unit == "m")
+    micros_per_unit = 60LL * 1000 * 1000;
+  else if (unit == "h")
+    micros_per_unit = 3600LL * 1000 * 1000;
+  else
+    return std::nullopt;
+  if (n > microseconds::max().count() / micros_per_unit)
+    return std::nullopt; // would overflow
+  return microseconds(n * micros_per_unit);
 }
 
 std::optional<std::string> process_env(const std::string& name) {
@@ -249,6 +256,12 @@ parse_result parse_config(const std::vector<std::string>& args,
     }
     return true;
   };
+  for (auto& arg : args)
+    if (arg == "--help" || arg == "-h") {
+      result.help = true;
+      result.message = usage();
+      return result;
+    }
   for (auto& o : options())
     if (auto v = env(o.env()); v && !apply(o, *v, o.env()))
       return result;
