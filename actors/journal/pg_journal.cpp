@@ -31,6 +31,7 @@ constexpr const char* sql_guards_releases
     "  SELECT c.namespace, c.key, c.owner_id FROM claims c"
     "    JOIN unnest($1::text[], $2::text[]) AS q(ns, k)"
     "      ON c.namespace = q.ns AND c.key = q.k"
+    "   ORDER BY c.namespace, c.key"
     "     FOR SHARE OF c),"
     " r AS ("
     "  DELETE FROM claims c"
@@ -40,9 +41,12 @@ constexpr const char* sql_guards_releases
     " SELECT 'g', namespace, key, owner_id FROM g"
     " UNION ALL SELECT 'r', namespace, key, owner_id FROM r";
 
+// Claims are inserted (and guards locked) in key order, so two journals
+// never take the same claims' locks in opposite orders.
 constexpr const char* sql_claims
   = "INSERT INTO claims (namespace, key, owner_id)"
-    " SELECT * FROM unnest($1::text[], $2::text[], $3::text[])"
+    " SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) AS q(ns, k, o)"
+    " ORDER BY ns, k"
     " ON CONFLICT DO NOTHING"
     " RETURNING namespace, key, owner_id";
 
@@ -91,6 +95,8 @@ struct claim_columns {
   }
   bool empty() const { return ns.empty(); }
 };
+
+constexpr int max_transient_retries = 5;
 
 write_outcome failed(write_status status, std::string detail) {
   write_outcome out;
@@ -155,7 +161,9 @@ batch_writer::write(const std::vector<journal_write>& batch) {
   }
 
   // Each attempt either commits every live write or fails at least one more
-  // write (which then drops out), so n + 1 attempts always suffice.
+  // write (which then drops out), so n + 1 attempts always suffice; a
+  // deadlock or serialization failure repeats an attempt (bounded).
+  int transient_retries = 0;
   for (std::size_t attempt = 0; attempt <= n; ++attempt) {
     if (std::none_of(live.begin(), live.end(), [](bool b) { return b; }))
       return out;
@@ -249,8 +257,8 @@ batch_writer::write(const std::vector<journal_write>& batch) {
         }
       }
 
-      // 3. Claims: a taken one fails its write; if that write's other
-      // claims went in, roll back and retry without it.
+      // 3. Claims: a taken one fails its write; if that write's releases or
+      // other claims went in, roll back and retry without it.
       {
         claim_columns cols;
         for (std::size_t i = 0; i < n; ++i)
@@ -272,7 +280,7 @@ batch_writer::write(const std::vector<journal_write>& batch) {
                                       });
             if (taken == claims.end())
               continue;
-            retry = retry
+            retry = retry || !batch[i].releases.empty()
                     || std::any_of(claims.begin(), claims.end(), [&](auto& c) {
                          return done.count(key_of(c)) > 0;
                        });
@@ -341,6 +349,20 @@ batch_writer::write(const std::vector<journal_write>& batch) {
     }
     if (retry)
       continue;
+    if (result.failure == db_failure::retryable
+        && transient_retries++ < max_transient_retries) {
+      --attempt;
+      continue;
+    }
+    if (result.failure == db_failure::error
+        && std::count(live.begin(), live.end(), true) > 1) {
+      // The database refused something in the batch (bad data, a check):
+      // write each remaining write alone, so only the culprit fails.
+      for (std::size_t i = 0; i < n; ++i)
+        if (live[i])
+          out[i] = write({batch[i]}).front();
+      return out;
+    }
     if (result.failure == db_failure::unique_violation) {
       // A stale writer: find the streams whose head is already at or past
       // the write's first seq_nr and fail just those.

@@ -1,6 +1,12 @@
 #include "actors/journal/pg_session.hpp"
 
+#include <sys/socket.h>
+
 #include <algorithm>
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <thread>
 
 #include "actors/common/log.hpp"
 #include "actors/common/text.hpp"
@@ -20,6 +26,80 @@ bool transient(const std::string& state) {
          || state == "53300"           // too many connections
          || state == "57014";          // statement timeout / cancel
 }
+
+bool retryable(const std::string& state) {
+  return state == "40P01"  // deadlock detected
+         || state == "40001"; // serialization failure
+}
+
+/// Shuts down the sockets of calls that overran their deadline, so the
+/// blocked libpq call returns with a broken connection. One thread for the
+/// process; a ticket is disarmed (under the lock) before its connection can
+/// be closed, so a shut-down descriptor always still belongs to it.
+class watchdog {
+public:
+  static watchdog& instance() {
+    static watchdog w;
+    return w;
+  }
+
+  uint64_t arm(int fd, std::chrono::steady_clock::time_point deadline) {
+    std::lock_guard<std::mutex> guard{mtx_};
+    auto ticket = ++next_;
+    armed_[ticket] = {fd, deadline};
+    cv_.notify_one();
+    return ticket;
+  }
+
+  void disarm(uint64_t ticket) {
+    std::lock_guard<std::mutex> guard{mtx_};
+    armed_.erase(ticket);
+  }
+
+  ~watchdog() {
+    {
+      std::lock_guard<std::mutex> guard{mtx_};
+      stop_ = true;
+    }
+    cv_.notify_one();
+    thread_.join();
+  }
+
+private:
+  struct entry {
+    int fd;
+    std::chrono::steady_clock::time_point deadline;
+  };
+
+  watchdog() : thread_([this] { loop(); }) {}
+
+  void loop() {
+    std::unique_lock<std::mutex> lock{mtx_};
+    while (!stop_) {
+      auto now = std::chrono::steady_clock::now();
+      auto next = now + std::chrono::seconds(1);
+      for (auto it = armed_.begin(); it != armed_.end();) {
+        if (it->second.deadline <= now) {
+          ::shutdown(it->second.fd, SHUT_RDWR);
+          it = armed_.erase(it);
+        } else {
+          next = std::min(next, it->second.deadline);
+          ++it;
+        }
+      }
+      cv_.wait_until(lock, next);
+    }
+  }
+
+  std::mutex mtx_;
+  std::condition_variable cv_;
+  std::map<uint64_t, entry> armed_;
+  uint64_t next_ = 0;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
+constexpr std::chrono::seconds watchdog_slack{2};
 
 std::string escape_array_element(const std::string& s) {
   std::string out;
@@ -55,6 +135,7 @@ pg_session::pg_session(std::string url, std::string name, preparer prepare,
                                 {"keepalives_idle", "5"},
                                 {"keepalives_interval", "2"},
                                 {"keepalives_count", "3"},
+                                {"tcp_user_timeout", "5000"},
                                 {"application_name", "shoutflowd"}})),
     name_(std::move(name)),
     prepare_(std::move(prepare)),
@@ -110,9 +191,26 @@ pg_session::run(const std::function<void(pqxx::connection&)>& fn) {
     next_attempt_ = {}; // the first reconnect may be immediate
     return {db_failure::unavailable, what};
   };
-  try {
-    fn(*conn_);
+  // Disarmed before anything below may close the connection (and free its
+  // descriptor for reuse).
+  std::exception_ptr failure;
+  {
+    struct disarm_on_exit {
+      uint64_t ticket;
+      ~disarm_on_exit() { watchdog::instance().disarm(ticket); }
+    } armed{watchdog::instance().arm(
+      conn_->sock(),
+      std::chrono::steady_clock::now() + statement_timeout_ + watchdog_slack)};
+    try {
+      fn(*conn_);
+    } catch (...) {
+      failure = std::current_exception();
+    }
+  }
+  if (!failure)
     return {};
+  try {
+    std::rethrow_exception(failure);
   } catch (const pqxx::broken_connection& e) {
     return lost(std::string{"connection lost: "} + e.what());
   } catch (const pqxx::in_doubt_error& e) {
@@ -122,6 +220,8 @@ pg_session::run(const std::function<void(pqxx::connection&)>& fn) {
   } catch (const pqxx::unique_violation& e) {
     return {db_failure::unique_violation, e.what()};
   } catch (const pqxx::sql_error& e) {
+    if (retryable(e.sqlstate()))
+      return {db_failure::retryable, e.what()};
     if (transient(e.sqlstate()))
       return lost(std::string{"database unavailable: "} + e.what());
     log_error(name_, std::string{"SQL error "} + e.sqlstate() + ": "

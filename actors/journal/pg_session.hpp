@@ -8,8 +8,11 @@
 // exponential backoff (50 ms doubling to 2 s) has passed, so callers fail
 // fast while the database is down instead of queueing behind timeouts.
 // Statements get a server-side statement_timeout; connects get
-// connect_timeout and TCP keepalives, so a hung server cannot block a worker
-// thread for long. Only dedicated threads (detached actors) call this.
+// connect_timeout, TCP keepalives and tcp_user_timeout; and because a frozen
+// server (or one behind a partition) enforces none of these, a client-side
+// watchdog shuts the socket down once a call overruns statement_timeout by
+// two seconds. A hung server therefore blocks a worker thread for at most
+// that long. Only dedicated threads (detached actors) call this.
 
 #include <chrono>
 #include <functional>
@@ -28,6 +31,9 @@ enum class db_failure {
   unavailable,
   /// A unique constraint rejected the statement.
   unique_violation,
+  /// Deadlock or serialization failure: the transaction was rolled back
+  /// and may simply be run again.
+  retryable,
   /// Any other SQL error (a bug or a schema mismatch): logged loudly.
   error,
 };

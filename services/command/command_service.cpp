@@ -90,6 +90,12 @@ command_service::raw command_service::dispatch(ctx* c, const char* method,
   }
   auto command_id = user::command_id_of(command.user());
   auto correlation = metadata(c, "x-correlation-id");
+  if (!correlation.empty() && user::check_command_id(correlation)) {
+    finish({grpc::StatusCode::INVALID_ARGUMENT,
+            "x-correlation-id (metadata): must be 1-64 printable ASCII "
+            "characters"});
+    return reactor;
+  }
   command.set_correlation_id(correlation.empty() ? command_id : correlation);
   command.set_causation_id(command_id);
   auto user_id = user::target_user_id(command.user());
