@@ -18,6 +18,7 @@ using write_atom = caf::atom_constant<caf::atom("write")>;
 using batch_atom = caf::atom_constant<caf::atom("batch")>;
 using flush_atom = caf::atom_constant<caf::atom("flush")>;
 using drain_atom = caf::atom_constant<caf::atom("drain")>;
+using fence_atom = caf::atom_constant<caf::atom("fence")>;
 using recover_atom = caf::atom_constant<caf::atom("recover")>;
 using claim_atom = caf::atom_constant<caf::atom("claim")>;
 using lookup_atom = caf::atom_constant<caf::atom("lookup")>;

@@ -33,10 +33,16 @@
 //
 // Idempotency (G4): the replies of the last `recent_commands` command ids are
 // kept in memory and in snapshots, and rebuilt from the events' command ids
-// on recovery. An id not among them is checked by the journal in the write's
-// own transaction (for commands that append) or looked up before answering a
-// rejection or no-op — so a retry returns the first result however old it
-// is, and appends nothing.
+// on recovery. Every accepted command goes through the journal — one that
+// appends nothing (a repeated follow) records its reply there — and the
+// journal's transaction finds an earlier execution of the id however old; a
+// rejection looks the id up before answering. So a retry returns the first
+// result, and appends nothing. (A rejected command is not recorded: retried
+// after the world changed, it may succeed.)
+//
+// Recovery is fenced behind the journal (fence_atom): it starts only when
+// no write of this entity is queued or in flight, so a timed-out write of an
+// earlier incarnation that still commits is never missed.
 //
 // Any write whose outcome is unknown or stale stops the entity after failing
 // its queue with UNAVAILABLE; the region starts a fresh incarnation on the
@@ -197,7 +203,22 @@ private:
 
   // -- recovery ----------------------------------------------------------------
 
+  /// Recovery waits until the journal holds no write of this entity: a
+  /// write of an earlier incarnation that timed out may still commit, and
+  /// it must be part of what this incarnation reads.
   static void recover(pointer self) {
+    auto& st = self->state;
+    self
+      ->request(st.deps.journal, st.deps.cfg.io_timeout, fence_atom::value,
+                st.persistence_id)
+      .then([=](bool) { read_history(self); },
+            [=](caf::error& err) {
+              fail_all(self, v1::REJECTION_CODE_UNAVAILABLE,
+                       "cannot recover entity: " + render(self, err));
+            });
+  }
+
+  static void read_history(pointer self) {
     auto& st = self->state;
     auto started = std::chrono::steady_clock::now();
     self
@@ -347,27 +368,22 @@ private:
     auto& cmd = A::command_of(pending.envelope);
     auto command_id = A::command_id(cmd);
     auto eff = A::decide(st.state, cmd, facts, *st.deps.env);
-    if (eff.rejected() || eff.events.empty()) {
-      std::string reply;
-      if (eff.rejected()) {
-        v1::EntityReply r;
-        *r.mutable_rejection() = *eff.rejection;
-        reply = r.SerializeAsString();
-        // Invalid input was never applied before: answer directly.
-        if (eff.rejection->code() == v1::REJECTION_CODE_INVALID_ARGUMENT) {
-          if (auto* m = st.deps.metrics)
-      m->rejected.Increment();
-          finish(self, std::move(reply));
-          return;
-        }
-      } else {
-        reply = A::reply_for(st.id, {}, st.seq_nr, st.last_position)
-                  .SerializeAsString();
+    if (eff.rejected()) {
+      v1::EntityReply r;
+      *r.mutable_rejection() = *eff.rejection;
+      // Invalid input was never applied before: answer directly.
+      if (eff.rejection->code() == v1::REJECTION_CODE_INVALID_ARGUMENT) {
+        if (auto* m = st.deps.metrics)
+          m->rejected.Increment();
+        finish(self, r.SerializeAsString());
+        return;
       }
-      answer_unless_applied_before(self, command_id, std::move(reply),
-                                   eff.rejected());
+      answer_unless_applied_before(self, command_id, r.SerializeAsString());
       return;
     }
+    // Appending events, or — for a no-op — recording the reply, goes through
+    // the journal, whose transaction also detects an earlier execution of
+    // the command id however old.
     journal::journal_write w;
     w.persistence_id = st.persistence_id;
     w.command_id = command_id;
@@ -379,15 +395,19 @@ private:
       w.events.push_back({++seq, std::move(enc.type), enc.version,
                           std::move(enc.payload), command_id, 0});
     }
+    if (eff.events.empty())
+      w.noop_reply = A::reply_for(st.id, {}, st.seq_nr, st.last_position)
+                       .SerializeAsString();
     w.claims = std::move(eff.claims);
     w.releases = std::move(eff.releases);
     w.guards = std::move(eff.guards);
+    auto noop_reply = w.noop_reply;
     self
       ->request(st.deps.journal, st.deps.cfg.io_timeout, write_atom::value,
                 std::move(w))
       .then(
         [=, events = std::move(eff.events)](journal::write_outcome& out) {
-          written(self, command_id, events, out);
+          written(self, command_id, events, noop_reply, out);
         },
         [=](caf::error& err) {
           fail_all(self, v1::REJECTION_CODE_UNAVAILABLE,
@@ -398,10 +418,18 @@ private:
 
   static void written(pointer self, const std::string& command_id,
                       const std::vector<event_type>& events,
+                      const std::string& noop_reply,
                       journal::write_outcome& out) {
     auto& st = self->state;
     switch (out.status) {
       case journal::write_status::ok: {
+        if (events.empty()) {
+          st.recent.add(command_id, noop_reply);
+          if (auto* m = st.deps.metrics)
+            m->noop.Increment();
+          finish(self, noop_reply);
+          return;
+        }
         for (auto& e : events)
           st.state = A::evolve(std::move(st.state), e);
         st.seq_nr += static_cast<int64_t>(events.size());
@@ -410,18 +438,20 @@ private:
                        .SerializeAsString();
         st.recent.add(command_id, reply);
         if (auto* m = st.deps.metrics)
-      m->applied.Increment();
+          m->applied.Increment();
         maybe_snapshot(self);
         finish(self, std::move(reply));
         return;
       }
       case journal::write_status::duplicate:
-        answer_from_original(self, command_id, out.original);
+        answer_from_original(self, command_id,
+                             {std::move(out.original),
+                              std::move(out.original_reply)});
         return;
       case journal::write_status::precondition_failed:
         if (++st.queue.front().attempts < st.deps.cfg.max_attempts) {
           if (auto* m = st.deps.metrics)
-      m->fact_retries.Increment();
+            m->fact_retries.Increment();
           execute(self);
         } else {
           finish(self, rejection_reply(v1::REJECTION_CODE_UNAVAILABLE, "",
@@ -437,26 +467,25 @@ private:
     }
   }
 
-  /// Before answering a rejection or no-op: was this command id applied
-  /// earlier than the recent-command window reaches? Then its first result
-  /// is the answer (G4).
+  /// Before answering a rejection: was this command id applied earlier
+  /// than the recent-command window reaches? Then its first result is the
+  /// answer (G4).
   static void answer_unless_applied_before(pointer self,
                                            const std::string& command_id,
-                                           std::string fallback,
-                                           bool rejected) {
+                                           std::string rejection) {
     auto& st = self->state;
     self
       ->request(st.deps.store, st.deps.cfg.io_timeout, lookup_atom::value,
                 st.persistence_id, command_id)
       .then(
-        [=](std::vector<journal::event_record>& original) {
-          if (original.empty()) {
-            if (auto* m = self->state.deps.metrics)
-              (rejected ? m->rejected : m->noop).Increment();
-            finish(self, fallback);
-          } else {
-            answer_from_original(self, command_id, original);
+        [=](journal::command_lookup& earlier) {
+          if (earlier.found()) {
+            answer_from_original(self, command_id, std::move(earlier));
+            return;
           }
+          if (auto* m = self->state.deps.metrics)
+            m->rejected.Increment();
+          finish(self, rejection);
         },
         [=](caf::error& err) {
           finish(self, rejection_reply(v1::REJECTION_CODE_UNAVAILABLE, "",
@@ -465,27 +494,48 @@ private:
         });
   }
 
-  static void
-  answer_from_original(pointer self, const std::string& command_id,
-                       const std::vector<journal::event_record>& original) {
+  /// Answers a retry with the first execution's result. If that execution
+  /// appended events this incarnation has not seen, its state is stale (an
+  /// earlier incarnation's write committed after it recovered): it answers,
+  /// then stops so that the next command recovers afresh.
+  static void answer_from_original(pointer self,
+                                   const std::string& command_id,
+                                   journal::command_lookup earlier) {
     auto& st = self->state;
-    std::vector<event_type> events;
-    for (auto& r : original) {
-      auto e = A::decode_event(r.type, r.version, r.payload);
-      if (!e) {
-        finish(self, rejection_reply(v1::REJECTION_CODE_INTERNAL, "",
-                                     "internal: stored event does not decode"));
-        return;
+    std::string reply;
+    bool stale = false;
+    if (earlier.events.empty()) {
+      reply = std::move(earlier.noop_reply);
+    } else {
+      std::vector<event_type> events;
+      for (auto& r : earlier.events) {
+        auto e = A::decode_event(r.type, r.version, r.payload);
+        if (!e) {
+          finish(self,
+                 rejection_reply(v1::REJECTION_CODE_INTERNAL, "",
+                                 "internal: stored event does not decode"));
+          return;
+        }
+        events.push_back(std::move(*e));
       }
-      events.push_back(std::move(*e));
+      auto& last = earlier.events.back();
+      reply = A::reply_for(st.id, events, last.seq_nr, last.position)
+                .SerializeAsString();
+      stale = last.seq_nr > st.seq_nr;
     }
-    auto reply = A::reply_for(st.id, events, original.back().seq_nr,
-                              original.back().position)
-                   .SerializeAsString();
     st.recent.add(command_id, reply);
     if (auto* m = st.deps.metrics)
       m->duplicate.Increment();
-    finish(self, as_duplicate(reply));
+    if (!stale) {
+      finish(self, as_duplicate(reply));
+      return;
+    }
+    log_warn("entity", st.persistence_id
+                         + ": state behind the journal; recovering again");
+    st.queue.front().promise.deliver(as_duplicate(reply));
+    st.queue.pop_front();
+    fail_all(self, v1::REJECTION_CODE_UNAVAILABLE,
+             "entity restarting; retry with the same command_id");
   }
 
   static void maybe_snapshot(pointer self) {

@@ -30,6 +30,7 @@ void add_message_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<snapshot_record>("shoutflow.snapshot_record");
   cfg.add_message_type<recovery_data>("shoutflow.recovery_data");
   cfg.add_message_type<claim_lookup>("shoutflow.claim_lookup");
+  cfg.add_message_type<command_lookup>("shoutflow.command_lookup");
   cfg.add_message_type<journal_stats>("shoutflow.journal_stats");
   cfg.add_error_category(db_category, [](uint8_t code, caf::atom_value,
                                           const caf::message& ctx) {

@@ -29,15 +29,18 @@ using journal_actor = caf::typed_actor<
   caf::replies_to<write_atom, journal_write>::with<write_outcome>,
   // Answers once nothing is queued or in flight (for shutdown and tests).
   caf::replies_to<drain_atom>::with<bool>,
+  // Answers once no write of this persistence id is queued or in flight:
+  // an entity recovers only behind this fence, so a write of an earlier
+  // incarnation that timed out but still commits is part of what it reads.
+  caf::replies_to<fence_atom, std::string>::with<bool>,
   caf::replies_to<stats_atom>::with<journal_stats>,
   caf::reacts_to<flush_atom>>;
 
 using store_actor = caf::typed_actor<
   caf::replies_to<recover_atom, std::string>::with<recovery_data>,
   caf::replies_to<claim_atom, std::string, std::string>::with<claim_lookup>,
-  // The events a command id appended to a persistence id (empty: none).
-  caf::replies_to<lookup_atom, std::string, std::string>::with<
-    std::vector<event_record>>,
+  // What a command id did to a persistence id.
+  caf::replies_to<lookup_atom, std::string, std::string>::with<command_lookup>,
   caf::reacts_to<snapshot_atom, snapshot_record>>;
 
 enum class db_errc : uint8_t {

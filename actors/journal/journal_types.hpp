@@ -62,19 +62,23 @@ struct journal_write {
   std::vector<claim_op> claims;
   std::vector<claim_op> releases;
   std::vector<claim_op> guards;
+  /// For a command that appends nothing (`events` empty): its reply, kept
+  /// so that a retry returns it.
+  std::string noop_reply;
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, journal_write& x) {
   return f(x.persistence_id, x.events, x.command_id, x.correlation_id,
-           x.causation_id, x.claims, x.releases, x.guards);
+           x.causation_id, x.claims, x.releases, x.guards, x.noop_reply);
 }
 
 enum class write_status : uint8_t {
   /// Committed; `positions` holds each event's global position.
   ok,
-  /// The command id was applied before: nothing written, `original` holds
-  /// the events that first execution appended.
+  /// The command id was applied before: nothing written; `original` holds
+  /// the events that first execution appended, or `original_reply` its
+  /// reply if it appended none.
   duplicate,
   /// A claim was taken, a release or guard found no matching claim:
   /// nothing written; the entity re-reads its facts and decides again.
@@ -91,12 +95,27 @@ struct write_outcome {
   write_status status = write_status::unavailable;
   std::vector<int64_t> positions;
   std::vector<event_record> original;
+  std::string original_reply;
   std::string detail;
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, write_outcome& x) {
-  return f(x.status, x.positions, x.original, x.detail);
+  return f(x.status, x.positions, x.original, x.original_reply, x.detail);
+}
+
+/// What a command id did to a stream: the events it appended, or the reply
+/// of a command that appended nothing; both empty if it was never applied.
+struct command_lookup {
+  std::vector<event_record> events;
+  std::string noop_reply;
+
+  bool found() const { return !events.empty() || !noop_reply.empty(); }
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, command_lookup& x) {
+  return f(x.events, x.noop_reply);
 }
 
 struct snapshot_record {

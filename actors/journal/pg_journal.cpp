@@ -3,6 +3,7 @@
 #include <caf/all.hpp>
 
 #include <deque>
+#include <unordered_map>
 #include <map>
 #include <set>
 #include <tuple>
@@ -15,12 +16,24 @@ namespace {
 
 // -- SQL ---------------------------------------------------------------------
 
+// Earlier executions of the batch's command ids: their events, or the
+// stored reply of one that appended nothing (last column).
 constexpr const char* sql_duplicates
-  = "SELECT e.persistence_id, e.command_id, e.seq_nr, e.event_type,"
-    "       e.event_version, e.payload, e.global_position"
-    "  FROM unnest($1::text[], $2::text[]) AS q(pid, cid)"
-    "  JOIN events e ON e.persistence_id = q.pid AND e.command_id = q.cid"
-    " ORDER BY e.persistence_id, e.seq_nr";
+  = "SELECT * FROM ("
+    " SELECT e.persistence_id, e.command_id, e.seq_nr, e.event_type,"
+    "        e.event_version, e.payload, e.global_position, NULL::bytea"
+    "   FROM unnest($1::text[], $2::text[]) AS q(pid, cid)"
+    "   JOIN events e ON e.persistence_id = q.pid AND e.command_id = q.cid"
+    " UNION ALL"
+    " SELECT n.persistence_id, n.command_id, 0, NULL, 0, NULL, 0, n.reply"
+    "   FROM unnest($1::text[], $2::text[]) AS q(pid, cid)"
+    "   JOIN noop_commands n"
+    "     ON n.persistence_id = q.pid AND n.command_id = q.cid) AS d"
+    " ORDER BY 1, 3";
+
+constexpr const char* sql_noops
+  = "INSERT INTO noop_commands (persistence_id, command_id, reply)"
+    " SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[])";
 
 // Guards and releases in ONE statement, so both read one snapshot taken
 // before this transaction gets its xid: every claim they depend on was
@@ -68,6 +81,7 @@ void prepare_statements(pqxx::connection& c) {
   c.prepare("guards_releases", sql_guards_releases);
   c.prepare("claims", sql_claims);
   c.prepare("events", sql_events);
+  c.prepare("noops", sql_noops);
   c.prepare("stream_heads", sql_stream_heads);
 }
 
@@ -164,6 +178,7 @@ batch_writer::write(const std::vector<journal_write>& batch) {
   // write (which then drops out), so n + 1 attempts always suffice; a
   // deadlock or serialization failure repeats an attempt (bounded).
   int transient_retries = 0;
+  bool reconnected = false;
   for (std::size_t attempt = 0; attempt <= n; ++attempt) {
     if (std::none_of(live.begin(), live.end(), [](bool b) { return b; }))
       return out;
@@ -185,9 +200,15 @@ batch_writer::write(const std::vector<journal_write>& batch) {
           std::map<std::pair<std::string, std::string>,
                    std::vector<event_record>>
             found;
+          std::map<std::pair<std::string, std::string>, std::string> replies;
           for (const auto& row :
                tx.exec_prepared("duplicates", text_array(pids),
                                 text_array(cids))) {
+            if (!row[7].is_null()) {
+              replies[{row[0].as<std::string>(), row[1].as<std::string>()}]
+                = pqxx::binarystring{row[7]}.str();
+              continue;
+            }
             event_record e;
             e.seq_nr = row[2].as<int64_t>();
             e.type = row[3].as<std::string>();
@@ -201,11 +222,14 @@ batch_writer::write(const std::vector<journal_write>& batch) {
           for (std::size_t i = 0; i < n; ++i) {
             if (!live[i])
               continue;
-            auto hit = found.find({batch[i].persistence_id,
-                                   batch[i].command_id});
-            if (hit != found.end()) {
+            auto key = std::make_pair(batch[i].persistence_id,
+                                      batch[i].command_id);
+            if (auto hit = found.find(key); hit != found.end()) {
               fail(i, write_status::duplicate, "command already applied");
               out[i].original = std::move(hit->second);
+            } else if (auto noop = replies.find(key); noop != replies.end()) {
+              fail(i, write_status::duplicate, "command already applied");
+              out[i].original_reply = std::move(noop->second);
             }
           }
         }
@@ -319,6 +343,20 @@ batch_writer::write(const std::vector<journal_write>& batch) {
           positions[{row[0].as<std::string>(), row[1].as<int64_t>()}]
             = row[2].as<int64_t>();
       }
+      // 5. Commands that append nothing keep their reply.
+      {
+        std::vector<std::string> noop_pids, noop_cids, noop_replies;
+        for (std::size_t i = 0; i < n; ++i)
+          if (live[i] && batch[i].events.empty()
+              && !batch[i].command_id.empty()) {
+            noop_pids.push_back(batch[i].persistence_id);
+            noop_cids.push_back(batch[i].command_id);
+            noop_replies.push_back(batch[i].noop_reply);
+          }
+        if (!noop_pids.empty())
+          tx.exec_prepared("noops", text_array(noop_pids),
+                           text_array(noop_cids), bytea_array(noop_replies));
+      }
       tx.commit();
     });
 
@@ -351,6 +389,15 @@ batch_writer::write(const std::vector<journal_write>& batch) {
       continue;
     if (result.failure == db_failure::retryable
         && transient_retries++ < max_transient_retries) {
+      --attempt;
+      continue;
+    }
+    // A connection that died while idle (a failover, a restarted server)
+    // fails its next use before COMMIT is sent: nothing was written, so one
+    // more try on a fresh connection is safe.
+    if (result.failure == db_failure::unavailable && !result.in_doubt
+        && !result.overran && !reconnected) {
+      reconnected = true;
       --attempt;
       continue;
     }
@@ -444,6 +491,11 @@ struct coordinator_state {
   bool flush_armed = false;
   journal_stats stats;
   std::vector<caf::typed_response_promise<bool>> drain_waiters;
+  /// Writes queued or in flight per persistence id, and who waits for none.
+  std::unordered_map<std::string, std::size_t> open;
+  std::unordered_map<std::string,
+                     std::vector<caf::typed_response_promise<bool>>>
+    fences;
   static inline const char* name = "journal";
 };
 
@@ -459,15 +511,33 @@ void check_drained(coordinator_pointer self) {
   }
 }
 
+/// One write of `pid` is answered: release fences once none is left.
+void close_write(coordinator_pointer self, const std::string& pid) {
+  auto& st = self->state;
+  auto it = st.open.find(pid);
+  if (it == st.open.end() || --it->second > 0)
+    return;
+  st.open.erase(it);
+  auto waiting = st.fences.find(pid);
+  if (waiting == st.fences.end())
+    return;
+  for (auto& p : waiting->second)
+    p.deliver(true);
+  st.fences.erase(waiting);
+}
+
 void dispatch(coordinator_pointer self) {
   auto& st = self->state;
   while (!st.idle.empty() && !st.queue.empty()) {
     auto n = std::min(st.queue.size(), st.cfg.max_batch);
     std::vector<journal_write> writes;
     std::vector<caf::typed_response_promise<write_outcome>> promises;
+    std::vector<std::string> pids;
     writes.reserve(n);
     promises.reserve(n);
+    pids.reserve(n);
     for (std::size_t i = 0; i < n; ++i) {
+      pids.push_back(st.queue.front().write.persistence_id);
       writes.push_back(std::move(st.queue.front().write));
       promises.push_back(std::move(st.queue.front().promise));
       st.queue.pop_front();
@@ -510,6 +580,7 @@ void dispatch(coordinator_pointer self) {
                   break;
               }
             promises[i].deliver(std::move(outcomes[i]));
+            close_write(self, pids[i]);
           }
           dispatch(self);
           check_drained(self);
@@ -518,10 +589,12 @@ void dispatch(coordinator_pointer self) {
           auto& st = self->state;
           st.idle.push_back(worker);
           --st.busy;
-          for (auto& p : promises)
-            p.deliver(failed(write_status::unavailable,
-                             "journal worker failed: "
-                               + self->system().render(err)));
+          for (std::size_t i = 0; i < promises.size(); ++i) {
+            promises[i].deliver(failed(write_status::unavailable,
+                                       "journal worker failed: "
+                                         + self->system().render(err)));
+            close_write(self, pids[i]);
+          }
           dispatch(self);
           check_drained(self);
         });
@@ -541,6 +614,7 @@ journal_actor::behavior_type coordinator(coordinator_pointer self,
     [=](write_atom, journal_write& w) {
       auto& st = self->state;
       auto promise = self->make_response_promise<write_outcome>();
+      ++st.open[w.persistence_id];
       st.queue.push_back({std::move(w), promise});
       if (st.queue.size() >= st.cfg.max_batch
           || st.cfg.batch_window.count() == 0) {
@@ -559,6 +633,14 @@ journal_actor::behavior_type coordinator(coordinator_pointer self,
       auto promise = self->make_response_promise<bool>();
       self->state.drain_waiters.push_back(promise);
       check_drained(self);
+      return promise;
+    },
+    [=](fence_atom, const std::string& pid) {
+      auto promise = self->make_response_promise<bool>();
+      if (self->state.open.count(pid) == 0)
+        promise.deliver(true);
+      else
+        self->state.fences[pid].push_back(promise);
       return promise;
     },
     [=](stats_atom) { return self->state.stats; },

@@ -51,9 +51,10 @@ public:
     return ticket;
   }
 
-  void disarm(uint64_t ticket) {
+  /// False if the deadline passed and the socket was shut down.
+  bool disarm(uint64_t ticket) {
     std::lock_guard<std::mutex> guard{mtx_};
-    armed_.erase(ticket);
+    return armed_.erase(ticket) > 0;
   }
 
   ~watchdog() {
@@ -194,13 +195,16 @@ pg_session::run(const std::function<void(pqxx::connection&)>& fn) {
   // Disarmed before anything below may close the connection (and free its
   // descriptor for reuse).
   std::exception_ptr failure;
+  bool overran = false;
   {
     struct disarm_on_exit {
       uint64_t ticket;
-      ~disarm_on_exit() { watchdog::instance().disarm(ticket); }
-    } armed{watchdog::instance().arm(
-      conn_->sock(),
-      std::chrono::steady_clock::now() + statement_timeout_ + watchdog_slack)};
+      bool& overran;
+      ~disarm_on_exit() { overran = !watchdog::instance().disarm(ticket); }
+    } armed{watchdog::instance().arm(conn_->sock(),
+                                     std::chrono::steady_clock::now()
+                                       + statement_timeout_ + watchdog_slack),
+            overran};
     try {
       fn(*conn_);
     } catch (...) {
@@ -209,14 +213,24 @@ pg_session::run(const std::function<void(pqxx::connection&)>& fn) {
   }
   if (!failure)
     return {};
+  if (overran) {
+    conn_.reset();
+    return {db_failure::unavailable,
+            "the database did not answer within "
+              + std::to_string((statement_timeout_ + watchdog_slack).count())
+              + " ms",
+            false, true};
+  }
   try {
     std::rethrow_exception(failure);
   } catch (const pqxx::broken_connection& e) {
     return lost(std::string{"connection lost: "} + e.what());
   } catch (const pqxx::in_doubt_error& e) {
-    return lost(std::string{"connection lost during COMMIT, outcome "
-                            "unknown: "}
-                + e.what());
+    auto r = lost(std::string{"connection lost during COMMIT, outcome "
+                              "unknown: "}
+                  + e.what());
+    r.in_doubt = true;
+    return r;
   } catch (const pqxx::unique_violation& e) {
     return {db_failure::unique_violation, e.what()};
   } catch (const pqxx::sql_error& e) {

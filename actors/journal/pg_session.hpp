@@ -41,6 +41,11 @@ enum class db_failure {
 struct db_result {
   db_failure failure = db_failure::none;
   std::string detail;
+  /// The connection broke during COMMIT: the transaction may have committed.
+  bool in_doubt = false;
+  /// The server stopped answering and the watchdog cut the connection (the
+  /// transaction may have committed, too).
+  bool overran = false;
   explicit operator bool() const { return failure == db_failure::none; }
 };
 

@@ -27,6 +27,10 @@ constexpr const char* sql_command_events
     "  FROM events WHERE persistence_id = $1 AND command_id = $2"
     " ORDER BY seq_nr";
 
+constexpr const char* sql_noop_command
+  = "SELECT reply FROM noop_commands"
+    " WHERE persistence_id = $1 AND command_id = $2";
+
 constexpr const char* sql_claim
   = "SELECT owner_id FROM claims WHERE namespace = $1 AND key = $2";
 
@@ -42,6 +46,7 @@ void prepare_statements(pqxx::connection& c) {
   c.prepare("snapshot", sql_snapshot);
   c.prepare("events_after", sql_events_after);
   c.prepare("command_events", sql_command_events);
+  c.prepare("noop_command", sql_noop_command);
   c.prepare("claim", sql_claim);
   c.prepare("save_snapshot", sql_save_snapshot);
 }
@@ -115,13 +120,19 @@ store_actor::behavior_type reader(reader_pointer self, std::string db_url,
         return out;
       });
     },
-    [=](lookup_atom, const std::string& pid, const std::string& cid)
-      -> caf::result<std::vector<event_record>> {
-      return with_db<std::vector<event_record>>(
-        self, [&](pqxx::connection& conn) {
-          pqxx::read_transaction tx{conn};
-          return event_rows(tx.exec_prepared("command_events", pid, cid));
-        });
+    [=](lookup_atom, const std::string& pid,
+        const std::string& cid) -> caf::result<command_lookup> {
+      return with_db<command_lookup>(self, [&](pqxx::connection& conn) {
+        pqxx::read_transaction tx{conn};
+        command_lookup out;
+        out.events = event_rows(tx.exec_prepared("command_events", pid, cid));
+        if (out.events.empty()) {
+          auto rows = tx.exec_prepared("noop_command", pid, cid);
+          if (!rows.empty())
+            out.noop_reply = pqxx::binarystring{rows[0][0]}.str();
+        }
+        return out;
+      });
     },
     [=](snapshot_atom, const snapshot_record& snap) {
       // Best effort: a lost snapshot only makes the next recovery longer.

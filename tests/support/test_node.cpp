@@ -2,6 +2,8 @@
 
 #include <caf/all.hpp>
 
+#include "actors/common/text.hpp"
+#include "actors/user/user_domain.hpp"
 #include "actors/user/user_validation.hpp"
 #include "services/common/grpc_status.hpp"
 
@@ -55,13 +57,23 @@ v1::EntityReply test_node::send(const v1::UserCommand& command,
   envelope.set_entity_id(id);
   v1::EntityReply reply;
   caf::scoped_actor self{node_->system()};
-  self->request(node_->router(), timeout, cmd_atom::value, id,
+  auto on_reply = [&](std::string& bytes) { reply.ParseFromString(bytes); };
+  auto on_error = [&](caf::error& err) {
+    *reply.mutable_rejection() = services::rejection_from(err,
+                                                          node_->system());
+  };
+  if (command.has_login() && command.login().has_handle())
+    self
+      ->request(node_->router(), timeout, alias_atom::value,
+                std::string{user::handle_claim},
+                ascii_lower(command.login().handle()), std::string{"handle"},
                 envelope.SerializeAsString())
-    .receive([&](std::string& bytes) { reply.ParseFromString(bytes); },
-             [&](caf::error& err) {
-               *reply.mutable_rejection()
-                 = services::rejection_from(err, node_->system());
-             });
+      .receive(on_reply, on_error);
+  else
+    self
+      ->request(node_->router(), timeout, cmd_atom::value, id,
+                envelope.SerializeAsString())
+      .receive(on_reply, on_error);
   return reply;
 }
 

@@ -107,7 +107,7 @@ protected:
     caf::scoped_actor self{*sys};
     std::vector<event_record> out;
     self->request(store, timeout, lookup_atom::value, pid, cid)
-      .receive([&](std::vector<event_record>& e) { out = std::move(e); },
+      .receive([&](command_lookup& c) { out = std::move(c.events); },
                [&](caf::error& err) {
                  ADD_FAILURE() << "lookup: " << sys->render(err);
                });
@@ -290,7 +290,7 @@ TEST(store_unreachable, answers_with_an_error_promptly) {
                expect_db_error);
     self->request(store, timeout, lookup_atom::value, std::string{"x"},
                   std::string{"c"})
-      .receive([&](std::vector<event_record>&) {
+      .receive([&](command_lookup&) {
                  ADD_FAILURE() << "lookup from nothing";
                },
                expect_db_error);
