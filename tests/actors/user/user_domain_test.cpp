@@ -749,10 +749,9 @@ TEST_F(user_domain, the_lock_policy_comes_from_the_environment) {
   EXPECT_EQ(kit.state().locked_until_ms, start_ms + 30 * 1000);
 }
 
-// node_config accepts --login-max-failures up to 1000, but evolve() remembers
-// at most 32 failures (user_domain.cpp, max_remembered_failures), so with a
-// policy above 32 the account can never lock.
-TEST_F(user_domain, bug_policy_above_32_failures_still_locks) {
+// evolve() remembers at most max_login_failures_limit failures; a policy
+// above 32 (once the old limit) must still lock.
+TEST_F(user_domain, policy_above_32_failures_still_locks) {
   user_policy p;
   p.max_failed_logins = 40;
   user_testkit kit{"alice", p};
@@ -769,9 +768,9 @@ TEST_F(user_domain, bug_policy_above_32_failures_still_locks) {
 
 // The runtime calls needs() and then decide(), reading the clock in each. If
 // the lock expires between the two reads, needs() asked for no password check
-// (locked) and decide() finds the account unlocked and the verify fact
-// missing: the client gets INTERNAL instead of a login answer.
-TEST_F(user_domain, bug_lock_expiring_between_needs_and_decide_not_internal) {
+// (locked) and decide() finds the verify fact missing: that attempt must fail
+// as locked, never as INTERNAL.
+TEST_F(user_domain, lock_expiring_between_needs_and_decide_fails_as_locked) {
   register_user(alice);
   for (int i = 0; i < 5; ++i)
     alice.run(login_cmd("f" + std::to_string(i), "alice", "wrong"),
@@ -783,10 +782,10 @@ TEST_F(user_domain, bug_lock_expiring_between_needs_and_decide_not_internal) {
   EXPECT_TRUE(asked.empty());
   alice.clock().set_ms(until);
   auto eff = decide(alice.state(), cmd, {}, alice.env());
-  if (eff.rejected()) {
-    EXPECT_NE(eff.rejection->code(), v1::REJECTION_CODE_INTERNAL)
-      << eff.rejection->ShortDebugString();
-  }
+  ASSERT_FALSE(eff.rejected()) << eff.rejection->ShortDebugString();
+  ASSERT_EQ(eff.events.size(), 1u);
+  EXPECT_EQ(eff.events[0].login_failed().reason(),
+            v1::LOGIN_FAILURE_REASON_LOCKED);
 }
 
 TEST_F(user_domain, login_by_handle_is_case_insensitive) {

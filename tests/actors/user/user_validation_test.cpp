@@ -426,10 +426,9 @@ TEST(user_validation, user_agent_limit) {
   EXPECT_TRUE(rejects(agent("agent\xFF"), "user_agent"));
 }
 
-// user_validation.hpp documents max_user_agent = 512 as *bytes*, but the
-// check counts code points (check_text), so 512 four-byte characters (2048
-// bytes) pass.
-TEST(user_validation, bug_user_agent_limit_is_in_bytes) {
+// max_user_agent = 512 is in *bytes*: 512 four-byte characters (2048 bytes)
+// must not pass a check that counts code points.
+TEST(user_validation, user_agent_limit_is_in_bytes) {
   auto c = valid_login();
   c.mutable_login()->set_user_agent(repeat(grinning, max_user_agent));
   EXPECT_TRUE(rejects(validate(c), "user_agent"))
