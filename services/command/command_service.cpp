@@ -117,8 +117,11 @@ command_service::raw command_service::dispatch(ctx* c, const char* method,
   auto on_error = [finish, sys](caf::error& err) {
     finish(to_status(rejection_from(err, *sys)));
   };
-  auto router = router_;
-  sys_.spawn([=](caf::event_based_actor* self) {
+  // The router travels as a spawn argument: CAF 0.17 binds a reference to
+  // a null tuple when a function-based actor is spawned without arguments
+  // (undefined behaviour that UBSan reports).
+  sys_.spawn(
+    [=](caf::event_based_actor* self, const entity::router_actor& router) {
     if (handle.empty())
       self->request(router, timeout, cmd_atom::value, user_id, bytes)
         .then(on_reply, on_error);
@@ -128,7 +131,8 @@ command_service::raw command_service::dispatch(ctx* c, const char* method,
                   std::string{user::handle_claim}, handle,
                   std::string{"handle"}, bytes)
         .then(on_reply, on_error);
-  });
+    },
+    router_);
   return reactor;
 }
 

@@ -817,16 +817,20 @@ protected:
     for (int i = 0; i < n; ++i) {
       auto w = make_write("entity-" + std::to_string(i), 1, 1 + i % 2,
                           "cmd-" + std::to_string(i));
-      env.sys->spawn([j, w, log](caf::event_based_actor* self) {
-        self->request(j, std::chrono::seconds(20), write_atom::value, w)
-          .then(
-            [=](write_outcome& out) {
-              log->add(w.persistence_id, std::move(out));
-            },
-            [=](caf::error& err) {
-              log->fail(w.persistence_id, self->system().render(err));
-            });
-      });
+      // The write is a spawn argument: CAF 0.17 spawns argument-less
+      // function actors through a null tuple (UB that UBSan reports).
+      env.sys->spawn(
+        [j, log](caf::event_based_actor* self, const journal_write& w) {
+          self->request(j, std::chrono::seconds(20), write_atom::value, w)
+            .then(
+              [=](write_outcome& out) {
+                log->add(w.persistence_id, std::move(out));
+              },
+              [=](caf::error& err) {
+                log->fail(w.persistence_id, self->system().render(err));
+              });
+        },
+        w);
     }
     return log;
   }
