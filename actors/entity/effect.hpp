@@ -29,7 +29,7 @@ namespace shoutflow::entity {
 using journal::claim_op;
 
 enum class fact_kind : uint8_t {
-  /// a = namespace, b = key -> found, value = owner
+  /// a = namespace, b = key -> found, value = owner, detail = claim value
   claim_owner,
   /// a = password -> value = hash string (found = false if hashing failed)
   password_hash,
@@ -52,11 +52,12 @@ struct fact {
   fact_kind kind = fact_kind::claim_owner;
   bool found = false;
   std::string value;
+  std::string detail = {};
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, fact& x) {
-  return f(x.kind, x.found, x.value);
+  return f(x.kind, x.found, x.value, x.detail);
 }
 
 /// Facts in the order of the requests that produced them.

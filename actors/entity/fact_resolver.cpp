@@ -81,7 +81,7 @@ resolver_actor::behavior_type resolver(resolver_pointer self,
               .then(
                 [g, i](journal::claim_lookup& c) {
                   g->set(i, {fact_kind::claim_owner, c.found,
-                             std::move(c.owner)});
+                             std::move(c.owner), std::move(c.value)});
                 },
                 on_error);
             break;

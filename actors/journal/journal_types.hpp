@@ -40,15 +40,18 @@ struct claim_op {
   std::string ns;
   std::string key;
   std::string owner;
+  /// Stored with a claim (claims only; ignored by releases and guards).
+  std::string value = {};
 };
 
 inline bool operator==(const claim_op& a, const claim_op& b) {
-  return a.ns == b.ns && a.key == b.key && a.owner == b.owner;
+  return a.ns == b.ns && a.key == b.key && a.owner == b.owner
+         && a.value == b.value;
 }
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, claim_op& x) {
-  return f(x.ns, x.key, x.owner);
+  return f(x.ns, x.key, x.owner, x.value);
 }
 
 /// One entity's atomic append: all of it commits or none of it does.
@@ -145,11 +148,12 @@ typename Inspector::result_type inspect(Inspector& f, recovery_data& x) {
 struct claim_lookup {
   bool found = false;
   std::string owner;
+  std::string value;
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, claim_lookup& x) {
-  return f(x.found, x.owner);
+  return f(x.found, x.owner, x.value);
 }
 
 struct journal_stats {

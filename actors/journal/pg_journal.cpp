@@ -57,8 +57,9 @@ constexpr const char* sql_guards_releases
 // Claims are inserted (and guards locked) in key order, so two journals
 // never take the same claims' locks in opposite orders.
 constexpr const char* sql_claims
-  = "INSERT INTO claims (namespace, key, owner_id)"
-    " SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) AS q(ns, k, o)"
+  = "INSERT INTO claims (namespace, key, owner_id, value)"
+    " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])"
+    "   AS q(ns, k, o, v)"
     " ORDER BY ns, k"
     " ON CONFLICT DO NOTHING"
     " RETURNING namespace, key, owner_id";
@@ -101,11 +102,12 @@ std::set<claim_key> claim_rows(const pqxx::result& rows) {
 
 /// Column arrays of claim ops (namespace, key, owner) of the live writes.
 struct claim_columns {
-  std::vector<std::string> ns, key, owner;
+  std::vector<std::string> ns, key, owner, value;
   void add(const claim_op& c) {
     ns.push_back(c.ns);
     key.push_back(c.key);
     owner.push_back(c.owner);
+    value.push_back(c.value);
   }
   bool empty() const { return ns.empty(); }
 };
@@ -290,10 +292,9 @@ batch_writer::write(const std::vector<journal_write>& batch) {
             for (auto& c : batch[i].claims)
               cols.add(c);
         if (!cols.empty()) {
-          auto done = claim_rows(tx.exec_prepared("claims",
-                                                  text_array(cols.ns),
-                                                  text_array(cols.key),
-                                                  text_array(cols.owner)));
+          auto done = claim_rows(tx.exec_prepared(
+            "claims", text_array(cols.ns), text_array(cols.key),
+            text_array(cols.owner), text_array(cols.value)));
           for (std::size_t i = 0; i < n; ++i) {
             if (!live[i])
               continue;

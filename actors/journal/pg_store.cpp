@@ -32,7 +32,7 @@ constexpr const char* sql_noop_command
     " WHERE persistence_id = $1 AND command_id = $2";
 
 constexpr const char* sql_claim
-  = "SELECT owner_id FROM claims WHERE namespace = $1 AND key = $2";
+  = "SELECT owner_id, value FROM claims WHERE namespace = $1 AND key = $2";
 
 constexpr const char* sql_save_snapshot
   = "INSERT INTO snapshots (persistence_id, seq_nr, version, payload)"
@@ -116,6 +116,7 @@ store_actor::behavior_type reader(reader_pointer self, std::string db_url,
         if (!rows.empty()) {
           out.found = true;
           out.owner = rows[0][0].as<std::string>();
+          out.value = rows[0][1].as<std::string>();
         }
         return out;
       });

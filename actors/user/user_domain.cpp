@@ -177,7 +177,8 @@ user_effect decide_post(const user_state& s, const v1::PostShoutRequest& r,
   e->set_reply_to_author_id(reply_author);
   *e->mutable_posted_at() = timestamp(env.clk->now_ms());
   auto eff = with_event(ev);
-  eff.claims.push_back({shout_claim, e->shout_id(), r.user_id()});
+  eff.claims.push_back(
+    {shout_claim, e->shout_id(), r.user_id(), r.reply_to_shout_id()});
   if (!reply_author.empty())
     eff.guards.push_back({shout_claim, r.reply_to_shout_id(), reply_author});
   return eff;
@@ -202,6 +203,7 @@ user_effect decide_delete(const user_state& s, const v1::DeleteShoutRequest& r,
   auto* e = ev.mutable_shout_deleted();
   e->set_shout_id(r.shout_id());
   e->set_author_id(r.user_id());
+  e->set_reply_to_shout_id(shout->detail);
   *e->mutable_deleted_at() = timestamp(env.clk->now_ms());
   auto eff = with_event(std::move(ev));
   eff.releases.push_back({shout_claim, r.shout_id(), r.user_id()});

@@ -13,7 +13,8 @@
 //     sees the handle taken -> ALREADY_EXISTS.
 //   * follow target exists: guard ("user", target) — registration claims it.
 //   * like / reply target exists and is not deleted, and its author: guard
-//     ("shout", id, author) — posting claims it, deleting releases it.
+//     ("shout", id, author) — posting claims it (its value: the shout it
+//     replies to, so a deletion can name the parent), deleting releases it.
 //   * only the author deletes: release ("shout", id, author) must match.
 
 #include <cstdint>

@@ -403,7 +403,8 @@ TEST_F(user_domain, post_shout_reply_guards_the_parent_and_its_author) {
   auto& e = r.events[0].shout_posted();
   EXPECT_EQ(e.reply_to_shout_id(), parent);
   EXPECT_EQ(e.reply_to_author_id(), "bob");
-  std::vector<claim_op> claims = {{shout_claim, e.shout_id(), "alice"}};
+  // The claim carries the parent, so a later deletion can name it.
+  std::vector<claim_op> claims = {{shout_claim, e.shout_id(), "alice", parent}};
   std::vector<claim_op> guards = {{shout_claim, parent, "bob"}};
   EXPECT_EQ(r.claims, claims);
   EXPECT_EQ(r.guards, guards);
@@ -449,6 +450,17 @@ TEST_F(user_domain, delete_shout_releases_the_authors_claim) {
   EXPECT_TRUE(r.guards.empty());
   expect_result(r, "alice", 3, alice.position());
   EXPECT_EQ(r.reply.result().shout_id(), "");
+}
+
+TEST_F(user_domain, deleting_a_reply_names_its_parent_from_the_claim) {
+  register_user(alice);
+  auto id = post(alice, "c2");
+  fact claim = owner("alice");
+  claim.detail = "0000000000777"; // the claim's value: the parent
+  auto r = alice.run(delete_shout_cmd("c3", "alice", id), {claim});
+  ASSERT_FALSE(r.rejected()) << r.rejection->ShortDebugString();
+  ASSERT_EQ(r.events.size(), 1u);
+  EXPECT_EQ(r.events[0].shout_deleted().reply_to_shout_id(), "0000000000777");
 }
 
 TEST_F(user_domain, delete_an_unknown_shout_is_not_found) {

@@ -69,7 +69,10 @@ inline void PrintTo(const user_state& s, std::ostream* os) {
 namespace shoutflow::journal {
 
 inline void PrintTo(const claim_op& c, std::ostream* os) {
-  *os << "(" << c.ns << ", " << c.key << ", " << c.owner << ")";
+  *os << "(" << c.ns << ", " << c.key << ", " << c.owner;
+  if (!c.value.empty())
+    *os << ", value " << c.value;
+  *os << ")";
 }
 
 } // namespace shoutflow::journal
