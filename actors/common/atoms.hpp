@@ -23,5 +23,22 @@ using recover_atom = caf::atom_constant<caf::atom("recover")>;
 using claim_atom = caf::atom_constant<caf::atom("claim")>;
 using lookup_atom = caf::atom_constant<caf::atom("lookup")>;
 using snapshot_atom = caf::atom_constant<caf::atom("snapshot")>;
+using apply_atom = caf::atom_constant<caf::atom("apply")>;
+using offset_atom = caf::atom_constant<caf::atom("offset")>;
+using retry_atom = caf::atom_constant<caf::atom("retry")>;
+using wake_atom = caf::atom_constant<caf::atom("wake")>;
+using await_atom = caf::atom_constant<caf::atom("await")>;
+using fetch_atom = caf::atom_constant<caf::atom("fetch")>;
+using resolve_atom = caf::atom_constant<caf::atom("resolve")>;
+using head_atom = caf::atom_constant<caf::atom("head")>;
+using status_atom = caf::atom_constant<caf::atom("status")>;
+using rebuild_atom = caf::atom_constant<caf::atom("rebuild")>;
+using dead_atom = caf::atom_constant<caf::atom("dead")>;
+using changes_atom = caf::atom_constant<caf::atom("changes")>;
+using subscribe_atom = caf::atom_constant<caf::atom("subscribe")>;
+using unsub_atom = caf::atom_constant<caf::atom("unsub")>;
+using change_atom = caf::atom_constant<caf::atom("change")>;
+using built_atom = caf::atom_constant<caf::atom("built")>;
+using query_atom = caf::atom_constant<caf::atom("query")>;
 
 } // namespace shoutflow

@@ -562,6 +562,7 @@ void dispatch(coordinator_pointer self) {
           st.stats.events += events;
           st.stats.largest_batch = std::max<uint64_t>(st.stats.largest_batch,
                                                       n);
+          bool appended = false;
           for (std::size_t i = 0; i < promises.size(); ++i) {
             if (st.metrics != nullptr)
               switch (outcomes[i].status) {
@@ -580,9 +581,14 @@ void dispatch(coordinator_pointer self) {
                   st.metrics->unavailable.Increment();
                   break;
               }
+            appended = appended
+                       || (outcomes[i].status == write_status::ok
+                           && !outcomes[i].positions.empty());
             promises[i].deliver(std::move(outcomes[i]));
             close_write(self, pids[i]);
           }
+          if (appended && st.cfg.on_commit)
+            caf::anon_send(st.cfg.on_commit, wake_atom::value);
           dispatch(self);
           check_drained(self);
         },

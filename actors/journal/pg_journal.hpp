@@ -24,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include <caf/actor.hpp>
 #include <caf/actor_system.hpp>
 
 #include "actors/journal/journal_actors.hpp"
@@ -39,6 +40,9 @@ struct journal_config {
   std::chrono::microseconds batch_window{500};
   std::size_t max_batch = 256;
   std::size_t writers = 2;
+  /// Told (wake) after every commit that appended events: the read side's
+  /// readers wake on it instead of polling (may be invalid).
+  caf::actor on_commit;
 };
 
 /// Writes batches synchronously on the calling thread (used by the worker

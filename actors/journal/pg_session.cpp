@@ -250,6 +250,10 @@ pg_session::run(const std::function<void(pqxx::connection&)>& fn) {
   }
 }
 
+bool is_transient_sqlstate(const std::string& state) {
+  return transient(state) || retryable(state);
+}
+
 std::string with_conn_params(
   const std::string& url,
   const std::vector<std::pair<std::string, std::string>>& params) {
@@ -286,6 +290,12 @@ std::string bytea_array(const std::vector<std::string>& values) {
   // array literal.
   return array_of(values.size(), [&](std::size_t i) {
     return "\"\\\\x" + to_hex(values[i]) + "\"";
+  });
+}
+
+std::string bool_array(const std::vector<bool>& values) {
+  return array_of(values.size(), [&](std::size_t i) {
+    return std::string{values[i] ? "t" : "f"};
   });
 }
 

@@ -79,6 +79,12 @@ private:
   bool reported_down_ = false;
 };
 
+/// SQLSTATEs after which a connection cannot be trusted or the server is
+/// going away (connection exceptions, shutdowns, too many connections,
+/// statement timeouts), and deadlocks / serialization failures: worth a
+/// retry, never a verdict on the data.
+bool is_transient_sqlstate(const std::string& state);
+
 /// Adds libpq parameters to a URL or key=value connection string, unless
 /// the string already sets them.
 std::string with_conn_params(const std::string& url,
@@ -90,5 +96,6 @@ std::string text_array(const std::vector<std::string>& values);
 std::string nullable_text_array(const std::vector<std::string>& values);
 std::string bytea_array(const std::vector<std::string>& values);
 std::string int_array(const std::vector<int64_t>& values);
+std::string bool_array(const std::vector<bool>& values);
 
 } // namespace shoutflow::journal

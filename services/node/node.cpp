@@ -7,6 +7,7 @@
 #include <grpcpp/server_builder.h>
 
 #include <stdexcept>
+#include <thread>
 
 #include "actors/common/log.hpp"
 #include "actors/common/password_hasher.hpp"
@@ -18,13 +19,37 @@
 #include "actors/journal/pg_journal.hpp"
 #include "actors/journal/pg_store.hpp"
 #include "actors/user/user_aggregate.hpp"
+#include "actors/read_models/shouts_projection.hpp"
+#include "actors/read_models/timelines_projection.hpp"
+#include "actors/read_models/users_projection.hpp"
 #include "services/command/command_service.hpp"
+#include "services/query/query_service.hpp"
 
 namespace shoutflow::node {
 
 namespace {
 
 constexpr const char* component = "node";
+
+/// Builds and starts a gRPC server for one service; returns the bound port.
+std::unique_ptr<grpc::Server> serve(grpc::Service* service,
+                                    const std::string& bind, int port,
+                                    int max_message_bytes, const char* name,
+                                    int* bound) {
+  grpc::ServerBuilder builder;
+  auto address = bind + ":" + std::to_string(port);
+  builder.AddListeningPort(address, grpc::InsecureServerCredentials(), bound);
+  builder.SetMaxReceiveMessageSize(max_message_bytes);
+  builder.RegisterService(service);
+  auto server = builder.BuildAndStart();
+  if (!server || *bound == 0)
+    throw std::runtime_error("cannot listen on " + address + " for " + name
+                             + " (port in use?)");
+  server->GetHealthCheckService()->SetServingStatus(true);
+  log_info(component, std::string{name} + " listening on " + bind + ":"
+                        + std::to_string(*bound));
+  return server;
+}
 
 std::string join(const std::vector<std::string>& xs) {
   std::string out;
@@ -61,12 +86,49 @@ void node::start() {
   command_metrics_ = std::make_unique<services::command_metrics>(*registry_);
 
   actor_cfg_ = std::make_unique<caf::actor_system_config>();
-  if (cfg_.scheduler_threads > 0)
-    actor_cfg_->set("scheduler.max-threads", cfg_.scheduler_threads);
+  // CAF's own default is larger than the core count; "0" means one per
+  // core, as documented.
+  auto threads = cfg_.scheduler_threads > 0
+                   ? cfg_.scheduler_threads
+                   : std::max<std::size_t>(std::thread::hardware_concurrency(),
+                                           1);
+  actor_cfg_->set("scheduler.max-threads", threads);
   journal::add_message_types(*actor_cfg_);
+  projection::add_message_types(*actor_cfg_);
   entity::add_message_types(*actor_cfg_);
   system_ = std::make_unique<caf::actor_system>(*actor_cfg_);
   auto& sys = *system_;
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+
+  if (cfg_.has_role("projections")) {
+    continuity_violations_ = &prometheus::BuildCounter()
+                                .Name("shoutflow_projection_continuity_"
+                                      "violations_total")
+                                .Help("Events whose seq_nr did not follow "
+                                      "the last one applied for their stream")
+                                .Register(*registry_)
+                                .Add({});
+    projection::manager_config mcfg;
+    mcfg.db_url = cfg_.db_url;
+    mcfg.projections = {
+      std::make_shared<read_models::users_projection>(continuity_violations_),
+      std::make_shared<read_models::shouts_projection>(),
+      std::make_shared<read_models::timelines_projection>(
+        read_models::timeline_config{cfg_.celebrity_threshold,
+                                     cfg_.timeline_cap})};
+    mcfg.partitions = cfg_.projection_partitions;
+    mcfg.batch_size = cfg_.projection_batch;
+    mcfg.poll = cfg_.projection_poll;
+    projection::prepare_generations(mcfg);
+    hub_ = projection::spawn_watch_hub(sys);
+    mcfg.hub = hub_;
+    manager_ = projection::spawn_manager(sys, std::move(mcfg));
+    log_info(component, "projections up: users, shouts, timelines, "
+                          + std::to_string(cfg_.projection_partitions)
+                          + " partitions each");
+  }
 
   journal::journal_config jcfg;
   jcfg.db_url = cfg_.db_url;
@@ -74,6 +136,7 @@ void node::start() {
   jcfg.batch_window = cfg_.journal_batch_window;
   jcfg.max_batch = cfg_.journal_max_batch;
   jcfg.writers = cfg_.journal_writers;
+  jcfg.on_commit = caf::actor_cast<caf::actor>(manager_);
   journal_ = journal::spawn_pg_journal(sys, jcfg, journal_metrics_.get());
   store_ = journal::spawn_pg_store(sys, {cfg_.db_url, cfg_.store_readers});
   log_info(component, "journal up: " + std::to_string(jcfg.writers)
@@ -117,29 +180,24 @@ void node::start() {
                         + std::to_string(cfg_.passivate_after.count()) + "ms");
 
   if (cfg_.has_role("command")) {
-    grpc::EnableDefaultHealthCheckService(true);
-    grpc::reflection::InitProtoReflectionServerBuilderPlugin();
     command_service_ = std::make_unique<services::command_service>(
       sys, router_, services::command_service_config{cfg_.request_timeout},
       command_metrics_.get());
-    grpc::ServerBuilder builder;
-    auto address = cfg_.bind + ":" + std::to_string(cfg_.command_port);
-    builder.AddListeningPort(address, grpc::InsecureServerCredentials(),
-                             &command_port_);
-    builder.SetMaxReceiveMessageSize(cfg_.max_message_bytes);
-    builder.RegisterService(command_service_.get());
-    command_server_ = builder.BuildAndStart();
-    if (!command_server_ || command_port_ == 0)
-      throw std::runtime_error("cannot listen on " + address
-                               + " for CommandService (port in use?)");
-    command_server_->GetHealthCheckService()->SetServingStatus(true);
-    log_info(component, "CommandService listening on " + cfg_.bind + ":"
-                          + std::to_string(command_port_));
+    command_server_ = serve(command_service_.get(), cfg_.bind,
+                            cfg_.command_port, cfg_.max_message_bytes,
+                            "CommandService", &command_port_);
   }
-  for (auto role : {"query", "projections"})
-    if (cfg_.has_role(role))
-      log_info(component, std::string{"role '"} + role
-                            + "' has nothing to run in this version");
+  if (cfg_.has_role("query")) {
+    query_workers_ = services::spawn_query_workers(
+      sys, cfg_.db_url, cfg_.query_workers,
+      services::query_limits{20, 100, cfg_.timeline_cap});
+    query_service_ = std::make_unique<services::query_service>(
+      sys, query_workers_, manager_, hub_,
+      services::query_service_config{cfg_.query_max_wait, cfg_.watch_buffer});
+    query_server_ = serve(query_service_.get(), cfg_.bind, cfg_.query_port,
+                          cfg_.max_message_bytes, "QueryService",
+                          &query_port_);
+  }
 
   if (cfg_.metrics_port >= 0) {
     auto address = cfg_.bind + ":" + std::to_string(cfg_.metrics_port);
@@ -162,12 +220,18 @@ void node::shutdown(std::chrono::milliseconds grace) {
   if (!started_ || stopped_)
     return;
   stopped_ = true;
-  if (command_server_) {
-    command_server_->GetHealthCheckService()->SetServingStatus(false);
-    log_info(component, "stopped accepting; draining in-flight requests");
-    command_server_->Shutdown(std::chrono::system_clock::now() + grace);
-    command_server_->Wait();
-    command_server_.reset();
+  for (auto* server : {&command_server_, &query_server_}) {
+    if (!*server)
+      continue;
+    (*server)->GetHealthCheckService()->SetServingStatus(false);
+  }
+  log_info(component, "stopped accepting; draining in-flight requests");
+  for (auto* server : {&command_server_, &query_server_}) {
+    if (!*server)
+      continue;
+    (*server)->Shutdown(std::chrono::system_clock::now() + grace);
+    (*server)->Wait();
+    server->reset();
   }
   if (system_) {
     caf::scoped_actor self{*system_};
@@ -180,12 +244,28 @@ void node::shutdown(std::chrono::milliseconds grace) {
     if (drained)
       log_info(component, "journal drained: every accepted write committed");
     for (auto h : {caf::actor_cast<caf::actor>(router_),
+                   caf::actor_cast<caf::actor>(manager_),
+                   caf::actor_cast<caf::actor>(hub_),
+                   caf::actor_cast<caf::actor>(query_workers_),
                    caf::actor_cast<caf::actor>(region_),
                    caf::actor_cast<caf::actor>(resolver_),
                    caf::actor_cast<caf::actor>(store_),
                    caf::actor_cast<caf::actor>(journal_)})
       self->send_exit(h, caf::exit_reason::user_shutdown);
   }
+  // A detached actor's thread ends only once its last handle is gone, and
+  // the actor system waits for those threads: drop ours (and the services',
+  // which hold some) first.
+  command_service_.reset();
+  query_service_.reset();
+  router_ = nullptr;
+  manager_ = nullptr;
+  hub_ = nullptr;
+  query_workers_ = nullptr;
+  region_ = nullptr;
+  resolver_ = nullptr;
+  store_ = nullptr;
+  journal_ = nullptr;
   exposer_.reset();
   system_.reset();
   log_info(component, "stopped");

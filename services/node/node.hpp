@@ -5,7 +5,8 @@
 // metrics endpoint, assembled from a node_config. shoutflowd is main() around
 // this class; integration tests run it in-process.
 //
-// Start-up:  migrate → actors → gRPC servers (health SERVING) → metrics.
+// Start-up:  migrate → read-model generations → actors → gRPC servers
+//            (health SERVING) → metrics.
 // Shutdown:  health NOT_SERVING → stop accepting and drain in-flight RPCs →
 //            drain the journal (every accepted write committed) → stop actors.
 
@@ -27,10 +28,14 @@
 #include "actors/journal/journal_actors.hpp"
 #include "actors/journal/journal_metrics.hpp"
 #include "services/command/command_metrics.hpp"
+#include "actors/projection/manager.hpp"
+#include "actors/projection/watch_hub.hpp"
 #include "services/node/node_config.hpp"
+#include "services/query/query_workers.hpp"
 
 namespace shoutflow::services {
 class command_service;
+class query_service;
 }
 
 namespace shoutflow::node {
@@ -52,6 +57,7 @@ public:
 
   /// Bound ports (after start; 0 when the server is not running).
   int command_port() const { return command_port_; }
+  int query_port() const { return query_port_; }
   int metrics_port() const { return metrics_port_; }
 
   const node_config& config() const { return cfg_; }
@@ -61,6 +67,8 @@ public:
   entity::region_actor region() const { return region_; }
   journal::journal_actor journal() const { return journal_; }
   journal::store_actor store() const { return store_; }
+  /// Invalid without the projections role.
+  projection::manager_actor projections() const { return manager_; }
 
 private:
   node_config cfg_;
@@ -80,8 +88,15 @@ private:
   entity::router_actor router_;
   std::unique_ptr<services::command_service> command_service_;
   std::unique_ptr<grpc::Server> command_server_;
+  projection::hub_actor hub_;
+  projection::manager_actor manager_;
+  services::query_actor query_workers_;
+  std::unique_ptr<services::query_service> query_service_;
+  std::unique_ptr<grpc::Server> query_server_;
   std::unique_ptr<prometheus::Exposer> exposer_;
+  prometheus::Counter* continuity_violations_ = nullptr;
   int command_port_ = 0;
+  int query_port_ = 0;
   int metrics_port_ = 0;
   bool started_ = false;
   bool stopped_ = false;

@@ -45,6 +45,14 @@ struct node_config {
   std::chrono::milliseconds request_timeout{std::chrono::seconds(5)};
   int max_message_bytes = 64 * 1024;
   std::size_t scheduler_threads = 0; // 0: one per core
+  int32_t projection_partitions = 2;
+  int64_t projection_batch = 2000;
+  std::chrono::milliseconds projection_poll{200};
+  int64_t celebrity_threshold = 10000;
+  int64_t timeline_cap = 800;
+  std::size_t query_workers = 4;
+  std::chrono::milliseconds query_max_wait{std::chrono::seconds(5)};
+  std::size_t watch_buffer = 256;
   std::string log_level = "info";
   /// Apply migrations and exit.
   bool migrate_only = false;

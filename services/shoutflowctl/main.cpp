@@ -8,7 +8,8 @@
 // or "CommandService/RegisterUser", REQUEST is the request message in
 // protobuf text format (e.g. 'command_id: "c1" user_id: "alice"'). The reply
 // is printed in text format; an error prints the gRPC status and exits 1.
-// The address defaults to SHOUTFLOW_ADDRESS, else 127.0.0.1:50051.
+// The address defaults to SHOUTFLOW_ADDRESS, else 127.0.0.1:50051 for
+// CommandService methods and 127.0.0.1:50052 for QueryService methods.
 
 #include <google/protobuf/descriptor.h>
 #include <google/protobuf/message.h>
@@ -25,6 +26,7 @@
 #include "actors/journal/migrations.hpp"
 #include "services/common/grpc_status.hpp"
 #include "shoutflow/v1/commands.pb.h"
+#include "shoutflow/v1/queries.pb.h"
 
 namespace {
 
@@ -35,7 +37,8 @@ using google::protobuf::ServiceDescriptor;
 std::vector<const ServiceDescriptor*> services() {
   std::vector<const ServiceDescriptor*> out;
   // Referencing a generated type keeps its file (and service) linked in.
-  for (auto* file : {shoutflow::v1::CommandResult::descriptor()->file()})
+  for (auto* file : {shoutflow::v1::CommandResult::descriptor()->file(),
+                     shoutflow::v1::UserView::descriptor()->file()})
     for (int i = 0; i < file->service_count(); ++i)
       out.push_back(file->service(i));
   return out;
@@ -122,7 +125,7 @@ int call(const std::string& address, int timeout_s, const std::string& spec,
 
 int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
-  std::string address = "127.0.0.1:50051";
+  std::string address;
   if (auto* env = std::getenv("SHOUTFLOW_ADDRESS"))
     address = env;
   int timeout_s = 10;
@@ -155,8 +158,15 @@ int main(int argc, char** argv) {
       }
     return 0;
   }
-  if (rest.size() == 3 && rest[0] == "call")
+  if (rest.size() == 3 && rest[0] == "call") {
+    if (address.empty()) {
+      auto* m = find_method(rest[1]);
+      address = m != nullptr && m->service()->name() == "QueryService"
+                  ? "127.0.0.1:50052"
+                  : "127.0.0.1:50051";
+    }
     return call(address, timeout_s, rest[1], rest[2]);
+  }
   if (rest.size() == 1 && rest[0] == "migrate") {
     if (db_url.empty())
       db_url = std::getenv("SHOUTFLOW_DB_URL") ? std::getenv("SHOUTFLOW_DB_URL")

@@ -1,0 +1,412 @@
+#include "actors/projection/log_reader.hpp"
+
+#include <caf/all.hpp>
+
+#include <map>
+#include <memory>
+#include <set>
+
+#include "actors/common/log.hpp"
+#include "actors/journal/journal_actors.hpp"
+#include "actors/journal/pg_session.hpp"
+#include "actors/projection/partition.hpp"
+
+namespace shoutflow::projection {
+
+namespace {
+
+// -- fetcher -------------------------------------------------------------------
+
+constexpr const char* fetch_sql = R"sql(
+SELECT tx_id::text, global_position, persistence_id, seq_nr, event_type,
+       event_version, payload,
+       (extract(epoch FROM recorded_at) * 1000)::bigint
+  FROM events
+ WHERE (tx_id, global_position) > ($1::text::xid8, $2::bigint)
+   AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
+   AND ($4::bigint = 0 OR global_position <= $4)
+   AND ($5::bigint = 0
+        OR recorded_at <= 'epoch'::timestamptz + $5 * interval '1 millisecond')
+ ORDER BY tx_id, global_position
+ LIMIT $3
+)sql";
+
+constexpr const char* horizon_sql = R"sql(
+SELECT EXISTS (
+  SELECT 1 FROM events
+   WHERE (tx_id, global_position) > ($1::text::xid8, $2::bigint)
+     AND ($3::bigint = 0 OR global_position <= $3)
+     AND ($4::bigint = 0
+          OR recorded_at <= 'epoch'::timestamptz + $4 * interval '1 millisecond'))
+)sql";
+
+void prepare_fetcher(pqxx::connection& c) {
+  c.prepare("fetch", fetch_sql);
+  c.prepare("horizon", horizon_sql);
+  c.prepare("head", "SELECT coalesce(max(global_position), 0) FROM events");
+}
+
+struct fetcher_state {
+  std::unique_ptr<journal::pg_session> session;
+  static inline const char* name = "log-fetcher";
+};
+
+fetcher_actor::behavior_type
+fetcher(fetcher_actor::stateful_pointer<fetcher_state> self,
+        std::string db_url) {
+  self->state.session = std::make_unique<journal::pg_session>(
+    db_url, "log-fetcher", prepare_fetcher);
+  return {
+    [=](fetch_atom, const cursor& after, int64_t limit, int64_t until_pos,
+        int64_t until_ms) -> caf::result<fetch_result> {
+      fetch_result out;
+      auto r = self->state.session->run([&](pqxx::connection& conn) {
+        out.events.clear();
+        pqxx::read_transaction tx{conn};
+        auto tx_text = std::to_string(after.tx);
+        for (const auto& row : tx.exec_prepared("fetch", tx_text,
+                                                after.position, limit,
+                                                until_pos, until_ms)) {
+          raw_event e;
+          e.at = {std::stoull(row[0].as<std::string>()), row[1].as<int64_t>()};
+          e.persistence_id = row[2].as<std::string>();
+          e.seq_nr = row[3].as<int64_t>();
+          e.type = row[4].as<std::string>();
+          e.version = row[5].as<int32_t>();
+          e.payload = pqxx::binarystring{row[6]}.str();
+          e.recorded_at_ms = row[7].as<int64_t>();
+          out.events.push_back(std::move(e));
+        }
+        if (static_cast<int64_t>(out.events.size()) < limit) {
+          auto last = out.events.empty() ? after : out.events.back().at;
+          out.behind_horizon = tx.exec_prepared1("horizon",
+                                                 std::to_string(last.tx),
+                                                 last.position, until_pos,
+                                                 until_ms)[0]
+                                 .as<bool>();
+        }
+      });
+      if (!r)
+        return journal::make_error(journal::db_errc::unavailable, r.detail);
+      return out;
+    },
+    [=](head_atom) -> caf::result<int64_t> {
+      int64_t head = 0;
+      auto r = self->state.session->run([&](pqxx::connection& conn) {
+        pqxx::read_transaction tx{conn};
+        head = tx.exec_prepared1("head")[0].as<int64_t>();
+      });
+      if (!r)
+        return journal::make_error(journal::db_errc::unavailable, r.detail);
+      return head;
+    },
+  };
+}
+
+// -- reader --------------------------------------------------------------------
+
+constexpr auto horizon_retry = std::chrono::milliseconds(2);
+constexpr auto failure_retry = std::chrono::milliseconds(200);
+constexpr auto progress_every = std::chrono::seconds(5);
+
+/// A routed batch: one share per partition.
+struct routed_batch {
+  std::vector<partition_batch> shares;
+  cursor end;
+  std::size_t events = 0;
+  int64_t last_event_ms = 0;
+};
+
+struct reader_state {
+  reader_config cfg;
+  cursor read_cursor;
+  cursor watermark;
+  bool started = false;
+  bool fetching = false;
+  bool applying = false;
+  bool idle = false;
+  bool done = false;
+  uint64_t tick = 0;
+  uint64_t next_batch = 0;
+  std::unique_ptr<routed_batch> prefetched;
+  std::size_t pending_acks = 0;
+  cursor applying_end;
+  std::size_t applying_events = 0;
+  int64_t applying_last_ms = 0;
+  int64_t events = 0;
+  int64_t dead_letters = 0;
+  int64_t last_event_ms = 0;
+  std::multimap<cursor, caf::typed_response_promise<cursor>> awaiting;
+  std::chrono::steady_clock::time_point last_progress;
+  std::vector<partition_batch> failed_shares;
+  static inline const char* name = "log-reader";
+};
+
+using pointer = reader_actor::stateful_pointer<reader_state>;
+
+void fetch(pointer self);
+
+std::string label(pointer self) {
+  auto& c = self->state.cfg;
+  return c.proj->name() + " g" + std::to_string(c.generation);
+}
+
+void schedule_poll(pointer self, std::chrono::milliseconds after) {
+  auto& st = self->state;
+  st.idle = true;
+  self->delayed_send(self, after, tick_atom::value, ++st.tick);
+}
+
+void release_awaiting(pointer self) {
+  auto& st = self->state;
+  while (!st.awaiting.empty() && st.awaiting.begin()->first <= st.watermark) {
+    st.awaiting.begin()->second.deliver(st.watermark);
+    st.awaiting.erase(st.awaiting.begin());
+  }
+}
+
+std::unique_ptr<routed_batch> route(pointer self,
+                                    std::vector<raw_event>& events) {
+  auto& st = self->state;
+  auto n = static_cast<int32_t>(st.cfg.partitions.size());
+  auto batch = std::make_unique<routed_batch>();
+  batch->shares.resize(static_cast<std::size_t>(n));
+  auto id = ++st.next_batch;
+  batch->end = events.back().at;
+  batch->events = events.size();
+  batch->last_event_ms = events.back().recorded_at_ms;
+  for (auto& s : batch->shares) {
+    s.id = id;
+    s.end = batch->end;
+  }
+  for (auto& e : events) {
+    std::vector<std::string> keys;
+    try {
+      keys = st.cfg.proj->keys(e);
+    } catch (const std::exception&) {
+      // Undecodable: route to its stream's owner, where applying it fails
+      // again and dead-letters it, blocking that key.
+      keys = {stream_owner(e.persistence_id)};
+    }
+    std::set<std::string> unique(keys.begin(), keys.end());
+    std::map<int32_t, uint32_t> index_in_share;
+    for (auto& key : unique) {
+      auto p = partition_of(key, n);
+      auto& share = batch->shares[static_cast<std::size_t>(p)];
+      auto it = index_in_share.find(p);
+      if (it == index_in_share.end()) {
+        it = index_in_share
+               .emplace(p, static_cast<uint32_t>(share.events.size()))
+               .first;
+        share.events.push_back(e);
+      }
+      share.keyed.push_back({it->second, key});
+    }
+  }
+  return batch;
+}
+
+void send_share(pointer self, std::size_t p, partition_batch share);
+
+void on_share_done(pointer self) {
+  auto& st = self->state;
+  if (--st.pending_acks > 0)
+    return;
+  st.applying = false;
+  st.watermark = st.applying_end;
+  st.events += static_cast<int64_t>(st.applying_events);
+  st.last_event_ms = st.applying_last_ms;
+  release_awaiting(self);
+  auto now = std::chrono::steady_clock::now();
+  if (st.cfg.role != "live" && now - st.last_progress > progress_every) {
+    st.last_progress = now;
+    log_info("projection", label(self) + " " + st.cfg.role + ": "
+                             + std::to_string(st.events)
+                             + " events applied, at position "
+                             + std::to_string(st.watermark.position));
+  }
+  if (st.prefetched) {
+    auto next = std::move(st.prefetched);
+    st.applying = true;
+    st.applying_end = next->end;
+    st.applying_events = next->events;
+    st.applying_last_ms = next->last_event_ms;
+    st.pending_acks = next->shares.size();
+    for (std::size_t p = 0; p < next->shares.size(); ++p)
+      send_share(self, p, std::move(next->shares[p]));
+  }
+  fetch(self);
+}
+
+void send_share(pointer self, std::size_t p, partition_batch share) {
+  auto& st = self->state;
+  // No timeout: partitions bound their own database calls. A failed share
+  // is sent again after a pause (nothing else is in flight to that
+  // partition meanwhile, so order holds; partitions skip what they applied).
+  self
+    ->request(st.cfg.partitions[p], caf::infinite, apply_atom::value, share)
+    .then(
+      [=](partition_ack& ack) {
+        self->state.dead_letters += static_cast<int64_t>(ack.dead_lettered);
+        on_share_done(self);
+      },
+      [=](caf::error& err) {
+        log_warn("projection", label(self) + ": partition " + std::to_string(p)
+                                 + " failed, will resend: "
+                                 + self->system().render(err));
+        self->state.failed_shares[p] = share;
+        self->delayed_send(self, failure_retry, retry_atom::value,
+                           static_cast<uint64_t>(p));
+      });
+}
+
+void fetch(pointer self) {
+  auto& st = self->state;
+  if (!st.started || st.fetching || st.prefetched || st.done)
+    return;
+  st.fetching = true;
+  st.idle = false;
+  auto& c = st.cfg;
+  self
+    ->request(c.fetcher, std::chrono::seconds(60), fetch_atom::value,
+              st.read_cursor, c.batch_size, c.until_position, c.until_ms)
+    .then(
+      [=](fetch_result& res) {
+        auto& st = self->state;
+        st.fetching = false;
+        if (res.events.empty()) {
+          if ((st.cfg.until_position > 0 || st.cfg.until_ms > 0)
+              && !res.behind_horizon && !st.applying) {
+            st.done = true;
+            log_info("projection", label(self) + ": point-in-time build "
+                                     "complete at position "
+                                     + std::to_string(st.watermark.position));
+            if (st.cfg.on_done)
+              caf::anon_send(st.cfg.on_done, built_atom::value,
+                             st.cfg.proj->name(), st.cfg.generation);
+            return;
+          }
+          schedule_poll(self, res.behind_horizon ? horizon_retry
+                                                 : st.cfg.poll);
+          return;
+        }
+        st.read_cursor = res.events.back().at;
+        auto batch = route(self, res.events);
+        if (st.applying) {
+          st.prefetched = std::move(batch);
+          return;
+        }
+        st.applying = true;
+        st.applying_end = batch->end;
+        st.applying_events = batch->events;
+        st.applying_last_ms = batch->last_event_ms;
+        st.pending_acks = batch->shares.size();
+        for (std::size_t p = 0; p < batch->shares.size(); ++p)
+          send_share(self, p, std::move(batch->shares[p]));
+        fetch(self); // prefetch the next batch while this one applies
+      },
+      [=](caf::error& err) {
+        self->state.fetching = false;
+        log_warn("projection", label(self) + ": fetch failed: "
+                                 + self->system().render(err));
+        schedule_poll(self, failure_retry);
+      });
+}
+
+/// Starts from the lowest partition offset (retrying while the database is
+/// unreachable).
+void start(pointer self) {
+  auto& st = self->state;
+  auto n = st.cfg.partitions.size();
+  auto offsets = std::make_shared<std::vector<cursor>>();
+  auto failed = std::make_shared<bool>(false);
+  for (auto& part : st.cfg.partitions)
+    self->request(part, std::chrono::seconds(30), offset_atom::value)
+      .then(
+        [=](cursor& c) {
+          offsets->push_back(c);
+          if (offsets->size() < n || *failed)
+            return;
+          auto& st = self->state;
+          st.watermark = *std::min_element(offsets->begin(), offsets->end());
+          st.read_cursor = st.watermark;
+          st.started = true;
+          st.last_progress = std::chrono::steady_clock::now();
+          log_info("projection", label(self) + " " + st.cfg.role
+                                   + " starts after position "
+                                   + std::to_string(st.watermark.position));
+          release_awaiting(self);
+          fetch(self);
+        },
+        [=](caf::error& err) {
+          if (*failed)
+            return;
+          *failed = true;
+          log_warn("projection", label(self) + ": cannot read offsets ("
+                                   + self->system().render(err)
+                                   + "); retrying");
+          self->delayed_send(self, failure_retry, tick_atom::value,
+                             uint64_t{0});
+        });
+}
+
+reader_actor::behavior_type reader(pointer self, reader_config cfg) {
+  self->state.cfg = std::move(cfg);
+  self->state.failed_shares.resize(self->state.cfg.partitions.size());
+  start(self);
+  return {
+    [=](wake_atom) {
+      auto& st = self->state;
+      if (st.idle)
+        fetch(self);
+    },
+    [=](tick_atom, uint64_t n) {
+      auto& st = self->state;
+      if (!st.started) {
+        if (n == 0)
+          start(self);
+        return;
+      }
+      if (n == st.tick && st.idle)
+        fetch(self);
+    },
+    [=](retry_atom, uint64_t p) {
+      auto& st = self->state;
+      send_share(self, p, std::move(st.failed_shares[p]));
+    },
+    [=](await_atom, const cursor& c) {
+      auto& st = self->state;
+      auto promise = self->make_response_promise<cursor>();
+      if (st.started && c <= st.watermark)
+        promise.deliver(st.watermark);
+      else
+        st.awaiting.emplace(c, promise);
+      return promise;
+    },
+    [=](status_atom) {
+      auto& st = self->state;
+      reader_status s;
+      s.projection = st.cfg.proj->name();
+      s.generation = st.cfg.generation;
+      s.state = st.cfg.role;
+      s.watermark = st.watermark;
+      s.events = st.events;
+      s.dead_letters = st.dead_letters;
+      s.last_event_ms = st.last_event_ms;
+      s.done = st.done;
+      return s;
+    },
+  };
+}
+
+} // namespace
+
+fetcher_actor spawn_fetcher(caf::actor_system& sys, const std::string& db_url) {
+  return sys.spawn<caf::detached>(fetcher, db_url);
+}
+
+reader_actor spawn_reader(caf::actor_system& sys, reader_config cfg) {
+  return sys.spawn(reader, std::move(cfg));
+}
+
+} // namespace shoutflow::projection

@@ -1,0 +1,296 @@
+#include "actors/projection/partition.hpp"
+
+#include <caf/all.hpp>
+
+#include <memory>
+#include <set>
+#include <unordered_map>
+
+#include "actors/common/log.hpp"
+#include "actors/entity/sharding.hpp"
+#include "actors/journal/journal_actors.hpp"
+#include "actors/journal/pg_session.hpp"
+
+namespace shoutflow::projection {
+
+namespace {
+
+constexpr const char* load_offset_sql
+  = "SELECT tx_id::text, position FROM projection_offsets"
+    " WHERE projection = $1 AND generation = $2 AND partition = $3";
+
+constexpr const char* save_offset_sql
+  = "INSERT INTO projection_offsets AS o (projection, generation, partition,"
+    "                                     tx_id, position, events)"
+    " VALUES ($1, $2, $3, $4::text::xid8, $5, $6)"
+    " ON CONFLICT (projection, generation, partition) DO UPDATE"
+    "   SET tx_id = excluded.tx_id, position = excluded.position,"
+    "       events = o.events + excluded.events, updated_at = now()";
+
+constexpr const char* blocked_sql
+  = "SELECT DISTINCT key FROM projection_dead_letters"
+    " WHERE projection = $1 AND generation = $2 AND partition = $3";
+
+constexpr const char* dead_letter_sql
+  = "INSERT INTO projection_dead_letters (projection, generation, partition,"
+    "  key, tx_id, global_position, persistence_id, seq_nr, event_type, error)"
+    " VALUES ($1, $2, $3, $4, $5::text::xid8, $6, $7, $8, $9, $10)";
+
+constexpr const char* key_dead_letters_sql
+  = "SELECT d.id, d.tx_id::text, e.global_position, e.persistence_id,"
+    "       e.seq_nr, e.event_type, e.event_version, e.payload,"
+    "       (extract(epoch FROM e.recorded_at) * 1000)::bigint"
+    "  FROM projection_dead_letters d"
+    "  JOIN events e ON e.global_position = d.global_position"
+    " WHERE d.projection = $1 AND d.generation = $2 AND d.key = $3"
+    " ORDER BY d.tx_id, d.global_position";
+
+constexpr const char* forget_dead_letter_sql
+  = "DELETE FROM projection_dead_letters WHERE id = $1";
+
+constexpr const char* record_error_sql
+  = "UPDATE projection_dead_letters SET error = $2 WHERE id = $1";
+
+struct partition_state {
+  partition_config cfg;
+  std::string suffix;
+  std::unique_ptr<journal::pg_session> session;
+  bool loaded = false;
+  cursor offset;
+  std::set<std::string> blocked;
+  static inline const char* name = "projection-partition";
+};
+
+using pointer = partition_actor::stateful_pointer<partition_state>;
+
+/// Database and connection problems are retried by the caller; anything
+/// else a projection throws marks a poison event.
+bool is_infrastructure(const std::exception& e) {
+  if (dynamic_cast<const pqxx::broken_connection*>(&e) != nullptr
+      || dynamic_cast<const pqxx::in_doubt_error*>(&e) != nullptr)
+    return true;
+  if (auto* sql = dynamic_cast<const pqxx::sql_error*>(&e))
+    return journal::is_transient_sqlstate(sql->sqlstate());
+  return false;
+}
+
+void ensure_loaded(pointer self, pqxx::connection& conn) {
+  auto& st = self->state;
+  if (st.loaded)
+    return;
+  pqxx::read_transaction tx{conn};
+  auto& c = st.cfg;
+  auto rows = tx.exec_params(load_offset_sql, c.proj->name(), c.generation,
+                             c.index);
+  if (!rows.empty())
+    st.offset = {std::stoull(rows[0][0].as<std::string>()),
+                 rows[0][1].as<int64_t>()};
+  for (const auto& row :
+       tx.exec_params(blocked_sql, c.proj->name(), c.generation, c.index))
+    st.blocked.insert(row[0].as<std::string>());
+  st.loaded = true;
+}
+
+void save_offset(pointer self, pqxx::transaction_base& tx, const cursor& end,
+                 uint64_t events) {
+  auto& c = self->state.cfg;
+  tx.exec_params(save_offset_sql, c.proj->name(), c.generation, c.index,
+                 std::to_string(end.tx), end.position,
+                 static_cast<int64_t>(events));
+}
+
+void dead_letter(pointer self, pqxx::transaction_base& tx, const raw_event& e,
+                 const std::string& key, const std::string& error) {
+  auto& c = self->state.cfg;
+  tx.exec_params(dead_letter_sql, c.proj->name(), c.generation, c.index, key,
+                 std::to_string(e.at.tx), e.at.position, e.persistence_id,
+                 e.seq_nr, e.type, error);
+}
+
+caf::result<partition_ack> apply_batch(pointer self,
+                                       const partition_batch& batch) {
+  auto& st = self->state;
+  partition_ack ack;
+  ack.id = batch.id;
+  std::vector<change> changes;
+  auto r = st.session->run([&](pqxx::connection& conn) {
+    ensure_loaded(self, conn);
+    ack.applied = 0;
+    ack.dead_lettered = 0;
+    changes.clear();
+    if (batch.end <= st.offset)
+      return; // redelivered: applied before
+    std::vector<keyed_event> live;
+    std::vector<const keyed_ref*> parked;
+    for (auto& k : batch.keyed) {
+      auto& e = batch.events[k.index];
+      if (e.at <= st.offset)
+        continue;
+      if (st.blocked.count(k.key) > 0)
+        parked.push_back(&k);
+      else
+        live.push_back({&e, k.key});
+    }
+    // Fast path: the whole batch in one transaction.
+    bool poisoned = false;
+    {
+      pqxx::work tx{conn};
+      try {
+        st.cfg.proj->apply(tx, st.suffix, live, changes);
+        for (auto* k : parked)
+          dead_letter(self, tx, batch.events[k->index], k->key, "");
+        save_offset(self, tx, batch.end, live.size());
+        tx.commit();
+        ack.applied = live.size();
+        ack.dead_lettered = parked.size();
+      } catch (const std::exception& e) {
+        if (is_infrastructure(e))
+          throw;
+        poisoned = true;
+        changes.clear();
+        log_warn("projection", st.cfg.proj->name() + "/"
+                                 + std::to_string(st.cfg.index)
+                                 + ": batch refused (" + e.what()
+                                 + "); isolating the poison event");
+      }
+    }
+    if (!poisoned)
+      return;
+    // Slow path: one event at a time, each in a savepoint; a failing event
+    // is dead-lettered and blocks its key. In log order, including parked
+    // events, so a key blocked mid-batch parks its later events.
+    pqxx::work tx{conn};
+    std::set<std::string> blocked = st.blocked;
+    for (auto& k : batch.keyed) {
+      auto& e = batch.events[k.index];
+      if (e.at <= st.offset)
+        continue;
+      if (blocked.count(k.key) > 0) {
+        dead_letter(self, tx, e, k.key, "");
+        ++ack.dead_lettered;
+        continue;
+      }
+      std::vector<change> one;
+      try {
+        pqxx::subtransaction sub{tx};
+        st.cfg.proj->apply(sub, st.suffix, {{&e, k.key}}, one);
+        sub.commit();
+        changes.insert(changes.end(), one.begin(), one.end());
+        ++ack.applied;
+      } catch (const std::exception& err) {
+        if (is_infrastructure(err))
+          throw;
+        dead_letter(self, tx, e, k.key, err.what());
+        blocked.insert(k.key);
+        ++ack.dead_lettered;
+        log_error("projection", st.cfg.proj->name() + ": dead letter for key '"
+                                  + k.key + "' at position "
+                                  + std::to_string(e.at.position) + ": "
+                                  + err.what());
+      }
+    }
+    save_offset(self, tx, batch.end, ack.applied);
+    tx.commit();
+    st.blocked = std::move(blocked);
+  });
+  if (!r)
+    return journal::make_error(journal::db_errc::unavailable, r.detail);
+  if (st.offset < batch.end)
+    st.offset = batch.end;
+  if (!changes.empty() && st.cfg.hub)
+    self->send(st.cfg.hub, changes_atom::value, std::move(changes));
+  return ack;
+}
+
+caf::result<uint64_t> retry_key(pointer self, const std::string& key) {
+  auto& st = self->state;
+  uint64_t applied = 0;
+  bool cleared = false;
+  std::vector<change> changes;
+  auto r = st.session->run([&](pqxx::connection& conn) {
+    ensure_loaded(self, conn);
+    applied = 0;
+    changes.clear();
+    pqxx::work tx{conn};
+    auto& c = st.cfg;
+    auto rows = tx.exec_params(key_dead_letters_sql, c.proj->name(),
+                               c.generation, key);
+    cleared = true;
+    for (const auto& row : rows) {
+      raw_event e;
+      e.at = {std::stoull(row[1].as<std::string>()), row[2].as<int64_t>()};
+      e.persistence_id = row[3].as<std::string>();
+      e.seq_nr = row[4].as<int64_t>();
+      e.type = row[5].as<std::string>();
+      e.version = row[6].as<int32_t>();
+      e.payload = pqxx::binarystring{row[7]}.str();
+      e.recorded_at_ms = row[8].as<int64_t>();
+      auto id = row[0].as<int64_t>();
+      std::vector<change> one;
+      try {
+        pqxx::subtransaction sub{tx};
+        c.proj->apply(sub, st.suffix, {{&e, key}}, one);
+        sub.commit();
+      } catch (const std::exception& err) {
+        if (is_infrastructure(err))
+          throw;
+        tx.exec_params(record_error_sql, id, err.what());
+        cleared = false;
+        break;
+      }
+      tx.exec_params(forget_dead_letter_sql, id);
+      changes.insert(changes.end(), one.begin(), one.end());
+      ++applied;
+    }
+    tx.commit();
+  });
+  if (!r)
+    return journal::make_error(journal::db_errc::unavailable, r.detail);
+  if (cleared)
+    st.blocked.erase(key);
+  if (!changes.empty() && st.cfg.hub)
+    self->send(st.cfg.hub, changes_atom::value, std::move(changes));
+  log_info("projection", st.cfg.proj->name() + ": retried key '" + key
+                           + "': " + std::to_string(applied) + " applied"
+                           + (cleared ? ", unblocked" : ", still blocked"));
+  return applied;
+}
+
+partition_actor::behavior_type partition(pointer self, partition_config cfg) {
+  auto& st = self->state;
+  st.suffix = generation_suffix(cfg.generation);
+  st.session = std::make_unique<journal::pg_session>(
+    cfg.db_url,
+    "projection-" + cfg.proj->name() + "-" + std::to_string(cfg.index),
+    nullptr);
+  st.cfg = std::move(cfg);
+  return {
+    [=](apply_atom, const partition_batch& batch) {
+      return apply_batch(self, batch);
+    },
+    [=](offset_atom) -> caf::result<cursor> {
+      auto r = self->state.session->run(
+        [&](pqxx::connection& conn) { ensure_loaded(self, conn); });
+      if (!r)
+        return journal::make_error(journal::db_errc::unavailable, r.detail);
+      return self->state.offset;
+    },
+    [=](retry_atom, const std::string& key) { return retry_key(self, key); },
+    [=](subscribe_atom, const caf::actor& hub) {
+      self->state.cfg.hub = caf::actor_cast<hub_actor>(hub);
+    },
+  };
+}
+
+} // namespace
+
+int32_t partition_of(const std::string& key, int32_t count) {
+  return static_cast<int32_t>(entity::fnv1a64(key)
+                              % static_cast<uint64_t>(std::max(count, 1)));
+}
+
+partition_actor spawn_partition(caf::actor_system& sys, partition_config cfg) {
+  return sys.spawn<caf::detached>(partition, std::move(cfg));
+}
+
+} // namespace shoutflow::projection

@@ -1,0 +1,45 @@
+#pragma once
+
+// A projection partition: applies, for the keys it owns (hash(key) % count
+// == index), the events a reader hands it, in log order, writing read-model
+// rows and its offset in ONE transaction — and skipping whatever is at or
+// below its offset. That is the exactly-once effect (G3): a batch redelivered
+// after a crash or a lost ack changes nothing twice.
+//
+// Poison events: when a batch fails for a reason other than the database
+// (an undecodable event, a broken invariant), the partition applies it again
+// one event at a time, each in a savepoint; an event that fails goes to
+// projection_dead_letters with its error, and its key becomes blocked: the
+// key's later events are parked there too, in order, so they are never
+// applied out of order. `retry` re-applies a key's dead letters in order
+// and unblocks it once all apply.
+//
+// A detached actor (own thread, own connection): database calls never run
+// on the CAF scheduler.
+
+#include <caf/actor_system.hpp>
+
+#include <string>
+
+#include "actors/projection/projection.hpp"
+#include "actors/projection/projection_actors.hpp"
+#include "actors/projection/watch_hub.hpp"
+
+namespace shoutflow::projection {
+
+struct partition_config {
+  std::string db_url;
+  projection_ptr proj;
+  int32_t generation = 1;
+  int32_t index = 0;
+  int32_t count = 1;
+  /// Receives the changes of each committed batch (may be invalid).
+  hub_actor hub;
+};
+
+partition_actor spawn_partition(caf::actor_system& sys, partition_config cfg);
+
+/// The partition of a key: FNV-1a 64 (stable across nodes) modulo count.
+int32_t partition_of(const std::string& key, int32_t count);
+
+} // namespace shoutflow::projection

@@ -1,0 +1,25 @@
+#include "actors/projection/projection.hpp"
+
+namespace shoutflow::projection {
+
+std::string expand_ddl(const std::string& ddl, const std::string& suffix) {
+  std::string out;
+  out.reserve(ddl.size() + 64);
+  for (std::size_t i = 0; i < ddl.size(); ++i) {
+    if (ddl.compare(i, 3, "{g}") == 0) {
+      out += suffix;
+      i += 2;
+    } else {
+      out += ddl[i];
+    }
+  }
+  return out;
+}
+
+std::string stream_owner(const std::string& persistence_id) {
+  auto bar = persistence_id.find('|');
+  return bar == std::string::npos ? persistence_id
+                                  : persistence_id.substr(bar + 1);
+}
+
+} // namespace shoutflow::projection

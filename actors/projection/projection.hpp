@@ -1,0 +1,132 @@
+#pragma once
+
+// The read side's vocabulary: log positions, events as read from the log,
+// the projection interface, and read-model change notifications.
+//
+// A projection turns the event log into read-model tables. It names, for
+// every event, the keys the event affects; events for one key are applied in
+// log order by one partition (the partition of hash(key)), which writes the
+// read-model rows and its offset in one transaction. A projection must only
+// write rows owned by the key it is applying an event for — that is what
+// makes per-key log order and exactly-once effect hold with many partitions
+// writing concurrently.
+
+#include <pqxx/pqxx>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <tuple>
+#include <vector>
+
+namespace shoutflow::projection {
+
+/// A position in the gap-safe order of the log: (writer xid, global
+/// position). Readers consume events in this order.
+struct cursor {
+  uint64_t tx = 0;
+  int64_t position = 0;
+};
+
+inline bool operator<(const cursor& a, const cursor& b) {
+  return std::tie(a.tx, a.position) < std::tie(b.tx, b.position);
+}
+inline bool operator<=(const cursor& a, const cursor& b) {
+  return !(b < a);
+}
+inline bool operator==(const cursor& a, const cursor& b) {
+  return a.tx == b.tx && a.position == b.position;
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, cursor& x) {
+  return f(x.tx, x.position);
+}
+
+/// One row of the events table, undecoded (so it can cross nodes as is).
+struct raw_event {
+  cursor at;
+  std::string persistence_id;
+  int64_t seq_nr = 0;
+  std::string type;
+  int32_t version = 1;
+  std::string payload;
+  int64_t recorded_at_ms = 0;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, raw_event& x) {
+  return f(x.at, x.persistence_id, x.seq_nr, x.type, x.version, x.payload,
+           x.recorded_at_ms);
+}
+
+/// What changed in the read models, for Watch subscribers.
+struct change {
+  enum kind_t : uint8_t {
+    user,
+    shout,
+    timeline_add,
+    timeline_remove,
+    /// a shout of an author above the celebrity threshold (not fanned out)
+    author_post,
+  };
+  kind_t kind = user;
+  /// user id, shout id, or timeline owner.
+  std::string subject;
+  /// the shout entering or leaving a timeline.
+  std::string item;
+  int64_t position = 0;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, change& x) {
+  return f(x.kind, x.subject, x.item, x.position);
+}
+
+/// An event for one key, handed to `projection::apply`.
+struct keyed_event {
+  const raw_event* event;
+  std::string key;
+};
+
+class read_model {
+public:
+  virtual ~read_model() = default;
+
+  virtual std::string name() const = 0;
+
+  /// Base names of one generation's tables; generation N's tables are
+  /// `<base>_g<N>`, and the live generation is readable as view `<base>`.
+  virtual std::vector<std::string> tables() const = 0;
+
+  /// CREATE statements for one generation, with "{g}" where the suffix
+  /// ("_g3") goes.
+  virtual std::string ddl() const = 0;
+
+  /// The keys an event affects (none: the projection ignores it). Throws
+  /// std::runtime_error for an event it cannot decode: the reader then
+  /// routes it to the key of its source stream as poison.
+  virtual std::vector<std::string> keys(const raw_event& e) const = 0;
+
+  /// Applies events in order inside `tx`; tables carry `suffix`. Appends
+  /// the changes it made to `changes`. Throws to refuse an event (the
+  /// partition then isolates it into the dead letters).
+  virtual void apply(pqxx::transaction_base& tx, const std::string& suffix,
+                     const std::vector<keyed_event>& events,
+                     std::vector<change>& changes) const = 0;
+};
+
+using projection_ptr = std::shared_ptr<const read_model>;
+
+/// "_g<N>"
+inline std::string generation_suffix(int generation) {
+  return "_g" + std::to_string(generation);
+}
+
+/// `ddl` with every "{g}" replaced by `suffix`.
+std::string expand_ddl(const std::string& ddl, const std::string& suffix);
+
+/// The user id of a user stream ("user|alice" -> "alice").
+std::string stream_owner(const std::string& persistence_id);
+
+} // namespace shoutflow::projection

@@ -1,0 +1,127 @@
+#pragma once
+
+// Typed interfaces and messages of the projection engine.
+//
+//   journal commit ─wake─▶ manager ─wake─▶ reader (one per projection
+//   generation) ─fetch─▶ fetcher (gap-safe SQL) ; reader ─apply─▶ partitions
+//   (one per hash(key) % N, each owning a connection) ─changes─▶ watch hub
+//
+// Batches and acks are plain values (raw event rows, cursors), so readers
+// and partitions can live on different nodes once the cluster spreads them.
+
+#include <caf/actor.hpp>
+#include <caf/replies_to.hpp>
+#include <caf/typed_actor.hpp>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "actors/common/atoms.hpp"
+#include "actors/projection/projection.hpp"
+
+namespace caf {
+class actor_system_config;
+}
+
+namespace shoutflow::projection {
+
+struct keyed_ref {
+  uint32_t index = 0;
+  std::string key;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, keyed_ref& x) {
+  return f(x.index, x.key);
+}
+
+/// One partition's share of a reader batch: the events it must apply (each
+/// for a key it owns, in log order) and the batch's end cursor, which
+/// becomes its offset.
+struct partition_batch {
+  uint64_t id = 0;
+  std::vector<raw_event> events;
+  std::vector<keyed_ref> keyed;
+  cursor end;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, partition_batch& x) {
+  return f(x.id, x.events, x.keyed, x.end);
+}
+
+struct partition_ack {
+  uint64_t id = 0;
+  uint64_t applied = 0;
+  uint64_t dead_lettered = 0;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, partition_ack& x) {
+  return f(x.id, x.applied, x.dead_lettered);
+}
+
+using partition_actor = caf::typed_actor<
+  caf::replies_to<apply_atom, partition_batch>::with<partition_ack>,
+  // The partition's offset.
+  caf::replies_to<offset_atom>::with<cursor>,
+  // Re-apply the dead-lettered events of a key, in order; answers how many
+  // applied (the key stays blocked if the first still fails).
+  caf::replies_to<retry_atom, std::string>::with<uint64_t>,
+  // From now on, report committed changes to this watch hub (a rebuilt
+  // generation gets it when it goes live).
+  caf::reacts_to<subscribe_atom, caf::actor>>;
+
+struct fetch_result {
+  std::vector<raw_event> events;
+  /// Committed events exist past the gap-safe horizon (an older
+  /// transaction is still open): fetch again soon.
+  bool behind_horizon = false;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, fetch_result& x) {
+  return f(x.events, x.behind_horizon);
+}
+
+/// A projection generation's progress.
+struct reader_status {
+  std::string projection;
+  int32_t generation = 0;
+  std::string state;
+  cursor watermark;
+  int64_t events = 0;
+  int64_t dead_letters = 0;
+  /// recorded_at of the last applied event (ms), 0 if none.
+  int64_t last_event_ms = 0;
+  bool done = false;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, reader_status& x) {
+  return f(x.projection, x.generation, x.state, x.watermark, x.events,
+           x.dead_letters, x.last_event_ms, x.done);
+}
+
+using reader_actor = caf::typed_actor<
+  caf::reacts_to<wake_atom>,
+  // A poll timer; stale ones (an older number) are ignored.
+  caf::reacts_to<tick_atom, uint64_t>,
+  // Resend the failed share of partition N.
+  caf::reacts_to<retry_atom, uint64_t>,
+  // Answers once everything up to the cursor is applied.
+  caf::replies_to<await_atom, cursor>::with<cursor>,
+  caf::replies_to<status_atom>::with<reader_status>>;
+
+using fetcher_actor = caf::typed_actor<
+  // (after, limit, until position or 0, until recorded_at ms or 0)
+  caf::replies_to<fetch_atom, cursor, int64_t, int64_t, int64_t>::with<
+    fetch_result>,
+  // The newest global position (0: empty log).
+  caf::replies_to<head_atom>::with<int64_t>>;
+
+/// Registers this module's message types.
+void add_message_types(caf::actor_system_config& cfg);
+
+} // namespace shoutflow::projection

@@ -1,0 +1,105 @@
+#include "actors/projection/watch_hub.hpp"
+
+#include <caf/all.hpp>
+
+#include <map>
+#include <set>
+
+namespace shoutflow::projection {
+
+namespace {
+
+/// (kind, subject) -> subscribers
+using topic = std::pair<uint8_t, std::string>;
+
+struct hub_state {
+  std::map<topic, std::set<caf::actor>> subscribers;
+  std::map<caf::actor_addr, std::vector<topic>> topics_of;
+  std::map<caf::actor_addr, caf::actor> actors;
+  static inline const char* name = "watch-hub";
+};
+
+using pointer = hub_actor::stateful_pointer<hub_state>;
+
+void forget(pointer self, const caf::actor_addr& addr) {
+  auto& st = self->state;
+  auto who = st.actors.find(addr);
+  if (who == st.actors.end())
+    return;
+  for (auto& t : st.topics_of[addr]) {
+    auto it = st.subscribers.find(t);
+    if (it == st.subscribers.end())
+      continue;
+    it->second.erase(who->second);
+    if (it->second.empty())
+      st.subscribers.erase(it);
+  }
+  st.topics_of.erase(addr);
+  st.actors.erase(who);
+}
+
+/// The topics a change concerns.
+std::vector<topic> topics(const change& c) {
+  switch (c.kind) {
+    case change::user:
+      return {{change::user, c.subject}};
+    case change::shout:
+      return {{change::shout, c.subject}};
+    case change::timeline_add:
+    case change::timeline_remove:
+      return {{change::timeline_add, c.subject}};
+    case change::author_post:
+      return {{change::author_post, c.subject}};
+  }
+  return {};
+}
+
+hub_actor::behavior_type hub(pointer self) {
+  self->set_down_handler(
+    [=](caf::down_msg& dm) { forget(self, dm.source); });
+  return {
+    [=](changes_atom, const std::vector<change>& changes) {
+      auto& st = self->state;
+      if (st.subscribers.empty())
+        return;
+      for (auto& c : changes)
+        for (auto& t : topics(c)) {
+          auto it = st.subscribers.find(t);
+          if (it == st.subscribers.end())
+            continue;
+          for (auto& sub : it->second)
+            caf::anon_send(sub, change_atom::value, c);
+        }
+    },
+    [=](subscribe_atom, const caf::actor& who, const subscription& s) {
+      auto& st = self->state;
+      std::vector<topic> ts;
+      for (auto& id : s.user_ids)
+        ts.emplace_back(change::user, id);
+      for (auto& id : s.shout_ids)
+        ts.emplace_back(change::shout, id);
+      if (!s.timeline_owner.empty())
+        ts.emplace_back(change::timeline_add, s.timeline_owner);
+      for (auto& id : s.author_feeds)
+        ts.emplace_back(change::author_post, id);
+      auto addr = who.address();
+      if (st.actors.count(addr) == 0) {
+        st.actors.emplace(addr, who);
+        self->monitor(who);
+      }
+      for (auto& t : ts) {
+        st.subscribers[t].insert(who);
+        st.topics_of[addr].push_back(t);
+      }
+    },
+    [=](unsub_atom, const caf::actor& who) { forget(self, who.address()); },
+  };
+}
+
+} // namespace
+
+hub_actor spawn_watch_hub(caf::actor_system& sys) {
+  return sys.spawn(hub);
+}
+
+} // namespace shoutflow::projection

@@ -1,0 +1,42 @@
+#pragma once
+
+// The watch hub: partitions report read-model changes after each commit;
+// Watch streams subscribe to the subjects they follow (users, shouts, a
+// timeline, authors' feeds) and receive (change, change) messages for those
+// only. A subscriber is any actor; the hub monitors it and forgets it when
+// it ends (a cancelled stream frees everything).
+
+#include <caf/actor.hpp>
+#include <caf/actor_system.hpp>
+#include <caf/replies_to.hpp>
+#include <caf/typed_actor.hpp>
+
+#include <string>
+#include <vector>
+
+#include "actors/common/atoms.hpp"
+#include "actors/projection/projection.hpp"
+
+namespace shoutflow::projection {
+
+struct subscription {
+  std::vector<std::string> user_ids;
+  std::vector<std::string> shout_ids;
+  std::string timeline_owner;
+  /// Authors whose posts reach `timeline_owner` only at read time.
+  std::vector<std::string> author_feeds;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, subscription& x) {
+  return f(x.user_ids, x.shout_ids, x.timeline_owner, x.author_feeds);
+}
+
+using hub_actor = caf::typed_actor<
+  caf::reacts_to<changes_atom, std::vector<change>>,
+  caf::reacts_to<subscribe_atom, caf::actor, subscription>,
+  caf::reacts_to<unsub_atom, caf::actor>>;
+
+hub_actor spawn_watch_hub(caf::actor_system& sys);
+
+} // namespace shoutflow::projection

@@ -1,0 +1,186 @@
+#include "actors/read_models/shouts_projection.hpp"
+
+#include <map>
+#include <set>
+
+#include "actors/journal/pg_session.hpp"
+#include "actors/read_models/decoding.hpp"
+
+namespace shoutflow::read_models {
+
+namespace {
+
+using journal::bool_array;
+using journal::int_array;
+using journal::text_array;
+using projection::change;
+using projection::expand_ddl;
+using projection::keyed_event;
+using projection::raw_event;
+
+constexpr const char* shouts_ddl = R"sql(
+CREATE TABLE rm_shouts{g} (
+  shout_id          text PRIMARY KEY,
+  author_id         text        NOT NULL,
+  text              text        NOT NULL,
+  created_at        timestamptz NOT NULL,
+  like_count        bigint      NOT NULL,
+  reply_count       bigint      NOT NULL,
+  reply_to_shout_id text        NOT NULL,
+  deleted           boolean     NOT NULL,
+  position          bigint      NOT NULL
+);
+CREATE INDEX rm_shouts{g}_author ON rm_shouts{g} (author_id, shout_id DESC);
+)sql";
+
+constexpr const char* load_sql = R"sql(
+SELECT shout_id, author_id, text,
+       (extract(epoch FROM created_at) * 1000)::bigint, like_count,
+       reply_count, reply_to_shout_id, deleted, position
+  FROM rm_shouts{g} WHERE shout_id = ANY($1::text[])
+)sql";
+
+constexpr const char* store_sql = R"sql(
+INSERT INTO rm_shouts{g} (shout_id, author_id, text, created_at, like_count,
+                          reply_count, reply_to_shout_id, deleted, position)
+SELECT id, a, t, 'epoch'::timestamptz + c * interval '1 millisecond', l, r,
+       p, d, ps
+  FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[],
+              $5::bigint[], $6::bigint[], $7::text[], $8::boolean[],
+              $9::bigint[]) AS u(id, a, t, c, l, r, p, d, ps)
+ON CONFLICT (shout_id) DO UPDATE SET
+  author_id = excluded.author_id, text = excluded.text,
+  created_at = excluded.created_at, like_count = excluded.like_count,
+  reply_count = excluded.reply_count,
+  reply_to_shout_id = excluded.reply_to_shout_id, deleted = excluded.deleted,
+  position = excluded.position
+)sql";
+
+struct shout_doc {
+  bool exists = false;
+  std::string author_id, text, reply_to;
+  int64_t created_at_ms = 0, like_count = 0, reply_count = 0, position = 0;
+  bool deleted = false;
+};
+
+} // namespace
+
+std::vector<std::string> shouts_projection::tables() const {
+  return {"rm_shouts"};
+}
+
+std::string shouts_projection::ddl() const {
+  return shouts_ddl;
+}
+
+std::vector<std::string> shouts_projection::keys(const raw_event& raw) const {
+  auto e = decode_or_throw(raw);
+  auto with_parent = [](const std::string& id, const std::string& parent) {
+    return parent.empty() ? std::vector<std::string>{id}
+                          : std::vector<std::string>{id, parent};
+  };
+  switch (e.event_case()) {
+    case v1::UserEvent::kShoutPosted:
+      return with_parent(e.shout_posted().shout_id(),
+                         e.shout_posted().reply_to_shout_id());
+    case v1::UserEvent::kShoutDeleted:
+      return with_parent(e.shout_deleted().shout_id(),
+                         e.shout_deleted().reply_to_shout_id());
+    case v1::UserEvent::kShoutLiked:
+      return {e.shout_liked().shout_id()};
+    case v1::UserEvent::kShoutUnliked:
+      return {e.shout_unliked().shout_id()};
+    default:
+      return {};
+  }
+}
+
+void shouts_projection::apply(pqxx::transaction_base& tx,
+                              const std::string& suffix,
+                              const std::vector<keyed_event>& events,
+                              std::vector<change>& changes) const {
+  std::set<std::string> wanted;
+  for (auto& k : events)
+    wanted.insert(k.key);
+  std::map<std::string, shout_doc> docs;
+  for (const auto& row : tx.exec_params(
+         expand_ddl(load_sql, suffix),
+         text_array({wanted.begin(), wanted.end()}))) {
+    auto& d = docs[row[0].as<std::string>()];
+    d.exists = true;
+    d.author_id = row[1].as<std::string>();
+    d.text = row[2].as<std::string>();
+    d.created_at_ms = row[3].as<int64_t>();
+    d.like_count = row[4].as<int64_t>();
+    d.reply_count = row[5].as<int64_t>();
+    d.reply_to = row[6].as<std::string>();
+    d.deleted = row[7].as<bool>();
+    d.position = row[8].as<int64_t>();
+  }
+  std::set<std::string> dirty;
+  for (auto& k : events) {
+    auto& raw = *k.event;
+    auto e = decode_or_throw(raw);
+    auto& d = docs[k.key];
+    bool creates = e.has_shout_posted() && e.shout_posted().shout_id() == k.key;
+    if (!d.exists && !creates)
+      throw std::runtime_error("no shout document for '" + k.key + "' ("
+                               + raw.type + " at position "
+                               + std::to_string(raw.at.position) + ")");
+    switch (e.event_case()) {
+      case v1::UserEvent::kShoutPosted: {
+        auto& r = e.shout_posted();
+        if (creates) {
+          d.exists = true;
+          d.author_id = r.author_id();
+          d.text = r.text();
+          d.reply_to = r.reply_to_shout_id();
+          d.created_at_ms = millis(r.posted_at());
+        } else {
+          d.reply_count += 1; // k.key is the parent
+        }
+        break;
+      }
+      case v1::UserEvent::kShoutDeleted:
+        if (e.shout_deleted().shout_id() == k.key)
+          d.deleted = true;
+        else
+          d.reply_count -= 1; // a reply of k.key was deleted
+        break;
+      case v1::UserEvent::kShoutLiked:
+        d.like_count += 1;
+        break;
+      case v1::UserEvent::kShoutUnliked:
+        d.like_count -= 1;
+        break;
+      default:
+        break;
+    }
+    d.position = raw.at.position;
+    dirty.insert(k.key);
+    changes.push_back({change::shout, k.key, {}, raw.at.position});
+  }
+  if (dirty.empty())
+    return;
+  std::vector<std::string> ids, authors, texts, parents;
+  std::vector<int64_t> created, likes, replies, positions;
+  std::vector<bool> deleted;
+  for (auto& id : dirty) {
+    auto& d = docs[id];
+    ids.push_back(id);
+    authors.push_back(d.author_id);
+    texts.push_back(d.text);
+    created.push_back(d.created_at_ms);
+    likes.push_back(d.like_count);
+    replies.push_back(d.reply_count);
+    parents.push_back(d.reply_to);
+    deleted.push_back(d.deleted);
+    positions.push_back(d.position);
+  }
+  tx.exec_params(expand_ddl(store_sql, suffix), text_array(ids),
+                 text_array(authors), text_array(texts), int_array(created),
+                 int_array(likes), int_array(replies), text_array(parents),
+                 bool_array(deleted), int_array(positions));
+}
+
+} // namespace shoutflow::read_models

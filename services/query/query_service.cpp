@@ -1,0 +1,578 @@
+#include "services/query/query_service.hpp"
+
+#include <caf/all.hpp>
+#include <google/protobuf/descriptor.h>
+
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+
+#include "actors/common/log.hpp"
+#include "actors/entity/effect.hpp"
+#include "actors/user/user_validation.hpp"
+#include "services/common/grpc_status.hpp"
+#include "services/common/lenient_proto.hpp"
+
+namespace shoutflow::services {
+
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+constexpr auto resolve_retry = milliseconds(10);
+
+const google::protobuf::MethodDescriptor* method_of(const std::string& name) {
+  return v1::UserView::descriptor()
+    ->file()
+    ->FindServiceByName("QueryService")
+    ->FindMethodByName(name);
+}
+
+std::unique_ptr<google::protobuf::Message>
+new_message(const google::protobuf::Descriptor* d) {
+  return std::unique_ptr<google::protobuf::Message>(
+    google::protobuf::MessageFactory::generated_factory()
+      ->GetPrototype(d)
+      ->New());
+}
+
+grpc::Status rejection_status(const std::string& bytes) {
+  v1::Rejection r;
+  r.ParseFromString(bytes);
+  return to_status(r);
+}
+
+// -- unary reads -------------------------------------------------------------------
+
+/// One read in flight: its inputs and how to answer it.
+struct read_call {
+  std::string method;
+  std::string request;
+  int64_t min_position = 0;
+  std::vector<std::string> projections;
+  clock_type::time_point deadline;
+  query_actor workers;
+  projection::manager_actor manager;
+  std::function<void(const grpc::Status&)> finish;
+  grpc::ByteBuffer* response = nullptr;
+};
+
+using call_ptr = std::shared_ptr<read_call>;
+
+milliseconds remaining(const call_ptr& call) {
+  auto left = std::chrono::duration_cast<milliseconds>(call->deadline
+                                                       - clock_type::now());
+  return std::max(left, milliseconds(1));
+}
+
+void fail(caf::event_based_actor* self, const call_ptr& call,
+          const caf::error& err) {
+  call->finish(to_status(rejection_from(err, self->system())));
+}
+
+void query(caf::event_based_actor* self, const call_ptr& call) {
+  self
+    ->request(call->workers, remaining(call), query_atom::value, call->method,
+              call->request)
+    .then(
+      [=](query_answer& a) {
+        if (!a.ok) {
+          call->finish(rejection_status(a.bytes));
+          return;
+        }
+        grpc::Slice slice(a.bytes);
+        *call->response = grpc::ByteBuffer(&slice, 1);
+        call->finish(grpc::Status::OK);
+      },
+      [=](caf::error& err) { fail(self, call, err); });
+}
+
+void await(caf::event_based_actor* self, const call_ptr& call,
+           const projection::cursor& c) {
+  self
+    ->request(call->manager, remaining(call), await_atom::value,
+              call->projections, c)
+    .then([=](bool) { query(self, call); },
+          [=](caf::error& err) {
+            if (err == caf::sec::request_timeout)
+              call->finish({grpc::StatusCode::DEADLINE_EXCEEDED,
+                            "min_position: the read models have not reached "
+                            "position "
+                              + std::to_string(call->min_position)
+                              + " within the deadline"});
+            else
+              fail(self, call, err);
+          });
+}
+
+/// min_position -> its log cursor (retrying while it is not visible yet).
+void resolve(caf::event_based_actor* self, const call_ptr& call) {
+  self
+    ->request(call->workers, remaining(call), resolve_atom::value,
+              call->min_position)
+    .then(
+      [=](projection::cursor& c) {
+        if (c.tx != 0) {
+          await(self, call, c);
+          return;
+        }
+        if (remaining(call) <= resolve_retry) {
+          call->finish({grpc::StatusCode::DEADLINE_EXCEEDED,
+                        "min_position: " + std::to_string(call->min_position)
+                          + " is not a committed log position (yet)"});
+          return;
+        }
+        self->delayed_send(self, resolve_retry, tick_atom::value);
+        self->become([=](tick_atom) { resolve(self, call); });
+      },
+      [=](caf::error& err) { fail(self, call, err); });
+}
+
+void run_read(caf::event_based_actor* self, const call_ptr& call) {
+  if (call->min_position > 0)
+    resolve(self, call);
+  else
+    query(self, call);
+}
+
+// -- Watch ------------------------------------------------------------------------------
+
+class watch_stream;
+
+/// What a session hands to its gRPC stream: a bounded queue of serialized
+/// DocumentChanges, written one at a time. Shared by the session actor and
+/// the reactor; the reactor detaches it when the call is over.
+class watch_outbox {
+public:
+  explicit watch_outbox(std::size_t capacity) : capacity_(capacity) {}
+
+  /// Messages pushed before the stream exists wait for it.
+  void attach(watch_stream* r);
+
+  /// False once the stream is over (ended, cancelled, or this message
+  /// overflowed the buffer).
+  bool push(std::string bytes);
+
+  /// Ends the stream (after the write in flight, if any).
+  void finish(grpc::Status status);
+
+  void on_write_done(bool ok);
+
+  void detach() {
+    std::lock_guard<std::mutex> guard{mtx_};
+    over_ = true;
+    pending_finish_.reset();
+    stream_ = nullptr;
+  }
+
+private:
+  void start_next_locked();
+  void finish_locked(grpc::Status status);
+
+  std::mutex mtx_;
+  std::size_t capacity_;
+  std::deque<grpc::ByteBuffer> queue_;
+  bool writing_ = false;
+  bool over_ = false;
+  std::optional<grpc::Status> pending_finish_;
+  watch_stream* stream_ = nullptr;
+};
+
+class watch_stream final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
+public:
+  watch_stream(std::shared_ptr<watch_outbox> outbox, caf::actor session)
+    : outbox_(std::move(outbox)), session_(std::move(session)) {
+    outbox_->attach(this);
+  }
+
+  void OnWriteDone(bool ok) override { outbox_->on_write_done(ok); }
+
+  void OnCancel() override {
+    outbox_->finish({grpc::StatusCode::CANCELLED, "cancelled"});
+  }
+
+  void OnDone() override {
+    outbox_->detach();
+    if (session_)
+      caf::anon_send_exit(session_, caf::exit_reason::user_shutdown);
+    delete this;
+  }
+
+private:
+  std::shared_ptr<watch_outbox> outbox_;
+  caf::actor session_;
+};
+
+void watch_outbox::attach(watch_stream* r) {
+  std::lock_guard<std::mutex> guard{mtx_};
+  stream_ = r;
+  if (pending_finish_ && !writing_) {
+    auto status = std::move(*pending_finish_);
+    pending_finish_.reset();
+    stream_->Finish(std::move(status));
+    return;
+  }
+  if (!over_ && !writing_)
+    start_next_locked();
+}
+
+bool watch_outbox::push(std::string bytes) {
+  std::lock_guard<std::mutex> guard{mtx_};
+  if (over_)
+    return false;
+  if (queue_.size() >= capacity_) {
+    finish_locked({grpc::StatusCode::RESOURCE_EXHAUSTED,
+                   "watch: the client fell more than "
+                     + std::to_string(capacity_)
+                     + " changes behind; resubscribe"});
+    return false;
+  }
+  grpc::Slice slice(bytes);
+  queue_.emplace_back(&slice, 1);
+  if (!writing_)
+    start_next_locked();
+  return true;
+}
+
+void watch_outbox::start_next_locked() {
+  if (queue_.empty() || stream_ == nullptr)
+    return;
+  writing_ = true;
+  stream_->StartWrite(&queue_.front());
+}
+
+void watch_outbox::finish(grpc::Status status) {
+  std::lock_guard<std::mutex> guard{mtx_};
+  finish_locked(std::move(status));
+}
+
+void watch_outbox::finish_locked(grpc::Status status) {
+  if (over_ && !pending_finish_)
+    return;
+  over_ = true;
+  if (writing_ || stream_ == nullptr) {
+    pending_finish_ = std::move(status);
+    return;
+  }
+  pending_finish_.reset();
+  stream_->Finish(std::move(status));
+}
+
+void watch_outbox::on_write_done(bool ok) {
+  std::lock_guard<std::mutex> guard{mtx_};
+  writing_ = false;
+  if (!queue_.empty())
+    queue_.pop_front();
+  if (pending_finish_) {
+    auto status = std::move(*pending_finish_);
+    pending_finish_.reset();
+    if (stream_ != nullptr)
+      stream_->Finish(std::move(status));
+    return;
+  }
+  if (!ok) {
+    over_ = true; // the client is gone; OnDone follows
+    return;
+  }
+  if (!over_)
+    start_next_locked();
+}
+
+/// One document to send: fetched by a query (`method` + `request`), or a
+/// removal (no query).
+struct watch_item {
+  projection::change::kind_t kind = projection::change::user;
+  int64_t position = 0;
+  std::string method;
+  std::string request;
+  std::string removed;
+};
+
+struct session_state {
+  std::shared_ptr<watch_outbox> outbox;
+  query_actor workers;
+  std::deque<watch_item> todo;
+  std::size_t max_pending = 1024;
+  bool busy = false;
+  static inline const char* name = "watch-session";
+};
+
+using session_pointer = caf::stateful_actor<session_state>*;
+
+watch_item item_for(const projection::change& c) {
+  watch_item item;
+  item.kind = c.kind;
+  item.position = c.position;
+  switch (c.kind) {
+    case projection::change::user: {
+      v1::GetUserRequest r;
+      r.set_user_id(c.subject);
+      item.method = "GetUser";
+      item.request = r.SerializeAsString();
+      break;
+    }
+    case projection::change::shout:
+    case projection::change::timeline_add:
+    case projection::change::author_post: {
+      v1::GetShoutRequest r;
+      r.set_shout_id(c.kind == projection::change::shout ? c.subject : c.item);
+      item.method = "GetShout";
+      item.request = r.SerializeAsString();
+      break;
+    }
+    case projection::change::timeline_remove:
+      item.removed = c.item;
+      break;
+  }
+  return item;
+}
+
+void process_next(session_pointer self);
+
+void send_change(session_pointer self, v1::DocumentChange change) {
+  if (!self->state.outbox->push(change.SerializeAsString()))
+    self->quit();
+}
+
+void done_with_item(session_pointer self) {
+  self->state.todo.pop_front();
+  self->state.busy = false;
+  process_next(self);
+}
+
+void process_next(session_pointer self) {
+  auto& st = self->state;
+  if (st.busy || st.todo.empty())
+    return;
+  auto& item = st.todo.front();
+  if (item.method.empty()) {
+    v1::DocumentChange change;
+    change.set_global_position(item.position);
+    change.set_timeline_removed_shout_id(item.removed);
+    send_change(self, std::move(change));
+    done_with_item(self);
+    return;
+  }
+  st.busy = true;
+  auto kind = item.kind;
+  auto position = item.position;
+  auto method = item.method;
+  self
+    ->request(st.workers, std::chrono::seconds(10), query_atom::value,
+              item.method, item.request)
+    .then(
+      [=](query_answer& a) {
+        if (a.ok) {
+          v1::DocumentChange change;
+          change.set_global_position(position);
+          if (method == "GetUser") {
+            change.mutable_user()->ParseFromString(a.bytes);
+            send_change(self, std::move(change));
+          } else if (method == "GetShout") {
+            auto* shout = kind == projection::change::shout
+                            ? change.mutable_shout()
+                            : change.mutable_timeline_entry();
+            shout->ParseFromString(a.bytes);
+            send_change(self, std::move(change));
+          } else if (method == "GetTimeline") {
+            v1::TimelinePage page;
+            page.ParseFromString(a.bytes);
+            for (auto& s : page.shouts()) {
+              v1::DocumentChange entry;
+              *entry.mutable_timeline_entry() = s;
+              send_change(self, std::move(entry));
+            }
+          }
+        }
+        done_with_item(self);
+      },
+      [=](caf::error& err) {
+        log_warn("watch", "a document could not be read: "
+                            + self->system().render(err));
+        done_with_item(self);
+      });
+}
+
+caf::behavior session(session_pointer self, std::shared_ptr<watch_outbox> out,
+                      query_actor workers, projection::hub_actor hub,
+                      projection::subscription sub) {
+  auto& st = self->state;
+  st.outbox = std::move(out);
+  st.workers = std::move(workers);
+  // Subscribe first, then read the current documents: a change between the
+  // two is sent after them, never lost.
+  self->send(hub, subscribe_atom::value, caf::actor_cast<caf::actor>(self),
+             sub);
+  for (auto& id : sub.user_ids)
+    st.todo.push_back(item_for({projection::change::user, id, {}, 0}));
+  for (auto& id : sub.shout_ids)
+    st.todo.push_back(item_for({projection::change::shout, id, {}, 0}));
+  if (!sub.timeline_owner.empty()) {
+    v1::GetTimelineRequest r;
+    r.set_user_id(sub.timeline_owner);
+    watch_item item;
+    item.method = "GetTimeline";
+    item.request = r.SerializeAsString();
+    st.todo.push_back(std::move(item));
+  }
+  process_next(self);
+  return {
+    [=](change_atom, const projection::change& c) {
+      auto& st = self->state;
+      if (st.todo.size() >= st.max_pending) {
+        st.outbox->finish({grpc::StatusCode::RESOURCE_EXHAUSTED,
+                           "watch: too many changes pending; resubscribe"});
+        self->quit();
+        return;
+      }
+      st.todo.push_back(item_for(c));
+      process_next(self);
+    },
+  };
+}
+
+} // namespace
+
+query_service::query_service(caf::actor_system& sys, query_actor workers,
+                             projection::manager_actor manager,
+                             projection::hub_actor hub,
+                             query_service_config cfg)
+  : sys_(sys),
+    workers_(std::move(workers)),
+    manager_(std::move(manager)),
+    hub_(std::move(hub)),
+    cfg_(cfg) {
+}
+
+query_service::raw query_service::dispatch(ctx* c, const char* method,
+                                           const buf* request, buf* response) {
+  auto* reactor = c->DefaultReactor();
+  auto* m = method_of(method);
+  auto parsed = new_message(m->input_type());
+  std::string bytes;
+  if (!buffer_bytes(*request, &bytes) || !parse_lenient(bytes, parsed.get())) {
+    reactor->Finish({grpc::StatusCode::INVALID_ARGUMENT,
+                     std::string{"request: not a valid "}
+                       + m->input_type()->name()});
+    return reactor;
+  }
+  if (auto bad = validate_query(method, *parsed, query_limits{})) {
+    reactor->Finish(to_status(*bad));
+    return reactor;
+  }
+  auto call = std::make_shared<read_call>();
+  call->method = method;
+  call->request = parsed->SerializePartialAsString();
+  call->min_position = min_position_of(*parsed);
+  call->projections = projections_read_by(method);
+  auto timeout = cfg_.max_wait;
+  if (c->deadline() != std::chrono::system_clock::time_point::max()) {
+    auto left = std::chrono::duration_cast<milliseconds>(
+      c->deadline() - std::chrono::system_clock::now());
+    if (left.count() <= 0) {
+      reactor->Finish({grpc::StatusCode::DEADLINE_EXCEEDED,
+                       "deadline already passed"});
+      return reactor;
+    }
+    timeout = std::min(timeout, left);
+  }
+  call->deadline = clock_type::now() + timeout;
+  call->workers = workers_;
+  call->manager = manager_;
+  call->response = response;
+  call->finish = [reactor](const grpc::Status& s) { reactor->Finish(s); };
+  if (call->min_position > 0 && !manager_) {
+    call->finish({grpc::StatusCode::UNAVAILABLE,
+                  "min_position: this node runs no projections"});
+    return reactor;
+  }
+  sys_.spawn(run_read, call);
+  return reactor;
+}
+
+query_service::raw query_service::GetUser(ctx* c, const buf* req, buf* resp) {
+  return dispatch(c, "GetUser", req, resp);
+}
+
+query_service::raw query_service::GetShout(ctx* c, const buf* req,
+                                           buf* resp) {
+  return dispatch(c, "GetShout", req, resp);
+}
+
+query_service::raw query_service::GetTimeline(ctx* c, const buf* req,
+                                              buf* resp) {
+  return dispatch(c, "GetTimeline", req, resp);
+}
+
+query_service::raw query_service::GetUserShouts(ctx* c, const buf* req,
+                                                buf* resp) {
+  return dispatch(c, "GetUserShouts", req, resp);
+}
+
+query_service::raw query_service::ListFollowers(ctx* c, const buf* req,
+                                                buf* resp) {
+  return dispatch(c, "ListFollowers", req, resp);
+}
+
+query_service::raw query_service::ListFollowing(ctx* c, const buf* req,
+                                                buf* resp) {
+  return dispatch(c, "ListFollowing", req, resp);
+}
+
+query_service::raw query_service::GetLoginHistory(ctx* c, const buf* req,
+                                                  buf* resp) {
+  return dispatch(c, "GetLoginHistory", req, resp);
+}
+
+query_service::raw query_service::SearchUsers(ctx* c, const buf* req,
+                                              buf* resp) {
+  return dispatch(c, "SearchUsers", req, resp);
+}
+
+grpc::ServerWriteReactor<grpc::ByteBuffer>*
+query_service::Watch(ctx*, const buf* request) {
+  auto outbox = std::make_shared<watch_outbox>(cfg_.watch_buffer);
+  auto refuse = [&](grpc::Status status) {
+    outbox->finish(std::move(status));
+    return new watch_stream(outbox, caf::actor{});
+  };
+  v1::WatchRequest req;
+  std::string bytes;
+  if (!buffer_bytes(*request, &bytes) || !parse_lenient(bytes, &req))
+    return refuse({grpc::StatusCode::INVALID_ARGUMENT,
+                   "request: not a valid WatchRequest"});
+  user::rejection bad;
+  for (auto& id : req.user_ids())
+    if (!bad)
+      bad = user::check_user_id("user_ids", id);
+  for (auto& id : req.shout_ids())
+    if (!bad)
+      bad = user::check_shout_id("shout_ids", id);
+  if (!bad && !req.timeline_user_id().empty())
+    bad = user::check_user_id("timeline_user_id", req.timeline_user_id());
+  if (!bad && req.user_ids().empty() && req.shout_ids().empty()
+      && req.timeline_user_id().empty())
+    bad = entity::make_rejection(v1::REJECTION_CODE_INVALID_ARGUMENT,
+                                 "user_ids",
+                                 "user_ids: name at least one subject "
+                                 "(user_ids, shout_ids or timeline_user_id)");
+  if (!bad && req.user_ids_size() + req.shout_ids_size() > 1000)
+    bad = entity::make_rejection(v1::REJECTION_CODE_INVALID_ARGUMENT,
+                                 "user_ids",
+                                 "user_ids: at most 1000 subjects per stream");
+  if (bad)
+    return refuse(to_status(*bad));
+  if (!hub_)
+    return refuse({grpc::StatusCode::UNAVAILABLE,
+                   "watch: this node runs no projections"});
+  projection::subscription sub;
+  sub.user_ids.assign(req.user_ids().begin(), req.user_ids().end());
+  sub.shout_ids.assign(req.shout_ids().begin(), req.shout_ids().end());
+  sub.timeline_owner = req.timeline_user_id();
+  auto session_actor = sys_.spawn(session, outbox, workers_, hub_, sub);
+  return new watch_stream(outbox, session_actor);
+}
+
+} // namespace shoutflow::services

@@ -1,0 +1,81 @@
+#pragma once
+
+// QueryService (shared/API.md) on the gRPC callback API.
+//
+// Unary reads: parse leniently (services/common/lenient_proto.hpp), validate
+// (the field is named), then — when the request carries `min_position` —
+// wait until every read model the method reads has applied that position
+// (G6): the position is resolved to its log cursor and the projection
+// manager answers once each projection's watermark has passed it. The wait
+// is bounded by the client's deadline and `max_wait`; past it the answer is
+// DEADLINE_EXCEEDED. Then a query worker reads, in one snapshot.
+//
+// Watch: a session actor per stream subscribes to the watch hub, sends the
+// current document of each subject, then one DocumentChange per change, in
+// order per subject. The stream's outbox is bounded: a consumer that falls
+// `watch_buffer` messages behind is ended with RESOURCE_EXHAUSTED, and a
+// cancelled stream frees its actor and subscription.
+
+#include <caf/actor_system.hpp>
+
+#include <chrono>
+#include <cstddef>
+
+#include "actors/projection/manager.hpp"
+#include "actors/projection/watch_hub.hpp"
+#include "services/query/query_workers.hpp"
+#include "shoutflow/v1/queries.grpc.pb.h"
+
+namespace shoutflow::services {
+
+struct query_service_config {
+  /// Upper bound for a read, including a min_position wait.
+  std::chrono::milliseconds max_wait{std::chrono::seconds(5)};
+  /// DocumentChanges a Watch stream may have unsent.
+  std::size_t watch_buffer = 256;
+};
+
+using query_service_base = v1::QueryService::WithRawCallbackMethod_GetUser<
+  v1::QueryService::WithRawCallbackMethod_GetShout<
+    v1::QueryService::WithRawCallbackMethod_GetTimeline<
+      v1::QueryService::WithRawCallbackMethod_GetUserShouts<
+        v1::QueryService::WithRawCallbackMethod_ListFollowers<
+          v1::QueryService::WithRawCallbackMethod_ListFollowing<
+            v1::QueryService::WithRawCallbackMethod_GetLoginHistory<
+              v1::QueryService::WithRawCallbackMethod_SearchUsers<
+                v1::QueryService::WithRawCallbackMethod_Watch<
+                  v1::QueryService::Service>>>>>>>>>;
+
+class query_service final : public query_service_base {
+public:
+  /// `manager` and `hub` may be invalid on a node without the projections
+  /// role: min_position and Watch then answer UNAVAILABLE.
+  query_service(caf::actor_system& sys, query_actor workers,
+                projection::manager_actor manager, projection::hub_actor hub,
+                query_service_config cfg);
+
+  using raw = grpc::ServerUnaryReactor*;
+  using ctx = grpc::CallbackServerContext;
+  using buf = grpc::ByteBuffer;
+
+  raw GetUser(ctx* c, const buf* req, buf* resp) override;
+  raw GetShout(ctx* c, const buf* req, buf* resp) override;
+  raw GetTimeline(ctx* c, const buf* req, buf* resp) override;
+  raw GetUserShouts(ctx* c, const buf* req, buf* resp) override;
+  raw ListFollowers(ctx* c, const buf* req, buf* resp) override;
+  raw ListFollowing(ctx* c, const buf* req, buf* resp) override;
+  raw GetLoginHistory(ctx* c, const buf* req, buf* resp) override;
+  raw SearchUsers(ctx* c, const buf* req, buf* resp) override;
+  grpc::ServerWriteReactor<buf>* Watch(ctx* c, const buf* req) override;
+
+private:
+  raw dispatch(ctx* c, const char* method, const buf* request, buf* response);
+
+  caf::actor_system& sys_;
+  query_actor workers_;
+  projection::manager_actor manager_;
+  projection::hub_actor hub_;
+  query_service_config cfg_;
+};
+
+} // namespace shoutflow::services

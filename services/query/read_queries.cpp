@@ -1,0 +1,441 @@
+#include "services/query/read_queries.hpp"
+
+#include <google/protobuf/util/time_util.h>
+
+#include <cctype>
+
+#include "actors/entity/effect.hpp"
+#include "actors/user/user_validation.hpp"
+
+namespace shoutflow::services {
+
+namespace {
+
+using entity::make_rejection;
+using google::protobuf::util::TimeUtil;
+
+v1::Rejection invalid(const std::string& field, const std::string& why) {
+  return make_rejection(v1::REJECTION_CODE_INVALID_ARGUMENT, field,
+                        field + ": " + why);
+}
+
+v1::Rejection not_found(const std::string& field, const std::string& id) {
+  return make_rejection(v1::REJECTION_CODE_NOT_FOUND, field,
+                        field + ": no such " + (field == "shout_id" ? "shout"
+                                                                    : "user")
+                          + " '" + id + "'");
+}
+
+// -- rows -> views ---------------------------------------------------------------
+
+constexpr const char* user_cols = R"sql(
+  u.user_id, u.handle, u.display_name, u.avatar_hash, u.bio,
+  coalesce((extract(epoch FROM u.created_at) * 1000)::bigint, 0),
+  u.shout_count, u.follower_count, u.following_count, u.likes_given,
+  u.likes_received,
+  coalesce((extract(epoch FROM u.last_login_at) * 1000)::bigint, 0))sql";
+
+constexpr const char* shout_cols = R"sql(
+  s.shout_id, s.author_id, coalesce(u.handle, ''),
+  coalesce(u.display_name, ''), coalesce(u.avatar_hash, ''), s.text,
+  (extract(epoch FROM s.created_at) * 1000)::bigint, s.like_count,
+  s.reply_count, s.reply_to_shout_id, s.deleted)sql";
+
+void set_time(google::protobuf::Timestamp* t, int64_t ms) {
+  *t = TimeUtil::MillisecondsToTimestamp(ms);
+}
+
+void to_user(const pqxx::row& r, v1::UserView* out) {
+  out->set_user_id(r[0].as<std::string>());
+  out->set_handle(r[1].as<std::string>());
+  out->set_display_name(r[2].as<std::string>());
+  out->set_avatar_hash(r[3].as<std::string>());
+  out->set_bio(r[4].as<std::string>());
+  if (auto ms = r[5].as<int64_t>(); ms > 0)
+    set_time(out->mutable_created_at(), ms);
+  out->set_shout_count(r[6].as<int64_t>());
+  out->set_follower_count(r[7].as<int64_t>());
+  out->set_following_count(r[8].as<int64_t>());
+  out->set_likes_given(r[9].as<int64_t>());
+  out->set_likes_received(r[10].as<int64_t>());
+  if (auto ms = r[11].as<int64_t>(); ms > 0)
+    set_time(out->mutable_last_login_at(), ms);
+}
+
+void to_shout(const pqxx::row& r, v1::ShoutView* out) {
+  out->set_shout_id(r[0].as<std::string>());
+  out->set_author_id(r[1].as<std::string>());
+  out->set_author_handle(r[2].as<std::string>());
+  out->set_author_display_name(r[3].as<std::string>());
+  out->set_author_avatar_hash(r[4].as<std::string>());
+  auto deleted = r[10].as<bool>();
+  // A deleted shout keeps its place (and counts), never its text.
+  if (!deleted)
+    out->set_text(r[5].as<std::string>());
+  set_time(out->mutable_created_at(), r[6].as<int64_t>());
+  out->set_like_count(r[7].as<int64_t>());
+  out->set_reply_count(r[8].as<int64_t>());
+  out->set_reply_to_shout_id(r[9].as<std::string>());
+  out->set_deleted(deleted);
+}
+
+// -- request fields (every query request has some of these) -------------------
+
+std::string str_field(const google::protobuf::Message& m, const char* name) {
+  auto* f = m.GetDescriptor()->FindFieldByName(name);
+  return f == nullptr ? std::string{} : m.GetReflection()->GetString(m, f);
+}
+
+int64_t int_field(const google::protobuf::Message& m, const char* name) {
+  auto* f = m.GetDescriptor()->FindFieldByName(name);
+  if (f == nullptr)
+    return 0;
+  if (f->cpp_type() == google::protobuf::FieldDescriptor::CPPTYPE_INT32)
+    return m.GetReflection()->GetInt32(m, f);
+  return m.GetReflection()->GetInt64(m, f);
+}
+
+bool has_field(const google::protobuf::Message& m, const char* name) {
+  return m.GetDescriptor()->FindFieldByName(name) != nullptr;
+}
+
+int32_t page_size(const google::protobuf::Message& m, const char* field,
+                  const query_limits& limits) {
+  auto n = static_cast<int32_t>(int_field(m, field));
+  return n == 0 ? limits.default_page_size : n;
+}
+
+bool user_exists(pqxx::transaction_base& tx, const std::string& id) {
+  return !tx.exec_params("SELECT 1 FROM rm_users WHERE user_id = $1", id)
+            .empty();
+}
+
+/// Search words: runs of [A-Za-z0-9_], each a prefix match, all required.
+std::string search_expression(const std::string& query) {
+  std::string out, word;
+  auto flush = [&] {
+    if (word.empty())
+      return;
+    if (!out.empty())
+      out += " & ";
+    out += word + ":*";
+    word.clear();
+  };
+  for (auto c : query) {
+    if (std::isalnum(static_cast<unsigned char>(c)) || c == '_')
+      word += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    else
+      flush();
+  }
+  flush();
+  return out;
+}
+
+constexpr char b64[]
+  = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+// -- the queries -----------------------------------------------------------------
+
+query_rejection get_user(pqxx::transaction_base& tx,
+                         const v1::GetUserRequest& r, v1::UserView& out) {
+  auto rows = tx.exec_params(std::string{"SELECT "} + user_cols
+                               + " FROM rm_users u WHERE u.user_id = $1",
+                             r.user_id());
+  if (rows.empty())
+    return not_found("user_id", r.user_id());
+  to_user(rows[0], &out);
+  return std::nullopt;
+}
+
+query_rejection get_shout(pqxx::transaction_base& tx,
+                          const v1::GetShoutRequest& r, v1::ShoutView& out) {
+  auto rows = tx.exec_params(
+    std::string{"SELECT "} + shout_cols
+      + " FROM rm_shouts s LEFT JOIN rm_users u ON u.user_id = s.author_id"
+        " WHERE s.shout_id = $1",
+    r.shout_id());
+  if (rows.empty())
+    return not_found("shout_id", r.shout_id());
+  to_shout(rows[0], &out);
+  return std::nullopt;
+}
+
+void shout_page(const pqxx::result& rows, int32_t size,
+                v1::TimelinePage& out) {
+  for (const auto& row : rows)
+    to_shout(row, out.add_shouts());
+  if (static_cast<int32_t>(rows.size()) == size)
+    out.set_next_page_token(
+      encode_page_token(out.shouts(out.shouts_size() - 1).shout_id()));
+}
+
+query_rejection get_timeline(pqxx::transaction_base& tx,
+                             const v1::GetTimelineRequest& r,
+                             v1::TimelinePage& out,
+                             const query_limits& limits) {
+  if (!user_exists(tx, r.user_id()))
+    return not_found("user_id", r.user_id());
+  auto after = decode_page_token(r.page_token()).value_or("");
+  auto size = page_size(r, "page_size", limits);
+  // Fanned-out entries plus the not-fanned-out shouts of followed authors
+  // above the celebrity threshold, the newest `cap` of them.
+  auto rows = tx.exec_params(
+    std::string{R"sql(
+WITH entries AS (
+  SELECT shout_id FROM rm_home WHERE owner_id = $1
+  UNION
+  SELECT s.shout_id FROM rm_followers f
+    JOIN rm_author_shouts s ON s.author_id = f.author_id
+   WHERE f.follower_id = $1 AND NOT s.fanned_out AND NOT s.deleted
+), capped AS (
+  SELECT shout_id FROM entries ORDER BY shout_id DESC LIMIT $4
+)
+SELECT )sql"} + shout_cols
+      + R"sql(
+  FROM capped c JOIN rm_shouts s ON s.shout_id = c.shout_id
+  LEFT JOIN rm_users u ON u.user_id = s.author_id
+ WHERE NOT s.deleted AND ($2 = '' OR s.shout_id < $2)
+ ORDER BY s.shout_id DESC LIMIT $3)sql",
+    r.user_id(), after, size, limits.timeline_cap);
+  shout_page(rows, size, out);
+  return std::nullopt;
+}
+
+query_rejection get_user_shouts(pqxx::transaction_base& tx,
+                                const v1::GetUserShoutsRequest& r,
+                                v1::TimelinePage& out,
+                                const query_limits& limits) {
+  if (!user_exists(tx, r.user_id()))
+    return not_found("user_id", r.user_id());
+  auto after = decode_page_token(r.page_token()).value_or("");
+  auto size = page_size(r, "page_size", limits);
+  auto rows = tx.exec_params(
+    std::string{"SELECT "} + shout_cols
+      + R"sql(
+  FROM rm_shouts s LEFT JOIN rm_users u ON u.user_id = s.author_id
+ WHERE s.author_id = $1 AND NOT s.deleted AND ($2 = '' OR s.shout_id < $2)
+ ORDER BY s.shout_id DESC LIMIT $3)sql",
+    r.user_id(), after, size);
+  shout_page(rows, size, out);
+  return std::nullopt;
+}
+
+/// Followers (`followers` true) or followed users of `user_id`, the most
+/// recent follows first.
+query_rejection list_follows(pqxx::transaction_base& tx,
+                             const std::string& user_id, int32_t size,
+                             const std::string& token, bool followers,
+                             v1::UserPage& out) {
+  if (!user_exists(tx, user_id))
+    return not_found("user_id", user_id);
+  int64_t after_pos = 0;
+  std::string after_id;
+  if (auto key = decode_page_token(token); key && !key->empty()) {
+    auto colon = key->find(':');
+    after_pos = std::stoll(key->substr(0, colon));
+    after_id = key->substr(colon + 1);
+  }
+  auto mine = followers ? "author_id" : "follower_id";
+  auto theirs = followers ? "follower_id" : "author_id";
+  auto rows = tx.exec_params(
+    std::string{"SELECT "} + user_cols + ", f.position FROM rm_followers f"
+      + " JOIN rm_users u ON u.user_id = f." + theirs + " WHERE f." + mine
+      + " = $1 AND ($2 = 0 OR (f.position, f." + theirs + ") < ($2, $3))"
+      + " ORDER BY f.position DESC, f." + theirs + " DESC LIMIT $4",
+    user_id, after_pos, after_id, size);
+  for (const auto& row : rows)
+    to_user(row, out.add_users());
+  if (static_cast<int32_t>(rows.size()) == size) {
+    auto& last = rows[rows.size() - 1];
+    out.set_next_page_token(encode_page_token(
+      last[12].as<std::string>() + ":" + last[0].as<std::string>()));
+  }
+  return std::nullopt;
+}
+
+query_rejection get_login_history(pqxx::transaction_base& tx,
+                                  const v1::GetLoginHistoryRequest& r,
+                                  v1::LoginHistory& out,
+                                  const query_limits& limits) {
+  if (!user_exists(tx, r.user_id()))
+    return not_found("user_id", r.user_id());
+  auto limit = page_size(r, "limit", limits);
+  for (const auto& row : tx.exec_params(
+         "SELECT (extract(epoch FROM at) * 1000)::bigint, success,"
+         "       client_ip, user_agent"
+         "  FROM rm_logins WHERE user_id = $1"
+         " ORDER BY position DESC LIMIT $2",
+         r.user_id(), limit)) {
+    auto* e = out.add_entries();
+    set_time(e->mutable_at(), row[0].as<int64_t>());
+    e->set_success(row[1].as<bool>());
+    e->set_client_ip(row[2].as<std::string>());
+    e->set_user_agent(row[3].as<std::string>());
+  }
+  return std::nullopt;
+}
+
+query_rejection search_users(pqxx::transaction_base& tx,
+                             const v1::SearchUsersRequest& r,
+                             v1::UserPage& out, const query_limits& limits) {
+  auto limit = page_size(r, "limit", limits);
+  for (const auto& row : tx.exec_params(
+         std::string{"SELECT "} + user_cols
+           + " FROM rm_users u, to_tsquery('simple', $1) q"
+             " WHERE u.search @@ q"
+             " ORDER BY ts_rank(u.search, q) DESC, u.user_id LIMIT $2",
+         search_expression(r.query()), limit))
+    to_user(row, out.add_users());
+  return std::nullopt;
+}
+
+} // namespace
+
+query_rejection validate_query(const std::string& method,
+                               const google::protobuf::Message& m,
+                               const query_limits& limits) {
+  if (has_field(m, "user_id"))
+    if (auto bad = user::check_user_id("user_id", str_field(m, "user_id")))
+      return bad;
+  if (has_field(m, "shout_id"))
+    if (auto bad = user::check_shout_id("shout_id", str_field(m, "shout_id")))
+      return bad;
+  for (auto* field : {"page_size", "limit"})
+    if (has_field(m, field)) {
+      auto n = int_field(m, field);
+      if (n < 0 || n > limits.max_page_size)
+        return invalid(field, "must be between 1 and "
+                                + std::to_string(limits.max_page_size)
+                                + " (0: " + std::to_string(
+                                  limits.default_page_size)
+                                + ")");
+    }
+  if (has_field(m, "min_position") && int_field(m, "min_position") < 0)
+    return invalid("min_position", "must not be negative");
+  if (has_field(m, "page_token")) {
+    auto token = str_field(m, "page_token");
+    auto key = decode_page_token(token);
+    if (!key)
+      return invalid("page_token", "is not a token this service issued");
+    bool follows = method == "ListFollowers" || method == "ListFollowing";
+    if (!key->empty()) {
+      bool ok = true;
+      if (follows) {
+        auto colon = key->find(':');
+        ok = colon != std::string::npos && colon > 0 && colon < 19;
+        for (std::size_t i = 0; ok && i < colon; ++i)
+          ok = std::isdigit(static_cast<unsigned char>((*key)[i])) != 0;
+        ok = ok && !user::check_user_id("x", key->substr(colon + 1));
+      } else {
+        ok = !user::check_shout_id("x", *key);
+      }
+      if (!ok)
+        return invalid("page_token", "is not a token this service issued");
+    }
+  }
+  if (method == "SearchUsers") {
+    auto q = str_field(m, "query");
+    if (q.size() > 100)
+      return invalid("query", "must be at most 100 bytes");
+    if (search_expression(q).empty())
+      return invalid("query", "needs at least one word of letters or digits");
+  }
+  return std::nullopt;
+}
+
+std::vector<std::string> projections_read_by(const std::string& method) {
+  if (method == "GetUser" || method == "GetLoginHistory"
+      || method == "SearchUsers")
+    return {"users"};
+  if (method == "GetShout" || method == "GetUserShouts")
+    return {"shouts", "users"};
+  if (method == "GetTimeline")
+    return {"timelines", "shouts", "users"};
+  if (method == "ListFollowers" || method == "ListFollowing")
+    return {"timelines", "users"};
+  return {};
+}
+
+int64_t min_position_of(const google::protobuf::Message& request) {
+  return has_field(request, "min_position")
+           ? int_field(request, "min_position")
+           : 0;
+}
+
+query_rejection run_query(pqxx::transaction_base& tx, const std::string& method,
+                          const google::protobuf::Message& request,
+                          google::protobuf::Message& response,
+                          const query_limits& limits) {
+  auto& req = request;
+  auto& out = response;
+  if (method == "GetUser")
+    return get_user(tx, dynamic_cast<const v1::GetUserRequest&>(req),
+                    dynamic_cast<v1::UserView&>(out));
+  if (method == "GetShout")
+    return get_shout(tx, dynamic_cast<const v1::GetShoutRequest&>(req),
+                     dynamic_cast<v1::ShoutView&>(out));
+  if (method == "GetTimeline")
+    return get_timeline(tx, dynamic_cast<const v1::GetTimelineRequest&>(req),
+                        dynamic_cast<v1::TimelinePage&>(out), limits);
+  if (method == "GetUserShouts")
+    return get_user_shouts(tx,
+                           dynamic_cast<const v1::GetUserShoutsRequest&>(req),
+                           dynamic_cast<v1::TimelinePage&>(out), limits);
+  if (method == "ListFollowers") {
+    auto& r = dynamic_cast<const v1::ListFollowersRequest&>(req);
+    return list_follows(tx, r.user_id(), page_size(r, "page_size", limits),
+                        r.page_token(), true, dynamic_cast<v1::UserPage&>(out));
+  }
+  if (method == "ListFollowing") {
+    auto& r = dynamic_cast<const v1::ListFollowingRequest&>(req);
+    return list_follows(tx, r.user_id(), page_size(r, "page_size", limits),
+                        r.page_token(), false,
+                        dynamic_cast<v1::UserPage&>(out));
+  }
+  if (method == "GetLoginHistory")
+    return get_login_history(
+      tx, dynamic_cast<const v1::GetLoginHistoryRequest&>(req),
+      dynamic_cast<v1::LoginHistory&>(out), limits);
+  if (method == "SearchUsers")
+    return search_users(tx, dynamic_cast<const v1::SearchUsersRequest&>(req),
+                        dynamic_cast<v1::UserPage&>(out), limits);
+  return make_rejection(v1::REJECTION_CODE_INVALID_ARGUMENT, "",
+                        "unknown query " + method);
+}
+
+std::string encode_page_token(const std::string& key) {
+  std::string out;
+  int val = 0, bits = -6;
+  for (unsigned char c : key) {
+    val = (val << 8) + c;
+    bits += 8;
+    while (bits >= 0) {
+      out.push_back(b64[(val >> bits) & 0x3F]);
+      bits -= 6;
+    }
+  }
+  if (bits > -6)
+    out.push_back(b64[((val << 8) >> (bits + 8)) & 0x3F]);
+  return out;
+}
+
+std::optional<std::string> decode_page_token(const std::string& token) {
+  if (token.size() > 200)
+    return std::nullopt;
+  std::string out;
+  int val = 0, bits = -8;
+  for (auto c : token) {
+    auto* p = std::char_traits<char>::find(b64, 64, c);
+    if (p == nullptr)
+      return std::nullopt;
+    val = (val << 6) + static_cast<int>(p - b64);
+    bits += 6;
+    if (bits >= 0) {
+      out.push_back(static_cast<char>((val >> bits) & 0xFF));
+      bits -= 8;
+    }
+  }
+  return out;
+}
+
+} // namespace shoutflow::services
