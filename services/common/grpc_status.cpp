@@ -48,6 +48,14 @@ grpc::Status to_status(const v1::Rejection& r) {
 }
 
 v1::Rejection rejection_from(const caf::error& err, caf::actor_system& sys) {
+  if (err == caf::sec::invalid_argument) {
+    // Raised by our own actors for a request they refuse (the context
+    // holds the reason, e.g. "unknown projection x").
+    std::string why = "invalid argument";
+    if (err.context().match_elements<std::string>())
+      why = err.context().get_as<std::string>(0);
+    return entity::make_rejection(v1::REJECTION_CODE_INVALID_ARGUMENT, "", why);
+  }
   if (err == caf::sec::request_timeout)
     return entity::make_rejection(v1::REJECTION_CODE_DEADLINE_EXCEEDED, "",
                                   "deadline exceeded inside the node; the "

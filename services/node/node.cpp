@@ -22,6 +22,7 @@
 #include "actors/read_models/shouts_projection.hpp"
 #include "actors/read_models/timelines_projection.hpp"
 #include "actors/read_models/users_projection.hpp"
+#include "services/admin/admin_service.hpp"
 #include "services/command/command_service.hpp"
 #include "services/query/query_service.hpp"
 
@@ -198,6 +199,13 @@ void node::start() {
                           cfg_.max_message_bytes, "QueryService",
                           &query_port_);
   }
+  admin_service_ = std::make_unique<services::admin_service>(
+    sys, cfg_.db_url,
+    services::admin_node_info{"node-" + std::to_string(cfg_.node_id),
+                              cfg_.bind, cfg_.roles, cfg_.shards},
+    manager_);
+  admin_server_ = serve(admin_service_.get(), cfg_.bind, cfg_.admin_port,
+                        cfg_.max_message_bytes, "AdminService", &admin_port_);
 
   if (cfg_.metrics_port >= 0) {
     auto address = cfg_.bind + ":" + std::to_string(cfg_.metrics_port);
@@ -220,13 +228,13 @@ void node::shutdown(std::chrono::milliseconds grace) {
   if (!started_ || stopped_)
     return;
   stopped_ = true;
-  for (auto* server : {&command_server_, &query_server_}) {
+  for (auto* server : {&command_server_, &query_server_, &admin_server_}) {
     if (!*server)
       continue;
     (*server)->GetHealthCheckService()->SetServingStatus(false);
   }
   log_info(component, "stopped accepting; draining in-flight requests");
-  for (auto* server : {&command_server_, &query_server_}) {
+  for (auto* server : {&command_server_, &query_server_, &admin_server_}) {
     if (!*server)
       continue;
     (*server)->Shutdown(std::chrono::system_clock::now() + grace);
@@ -258,6 +266,7 @@ void node::shutdown(std::chrono::milliseconds grace) {
   // which hold some) first.
   command_service_.reset();
   query_service_.reset();
+  admin_service_.reset();
   router_ = nullptr;
   manager_ = nullptr;
   hub_ = nullptr;

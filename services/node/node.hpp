@@ -34,6 +34,7 @@
 #include "services/query/query_workers.hpp"
 
 namespace shoutflow::services {
+class admin_service;
 class command_service;
 class query_service;
 }
@@ -58,6 +59,7 @@ public:
   /// Bound ports (after start; 0 when the server is not running).
   int command_port() const { return command_port_; }
   int query_port() const { return query_port_; }
+  int admin_port() const { return admin_port_; }
   int metrics_port() const { return metrics_port_; }
 
   const node_config& config() const { return cfg_; }
@@ -93,10 +95,13 @@ private:
   services::query_actor query_workers_;
   std::unique_ptr<services::query_service> query_service_;
   std::unique_ptr<grpc::Server> query_server_;
+  std::unique_ptr<services::admin_service> admin_service_;
+  std::unique_ptr<grpc::Server> admin_server_;
   std::unique_ptr<prometheus::Exposer> exposer_;
   prometheus::Counter* continuity_violations_ = nullptr;
   int command_port_ = 0;
   int query_port_ = 0;
+  int admin_port_ = 0;
   int metrics_port_ = 0;
   bool started_ = false;
   bool stopped_ = false;

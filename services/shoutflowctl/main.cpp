@@ -9,7 +9,8 @@
 // protobuf text format (e.g. 'command_id: "c1" user_id: "alice"'). The reply
 // is printed in text format; an error prints the gRPC status and exits 1.
 // The address defaults to SHOUTFLOW_ADDRESS, else 127.0.0.1:50051 for
-// CommandService methods and 127.0.0.1:50052 for QueryService methods.
+// CommandService methods, :50052 for QueryService and :50053 for
+// AdminService methods.
 
 #include <google/protobuf/descriptor.h>
 #include <google/protobuf/message.h>
@@ -26,6 +27,7 @@
 #include "actors/journal/migrations.hpp"
 #include "services/common/grpc_status.hpp"
 #include "shoutflow/v1/commands.pb.h"
+#include "shoutflow/v1/admin.pb.h"
 #include "shoutflow/v1/queries.pb.h"
 
 namespace {
@@ -38,7 +40,8 @@ std::vector<const ServiceDescriptor*> services() {
   std::vector<const ServiceDescriptor*> out;
   // Referencing a generated type keeps its file (and service) linked in.
   for (auto* file : {shoutflow::v1::CommandResult::descriptor()->file(),
-                     shoutflow::v1::UserView::descriptor()->file()})
+                     shoutflow::v1::UserView::descriptor()->file(),
+                     shoutflow::v1::ClusterStatus::descriptor()->file()})
     for (int i = 0; i < file->service_count(); ++i)
       out.push_back(file->service(i));
   return out;
@@ -161,9 +164,10 @@ int main(int argc, char** argv) {
   if (rest.size() == 3 && rest[0] == "call") {
     if (address.empty()) {
       auto* m = find_method(rest[1]);
-      address = m != nullptr && m->service()->name() == "QueryService"
-                  ? "127.0.0.1:50052"
-                  : "127.0.0.1:50051";
+      auto service = m != nullptr ? m->service()->name() : "";
+      address = service == "QueryService"   ? "127.0.0.1:50052"
+                : service == "AdminService" ? "127.0.0.1:50053"
+                                            : "127.0.0.1:50051";
     }
     return call(address, timeout_s, rest[1], rest[2]);
   }

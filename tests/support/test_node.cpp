@@ -21,6 +21,11 @@ node::node_config test_config(const std::string& db_url) {
   return cfg;
 }
 
+void with_read_side(node::node_config& cfg) {
+  cfg.roles = {"command", "query", "entities", "projections"};
+  cfg.projection_poll = std::chrono::milliseconds(20);
+}
+
 test_node::test_node(const std::string& db_url,
                      const std::function<void(node::node_config&)>& tweak,
                      const clock* clk) {
@@ -47,6 +52,25 @@ std::unique_ptr<v1::CommandService::Stub> test_node::command_stub() const {
     "127.0.0.1:" + std::to_string(node_->command_port()),
     grpc::InsecureChannelCredentials(), args);
   return v1::CommandService::NewStub(channel);
+}
+
+namespace {
+
+std::shared_ptr<grpc::Channel> channel_to(int port) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(16 * 1024 * 1024);
+  return grpc::CreateCustomChannel("127.0.0.1:" + std::to_string(port),
+                                   grpc::InsecureChannelCredentials(), args);
+}
+
+} // namespace
+
+std::unique_ptr<v1::QueryService::Stub> test_node::query_stub() const {
+  return v1::QueryService::NewStub(channel_to(node_->query_port()));
+}
+
+std::unique_ptr<v1::AdminService::Stub> test_node::admin_stub() const {
+  return v1::AdminService::NewStub(channel_to(node_->admin_port()));
 }
 
 v1::EntityReply test_node::send(const v1::UserCommand& command,

@@ -12,13 +12,19 @@
 #include <string>
 
 #include "services/node/node.hpp"
+#include "shoutflow/v1/admin.grpc.pb.h"
 #include "shoutflow/v1/commands.grpc.pb.h"
+#include "shoutflow/v1/queries.grpc.pb.h"
 #include "shoutflow/v1/entity.pb.h"
 
 namespace shoutflow::testing {
 
-/// Test defaults: free ports, no metrics endpoint, cheap password hashing.
+/// Test defaults: free ports, no metrics endpoint, cheap password hashing,
+/// the write path only (roles command and entities).
 node::node_config test_config(const std::string& db_url);
+
+/// Adds the read side (roles query and projections) to a test config.
+void with_read_side(node::node_config& cfg);
 
 class test_node {
 public:
@@ -32,6 +38,9 @@ public:
 
   /// A new channel + stub to the CommandService.
   std::unique_ptr<v1::CommandService::Stub> command_stub() const;
+  /// The same for the QueryService and AdminService.
+  std::unique_ptr<v1::QueryService::Stub> query_stub() const;
+  std::unique_ptr<v1::AdminService::Stub> admin_stub() const;
 
   /// Sends one command through the router (no gRPC) and waits for the
   /// reply; a CAF error becomes an UNAVAILABLE/DEADLINE_EXCEEDED rejection.
