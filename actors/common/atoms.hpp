@@ -39,6 +39,9 @@ using subscribe_atom = caf::atom_constant<caf::atom("subscribe")>;
 using unsub_atom = caf::atom_constant<caf::atom("unsub")>;
 using change_atom = caf::atom_constant<caf::atom("change")>;
 using built_atom = caf::atom_constant<caf::atom("built")>;
+using promote_atom = caf::atom_constant<caf::atom("promote")>;
+using hold_atom = caf::atom_constant<caf::atom("hold")>;
 using query_atom = caf::atom_constant<caf::atom("query")>;
+using following_atom = caf::atom_constant<caf::atom("following")>;
 
 } // namespace shoutflow

@@ -2,9 +2,12 @@
 
 #include <caf/all.hpp>
 
+#include <algorithm>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <set>
+#include <tuple>
 
 #include "actors/common/log.hpp"
 #include "actors/journal/journal_actors.hpp"
@@ -139,6 +142,11 @@ struct reader_state {
   std::multimap<cursor, caf::typed_response_promise<cursor>> awaiting;
   std::chrono::steady_clock::time_point last_progress;
   std::vector<partition_batch> failed_shares;
+  /// The applying batch's changes, gathered from the partitions' acks.
+  std::vector<change> changes;
+  /// Held before a swap: no new batch starts.
+  bool held = false;
+  std::vector<caf::typed_response_promise<cursor>> hold_waiters;
   static inline const char* name = "log-reader";
 };
 
@@ -181,12 +189,14 @@ std::unique_ptr<routed_batch> route(pointer self,
   }
   for (auto& e : events) {
     std::vector<std::string> keys;
+    bool unrouted = false;
     try {
       keys = st.cfg.proj->keys(e);
     } catch (const std::exception&) {
-      // Undecodable: route to its stream's owner, where applying it fails
-      // again and dead-letters it, blocking that key.
+      // Undecodable: park it under its stream's owner as poison, blocking
+      // that key until it is fixed and retried.
       keys = {stream_owner(e.persistence_id)};
+      unrouted = true;
     }
     std::set<std::string> unique(keys.begin(), keys.end());
     std::map<int32_t, uint32_t> index_in_share;
@@ -200,7 +210,7 @@ std::unique_ptr<routed_batch> route(pointer self,
                .first;
         share.events.push_back(e);
       }
-      share.keyed.push_back({it->second, key});
+      share.keyed.push_back({it->second, key, unrouted});
     }
   }
   return batch;
@@ -208,12 +218,44 @@ std::unique_ptr<routed_batch> route(pointer self,
 
 void send_share(pointer self, std::size_t p, partition_batch share);
 
+void start_batch(pointer self, std::unique_ptr<routed_batch> batch) {
+  auto& st = self->state;
+  st.applying = true;
+  st.applying_end = batch->end;
+  st.applying_events = batch->events;
+  st.applying_last_ms = batch->last_event_ms;
+  st.pending_acks = batch->shares.size();
+  for (std::size_t p = 0; p < batch->shares.size(); ++p)
+    send_share(self, p, std::move(batch->shares[p]));
+}
+
+/// Starts the prefetched batch (if any) and fetches on, unless held.
+void go_on(pointer self) {
+  auto& st = self->state;
+  if (st.held)
+    return;
+  if (st.prefetched && !st.applying)
+    start_batch(self, std::move(st.prefetched));
+  fetch(self);
+}
+
 void on_share_done(pointer self) {
   auto& st = self->state;
   if (--st.pending_acks > 0)
     return;
   st.applying = false;
   st.watermark = st.applying_end;
+  if (!st.changes.empty()) {
+    // Partitions commit concurrently; subscribers see log order.
+    std::stable_sort(st.changes.begin(), st.changes.end(),
+                     [](const change& a, const change& b) {
+                       return std::tie(a.tx, a.position)
+                              < std::tie(b.tx, b.position);
+                     });
+    if (st.cfg.hub)
+      self->send(st.cfg.hub, changes_atom::value, std::move(st.changes));
+    st.changes.clear();
+  }
   st.events += static_cast<int64_t>(st.applying_events);
   st.last_event_ms = st.applying_last_ms;
   release_awaiting(self);
@@ -225,17 +267,13 @@ void on_share_done(pointer self) {
                              + " events applied, at position "
                              + std::to_string(st.watermark.position));
   }
-  if (st.prefetched) {
-    auto next = std::move(st.prefetched);
-    st.applying = true;
-    st.applying_end = next->end;
-    st.applying_events = next->events;
-    st.applying_last_ms = next->last_event_ms;
-    st.pending_acks = next->shares.size();
-    for (std::size_t p = 0; p < next->shares.size(); ++p)
-      send_share(self, p, std::move(next->shares[p]));
+  if (st.held) {
+    for (auto& w : st.hold_waiters)
+      w.deliver(st.watermark);
+    st.hold_waiters.clear();
+    return;
   }
-  fetch(self);
+  go_on(self);
 }
 
 void send_share(pointer self, std::size_t p, partition_batch share) {
@@ -247,7 +285,11 @@ void send_share(pointer self, std::size_t p, partition_batch share) {
     ->request(st.cfg.partitions[p], caf::infinite, apply_atom::value, share)
     .then(
       [=](partition_ack& ack) {
-        self->state.dead_letters += static_cast<int64_t>(ack.dead_lettered);
+        auto& st = self->state;
+        st.dead_letters += static_cast<int64_t>(ack.dead_lettered);
+        st.changes.insert(st.changes.end(),
+                          std::make_move_iterator(ack.changes.begin()),
+                          std::make_move_iterator(ack.changes.end()));
         on_share_done(self);
       },
       [=](caf::error& err) {
@@ -262,7 +304,7 @@ void send_share(pointer self, std::size_t p, partition_batch share) {
 
 void fetch(pointer self) {
   auto& st = self->state;
-  if (!st.started || st.fetching || st.prefetched || st.done)
+  if (!st.started || st.fetching || st.prefetched || st.done || st.held)
     return;
   st.fetching = true;
   st.idle = false;
@@ -292,17 +334,11 @@ void fetch(pointer self) {
         }
         st.read_cursor = res.events.back().at;
         auto batch = route(self, res.events);
-        if (st.applying) {
+        if (st.applying || st.held) {
           st.prefetched = std::move(batch);
           return;
         }
-        st.applying = true;
-        st.applying_end = batch->end;
-        st.applying_events = batch->events;
-        st.applying_last_ms = batch->last_event_ms;
-        st.pending_acks = batch->shares.size();
-        for (std::size_t p = 0; p < batch->shares.size(); ++p)
-          send_share(self, p, std::move(batch->shares[p]));
+        start_batch(self, std::move(batch));
         fetch(self); // prefetch the next batch while this one applies
       },
       [=](caf::error& err) {
@@ -354,6 +390,14 @@ reader_actor::behavior_type reader(pointer self, reader_config cfg) {
   self->state.cfg = std::move(cfg);
   self->state.failed_shares.resize(self->state.cfg.partitions.size());
   start(self);
+  // A stopped generation (retired by a swap) tells whoever awaits it, so
+  // the manager can ask the new live one instead.
+  self->set_exit_handler([=](caf::exit_msg& msg) {
+    for (auto& kv : self->state.awaiting)
+      kv.second.deliver(caf::make_error(caf::sec::request_receiver_down));
+    self->state.awaiting.clear();
+    self->quit(msg.reason);
+  });
   return {
     [=](wake_atom) {
       auto& st = self->state;
@@ -382,6 +426,26 @@ reader_actor::behavior_type reader(pointer self, reader_config cfg) {
       else
         st.awaiting.emplace(c, promise);
       return promise;
+    },
+    [=](hold_atom, bool on) -> caf::result<cursor> {
+      auto& st = self->state;
+      st.held = on;
+      if (!on) {
+        go_on(self);
+        return st.watermark;
+      }
+      if (!st.applying)
+        return st.watermark;
+      auto promise = self->make_response_promise<cursor>();
+      st.hold_waiters.push_back(promise);
+      return promise;
+    },
+    [=](promote_atom, const caf::actor& hub) {
+      auto& st = self->state;
+      st.cfg.role = "live";
+      st.cfg.hub = caf::actor_cast<hub_actor>(hub);
+      st.held = false;
+      go_on(self);
     },
     [=](status_atom) {
       auto& st = self->state;

@@ -26,6 +26,7 @@
 
 #include "actors/projection/projection.hpp"
 #include "actors/projection/projection_actors.hpp"
+#include "actors/projection/watch_hub.hpp"
 
 namespace shoutflow::projection {
 
@@ -44,6 +45,8 @@ struct reader_config {
   /// Told (built_atom, projection name, generation) when an `until` build
   /// is complete.
   caf::actor on_done;
+  /// Where committed changes go, in log order (live generations only).
+  hub_actor hub;
 };
 
 fetcher_actor spawn_fetcher(caf::actor_system& sys, const std::string& db_url);

@@ -2,6 +2,7 @@
 
 #include <caf/all.hpp>
 
+#include <functional>
 #include <memory>
 #include <set>
 
@@ -19,6 +20,7 @@ namespace {
 constexpr int64_t schema_lock = 0x73686f7574666c6f;
 
 constexpr auto swap_check = std::chrono::milliseconds(200);
+constexpr auto retry_timeout = std::chrono::seconds(30);
 
 void point_views(pqxx::transaction_base& tx, const read_model& p,
                  int32_t generation) {
@@ -58,6 +60,8 @@ struct generation_run {
   int32_t generation = 0;
   std::string role;
   bool point_in_time = false;
+  /// Held and waiting for the live generation to catch up before a swap.
+  bool swapping = false;
   fetcher_actor fetcher;
   std::vector<partition_actor> partitions;
   reader_actor reader;
@@ -130,6 +134,8 @@ generation_run start_generation(pointer self, projection_ptr proj,
   rc.until_position = until_position;
   rc.until_ms = until_ms;
   rc.on_done = caf::actor_cast<caf::actor>(self);
+  if (run.role == "live")
+    rc.hub = cfg.hub;
   run.reader = spawn_reader(sys, std::move(rc));
   return run;
 }
@@ -172,6 +178,8 @@ void swap_in(pointer self, const std::string& name) {
   if (!r) {
     log_warn("projection", "swap of " + name + " g" + std::to_string(g)
                              + " failed (" + r.detail + "); will retry");
+    built->second.swapping = false;
+    caf::anon_send(built->second.reader, hold_atom::value, false);
     return;
   }
   log_info("projection", name + ": generation " + std::to_string(g)
@@ -185,14 +193,38 @@ void swap_in(pointer self, const std::string& name) {
       self->send(p, subscribe_atom::value,
                  caf::actor_cast<caf::actor>(st.cfg.hub));
   built->second.role = "live";
+  self->send(built->second.reader, promote_atom::value,
+             caf::actor_cast<caf::actor>(st.cfg.hub));
   st.live[name] = built->second;
   st.building.erase(built);
+}
+
+/// Calls `done` once the live generation of `name` has applied everything
+/// up to `c`; asks the new live generation if a swap retires the one asked.
+void await_live(pointer self, const std::string& name, const cursor& c,
+                std::function<void(const caf::error&)> done) {
+  auto it = self->state.live.find(name);
+  if (it == self->state.live.end()) {
+    done(caf::make_error(caf::sec::invalid_argument,
+                         "unknown projection " + name));
+    return;
+  }
+  auto asked = it->second.reader;
+  self->request(asked, caf::infinite, await_atom::value, c)
+    .then([=](cursor&) { done({}); },
+          [=](caf::error& err) {
+            auto now = self->state.live.find(name);
+            if (now != self->state.live.end() && now->second.reader != asked)
+              await_live(self, name, c, done);
+            else
+              done(err);
+          });
 }
 
 void check_swaps(pointer self) {
   auto& st = self->state;
   for (auto& [name, run] : st.building) {
-    if (run.point_in_time)
+    if (run.point_in_time || run.swapping)
       continue;
     auto live = st.live.find(name);
     if (live == st.live.end())
@@ -200,12 +232,35 @@ void check_swaps(pointer self) {
     auto build_reader = run.reader;
     auto live_reader = live->second.reader;
     auto project = name;
+    auto release = [=] {
+      auto it = self->state.building.find(project);
+      if (it != self->state.building.end() && it->second.reader == build_reader)
+        it->second.swapping = false;
+      caf::anon_send(build_reader, hold_atom::value, false);
+    };
+    // Once the rebuild has caught up with the live generation: hold it at
+    // a batch boundary W, let the live generation reach W (publishing its
+    // changes up to there), then swap; the new generation publishes from
+    // W on. Watchers see every change once, in order, across the swap.
     self->request(build_reader, std::chrono::seconds(5), status_atom::value)
       .then([=](reader_status& b) {
         self->request(live_reader, std::chrono::seconds(5), status_atom::value)
           .then([=](reader_status& l) {
-            if (l.watermark <= b.watermark)
-              swap_in(self, project);
+            auto it = self->state.building.find(project);
+            if (!(l.watermark <= b.watermark) || it == self->state.building.end()
+                || it->second.swapping)
+              return;
+            it->second.swapping = true;
+            self->request(build_reader, std::chrono::seconds(30),
+                          hold_atom::value, true)
+              .then(
+                [=](cursor& at) {
+                  self->request(live_reader, std::chrono::seconds(30),
+                                await_atom::value, at)
+                    .then([=](cursor&) { swap_in(self, project); },
+                          [=](caf::error&) { release(); });
+                },
+                [=](caf::error&) { release(); });
           });
       });
   }
@@ -290,17 +345,15 @@ manager_actor::behavior_type manager(pointer self, manager_config cfg) {
       auto left = std::make_shared<std::size_t>(readers.size());
       if (readers.empty())
         promise.deliver(true);
-      for (auto& rd : readers)
-        self->request(rd, caf::infinite, await_atom::value, c)
-          .then(
-            [=](cursor&) mutable {
-              if (--*left == 0)
-                promise.deliver(true);
-            },
-            [=](caf::error& err) mutable {
-              if (promise.pending())
-                promise.deliver(std::move(err));
-            });
+      for (auto& n : names)
+        await_live(self, n, c, [=](const caf::error& err) mutable {
+          if (err) {
+            if (promise.pending())
+              promise.deliver(err);
+          } else if (--*left == 0) {
+            promise.deliver(true);
+          }
+        });
       return promise;
     },
     [=](status_atom) {
@@ -415,10 +468,37 @@ manager_actor::behavior_type manager(pointer self, manager_config cfg) {
         auto it = runs->find(name);
         if (it == runs->end() || it->second.generation != g)
           continue;
-        auto& parts = it->second.partitions;
-        auto p = partition_of(key, static_cast<int32_t>(parts.size()));
-        return self->delegate(parts[static_cast<std::size_t>(p)],
-                              retry_atom::value, key);
+        auto parts = it->second.partitions;
+        auto owner = [parts](const std::string& k) {
+          return parts[static_cast<std::size_t>(
+            partition_of(k, static_cast<int32_t>(parts.size())))];
+        };
+        // The key's partition first; then the partitions a fixed unrouted
+        // event was handed to (their dead letters are durable by then).
+        auto promise = self->make_response_promise<uint64_t>();
+        self->request(owner(key), retry_timeout, retry_atom::value, key)
+          .then(
+            [=](retry_result& first) mutable {
+              auto total = std::make_shared<uint64_t>(first.applied);
+              auto left
+                = std::make_shared<std::size_t>(first.handed_off.size());
+              if (*left == 0)
+                promise.deliver(*total);
+              for (auto& k : first.handed_off)
+                self->request(owner(k), retry_timeout, retry_atom::value, k)
+                  .then(
+                    [=](retry_result& more) mutable {
+                      *total += more.applied;
+                      if (--*left == 0)
+                        promise.deliver(*total);
+                    },
+                    [=](caf::error& err) mutable {
+                      if (promise.pending())
+                        promise.deliver(std::move(err));
+                    });
+            },
+            [=](caf::error& err) mutable { promise.deliver(std::move(err)); });
+        return promise;
       }
       return caf::make_error(caf::sec::invalid_argument,
                              "generation " + std::to_string(g) + " of " + name

@@ -33,13 +33,14 @@ constexpr const char* blocked_sql
 
 constexpr const char* dead_letter_sql
   = "INSERT INTO projection_dead_letters (projection, generation, partition,"
-    "  key, tx_id, global_position, persistence_id, seq_nr, event_type, error)"
-    " VALUES ($1, $2, $3, $4, $5::text::xid8, $6, $7, $8, $9, $10)";
+    "  key, tx_id, global_position, persistence_id, seq_nr, event_type, error,"
+    "  unrouted)"
+    " VALUES ($1, $2, $3, $4, $5::text::xid8, $6, $7, $8, $9, $10, $11)";
 
 constexpr const char* key_dead_letters_sql
   = "SELECT d.id, d.tx_id::text, e.global_position, e.persistence_id,"
     "       e.seq_nr, e.event_type, e.event_version, e.payload,"
-    "       (extract(epoch FROM e.recorded_at) * 1000)::bigint"
+    "       (extract(epoch FROM e.recorded_at) * 1000)::bigint, d.unrouted"
     "  FROM projection_dead_letters d"
     "  JOIN events e ON e.global_position = d.global_position"
     " WHERE d.projection = $1 AND d.generation = $2 AND d.key = $3"
@@ -99,12 +100,30 @@ void save_offset(pointer self, pqxx::transaction_base& tx, const cursor& end,
                  static_cast<int64_t>(events));
 }
 
+/// Records `e` as a dead letter of `key` in partition `index` (this one
+/// unless a fixed unrouted event is handed to another).
 void dead_letter(pointer self, pqxx::transaction_base& tx, const raw_event& e,
-                 const std::string& key, const std::string& error) {
+                 const std::string& key, const std::string& error,
+                 bool unrouted, int32_t index) {
   auto& c = self->state.cfg;
-  tx.exec_params(dead_letter_sql, c.proj->name(), c.generation, c.index, key,
+  tx.exec_params(dead_letter_sql, c.proj->name(), c.generation, index, key,
                  std::to_string(e.at.tx), e.at.position, e.persistence_id,
-                 e.seq_nr, e.type, error);
+                 e.seq_nr, e.type, error, unrouted);
+}
+
+void dead_letter(pointer self, pqxx::transaction_base& tx, const raw_event& e,
+                 const keyed_ref& k, const std::string& error) {
+  dead_letter(self, tx, e, k.key, error, k.unrouted, self->state.cfg.index);
+}
+
+/// Why the projection cannot name an unrouted event's keys.
+std::string routing_error(pointer self, const raw_event& e) {
+  try {
+    self->state.cfg.proj->keys(e);
+  } catch (const std::exception& err) {
+    return err.what();
+  }
+  return "its keys were unknown when it was read";
 }
 
 caf::result<partition_ack> apply_batch(pointer self,
@@ -122,6 +141,8 @@ caf::result<partition_ack> apply_batch(pointer self,
       return; // redelivered: applied before
     std::vector<keyed_event> live;
     std::vector<const keyed_ref*> parked;
+    // Poison known up front (an unrouted event) takes the slow path.
+    bool poisoned = false;
     for (auto& k : batch.keyed) {
       auto& e = batch.events[k.index];
       if (e.at <= st.offset)
@@ -130,15 +151,15 @@ caf::result<partition_ack> apply_batch(pointer self,
         parked.push_back(&k);
       else
         live.push_back({&e, k.key});
+      poisoned = poisoned || (k.unrouted && st.blocked.count(k.key) == 0);
     }
     // Fast path: the whole batch in one transaction.
-    bool poisoned = false;
-    {
+    if (!poisoned) {
       pqxx::work tx{conn};
       try {
         st.cfg.proj->apply(tx, st.suffix, live, changes);
         for (auto* k : parked)
-          dead_letter(self, tx, batch.events[k->index], k->key, "");
+          dead_letter(self, tx, batch.events[k->index], *k, "");
         save_offset(self, tx, batch.end, live.size());
         tx.commit();
         ack.applied = live.size();
@@ -166,12 +187,14 @@ caf::result<partition_ack> apply_batch(pointer self,
       if (e.at <= st.offset)
         continue;
       if (blocked.count(k.key) > 0) {
-        dead_letter(self, tx, e, k.key, "");
+        dead_letter(self, tx, e, k, "");
         ++ack.dead_lettered;
         continue;
       }
       std::vector<change> one;
       try {
+        if (k.unrouted)
+          throw std::runtime_error(routing_error(self, e));
         pqxx::subtransaction sub{tx};
         st.cfg.proj->apply(sub, st.suffix, {{&e, k.key}}, one);
         sub.commit();
@@ -180,7 +203,7 @@ caf::result<partition_ack> apply_batch(pointer self,
       } catch (const std::exception& err) {
         if (is_infrastructure(err))
           throw;
-        dead_letter(self, tx, e, k.key, err.what());
+        dead_letter(self, tx, e, k, err.what());
         blocked.insert(k.key);
         ++ack.dead_lettered;
         log_error("projection", st.cfg.proj->name() + ": dead letter for key '"
@@ -197,19 +220,27 @@ caf::result<partition_ack> apply_batch(pointer self,
     return journal::make_error(journal::db_errc::unavailable, r.detail);
   if (st.offset < batch.end)
     st.offset = batch.end;
-  if (!changes.empty() && st.cfg.hub)
-    self->send(st.cfg.hub, changes_atom::value, std::move(changes));
+  if (st.cfg.hub)
+    ack.changes = std::move(changes);
   return ack;
 }
 
-caf::result<uint64_t> retry_key(pointer self, const std::string& key) {
+/// Applies the dead letters of `key` in log order, each in a savepoint, and
+/// forgets them; stops at the first that still fails (recording its new
+/// error; the key stays blocked). A fixed unrouted event is applied to the
+/// keys it really affects: here for the keys this partition owns, and for
+/// the others handed over, in the same transaction, as dead letters of
+/// their partitions (the manager retries those next). Their later events
+/// may have been applied before it: an event nobody could decode had no
+/// known keys to block.
+caf::result<retry_result> retry_key(pointer self, const std::string& key) {
   auto& st = self->state;
-  uint64_t applied = 0;
+  retry_result out;
   bool cleared = false;
   std::vector<change> changes;
   auto r = st.session->run([&](pqxx::connection& conn) {
     ensure_loaded(self, conn);
-    applied = 0;
+    out = {};
     changes.clear();
     pqxx::work tx{conn};
     auto& c = st.cfg;
@@ -225,12 +256,30 @@ caf::result<uint64_t> retry_key(pointer self, const std::string& key) {
       e.version = row[6].as<int32_t>();
       e.payload = pqxx::binarystring{row[7]}.str();
       e.recorded_at_ms = row[8].as<int64_t>();
+      bool unrouted = row[9].as<bool>();
       auto id = row[0].as<int64_t>();
       std::vector<change> one;
+      std::vector<std::string> handed;
       try {
+        std::vector<keyed_event> mine;
+        if (!unrouted) {
+          mine.push_back({&e, key});
+        } else {
+          auto keys = c.proj->keys(e);
+          for (auto& k : std::set<std::string>(keys.begin(), keys.end())) {
+            if (partition_of(k, c.count) == c.index)
+              mine.push_back({&e, k});
+            else
+              handed.push_back(k);
+          }
+        }
         pqxx::subtransaction sub{tx};
-        c.proj->apply(sub, st.suffix, {{&e, key}}, one);
+        if (!mine.empty())
+          c.proj->apply(sub, st.suffix, mine, one);
+        for (auto& k : handed)
+          dead_letter(self, sub, e, k, "", false, partition_of(k, c.count));
         sub.commit();
+        out.applied += mine.empty() ? 0 : 1;
       } catch (const std::exception& err) {
         if (is_infrastructure(err))
           throw;
@@ -240,7 +289,7 @@ caf::result<uint64_t> retry_key(pointer self, const std::string& key) {
       }
       tx.exec_params(forget_dead_letter_sql, id);
       changes.insert(changes.end(), one.begin(), one.end());
-      ++applied;
+      out.handed_off.insert(out.handed_off.end(), handed.begin(), handed.end());
     }
     tx.commit();
   });
@@ -250,10 +299,15 @@ caf::result<uint64_t> retry_key(pointer self, const std::string& key) {
     st.blocked.erase(key);
   if (!changes.empty() && st.cfg.hub)
     self->send(st.cfg.hub, changes_atom::value, std::move(changes));
-  log_info("projection", st.cfg.proj->name() + ": retried key '" + key
-                           + "': " + std::to_string(applied) + " applied"
-                           + (cleared ? ", unblocked" : ", still blocked"));
-  return applied;
+  log_info("projection",
+           st.cfg.proj->name() + ": retried key '" + key
+             + "': " + std::to_string(out.applied) + " applied"
+             + (out.handed_off.empty()
+                  ? std::string{}
+                  : ", " + std::to_string(out.handed_off.size())
+                      + " handed to their partitions")
+             + (cleared ? ", unblocked" : ", still blocked"));
+  return out;
 }
 
 partition_actor::behavior_type partition(pointer self, partition_config cfg) {

@@ -69,18 +69,22 @@ struct change {
     timeline_remove,
     /// a shout of an author above the celebrity threshold (not fanned out)
     author_post,
+    /// such a shout deleted
+    author_remove,
   };
   kind_t kind = user;
   /// user id, shout id, or timeline owner.
   std::string subject;
   /// the shout entering or leaving a timeline.
   std::string item;
+  /// The event's place in the log: (tx, position).
   int64_t position = 0;
+  uint64_t tx = 0;
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, change& x) {
-  return f(x.kind, x.subject, x.item, x.position);
+  return f(x.kind, x.subject, x.item, x.position, x.tx);
 }
 
 /// An event for one key, handed to `projection::apply`.

@@ -14,6 +14,7 @@ void add_message_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<keyed_ref>("shoutflow.keyed_ref");
   cfg.add_message_type<partition_batch>("shoutflow.partition_batch");
   cfg.add_message_type<partition_ack>("shoutflow.partition_ack");
+  cfg.add_message_type<retry_result>("shoutflow.retry_result");
   cfg.add_message_type<fetch_result>("shoutflow.fetch_result");
   cfg.add_message_type<reader_status>("shoutflow.reader_status");
   cfg.add_message_type<std::vector<reader_status>>(

@@ -29,11 +29,27 @@ namespace shoutflow::projection {
 struct keyed_ref {
   uint32_t index = 0;
   std::string key;
+  /// The projection could not name the event's keys (it does not decode):
+  /// `key` is its stream's owner, and the event is poison.
+  bool unrouted = false;
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, keyed_ref& x) {
-  return f(x.index, x.key);
+  return f(x.index, x.key, x.unrouted);
+}
+
+/// What retrying a key's dead letters did: events applied, and the keys of
+/// other partitions a fixed unrouted event was handed to (as dead letters
+/// of theirs, to retry there).
+struct retry_result {
+  uint64_t applied = 0;
+  std::vector<std::string> handed_off;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, retry_result& x) {
+  return f(x.applied, x.handed_off);
 }
 
 /// One partition's share of a reader batch: the events it must apply (each
@@ -55,11 +71,14 @@ struct partition_ack {
   uint64_t id = 0;
   uint64_t applied = 0;
   uint64_t dead_lettered = 0;
+  /// What the share changed in the read models; the reader publishes a
+  /// whole batch's changes in log order once every share has committed.
+  std::vector<change> changes;
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, partition_ack& x) {
-  return f(x.id, x.applied, x.dead_lettered);
+  return f(x.id, x.applied, x.dead_lettered, x.changes);
 }
 
 using partition_actor = caf::typed_actor<
@@ -68,7 +87,7 @@ using partition_actor = caf::typed_actor<
   caf::replies_to<offset_atom>::with<cursor>,
   // Re-apply the dead-lettered events of a key, in order; answers how many
   // applied (the key stays blocked if the first still fails).
-  caf::replies_to<retry_atom, std::string>::with<uint64_t>,
+  caf::replies_to<retry_atom, std::string>::with<retry_result>,
   // From now on, report committed changes to this watch hub (a rebuilt
   // generation gets it when it goes live).
   caf::reacts_to<subscribe_atom, caf::actor>>;
@@ -112,7 +131,14 @@ using reader_actor = caf::typed_actor<
   caf::reacts_to<retry_atom, uint64_t>,
   // Answers once everything up to the cursor is applied.
   caf::replies_to<await_atom, cursor>::with<cursor>,
-  caf::replies_to<status_atom>::with<reader_status>>;
+  caf::replies_to<status_atom>::with<reader_status>,
+  // true: stop at the next batch boundary and answer the watermark there
+  // (a rebuilt generation before its swap); false: go on.
+  caf::replies_to<hold_atom, bool>::with<cursor>,
+  // A rebuilt generation was swapped in: it is the live one from now on,
+  // goes on, and publishes its committed changes to this watch hub (if
+  // valid).
+  caf::reacts_to<promote_atom, caf::actor>>;
 
 using fetcher_actor = caf::typed_actor<
   // (after, limit, until position or 0, until recorded_at ms or 0)

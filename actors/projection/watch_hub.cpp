@@ -49,6 +49,7 @@ std::vector<topic> topics(const change& c) {
     case change::timeline_remove:
       return {{change::timeline_add, c.subject}};
     case change::author_post:
+    case change::author_remove:
       return {{change::author_post, c.subject}};
   }
   return {};
@@ -91,6 +92,7 @@ hub_actor::behavior_type hub(pointer self) {
         st.subscribers[t].insert(who);
         st.topics_of[addr].push_back(t);
       }
+      return true;
     },
     [=](unsub_atom, const caf::actor& who) { forget(self, who.address()); },
   };

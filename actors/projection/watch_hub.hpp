@@ -34,7 +34,9 @@ typename Inspector::result_type inspect(Inspector& f, subscription& x) {
 
 using hub_actor = caf::typed_actor<
   caf::reacts_to<changes_atom, std::vector<change>>,
-  caf::reacts_to<subscribe_atom, caf::actor, subscription>,
+  // Answers once the subscription is in place: a subscriber reads its
+  // initial documents after that, so no change falls between the two.
+  caf::replies_to<subscribe_atom, caf::actor, subscription>::with<bool>,
   caf::reacts_to<unsub_atom, caf::actor>>;
 
 hub_actor spawn_watch_hub(caf::actor_system& sys);

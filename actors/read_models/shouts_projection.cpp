@@ -158,7 +158,7 @@ void shouts_projection::apply(pqxx::transaction_base& tx,
     }
     d.position = raw.at.position;
     dirty.insert(k.key);
-    changes.push_back({change::shout, k.key, {}, raw.at.position});
+    changes.push_back({change::shout, k.key, {}, raw.at.position, raw.at.tx});
   }
   if (dirty.empty())
     return;

@@ -96,7 +96,8 @@ ON CONFLICT DO NOTHING
 
 constexpr const char* delete_sql = R"sql(
 UPDATE rm_author_shouts{g} SET deleted = true
- WHERE author_id = $1 AND shout_id = $2
+ WHERE author_id = $1 AND shout_id = $2 AND NOT deleted
+RETURNING fanned_out
 )sql";
 
 constexpr const char* delete_home_sql = R"sql(
@@ -150,7 +151,7 @@ void timelines_projection::apply(pqxx::transaction_base& tx,
         for (const auto& row :
              tx.exec_params(sql(backfill_sql), author, follower, cfg_.cap))
           changes.push_back({change::timeline_add, follower,
-                             row[0].as<std::string>(), pos});
+                             row[0].as<std::string>(), pos, raw.at.tx});
         break;
       }
       case v1::UserEvent::kUserUnfollowed: {
@@ -163,7 +164,7 @@ void timelines_projection::apply(pqxx::transaction_base& tx,
         for (const auto& row :
              tx.exec_params(sql(unfollow_home_sql), author, follower))
           changes.push_back({change::timeline_remove, follower,
-                             row[0].as<std::string>(), pos});
+                             row[0].as<std::string>(), pos, raw.at.tx});
         break;
       }
       case v1::UserEvent::kShoutPosted: {
@@ -176,23 +177,26 @@ void timelines_projection::apply(pqxx::transaction_base& tx,
         if (fan_out) {
           for (const auto& row : tx.exec_params(sql(fan_out_sql), author, shout))
             changes.push_back({change::timeline_add, row[0].as<std::string>(),
-                               shout, pos});
+                               shout, pos, raw.at.tx});
         } else {
           tx.exec_params(sql(own_home_sql), author, shout);
-          changes.push_back({change::timeline_add, author, shout, pos});
+          changes.push_back({change::timeline_add, author, shout, pos, raw.at.tx});
           // Followers' timelines merge it at read time; their Watch
           // streams learn of it from the author's feed.
-          changes.push_back({change::author_post, author, shout, pos});
+          changes.push_back({change::author_post, author, shout, pos, raw.at.tx});
         }
         break;
       }
       case v1::UserEvent::kShoutDeleted: {
         auto& author = k.key;
         auto& shout = e.shout_deleted().shout_id();
-        tx.exec_params(sql(delete_sql), author, shout);
+        auto was = tx.exec_params(sql(delete_sql), author, shout);
+        if (!was.empty() && !was[0][0].as<bool>())
+          changes.push_back({change::author_remove, author, shout, pos,
+                             raw.at.tx});
         for (const auto& row : tx.exec_params(sql(delete_home_sql), shout))
           changes.push_back({change::timeline_remove, row[0].as<std::string>(),
-                             shout, pos});
+                             shout, pos, raw.at.tx});
         break;
       }
       default:

@@ -267,7 +267,7 @@ void users_projection::apply(pqxx::transaction_base& tx,
     }
     d.position = raw.at.position;
     dirty.insert(k.key);
-    changes.push_back({change::user, k.key, {}, raw.at.position});
+    changes.push_back({change::user, k.key, {}, raw.at.position, raw.at.tx});
   }
   if (!dirty.empty()) {
     std::vector<std::string> ids, handles, names, avatars, bios;

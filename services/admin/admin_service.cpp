@@ -5,6 +5,7 @@
 #include <pqxx/pqxx>
 
 #include <functional>
+#include <memory>
 #include <thread>
 
 #include "actors/entity/effect.hpp"
@@ -12,6 +13,7 @@
 #include "actors/user/user_codec.hpp"
 #include "actors/user/user_validation.hpp"
 #include "services/common/grpc_status.hpp"
+#include "services/common/lenient_proto.hpp"
 
 namespace shoutflow::services {
 
@@ -38,6 +40,36 @@ reactor* on_thread(grpc::CallbackServerContext* c,
     r->Finish(status);
   }).detach();
   return r;
+}
+
+/// `on_thread` for a raw method: parses the request leniently, refuses
+/// invalid UTF-8 by field, runs `work(request, response)` and serializes
+/// the response.
+template <class Request, class Response, class Work>
+reactor* on_thread_raw(grpc::CallbackServerContext* c,
+                       const grpc::ByteBuffer* request,
+                       grpc::ByteBuffer* response, Work work) {
+  auto req = std::make_shared<Request>();
+  std::string bytes;
+  if (!buffer_bytes(*request, &bytes) || !parse_lenient(bytes, req.get())) {
+    auto* r = c->DefaultReactor();
+    r->Finish({grpc::StatusCode::INVALID_ARGUMENT,
+               "request: not a valid " + Request::descriptor()->name()});
+    return r;
+  }
+  if (auto field = invalid_utf8_field(*req); !field.empty()) {
+    auto* r = c->DefaultReactor();
+    r->Finish({grpc::StatusCode::INVALID_ARGUMENT,
+               field + ": must be valid UTF-8"});
+    return r;
+  }
+  return on_thread(c, [req, response, work]() -> grpc::Status {
+    Response resp;
+    auto status = work(req.get(), &resp);
+    if (status.ok())
+      *response = to_buffer(resp);
+    return status;
+  });
 }
 
 grpc::Status invalid(const std::string& field, const std::string& why) {
@@ -115,7 +147,14 @@ reactor* admin_service::GetProjectionStatus(
       g->set_generation(r.generation);
       g->set_state(r.state);
       g->set_position(r.watermark.position);
-      g->set_lag_events(std::max<int64_t>(0, head - r.watermark.position));
+      // Events after the watermark in log order (tx_id, position): the
+      // last one applied need not be the highest position.
+      g->set_lag_events(
+        tx.exec_params1("SELECT count(*) FROM events"
+                        " WHERE (tx_id, global_position)"
+                        "       > ($1::text::xid8, $2::bigint)",
+                        std::to_string(r.watermark.tx), r.watermark.position)[0]
+          .as<int64_t>());
       g->set_events_applied(r.events);
       auto oldest = tx.exec_params(
         "SELECT extract(epoch FROM now() - recorded_at)::float8 FROM events"
@@ -142,10 +181,11 @@ reactor* admin_service::GetProjectionStatus(
   });
 }
 
-reactor* admin_service::RebuildProjection(
-  ctx* c, const v1::RebuildProjectionRequest* req,
-  v1::RebuildProjectionResponse* resp) {
-  return on_thread(c, [this, req, resp]() -> grpc::Status {
+reactor* admin_service::RebuildProjection(ctx* c, const buf* request,
+                                          buf* response) {
+  return on_thread_raw<v1::RebuildProjectionRequest, v1::RebuildProjectionResponse>(
+    c, request, response,
+    [this](const v1::RebuildProjectionRequest* req, v1::RebuildProjectionResponse* resp) -> grpc::Status {
     if (req->projection().empty())
       return invalid("projection", "name one (users, shouts, timelines)");
     if (req->until_position() < 0)
@@ -164,9 +204,11 @@ reactor* admin_service::RebuildProjection(
   });
 }
 
-reactor* admin_service::ReadStream(ctx* c, const v1::ReadStreamRequest* req,
-                                   v1::StreamEvents* resp) {
-  return on_thread(c, [this, req, resp]() -> grpc::Status {
+reactor* admin_service::ReadStream(ctx* c, const buf* request,
+                                   buf* response) {
+  return on_thread_raw<v1::ReadStreamRequest, v1::StreamEvents>(
+    c, request, response,
+    [this](const v1::ReadStreamRequest* req, v1::StreamEvents* resp) -> grpc::Status {
     if (auto bad = user::check_user_id("user_id", req->user_id()))
       return to_status(*bad);
     if (req->from_seq() < 0)
@@ -206,10 +248,11 @@ reactor* admin_service::ReadStream(ctx* c, const v1::ReadStreamRequest* req,
   });
 }
 
-reactor* admin_service::ListDeadLetters(ctx* c,
-                                        const v1::ListDeadLettersRequest* req,
-                                        v1::DeadLetters* resp) {
-  return on_thread(c, [this, req, resp]() -> grpc::Status {
+reactor* admin_service::ListDeadLetters(ctx* c, const buf* request,
+                                        buf* response) {
+  return on_thread_raw<v1::ListDeadLettersRequest, v1::DeadLetters>(
+    c, request, response,
+    [this](const v1::ListDeadLettersRequest* req, v1::DeadLetters* resp) -> grpc::Status {
     if (req->limit() < 0 || req->limit() > 10000)
       return invalid("limit", "must be between 1 and 10000 (0: 100)");
     auto limit = req->limit() == 0 ? 100 : req->limit();

@@ -24,7 +24,15 @@ struct admin_node_info {
   uint32_t shards = 0;
 };
 
-class admin_service final : public v1::AdminService::CallbackService {
+/// The calls with string fields take raw bytes, parsed leniently
+/// (services/common/lenient_proto.hpp), so invalid UTF-8 gets a named
+/// INVALID_ARGUMENT instead of gRPC's bare UNIMPLEMENTED.
+using admin_service_base = v1::AdminService::WithRawCallbackMethod_ReadStream<
+  v1::AdminService::WithRawCallbackMethod_RebuildProjection<
+    v1::AdminService::WithRawCallbackMethod_ListDeadLetters<
+      v1::AdminService::CallbackService>>>;
+
+class admin_service final : public admin_service_base {
 public:
   /// `manager` may be invalid (no projections role on this node).
   admin_service(caf::actor_system& sys, std::string db_url,
@@ -32,18 +40,16 @@ public:
 
   using ctx = grpc::CallbackServerContext;
   using reactor = grpc::ServerUnaryReactor;
+  using buf = grpc::ByteBuffer;
 
   reactor* GetClusterStatus(ctx* c, const v1::GetClusterStatusRequest* req,
                             v1::ClusterStatus* resp) override;
   reactor* GetProjectionStatus(ctx* c,
                                const v1::GetProjectionStatusRequest* req,
                                v1::ProjectionStatus* resp) override;
-  reactor* RebuildProjection(ctx* c, const v1::RebuildProjectionRequest* req,
-                             v1::RebuildProjectionResponse* resp) override;
-  reactor* ReadStream(ctx* c, const v1::ReadStreamRequest* req,
-                      v1::StreamEvents* resp) override;
-  reactor* ListDeadLetters(ctx* c, const v1::ListDeadLettersRequest* req,
-                           v1::DeadLetters* resp) override;
+  reactor* RebuildProjection(ctx* c, const buf* req, buf* resp) override;
+  reactor* ReadStream(ctx* c, const buf* req, buf* resp) override;
+  reactor* ListDeadLetters(ctx* c, const buf* req, buf* resp) override;
   reactor* RetryDeadLetter(ctx* c, const v1::RetryDeadLetterRequest* req,
                            v1::RetryDeadLetterResponse* resp) override;
 

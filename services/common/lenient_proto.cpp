@@ -6,6 +6,8 @@
 #include <cstring>
 #include <vector>
 
+#include "actors/common/text.hpp"
+
 namespace shoutflow::services {
 
 namespace {
@@ -127,6 +129,41 @@ grpc::ByteBuffer to_buffer(const Message& message) {
   auto bytes = message.SerializeAsString();
   grpc::Slice slice(bytes);
   return grpc::ByteBuffer(&slice, 1);
+}
+
+std::string invalid_utf8_field(const Message& m) {
+  auto* desc = m.GetDescriptor();
+  auto* refl = m.GetReflection();
+  for (int i = 0; i < desc->field_count(); ++i) {
+    auto* fd = desc->field(i);
+    auto bad_string = [&](const std::string& s) {
+      return fd->type() == FieldDescriptor::TYPE_STRING
+             && !utf8_length(s).has_value();
+    };
+    if (fd->cpp_type() == FieldDescriptor::CPPTYPE_STRING) {
+      if (fd->is_repeated()) {
+        for (int k = 0; k < refl->FieldSize(m, fd); ++k)
+          if (bad_string(refl->GetRepeatedString(m, fd, k)))
+            return fd->name();
+      } else if (bad_string(refl->GetString(m, fd))) {
+        return fd->name();
+      }
+    } else if (fd->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) {
+      auto inner = [&](const Message& sub) {
+        auto path = invalid_utf8_field(sub);
+        return path.empty() ? path : fd->name() + "." + path;
+      };
+      if (fd->is_repeated()) {
+        for (int k = 0; k < refl->FieldSize(m, fd); ++k)
+          if (auto p = inner(refl->GetRepeatedMessage(m, fd, k)); !p.empty())
+            return p;
+      } else if (refl->HasField(m, fd)) {
+        if (auto p = inner(refl->GetMessage(m, fd)); !p.empty())
+          return p;
+      }
+    }
+  }
+  return {};
 }
 
 } // namespace shoutflow::services

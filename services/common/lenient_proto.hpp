@@ -27,4 +27,9 @@ bool buffer_bytes(const grpc::ByteBuffer& buffer, std::string* out);
 
 grpc::ByteBuffer to_buffer(const google::protobuf::Message& message);
 
+/// The path ("a.b") of the first string field of `m` that is not
+/// well-formed UTF-8; empty when there is none. Validators that know a
+/// field better check it themselves; this is the floor for every request.
+std::string invalid_utf8_field(const google::protobuf::Message& m);
+
 } // namespace shoutflow::services

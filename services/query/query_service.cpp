@@ -67,8 +67,19 @@ milliseconds remaining(const call_ptr& call) {
   return std::max(left, milliseconds(1));
 }
 
+/// A read that ran out of time says what it was waiting for (the shared
+/// mapping speaks of commands).
 void fail(caf::event_based_actor* self, const call_ptr& call,
           const caf::error& err) {
+  if (err == caf::sec::request_timeout) {
+    call->finish(
+      {grpc::StatusCode::DEADLINE_EXCEEDED,
+       call->min_position > 0
+         ? "min_position: the read models have not reached position "
+             + std::to_string(call->min_position) + " within the deadline"
+         : std::string{"the read did not finish within the deadline"}});
+    return;
+  }
   call->finish(to_status(rejection_from(err, self->system())));
 }
 
@@ -95,16 +106,7 @@ void await(caf::event_based_actor* self, const call_ptr& call,
     ->request(call->manager, remaining(call), await_atom::value,
               call->projections, c)
     .then([=](bool) { query(self, call); },
-          [=](caf::error& err) {
-            if (err == caf::sec::request_timeout)
-              call->finish({grpc::StatusCode::DEADLINE_EXCEEDED,
-                            "min_position: the read models have not reached "
-                            "position "
-                              + std::to_string(call->min_position)
-                              + " within the deadline"});
-            else
-              fail(self, call, err);
-          });
+          [=](caf::error& err) { fail(self, call, err); });
 }
 
 /// min_position -> its log cursor (retrying while it is not visible yet).
@@ -285,6 +287,7 @@ void watch_outbox::on_write_done(bool ok) {
 struct watch_item {
   projection::change::kind_t kind = projection::change::user;
   int64_t position = 0;
+  uint64_t tx = 0;
   std::string method;
   std::string request;
   std::string removed;
@@ -293,7 +296,11 @@ struct watch_item {
 struct session_state {
   std::shared_ptr<watch_outbox> outbox;
   query_actor workers;
+  projection::manager_actor manager;
   std::deque<watch_item> todo;
+  /// Changes that arrived before the subscription was confirmed.
+  std::deque<watch_item> early;
+  bool subscribed = false;
   std::size_t max_pending = 1024;
   bool busy = false;
   static inline const char* name = "watch-session";
@@ -305,6 +312,7 @@ watch_item item_for(const projection::change& c) {
   watch_item item;
   item.kind = c.kind;
   item.position = c.position;
+  item.tx = c.tx;
   switch (c.kind) {
     case projection::change::user: {
       v1::GetUserRequest r;
@@ -323,6 +331,7 @@ watch_item item_for(const projection::change& c) {
       break;
     }
     case projection::change::timeline_remove:
+    case projection::change::author_remove:
       item.removed = c.item;
       break;
   }
@@ -356,6 +365,23 @@ void process_next(session_pointer self) {
     return;
   }
   st.busy = true;
+  // A timeline entry comes from the timelines projection; the shout it
+  // names is read from the shouts projection, which may not be there yet.
+  bool needs_shout = item.kind == projection::change::timeline_add
+                     || item.kind == projection::change::author_post;
+  if (needs_shout && item.tx != 0 && st.manager) {
+    auto at = projection::cursor{item.tx, item.position};
+    item.tx = 0; // awaited once; a timeout reads what is there
+    auto again = [=] {
+      self->state.busy = false;
+      process_next(self);
+    };
+    self
+      ->request(st.manager, std::chrono::seconds(10), await_atom::value,
+                std::vector<std::string>{"shouts"}, at)
+      .then([=](bool) { again(); }, [=](caf::error&) { again(); });
+    return;
+  }
   auto kind = item.kind;
   auto position = item.position;
   auto method = item.method;
@@ -395,32 +421,77 @@ void process_next(session_pointer self) {
       });
 }
 
-caf::behavior session(session_pointer self, std::shared_ptr<watch_outbox> out,
-                      query_actor workers, projection::hub_actor hub,
-                      projection::subscription sub) {
-  auto& st = self->state;
-  st.outbox = std::move(out);
-  st.workers = std::move(workers);
-  // Subscribe first, then read the current documents: a change between the
-  // two is sent after them, never lost.
-  self->send(hub, subscribe_atom::value, caf::actor_cast<caf::actor>(self),
-             sub);
+/// The current documents of a subscription, to send before any change.
+std::deque<watch_item> initial_items(const projection::subscription& sub) {
+  std::deque<watch_item> items;
   for (auto& id : sub.user_ids)
-    st.todo.push_back(item_for({projection::change::user, id, {}, 0}));
+    items.push_back(item_for({projection::change::user, id, {}, 0, 0}));
   for (auto& id : sub.shout_ids)
-    st.todo.push_back(item_for({projection::change::shout, id, {}, 0}));
+    items.push_back(item_for({projection::change::shout, id, {}, 0, 0}));
   if (!sub.timeline_owner.empty()) {
     v1::GetTimelineRequest r;
     r.set_user_id(sub.timeline_owner);
     watch_item item;
     item.method = "GetTimeline";
     item.request = r.SerializeAsString();
-    st.todo.push_back(std::move(item));
+    items.push_back(std::move(item));
   }
-  process_next(self);
+  return items;
+}
+
+caf::behavior session(session_pointer self, std::shared_ptr<watch_outbox> out,
+                      query_actor workers, projection::manager_actor manager,
+                      projection::hub_actor hub, projection::subscription sub) {
+  auto& st = self->state;
+  st.outbox = std::move(out);
+  st.workers = std::move(workers);
+  st.manager = std::move(manager);
+  auto refuse = [=](const caf::error& err) {
+    self->state.outbox->finish(
+      {grpc::StatusCode::UNAVAILABLE,
+       "watch: could not subscribe: " + self->system().render(err)});
+    self->quit();
+  };
+  // Subscribe first and read the current documents once the hub confirms:
+  // a change between the two is sent after them, never lost.
+  auto subscribe = [=](const projection::subscription& full) {
+    self
+      ->request(hub, std::chrono::seconds(10), subscribe_atom::value,
+                caf::actor_cast<caf::actor>(self), full)
+      .then(
+        [=](bool) {
+          auto& st = self->state;
+          st.subscribed = true;
+          st.todo = initial_items(full);
+          for (auto& item : st.early)
+            st.todo.push_back(std::move(item));
+          st.early.clear();
+          process_next(self);
+        },
+        [=](caf::error& err) { refuse(err); });
+  };
+  // A timeline also follows the feeds of the authors its owner follows:
+  // shouts of authors above the celebrity threshold are not fanned out.
+  if (sub.timeline_owner.empty())
+    subscribe(sub);
+  else
+    self
+      ->request(st.workers, std::chrono::seconds(10), following_atom::value,
+                sub.timeline_owner)
+      .then(
+        [=](std::vector<std::string>& authors) {
+          auto full = sub;
+          full.author_feeds = std::move(authors);
+          subscribe(full);
+        },
+        [=](caf::error& err) { refuse(err); });
   return {
     [=](change_atom, const projection::change& c) {
       auto& st = self->state;
+      if (!st.subscribed) {
+        st.early.push_back(item_for(c));
+        return;
+      }
       if (st.todo.size() >= st.max_pending) {
         st.outbox->finish({grpc::StatusCode::RESOURCE_EXHAUSTED,
                            "watch: too many changes pending; resubscribe"});
@@ -456,6 +527,11 @@ query_service::raw query_service::dispatch(ctx* c, const char* method,
     reactor->Finish({grpc::StatusCode::INVALID_ARGUMENT,
                      std::string{"request: not a valid "}
                        + m->input_type()->name()});
+    return reactor;
+  }
+  if (auto field = invalid_utf8_field(*parsed); !field.empty()) {
+    reactor->Finish({grpc::StatusCode::INVALID_ARGUMENT,
+                     field + ": must be valid UTF-8"});
     return reactor;
   }
   if (auto bad = validate_query(method, *parsed, query_limits{})) {
@@ -571,7 +647,8 @@ query_service::Watch(ctx*, const buf* request) {
   sub.user_ids.assign(req.user_ids().begin(), req.user_ids().end());
   sub.shout_ids.assign(req.shout_ids().begin(), req.shout_ids().end());
   sub.timeline_owner = req.timeline_user_id();
-  auto session_actor = sys_.spawn(session, outbox, workers_, hub_, sub);
+  auto session_actor
+    = sys_.spawn(session, outbox, workers_, manager_, hub_, sub);
   return new watch_stream(outbox, session_actor);
 }
 

@@ -60,6 +60,22 @@ query_actor::behavior_type worker(query_actor::stateful_pointer<worker_state> se
         return query_answer{false, rejected->SerializeAsString()};
       return query_answer{true, response->SerializeAsString()};
     },
+    [=](following_atom,
+        const std::string& user) -> caf::result<std::vector<std::string>> {
+      std::vector<std::string> authors;
+      auto r = self->state.session->run([&](pqxx::connection& conn) {
+        authors.clear();
+        pqxx::read_transaction tx{conn};
+        for (const auto& row :
+             tx.exec_params("SELECT author_id FROM rm_followers"
+                            " WHERE follower_id = $1",
+                            user))
+          authors.push_back(row[0].as<std::string>());
+      });
+      if (!r)
+        return journal::make_error(journal::db_errc::unavailable, r.detail);
+      return authors;
+    },
     [=](resolve_atom, int64_t position) -> caf::result<projection::cursor> {
       projection::cursor c;
       auto r = self->state.session->run([&](pqxx::connection& conn) {
@@ -101,6 +117,9 @@ query_actor::behavior_type front(query_actor::stateful_pointer<front_state> self
     },
     [=](resolve_atom a, int64_t position) {
       return self->delegate(pick(), a, position);
+    },
+    [=](following_atom a, std::string& user) {
+      return self->delegate(pick(), a, std::move(user));
     },
   };
 }

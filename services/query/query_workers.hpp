@@ -32,7 +32,9 @@ using query_actor = caf::typed_actor<
   // (QueryService method name, serialized request)
   caf::replies_to<query_atom, std::string, std::string>::with<query_answer>,
   // A global position's log cursor (tx = 0: no such committed position).
-  caf::replies_to<resolve_atom, int64_t>::with<projection::cursor>>;
+  caf::replies_to<resolve_atom, int64_t>::with<projection::cursor>,
+  // Everyone a user follows (a timeline Watch follows their author feeds).
+  caf::replies_to<following_atom, std::string>::with<std::vector<std::string>>>;
 
 query_actor spawn_query_workers(caf::actor_system& sys,
                                 const std::string& db_url, std::size_t count,

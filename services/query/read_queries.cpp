@@ -110,7 +110,10 @@ bool user_exists(pqxx::transaction_base& tx, const std::string& id) {
             .empty();
 }
 
-/// Search words: runs of [A-Za-z0-9_], each a prefix match, all required.
+/// Search words: runs of letters, digits, '_' and any non-ASCII character
+/// (the database's 'simple' configuration lowercases those), each a prefix
+/// match, all required. ASCII punctuation separates words, so nothing of
+/// the tsquery syntax gets through.
 std::string search_expression(const std::string& query) {
   std::string out, word;
   auto flush = [&] {
@@ -122,7 +125,10 @@ std::string search_expression(const std::string& query) {
     word.clear();
   };
   for (auto c : query) {
-    if (std::isalnum(static_cast<unsigned char>(c)) || c == '_')
+    auto b = static_cast<unsigned char>(c);
+    if (b >= 0x80)
+      word += c;
+    else if (std::isalnum(b) || c == '_')
       word += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
     else
       flush();

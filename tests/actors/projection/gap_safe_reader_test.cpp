@@ -1,0 +1,1018 @@
+// G3, the reading half: the gap-safe tail of the log applies every committed
+// event exactly once, per key in log order (tx_id, position), whatever order
+// the writers commit in and however often readers and partitions restart.
+//
+// Two levels:
+//   * the engine driven directly (spawn_fetcher / spawn_partition /
+//     spawn_reader) with a recording projection that writes one row per
+//     applied (event, key), so the exact application order is visible;
+//   * whole nodes with the real read models (users, shouts, timelines).
+// Late commits are staged with two raw libpqxx connections inserting into
+// `events` (payloads from the real encoder) and committing out of order.
+
+#include <gtest/gtest.h>
+
+#include <caf/all.hpp>
+#include <google/protobuf/util/time_util.h>
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <map>
+#include <mutex>
+#include <random>
+#include <set>
+#include <thread>
+
+#include "actors/journal/journal_actors.hpp"
+#include "actors/projection/log_reader.hpp"
+#include "actors/projection/partition.hpp"
+#include "actors/user/user_codec.hpp"
+#include "tests/support/test_db.hpp"
+#include "tests/support/test_node.hpp"
+
+using namespace shoutflow;
+using namespace shoutflow::testing;
+using namespace std::chrono_literals;
+using projection::cursor;
+
+namespace {
+
+// -- polling with a deadline ---------------------------------------------------
+
+/// Polls `done` until it holds or `limit` passes; true when it held.
+template <class Pred>
+bool eventually(Pred done, std::chrono::milliseconds limit = 30s) {
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (done())
+      return true;
+    std::this_thread::sleep_for(5ms);
+  }
+  return done();
+}
+
+// -- events built with the real encoder ------------------------------------------
+
+google::protobuf::Timestamp now_ts() {
+  return google::protobuf::util::TimeUtil::GetCurrentTime();
+}
+
+v1::UserEvent registered(const std::string& user) {
+  v1::UserEvent e;
+  auto* r = e.mutable_user_registered();
+  r->set_user_id(user);
+  r->set_handle(user);
+  r->set_display_name("User " + user);
+  r->set_email(user + "@example.com");
+  *r->mutable_registered_at() = now_ts();
+  return e;
+}
+
+v1::UserEvent followed(const std::string& user, const std::string& target) {
+  v1::UserEvent e;
+  auto* r = e.mutable_user_followed();
+  r->set_user_id(user);
+  r->set_target_user_id(target);
+  *r->mutable_followed_at() = now_ts();
+  return e;
+}
+
+v1::UserEvent posted(const std::string& author, const std::string& shout_id) {
+  v1::UserEvent e;
+  auto* r = e.mutable_shout_posted();
+  r->set_shout_id(shout_id);
+  r->set_author_id(author);
+  r->set_text("shout " + shout_id);
+  *r->mutable_posted_at() = now_ts();
+  return e;
+}
+
+/// Inserts one event of `user`'s stream inside `tx`; returns its position.
+int64_t insert_event(pqxx::transaction_base& tx, const std::string& user,
+                     int64_t seq_nr, const v1::UserEvent& event) {
+  auto enc = user::encode_event(event);
+  return tx
+    .exec_params1("INSERT INTO events (persistence_id, seq_nr, event_type,"
+                  "  event_version, payload) VALUES ($1, $2, $3, $4, $5)"
+                  " RETURNING global_position",
+                  "user|" + user, seq_nr, enc.type, enc.version,
+                  pqxx::binarystring(enc.payload))[0]
+    .as<int64_t>();
+}
+
+uint64_t tx_of(pqxx::transaction_base& tx) {
+  return std::stoull(
+    tx.exec1("SELECT pg_current_xact_id()::text")[0].as<std::string>());
+}
+
+/// The last event of the log in the readers' order (tx_id, position).
+cursor log_end(const test_database& db) {
+  pqxx::connection conn{db.url()};
+  pqxx::read_transaction tx{conn};
+  auto rows = tx.exec("SELECT tx_id::text, global_position FROM events"
+                      " ORDER BY tx_id DESC, global_position DESC LIMIT 1");
+  if (rows.empty())
+    return {};
+  return {std::stoull(rows[0][0].as<std::string>()), rows[0][1].as<int64_t>()};
+}
+
+// -- the recording projection ------------------------------------------------------
+
+/// The keys the recorder files an event under: its stream's owner, plus the
+/// other user a follow, unfollow, like or unlike concerns (as the users read
+/// model does). Throws for an event that does not decode.
+std::vector<std::string> recorded_keys(const projection::raw_event& e) {
+  auto decoded = user::decode_event(e.type, e.version, e.payload);
+  if (!decoded)
+    throw std::runtime_error("undecodable event at "
+                             + std::to_string(e.at.position));
+  auto owner = projection::stream_owner(e.persistence_id);
+  std::string other;
+  if (decoded->has_user_followed())
+    other = decoded->user_followed().target_user_id();
+  else if (decoded->has_user_unfollowed())
+    other = decoded->user_unfollowed().target_user_id();
+  else if (decoded->has_shout_liked())
+    other = decoded->shout_liked().author_id();
+  else if (decoded->has_shout_unliked())
+    other = decoded->shout_unliked().author_id();
+  if (other.empty() || other == owner)
+    return {owner};
+  return {owner, other};
+}
+
+/// A read model that records every (event, key) it applies, with an
+/// identity column giving the order of application within a partition.
+/// `delay_ms` slows each batch down so a test can stop it mid-stream.
+class recorder final : public projection::read_model {
+public:
+  explicit recorder(int delay_ms = 0) : delay_ms_(delay_ms) {}
+
+  std::string name() const override { return "recorder"; }
+  std::vector<std::string> tables() const override { return {"rec_applied"}; }
+  std::string ddl() const override {
+    return "CREATE TABLE rec_applied{g} ("
+           "  applied        bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
+           "  key            text   NOT NULL,"
+           "  tx             bigint NOT NULL,"
+           "  position       bigint NOT NULL,"
+           "  persistence_id text   NOT NULL,"
+           "  seq_nr         bigint NOT NULL)";
+  }
+  std::vector<std::string> keys(const projection::raw_event& e) const override {
+    return recorded_keys(e);
+  }
+  void apply(pqxx::transaction_base& tx, const std::string& suffix,
+             const std::vector<projection::keyed_event>& events,
+             std::vector<projection::change>&) const override {
+    if (delay_ms_ > 0 && !events.empty())
+      tx.exec("SELECT pg_sleep(" + std::to_string(delay_ms_ / 1000.0) + ")");
+    for (auto& k : events)
+      tx.exec_params("INSERT INTO rec_applied" + suffix
+                       + " (key, tx, position, persistence_id, seq_nr)"
+                         " VALUES ($1, $2, $3, $4, $5)",
+                     k.key, static_cast<int64_t>(k.event->at.tx),
+                     k.event->at.position, k.event->persistence_id,
+                     k.event->seq_nr);
+  }
+
+private:
+  int delay_ms_;
+};
+
+/// Per key, the cursors of the events filed under it, in log order.
+using keyed_log = std::map<std::string, std::vector<std::pair<uint64_t, int64_t>>>;
+
+keyed_log expected_by_key(const test_database& db) {
+  pqxx::connection conn{db.url()};
+  pqxx::read_transaction tx{conn};
+  keyed_log out;
+  for (const auto& row :
+       tx.exec("SELECT tx_id::text, global_position, persistence_id,"
+               "       event_type, event_version, payload FROM events"
+               " ORDER BY tx_id, global_position")) {
+    projection::raw_event e;
+    e.at = {std::stoull(row[0].as<std::string>()), row[1].as<int64_t>()};
+    e.persistence_id = row[2].as<std::string>();
+    e.type = row[3].as<std::string>();
+    e.version = row[4].as<int32_t>();
+    e.payload = pqxx::binarystring{row[5]}.str();
+    for (auto& k : recorded_keys(e))
+      out[k].emplace_back(e.at.tx, e.at.position);
+  }
+  return out;
+}
+
+/// Per key, what the recorder applied, in the order it applied it.
+keyed_log applied_by_key(const test_database& db) {
+  pqxx::connection conn{db.url()};
+  pqxx::read_transaction tx{conn};
+  keyed_log out;
+  for (const auto& row : tx.exec("SELECT key, tx, position FROM rec_applied_g1"
+                                 " ORDER BY applied"))
+    out[row[0].as<std::string>()].emplace_back(
+      static_cast<uint64_t>(row[1].as<int64_t>()), row[2].as<int64_t>());
+  return out;
+}
+
+/// G3 for the recorder: per key, exactly the log's events, each once, in
+/// log order.
+void expect_each_key_exactly_once_in_log_order(const test_database& db) {
+  auto expected = expected_by_key(db);
+  auto applied = applied_by_key(db);
+  ASSERT_FALSE(expected.empty());
+  EXPECT_EQ(applied.size(), expected.size());
+  std::size_t bad = 0;
+  for (auto& [key, events] : expected) {
+    auto& got = applied[key];
+    if (got != events && ++bad <= 5) {
+      ADD_FAILURE() << "key '" << key << "': applied " << got.size()
+                    << " events, the log has " << events.size()
+                    << " (or the order differs)";
+    }
+  }
+  EXPECT_EQ(bad, 0u) << "keys applied wrongly";
+  EXPECT_EQ(db.scalar<int64_t>(
+              "SELECT count(*) FROM (SELECT key, position FROM rec_applied_g1"
+              " GROUP BY key, position HAVING count(*) > 1) d"),
+            0)
+    << "an (event, key) was applied twice";
+}
+
+// -- an engine of our own (fetcher, partitions, reader) --------------------------
+
+struct engine {
+  projection::fetcher_actor fetcher;
+  std::vector<projection::partition_actor> partitions;
+  projection::reader_actor reader;
+};
+
+class engine_test : public ::testing::Test {
+protected:
+  engine_test() {
+    projection::add_message_types(cfg_);
+    journal::add_message_types(cfg_);
+    sys_ = std::make_unique<caf::actor_system>(cfg_);
+  }
+
+  ~engine_test() override {
+    {
+      caf::scoped_actor self{*sys_};
+      for (auto& a : spawned_)
+        self->send_exit(a, caf::exit_reason::user_shutdown);
+    }
+    spawned_.clear();
+    sys_.reset();
+  }
+
+  void create_tables(const projection::read_model& proj) {
+    db_.exec(projection::expand_ddl(proj.ddl(), "_g1"));
+  }
+
+  projection::partition_actor spawn_partition(projection::projection_ptr proj,
+                                              int32_t index, int32_t count) {
+    projection::partition_config pc;
+    pc.db_url = db_.url();
+    pc.proj = std::move(proj);
+    pc.generation = 1;
+    pc.index = index;
+    pc.count = count;
+    auto p = projection::spawn_partition(*sys_, std::move(pc));
+    spawned_.push_back(caf::actor_cast<caf::actor>(p));
+    return p;
+  }
+
+  projection::reader_actor
+  spawn_reader(projection::projection_ptr proj,
+               const std::vector<projection::partition_actor>& partitions,
+               projection::fetcher_actor fetcher, int64_t batch) {
+    projection::reader_config rc;
+    rc.proj = std::move(proj);
+    rc.generation = 1;
+    rc.partitions = partitions;
+    rc.fetcher = std::move(fetcher);
+    rc.batch_size = batch;
+    rc.poll = 10ms;
+    auto r = projection::spawn_reader(*sys_, std::move(rc));
+    spawned_.push_back(caf::actor_cast<caf::actor>(r));
+    return r;
+  }
+
+  projection::fetcher_actor spawn_fetcher() {
+    auto f = projection::spawn_fetcher(*sys_, db_.url());
+    spawned_.push_back(caf::actor_cast<caf::actor>(f));
+    return f;
+  }
+
+  engine spawn_engine(projection::projection_ptr proj, int32_t count,
+                      int64_t batch) {
+    engine e;
+    e.fetcher = spawn_fetcher();
+    for (int32_t i = 0; i < count; ++i)
+      e.partitions.push_back(spawn_partition(proj, i, count));
+    e.reader = spawn_reader(proj, e.partitions, e.fetcher, batch);
+    return e;
+  }
+
+  /// Stops actors and waits until each is down (a crash, as far as the
+  /// engine can tell: whatever a partition had not committed is lost).
+  void stop(const std::vector<caf::actor>& actors) {
+    caf::scoped_actor self{*sys_};
+    for (auto& a : actors)
+      self->monitor(a);
+    for (auto& a : actors)
+      self->send_exit(a, caf::exit_reason::kill);
+    for (std::size_t i = 0; i < actors.size(); ++i)
+      self->receive([](const caf::down_msg&) {},
+                    caf::after(30s) >> [] { FAIL() << "actor not down"; });
+  }
+
+  void stop(const engine& e) {
+    std::vector<caf::actor> all{caf::actor_cast<caf::actor>(e.reader),
+                                caf::actor_cast<caf::actor>(e.fetcher)};
+    for (auto& p : e.partitions)
+      all.push_back(caf::actor_cast<caf::actor>(p));
+    stop(all);
+  }
+
+  /// Waits until `reader` has applied everything up to `c`.
+  ::testing::AssertionResult await(const projection::reader_actor& reader,
+                                   const cursor& c,
+                                   std::chrono::milliseconds limit = 60s) {
+    caf::scoped_actor self{*sys_};
+    auto ok = ::testing::AssertionSuccess();
+    self->request(reader, limit, await_atom::value, c)
+      .receive([](cursor&) {},
+               [&](caf::error& err) {
+                 ok = ::testing::AssertionFailure()
+                      << "reader did not reach position " << c.position
+                      << ": " << sys_->render(err);
+               });
+    return ok;
+  }
+
+  projection::fetch_result fetch(const projection::fetcher_actor& f,
+                                 const cursor& after) {
+    caf::scoped_actor self{*sys_};
+    projection::fetch_result out;
+    self
+      ->request(f, 10s, fetch_atom::value, after, int64_t{100}, int64_t{0},
+                int64_t{0})
+      .receive([&](projection::fetch_result& r) { out = std::move(r); },
+               [&](caf::error& err) {
+                 ADD_FAILURE() << "fetch failed: " << sys_->render(err);
+               });
+    return out;
+  }
+
+  int64_t recorded() const {
+    return db_.scalar<int64_t>("SELECT count(*) FROM rec_applied_g1");
+  }
+
+  caf::actor_system_config cfg_;
+  test_database db_;
+  std::unique_ptr<caf::actor_system> sys_;
+  std::vector<caf::actor> spawned_;
+};
+
+/// Writes `streams` users' registrations, then `events` follows and posts
+/// spread over many transactions of one to nine events (raw SQL, fast).
+void prewrite_log(const test_database& db, int streams, int events,
+                  uint32_t seed) {
+  std::mt19937 rng{seed};
+  std::vector<int64_t> seq(static_cast<std::size_t>(streams), 0);
+  auto user = [](int i) { return "u" + std::to_string(i); };
+  pqxx::connection conn{db.url()};
+  {
+    pqxx::work tx{conn};
+    for (int i = 0; i < streams; ++i)
+      insert_event(tx, user(i), ++seq[static_cast<std::size_t>(i)],
+                   registered(user(i)));
+    tx.commit();
+  }
+  int written = 0;
+  int shout = 0;
+  while (written < events) {
+    pqxx::work tx{conn};
+    auto n = 1 + static_cast<int>(rng() % 9);
+    for (int k = 0; k < n && written < events; ++k, ++written) {
+      auto i = static_cast<int>(rng() % static_cast<uint32_t>(streams));
+      auto j = static_cast<int>(rng() % static_cast<uint32_t>(streams));
+      auto& s = seq[static_cast<std::size_t>(i)];
+      if (j != i && rng() % 2 == 0)
+        insert_event(tx, user(i), ++s, followed(user(i), user(j)));
+      else
+        insert_event(tx, user(i), ++s,
+                     posted(user(i), "S" + std::to_string(++shout)));
+    }
+    tx.commit();
+  }
+}
+
+} // namespace
+
+// -- the fetcher -------------------------------------------------------------------
+
+// A transaction that inserted first (lower position) but commits last holds
+// back everything committed after it: the fetcher returns nothing past the
+// horizon, says so, and once it commits returns both in (tx_id, position)
+// order — it never skips the late one.
+TEST_F(engine_test, fetcher_holds_back_commits_behind_an_open_older_transaction) {
+  auto fetcher = spawn_fetcher();
+  pqxx::connection ca{db_.url()}, cb{db_.url()};
+  pqxx::work a{ca};
+  pqxx::work b{cb};
+  auto pa = insert_event(a, "u1", 1, registered("u1"));
+  auto pb = insert_event(b, "u2", 1, registered("u2"));
+  auto xa = tx_of(a);
+  auto xb = tx_of(b);
+  ASSERT_LT(pa, pb);
+  ASSERT_LT(xa, xb);
+  b.commit();
+
+  auto held = fetch(fetcher, {});
+  EXPECT_TRUE(held.events.empty())
+    << "read position " << held.events.front().at.position
+    << " while an older transaction was still open";
+  EXPECT_TRUE(held.behind_horizon);
+
+  a.commit();
+  projection::fetch_result both;
+  ASSERT_TRUE(eventually([&] {
+    both = fetch(fetcher, {});
+    return both.events.size() >= 2;
+  })) << "the late commit never became readable";
+  ASSERT_EQ(both.events.size(), 2u);
+  EXPECT_EQ(both.events[0].at, (cursor{xa, pa}));
+  EXPECT_EQ(both.events[1].at, (cursor{xb, pb}));
+  EXPECT_EQ(both.events[0].persistence_id, "user|u1");
+}
+
+// The other way round: the transaction with the older xid inserts last
+// (higher position) and commits first. It is readable at once; the younger
+// transaction's row has a LOWER position yet comes after it in the cursor
+// order, so a reader that continues after (tx_id, position) still reads it —
+// one that continued after the highest position seen would skip it forever.
+TEST_F(engine_test, fetcher_reads_a_late_commit_with_a_lower_position) {
+  auto fetcher = spawn_fetcher();
+  pqxx::connection ca{db_.url()}, cb{db_.url()};
+  pqxx::work a{ca};
+  pqxx::work b{cb};
+  auto xb = tx_of(b); // b takes the older transaction id
+  auto pa = insert_event(a, "u1", 1, registered("u1"));
+  auto pb = insert_event(b, "u2", 1, registered("u2"));
+  auto xa = tx_of(a);
+  ASSERT_LT(pa, pb);
+  ASSERT_LT(xb, xa);
+  b.commit();
+
+  projection::fetch_result first;
+  ASSERT_TRUE(eventually([&] {
+    first = fetch(fetcher, {});
+    return !first.events.empty();
+  }));
+  ASSERT_EQ(first.events.size(), 1u);
+  EXPECT_EQ(first.events[0].at, (cursor{xb, pb}));
+
+  a.commit();
+  projection::fetch_result late;
+  ASSERT_TRUE(eventually([&] {
+    late = fetch(fetcher, first.events[0].at);
+    return !late.events.empty();
+  })) << "position " << pa << " (committed late) was skipped";
+  ASSERT_EQ(late.events.size(), 1u);
+  EXPECT_EQ(late.events[0].at, (cursor{xa, pa}));
+  EXPECT_LT(late.events[0].at.position, first.events[0].at.position);
+}
+
+// -- partitions --------------------------------------------------------------------
+
+// A batch delivered again (a lost ack) and a partition restarted on the same
+// offset change nothing: the offset is committed with the rows.
+TEST_F(engine_test, partition_applies_a_redelivered_batch_once) {
+  auto proj = std::make_shared<recorder>();
+  create_tables(*proj);
+  prewrite_log(db_, 6, 40, 7);
+  auto fetcher = spawn_fetcher();
+  projection::fetch_result res;
+  ASSERT_TRUE(eventually([&] {
+    res = fetch(fetcher, {});
+    return res.events.size() == 46;
+  }));
+  // Everything in one partition (count 1): every key is its own.
+  projection::partition_batch batch;
+  batch.id = 1;
+  batch.events = res.events;
+  batch.end = res.events.back().at;
+  std::size_t pairs = 0;
+  for (uint32_t i = 0; i < batch.events.size(); ++i)
+    for (auto& k : recorded_keys(batch.events[i])) {
+      batch.keyed.push_back({i, k});
+      ++pairs;
+    }
+
+  auto apply = [&](const projection::partition_actor& p) {
+    caf::scoped_actor self{*sys_};
+    projection::partition_ack ack;
+    self->request(p, 30s, apply_atom::value, batch)
+      .receive([&](projection::partition_ack& a) { ack = a; },
+               [&](caf::error& err) {
+                 ADD_FAILURE() << "apply failed: " << sys_->render(err);
+               });
+    return ack;
+  };
+  auto p = spawn_partition(proj, 0, 1);
+  EXPECT_EQ(apply(p).applied, pairs);
+  EXPECT_EQ(apply(p).applied, 0u) << "redelivered batch applied again";
+  stop({caf::actor_cast<caf::actor>(p)});
+  auto restarted = spawn_partition(proj, 0, 1);
+  EXPECT_EQ(apply(restarted).applied, 0u)
+    << "a restarted partition re-applied its committed batch";
+  EXPECT_EQ(recorded(), static_cast<int64_t>(pairs));
+  expect_each_key_exactly_once_in_log_order(db_);
+}
+
+// A reader that crashed after one partition committed a batch and before
+// the other did resumes from the lowest offset: the partition that is ahead
+// skips the replayed events, the other applies them.
+TEST_F(engine_test, reader_resumes_from_the_lowest_partition_offset) {
+  auto proj = std::make_shared<recorder>();
+  create_tables(*proj);
+  prewrite_log(db_, 12, 300, 11);
+  auto fetcher = spawn_fetcher();
+  projection::fetch_result res; // the first 100 events
+  ASSERT_TRUE(eventually([&] {
+    res = fetch(fetcher, {});
+    return res.events.size() == 100;
+  }));
+  auto p0 = spawn_partition(proj, 0, 2);
+  auto p1 = spawn_partition(proj, 1, 2);
+  projection::partition_batch share;
+  share.id = 1;
+  share.events = res.events;
+  share.end = res.events.back().at;
+  for (uint32_t i = 0; i < share.events.size(); ++i)
+    for (auto& k : recorded_keys(share.events[i]))
+      if (projection::partition_of(k, 2) == 0)
+        share.keyed.push_back({i, k});
+  ASSERT_FALSE(share.keyed.empty());
+  {
+    caf::scoped_actor self{*sys_};
+    self->request(p0, 30s, apply_atom::value, share)
+      .receive([&](projection::partition_ack& a) {
+                 EXPECT_EQ(a.applied, share.keyed.size());
+               },
+               [&](caf::error& err) { FAIL() << sys_->render(err); });
+  }
+  auto ahead = recorded();
+  ASSERT_GT(ahead, 0);
+
+  auto reader = spawn_reader(proj, {p0, p1}, fetcher, 37);
+  ASSERT_TRUE(await(reader, log_end(db_)));
+  expect_each_key_exactly_once_in_log_order(db_);
+}
+
+// -- readers under concurrent writers and restarts ----------------------------
+
+// Commands from many concurrent clients commit out of order (two journal
+// writers, group commit); the engine tails the log meanwhile with three
+// partitions and small batches. Per key, the order of application is the
+// log order, and every (event, key) is applied exactly once.
+TEST_F(engine_test, concurrent_writers_are_applied_once_in_log_order_per_key) {
+  auto proj = std::make_shared<recorder>();
+  create_tables(*proj);
+  auto e = spawn_engine(proj, 3, 50);
+
+  test_node n{db_.url()};
+  constexpr int users = 24;
+  for (int i = 0; i < users; ++i) {
+    auto id = "w" + std::to_string(i);
+    auto r = n.send(register_user("reg-" + id, id, id));
+    ASSERT_TRUE(r.has_result()) << r.DebugString();
+  }
+  std::mutex mu;
+  std::vector<std::pair<std::string, std::string>> shouts; // id, author
+  std::atomic<int> failures{0};
+  std::vector<std::thread> clients;
+  for (int t = 0; t < 8; ++t)
+    clients.emplace_back([&, t] {
+      std::mt19937 rng{static_cast<uint32_t>(100 + t)};
+      auto pick = [&] { return "w" + std::to_string(rng() % users); };
+      for (int i = 0; i < 150; ++i) {
+        auto cid = "c" + std::to_string(t) + "-" + std::to_string(i);
+        auto who = pick();
+        v1::UserCommand c;
+        auto kind = rng() % 8;
+        std::pair<std::string, std::string> target;
+        if (kind >= 5) {
+          std::lock_guard<std::mutex> lock{mu};
+          if (shouts.empty())
+            kind = 0;
+          else
+            target = shouts[rng() % shouts.size()];
+        }
+        if (kind <= 1) {
+          c = post_shout(cid, who, "hello " + cid);
+        } else if (kind <= 3) {
+          auto other = pick();
+          if (other == who)
+            continue;
+          c = follow(cid, who, other);
+        } else if (kind == 4) {
+          auto* u = c.mutable_unfollow();
+          u->set_command_id(cid);
+          u->set_user_id(who);
+          u->set_target_user_id(pick());
+          if (u->target_user_id() == who)
+            continue;
+        } else if (kind <= 6) {
+          auto* l = c.mutable_like_shout();
+          l->set_command_id(cid);
+          l->set_user_id(who);
+          l->set_shout_id(target.first);
+        } else {
+          auto* u = c.mutable_unlike_shout();
+          u->set_command_id(cid);
+          u->set_user_id(who);
+          u->set_shout_id(target.first);
+        }
+        auto r = n.send(c);
+        if (!r.has_result()) {
+          ++failures;
+          continue;
+        }
+        if (!r.result().shout_id().empty()) {
+          std::lock_guard<std::mutex> lock{mu};
+          shouts.emplace_back(r.result().shout_id(), who);
+        }
+      }
+    });
+  for (auto& c : clients)
+    c.join();
+  EXPECT_EQ(failures.load(), 0);
+  // Out-of-order commits did happen: some event of a younger transaction
+  // has a lower position than one of an older transaction.
+  EXPECT_GT(db_.scalar<int64_t>("SELECT count(*) FROM events a JOIN events b"
+                                "  ON a.tx_id < b.tx_id"
+                                " AND a.global_position > b.global_position"),
+            0)
+    << "precondition: the workload never committed out of position order";
+  ASSERT_TRUE(await(e.reader, log_end(db_)));
+  expect_each_key_exactly_once_in_log_order(db_);
+}
+
+// The reader is killed mid-stream (its partitions keep their offsets), a
+// new reader takes over; then the whole engine is killed mid-stream and a
+// new one starts from the database alone. Nothing is applied twice, nothing
+// is missing, and per key the order stays the log order.
+TEST_F(engine_test, restarts_mid_stream_apply_nothing_twice) {
+  auto proj = std::make_shared<recorder>(2);
+  create_tables(*proj);
+  prewrite_log(db_, 20, 1600, 23);
+  auto total = static_cast<int64_t>(0);
+  for (auto& [key, events] : expected_by_key(db_))
+    total += static_cast<int64_t>(events.size());
+  auto end = log_end(db_);
+
+  auto e = spawn_engine(proj, 3, 20);
+  ASSERT_TRUE(eventually([&] { return recorded() >= total / 5; }));
+  stop({caf::actor_cast<caf::actor>(e.reader)});
+  auto at_reader_stop = recorded();
+  EXPECT_LT(at_reader_stop, total) << "the reader finished before it stopped";
+
+  e.reader = spawn_reader(proj, e.partitions, e.fetcher, 20);
+  ASSERT_TRUE(
+    eventually([&] { return recorded() >= at_reader_stop + total / 5; }));
+  stop(e);
+  auto at_crash = recorded();
+  EXPECT_LT(at_crash, total) << "the engine finished before it was killed";
+
+  auto fresh = spawn_engine(proj, 3, 20);
+  ASSERT_TRUE(await(fresh.reader, end));
+  EXPECT_EQ(recorded(), total);
+  expect_each_key_exactly_once_in_log_order(db_);
+}
+
+// -- whole nodes ---------------------------------------------------------------------
+
+namespace {
+
+/// Counters of the users and shouts read models as the events imply them.
+struct expected_counts {
+  std::map<std::string, std::array<int64_t, 5>> users; // shouts, followers,
+                                                        // following, likes
+                                                        // given, received
+  std::map<std::string, std::array<int64_t, 2>> shouts; // likes, replies
+};
+
+expected_counts counts_from_events(const test_database& db) {
+  expected_counts out;
+  pqxx::connection conn{db.url()};
+  pqxx::read_transaction tx{conn};
+  for (const auto& row : tx.exec("SELECT event_type, event_version, payload"
+                                 "  FROM events ORDER BY tx_id,"
+                                 "  global_position")) {
+    auto e = user::decode_event(row[0].as<std::string>(), row[1].as<int>(),
+                                pqxx::binarystring{row[2]}.str());
+    if (!e)
+      throw std::runtime_error("undecodable event in the log");
+    switch (e->event_case()) {
+      case v1::UserEvent::kUserRegistered:
+        out.users[e->user_registered().user_id()];
+        break;
+      case v1::UserEvent::kShoutPosted: {
+        auto& p = e->shout_posted();
+        out.users[p.author_id()][0] += 1;
+        out.shouts[p.shout_id()];
+        if (!p.reply_to_shout_id().empty())
+          out.shouts[p.reply_to_shout_id()][1] += 1;
+        break;
+      }
+      case v1::UserEvent::kShoutDeleted: {
+        auto& d = e->shout_deleted();
+        out.users[d.author_id()][0] -= 1;
+        if (!d.reply_to_shout_id().empty())
+          out.shouts[d.reply_to_shout_id()][1] -= 1;
+        break;
+      }
+      case v1::UserEvent::kUserFollowed:
+        out.users[e->user_followed().target_user_id()][1] += 1;
+        out.users[e->user_followed().user_id()][2] += 1;
+        break;
+      case v1::UserEvent::kUserUnfollowed:
+        out.users[e->user_unfollowed().target_user_id()][1] -= 1;
+        out.users[e->user_unfollowed().user_id()][2] -= 1;
+        break;
+      case v1::UserEvent::kShoutLiked:
+        out.users[e->shout_liked().user_id()][3] += 1;
+        out.users[e->shout_liked().author_id()][4] += 1;
+        out.shouts[e->shout_liked().shout_id()][0] += 1;
+        break;
+      case v1::UserEvent::kShoutUnliked:
+        out.users[e->shout_unliked().user_id()][3] -= 1;
+        out.users[e->shout_unliked().author_id()][4] -= 1;
+        out.shouts[e->shout_unliked().shout_id()][0] -= 1;
+        break;
+      default:
+        break;
+    }
+  }
+  return out;
+}
+
+void expect_counts_match_events(const test_database& db) {
+  auto want = counts_from_events(db);
+  pqxx::connection conn{db.url()};
+  pqxx::read_transaction tx{conn};
+  expected_counts got;
+  for (const auto& row :
+       tx.exec("SELECT user_id, shout_count, follower_count, following_count,"
+               "       likes_given, likes_received FROM rm_users"))
+    got.users[row[0].as<std::string>()]
+      = {row[1].as<int64_t>(), row[2].as<int64_t>(), row[3].as<int64_t>(),
+         row[4].as<int64_t>(), row[5].as<int64_t>()};
+  for (const auto& row :
+       tx.exec("SELECT shout_id, like_count, reply_count FROM rm_shouts"))
+    got.shouts[row[0].as<std::string>()] = {row[1].as<int64_t>(),
+                                            row[2].as<int64_t>()};
+  EXPECT_EQ(got.users.size(), want.users.size());
+  EXPECT_EQ(got.shouts.size(), want.shouts.size());
+  int bad = 0;
+  for (auto& [id, c] : want.users)
+    if (got.users[id] != c && ++bad <= 5)
+      ADD_FAILURE() << "user " << id << ": counters differ from the events";
+  for (auto& [id, c] : want.shouts)
+    if (got.shouts[id] != c && ++bad <= 10)
+      ADD_FAILURE() << "shout " << id << ": counters differ from the events";
+  EXPECT_EQ(bad, 0);
+  // Per stream, the users read model saw every event of the stream in
+  // order: its last applied seq_nr is the stream's last.
+  EXPECT_EQ(tx.exec1("SELECT count(*) FROM rm_users u JOIN (SELECT"
+                     "  persistence_id, max(seq_nr) AS s FROM events"
+                     "  GROUP BY persistence_id) e"
+                     "  ON e.persistence_id = 'user|' || u.user_id"
+                     " WHERE u.source_seq <> e.s")[0]
+              .as<int64_t>(),
+            0);
+}
+
+/// Waits (through the projection manager) until every read model has
+/// applied the whole log.
+void await_read_models(test_node& n, const test_database& db) {
+  auto end = log_end(db);
+  caf::scoped_actor self{n.get().system()};
+  self
+    ->request(n.get().projections(), 60s, await_atom::value,
+              std::vector<std::string>{"users", "shouts", "timelines"}, end)
+    .receive([](bool) {},
+             [&](caf::error& err) {
+               FAIL() << "read models did not catch up: "
+                      << n.get().system().render(err);
+             });
+}
+
+std::vector<projection::reader_status> status_of(test_node& n) {
+  caf::scoped_actor self{n.get().system()};
+  std::vector<projection::reader_status> out;
+  self->request(n.get().projections(), 10s, status_atom::value)
+    .receive([&](std::vector<projection::reader_status>& s) { out = s; },
+             [&](caf::error& err) {
+               ADD_FAILURE() << n.get().system().render(err);
+             });
+  return out;
+}
+
+bool has_user(const test_database& db, const std::string& id) {
+  return db.scalar<int64_t>("SELECT count(*) FROM rm_users WHERE user_id = '"
+                            + id + "'")
+         == 1;
+}
+
+} // namespace
+
+// Through a node's real read models: a transaction with the older xid but a
+// higher position commits first and is applied while the younger one (lower
+// position) is still open — the reader's watermark passes the lower
+// position — and the younger one is still applied when it commits late.
+// Then the classic gap: an older transaction holds back a younger commit and
+// a command acknowledged by the node; all three are applied once it commits.
+// A recorder engine tailing the same log checks the per-key order.
+TEST_F(engine_test, node_applies_late_commits_a_position_cursor_would_skip) {
+  auto rec = std::make_shared<recorder>();
+  create_tables(*rec);
+  auto e = spawn_engine(rec, 2, 100);
+  test_node n{db_.url(), [](node::node_config& c) { with_read_side(c); }};
+
+  pqxx::connection ca{db_.url()}, cb{db_.url()};
+  {
+    pqxx::work a{ca};
+    pqxx::work b{cb};
+    tx_of(b); // b takes the older transaction id
+    auto pa = insert_event(a, "u1", 1, registered("u1"));
+    auto pb = insert_event(b, "u2", 1, registered("u2"));
+    insert_event(b, "u2", 2, posted("u2", "S-u2"));
+    ASSERT_LT(pa, pb);
+    b.commit();
+    ASSERT_TRUE(eventually([&] { return has_user(db_, "u2"); }));
+    // The reader's watermark is past the open transaction's position: a
+    // reader continuing after the highest position would never read it.
+    for (auto& s : status_of(n)) {
+      if (s.projection == "users") {
+        EXPECT_GT(s.watermark.position, pa);
+      }
+    }
+    EXPECT_FALSE(has_user(db_, "u1"));
+    a.commit();
+  }
+  ASSERT_TRUE(eventually([&] { return has_user(db_, "u1"); }))
+    << "the late commit at a lower position was skipped";
+
+  {
+    pqxx::work a{ca};
+    pqxx::work b{cb};
+    insert_event(a, "u3", 1, registered("u3"));
+    auto p3 = insert_event(a, "u3", 2, followed("u3", "u1"));
+    insert_event(b, "u4", 1, registered("u4"));
+    insert_event(b, "u4", 2, followed("u4", "u1"));
+    b.commit();
+    auto acked = n.send(register_user("r5", "u5", "u5"));
+    ASSERT_TRUE(acked.has_result()) << acked.DebugString();
+    // Behind the open transaction: nothing after it may be applied yet.
+    for (auto& s : status_of(n))
+      EXPECT_LT(s.watermark.position, p3) << s.projection;
+    EXPECT_FALSE(has_user(db_, "u4"));
+    EXPECT_FALSE(has_user(db_, "u5"));
+    a.commit();
+  }
+  await_read_models(n, db_);
+  for (auto* id : {"u1", "u2", "u3", "u4", "u5"})
+    EXPECT_TRUE(has_user(db_, id)) << id;
+  EXPECT_EQ(db_.scalar<int64_t>(
+              "SELECT follower_count FROM rm_users WHERE user_id = 'u1'"),
+            2);
+  expect_counts_match_events(db_);
+  ASSERT_TRUE(await(e.reader, log_end(db_)));
+  expect_each_key_exactly_once_in_log_order(db_);
+}
+
+// A node is stopped while its projections are applying a long log; a new
+// node on the same database resumes from the committed offsets: every
+// counter equals what the events imply (nothing twice, nothing missing).
+TEST(node_restart, mid_stream_applies_nothing_twice) {
+  test_database db;
+  {
+    test_node writer{db.url()};
+    constexpr int users = 40;
+    for (int i = 0; i < users; ++i) {
+      auto id = "n" + std::to_string(i);
+      auto r = writer.send(register_user("reg-" + id, id, id));
+      ASSERT_TRUE(r.has_result()) << r.DebugString();
+    }
+    std::mutex mu;
+    std::vector<std::string> shouts;
+    std::vector<std::thread> clients;
+    for (int t = 0; t < 8; ++t)
+      clients.emplace_back([&, t] {
+        std::mt19937 rng{static_cast<uint32_t>(7 + t)};
+        auto pick = [&] { return "n" + std::to_string(rng() % users); };
+        for (int i = 0; i < 200; ++i) {
+          auto cid = "c" + std::to_string(t) + "-" + std::to_string(i);
+          auto who = pick();
+          auto kind = rng() % 4;
+          std::string target;
+          {
+            std::lock_guard<std::mutex> lock{mu};
+            if (!shouts.empty())
+              target = shouts[rng() % shouts.size()];
+          }
+          v1::UserCommand c;
+          if (kind == 0 || target.empty()) {
+            c = post_shout(cid, who, "text " + cid);
+            if (!target.empty() && rng() % 3 == 0)
+              c.mutable_post_shout()->set_reply_to_shout_id(target);
+          } else if (kind == 1) {
+            auto other = pick();
+            if (other == who)
+              continue;
+            c = follow(cid, who, other);
+          } else {
+            auto* l = c.mutable_like_shout();
+            l->set_command_id(cid);
+            l->set_user_id(who);
+            l->set_shout_id(target);
+          }
+          auto r = writer.send(c);
+          if (r.has_result() && !r.result().shout_id().empty()) {
+            std::lock_guard<std::mutex> lock{mu};
+            shouts.push_back(r.result().shout_id());
+          }
+        }
+      });
+    for (auto& c : clients)
+      c.join();
+  }
+  auto head = db.scalar<int64_t>("SELECT max(global_position) FROM events");
+  ASSERT_GT(head, 1200);
+
+  {
+    test_node first{db.url(), [](node::node_config& c) {
+                      with_read_side(c);
+                      c.projection_batch = 10;
+                    }};
+    ASSERT_TRUE(eventually([&] {
+      for (auto& s : status_of(first))
+        if (s.watermark.position > 0)
+          return true;
+      return false;
+    }));
+    bool behind = false;
+    for (auto& s : status_of(first))
+      behind = behind || s.watermark.position < head;
+    EXPECT_TRUE(behind) << "caught up before the stop: nothing was cut";
+    first.stop();
+  }
+  EXPECT_LT(db.scalar<int64_t>("SELECT min(position) FROM projection_offsets"),
+            head)
+    << "the stop did not interrupt the projections";
+
+  test_node second{db.url(), [](node::node_config& c) { with_read_side(c); }};
+  await_read_models(second, db);
+  expect_counts_match_events(db);
+  EXPECT_EQ(db.scalar<int64_t>("SELECT count(*) FROM projection_dead_letters"),
+            0);
+}
+
+// Once everything is applied, the AdminService reports no lag — also when
+// the last event in log order (tx_id, position) is not the one with the
+// highest position (a younger transaction inserted first, committed last).
+TEST(node_status, no_lag_once_everything_is_applied) {
+  test_database db;
+  test_node n{db.url(), [](node::node_config& c) { with_read_side(c); }};
+  pqxx::connection ca{db.url()}, cb{db.url()};
+  pqxx::work a{ca};
+  pqxx::work b{cb};
+  tx_of(b); // b takes the older transaction id
+  auto pa = insert_event(a, "u1", 1, registered("u1"));
+  auto pb = insert_event(b, "u2", 1, registered("u2"));
+  ASSERT_LT(pa, pb);
+  b.commit();
+  a.commit();
+  await_read_models(n, db);
+  ASSERT_TRUE(has_user(db, "u1"));
+  ASSERT_TRUE(has_user(db, "u2"));
+
+  auto stub = n.admin_stub();
+  v1::ProjectionStatus status;
+  auto ctx = context_with_deadline();
+  auto s = stub->GetProjectionStatus(ctx.get(), {}, &status);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(status.head_position(), pb);
+  ASSERT_EQ(status.projections_size(), 3);
+  for (auto& p : status.projections()) {
+    EXPECT_EQ(p.lag_seconds(), 0.0) << p.projection();
+    EXPECT_EQ(p.lag_events(), 0)
+      << p.projection() << " reports lag with every event applied (position "
+      << p.position() << ", head " << status.head_position() << ")";
+  }
+}
