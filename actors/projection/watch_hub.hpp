@@ -1,9 +1,10 @@
 #pragma once
 
-// The watch hub: partitions report read-model changes after each commit;
-// Watch streams subscribe to the subjects they follow (users, shouts, a
-// timeline, authors' feeds) and receive (change, change) messages for those
-// only. A subscriber is any actor; the hub monitors it and forgets it when
+// The watch hub: each live reader reports a batch's read-model changes, in
+// log order, once all its partitions have committed (a retried dead letter's
+// partition reports its own); Watch streams subscribe to the subjects they
+// follow (users, shouts, a timeline, authors' feeds) and receive (change,
+// change) messages for those only. A subscriber is any actor; the hub monitors it and forgets it when
 // it ends (a cancelled stream frees everything).
 
 #include <caf/actor.hpp>
