@@ -41,6 +41,7 @@ using change_atom = caf::atom_constant<caf::atom("change")>;
 using built_atom = caf::atom_constant<caf::atom("built")>;
 using promote_atom = caf::atom_constant<caf::atom("promote")>;
 using hold_atom = caf::atom_constant<caf::atom("hold")>;
+using retire_atom = caf::atom_constant<caf::atom("retire")>;
 using query_atom = caf::atom_constant<caf::atom("query")>;
 using following_atom = caf::atom_constant<caf::atom("following")>;
 

@@ -6,6 +6,7 @@
 #include <iterator>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <tuple>
 
@@ -146,6 +147,8 @@ struct reader_state {
   std::vector<change> changes;
   /// Held before a swap: no new batch starts.
   bool held = false;
+  /// Retiring: changes past this cursor are the successor's to publish.
+  std::optional<cursor> publish_until;
   std::vector<caf::typed_response_promise<cursor>> hold_waiters;
   static inline const char* name = "log-reader";
 };
@@ -167,7 +170,13 @@ void schedule_poll(pointer self, std::chrono::milliseconds after) {
 
 void release_awaiting(pointer self) {
   auto& st = self->state;
-  while (!st.awaiting.empty() && st.awaiting.begin()->first <= st.watermark) {
+  // A retiring generation answers nothing past its bound: its successor,
+  // which the views will point at, may not have reached that yet (those
+  // waits move to the successor when this one stops).
+  auto bound = st.watermark;
+  if (st.publish_until && *st.publish_until < bound)
+    bound = *st.publish_until;
+  while (!st.awaiting.empty() && st.awaiting.begin()->first <= bound) {
     st.awaiting.begin()->second.deliver(st.watermark);
     st.awaiting.erase(st.awaiting.begin());
   }
@@ -252,7 +261,16 @@ void on_share_done(pointer self) {
                        return std::tie(a.tx, a.position)
                               < std::tie(b.tx, b.position);
                      });
-    if (st.cfg.hub)
+    if (st.publish_until) {
+      auto until = *st.publish_until;
+      st.changes.erase(std::remove_if(st.changes.begin(), st.changes.end(),
+                                      [&](const change& c) {
+                                        return until < cursor{c.tx,
+                                                              c.position};
+                                      }),
+                       st.changes.end());
+    }
+    if (st.cfg.hub && !st.changes.empty())
       self->send(st.cfg.hub, changes_atom::value, std::move(st.changes));
     st.changes.clear();
   }
@@ -440,9 +458,17 @@ reader_actor::behavior_type reader(pointer self, reader_config cfg) {
       st.hold_waiters.push_back(promise);
       return promise;
     },
-    [=](promote_atom, const caf::actor& hub) {
+    [=](retire_atom, const cursor& c) -> caf::result<cursor> {
       auto& st = self->state;
-      st.cfg.role = "live";
+      st.publish_until = c;
+      auto promise = self->make_response_promise<cursor>();
+      st.awaiting.emplace(c, promise);
+      release_awaiting(self);
+      return promise;
+    },
+    [=](promote_atom, const caf::actor& hub, const std::string& role) {
+      auto& st = self->state;
+      st.cfg.role = role;
       st.cfg.hub = caf::actor_cast<hub_actor>(hub);
       st.held = false;
       go_on(self);

@@ -3,6 +3,7 @@
 #include <caf/all.hpp>
 
 #include <functional>
+#include <limits>
 #include <memory>
 #include <set>
 
@@ -21,6 +22,9 @@ constexpr int64_t schema_lock = 0x73686f7574666c6f;
 
 constexpr auto swap_check = std::chrono::milliseconds(200);
 constexpr auto retry_timeout = std::chrono::seconds(30);
+/// A retirement called off: publish everything again.
+constexpr cursor no_retirement{std::numeric_limits<uint64_t>::max(),
+                               std::numeric_limits<int64_t>::max()};
 
 void point_views(pqxx::transaction_base& tx, const read_model& p,
                  int32_t generation) {
@@ -194,7 +198,7 @@ void swap_in(pointer self, const std::string& name) {
                  caf::actor_cast<caf::actor>(st.cfg.hub));
   built->second.role = "live";
   self->send(built->second.reader, promote_atom::value,
-             caf::actor_cast<caf::actor>(st.cfg.hub));
+             caf::actor_cast<caf::actor>(st.cfg.hub), std::string{"live"});
   st.live[name] = built->second;
   st.building.erase(built);
 }
@@ -237,11 +241,14 @@ void check_swaps(pointer self) {
       if (it != self->state.building.end() && it->second.reader == build_reader)
         it->second.swapping = false;
       caf::anon_send(build_reader, hold_atom::value, false);
+      caf::anon_send(live_reader, retire_atom::value, no_retirement);
     };
     // Once the rebuild has caught up with the live generation: hold it at
-    // a batch boundary W, let the live generation reach W (publishing its
-    // changes up to there), then swap; the new generation publishes from
-    // W on. Watchers see every change once, in order, across the swap.
+    // a batch boundary W; retire the live generation at W (it publishes
+    // changes and answers waits up to W only) and learn its watermark L;
+    // let the new generation go on, publishing from W; swap once it has
+    // reached L (every wait the old one answered). Watchers see every
+    // change once, in order; read-your-writes holds across the swap.
     self->request(build_reader, std::chrono::seconds(5), status_atom::value)
       .then([=](reader_status& b) {
         self->request(live_reader, std::chrono::seconds(5), status_atom::value)
@@ -256,9 +263,19 @@ void check_swaps(pointer self) {
               .then(
                 [=](cursor& at) {
                   self->request(live_reader, std::chrono::seconds(30),
-                                await_atom::value, at)
-                    .then([=](cursor&) { swap_in(self, project); },
-                          [=](caf::error&) { release(); });
+                                retire_atom::value, at)
+                    .then(
+                      [=](cursor& old_watermark) {
+                        self->send(build_reader, promote_atom::value,
+                                   caf::actor_cast<caf::actor>(
+                                     self->state.cfg.hub),
+                                   std::string{"building"});
+                        self->request(build_reader, std::chrono::seconds(30),
+                                      await_atom::value, old_watermark)
+                          .then([=](cursor&) { swap_in(self, project); },
+                                [=](caf::error&) { release(); });
+                      },
+                      [=](caf::error&) { release(); });
                 },
                 [=](caf::error&) { release(); });
           });

@@ -220,8 +220,8 @@ caf::result<partition_ack> apply_batch(pointer self,
     return journal::make_error(journal::db_errc::unavailable, r.detail);
   if (st.offset < batch.end)
     st.offset = batch.end;
-  if (st.cfg.hub)
-    ack.changes = std::move(changes);
+  // Always: a rebuilt generation starts publishing before its swap.
+  ack.changes = std::move(changes);
   return ack;
 }
 

@@ -135,10 +135,14 @@ using reader_actor = caf::typed_actor<
   // true: stop at the next batch boundary and answer the watermark there
   // (a rebuilt generation before its swap); false: go on.
   caf::replies_to<hold_atom, bool>::with<cursor>,
-  // A rebuilt generation was swapped in: it is the live one from now on,
-  // goes on, and publishes its committed changes to this watch hub (if
-  // valid).
-  caf::reacts_to<promote_atom, caf::actor>>;
+  // The live generation about to be replaced by one held at this cursor:
+  // publish no change and answer no wait past it; answers, once everything
+  // up to it is applied, the watermark then (which the successor must
+  // reach before the swap: earlier waits were answered up to there).
+  caf::replies_to<retire_atom, cursor>::with<cursor>,
+  // A rebuilt generation taking over: publish committed changes to this
+  // watch hub (if valid) from now on, go on, and take this role.
+  caf::reacts_to<promote_atom, caf::actor, std::string>>;
 
 using fetcher_actor = caf::typed_actor<
   // (after, limit, until position or 0, until recorded_at ms or 0)

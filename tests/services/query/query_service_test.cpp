@@ -1692,14 +1692,20 @@ TEST_F(query_service_test, watch_timeline_includes_celebrity_shouts) {
   start([](node::node_config& c) { c.celebrity_threshold = 1; });
   register_user("star", "star");
   register_user("fan", "fan");
-  auto f = follow("fan", "star");
-  timeline("fan", f.global_position());
+  follow("fan", "star");
+  // The fan's own shout is the initial state: once it has arrived, the
+  // stream is subscribed, and the star's shout is a change.
+  auto own = post("fan", "mine");
+  timeline("fan", own.global_position());
   v1::WatchRequest req;
   req.set_timeline_user_id("fan");
   watch_client watch{*queries_, req};
+  auto initial = watch.next(seconds(5));
+  ASSERT_TRUE(initial && initial->has_timeline_entry());
+  ASSERT_EQ(initial->timeline_entry().shout_id(), own.shout_id());
   auto posted = post("star", "for my followers");
   ASSERT_THAT(shout_ids(timeline("fan", posted.global_position())),
-              ElementsAre(posted.shout_id()));
+              ElementsAre(posted.shout_id(), own.shout_id()));
   auto c = watch.next(seconds(5));
   ASSERT_TRUE(c) << "no timeline_entry for a followed celebrity's shout";
   ASSERT_TRUE(c->has_timeline_entry()) << c->ShortDebugString();
