@@ -131,7 +131,9 @@ std::string as_duplicate(const std::string& reply);
 
 template <class A>
 struct entity_state {
-  enum class phase { recovering, ready, busy, stopping };
+  /// broken: the stored history is unusable; every command is refused
+  /// with `broken_reason` until the entity is passivated.
+  enum class phase { recovering, ready, busy, stopping, broken };
 
   struct pending {
     v1::EntityCommand envelope;
@@ -149,6 +151,7 @@ struct entity_state {
   std::deque<pending> queue;
   phase ph = phase::recovering;
   bool passivate = false;
+  std::string broken_reason;
   entity_deps<A> deps;
 
   static inline const char* name = "entity";
@@ -180,6 +183,9 @@ public:
         if (st.ph == phase::stopping) {
           promise.deliver(rejection_reply(v1::REJECTION_CODE_UNAVAILABLE, "",
                                           "entity restarting; retry"));
+        } else if (st.ph == phase::broken) {
+          promise.deliver(rejection_reply(v1::REJECTION_CODE_INTERNAL, "",
+                                          st.broken_reason));
         } else if (!envelope.ParseFromString(bytes)) {
           promise.deliver(rejection_reply(v1::REJECTION_CODE_INVALID_ARGUMENT,
                                           "command", "command: malformed"));
@@ -191,7 +197,10 @@ public:
       },
       [=](passivate_atom) {
         self->state.passivate = true;
-        process_next(self);
+        if (self->state.ph == phase::broken)
+          self->quit();
+        else
+          process_next(self);
       },
     };
   }
@@ -231,8 +240,16 @@ private:
           auto problem = apply_recovery(self, data);
           if (!problem.empty()) {
             log_error("entity", st.persistence_id + ": " + problem);
-            fail_all(self, v1::REJECTION_CODE_INTERNAL,
-                     "internal: entity cannot recover: " + problem);
+            // Stay up and refuse: quitting would bounce commands already
+            // on their way here as UNAVAILABLE, inviting retries of a
+            // history that cannot be extended (G2).
+            st.broken_reason = "internal: entity cannot recover: " + problem;
+            auto reply = rejection_reply(v1::REJECTION_CODE_INTERNAL, "",
+                                         st.broken_reason);
+            for (auto& p : st.queue)
+              p.promise.deliver(reply);
+            st.queue.clear();
+            st.ph = phase::broken;
             return;
           }
           if (auto* m = st.deps.metrics) {
