@@ -297,7 +297,7 @@ struct session_state {
   std::shared_ptr<watch_outbox> outbox;
   query_actor workers;
   projection::manager_actor manager;
-  std::deque<watch_item> todo;
+  std::deque<watch_item> to_send;
   /// Changes that arrived before the subscription was confirmed.
   std::deque<watch_item> early;
   bool subscribed = false;
@@ -346,16 +346,16 @@ void send_change(session_pointer self, v1::DocumentChange change) {
 }
 
 void done_with_item(session_pointer self) {
-  self->state.todo.pop_front();
+  self->state.to_send.pop_front();
   self->state.busy = false;
   process_next(self);
 }
 
 void process_next(session_pointer self) {
   auto& st = self->state;
-  if (st.busy || st.todo.empty())
+  if (st.busy || st.to_send.empty())
     return;
-  auto& item = st.todo.front();
+  auto& item = st.to_send.front();
   if (item.method.empty()) {
     v1::DocumentChange change;
     change.set_global_position(item.position);
@@ -462,9 +462,9 @@ caf::behavior session(session_pointer self, std::shared_ptr<watch_outbox> out,
         [=](bool) {
           auto& st = self->state;
           st.subscribed = true;
-          st.todo = initial_items(full);
+          st.to_send = initial_items(full);
           for (auto& item : st.early)
-            st.todo.push_back(std::move(item));
+            st.to_send.push_back(std::move(item));
           st.early.clear();
           process_next(self);
         },
@@ -492,13 +492,13 @@ caf::behavior session(session_pointer self, std::shared_ptr<watch_outbox> out,
         st.early.push_back(item_for(c));
         return;
       }
-      if (st.todo.size() >= st.max_pending) {
+      if (st.to_send.size() >= st.max_pending) {
         st.outbox->finish({grpc::StatusCode::RESOURCE_EXHAUSTED,
                            "watch: too many changes pending; resubscribe"});
         self->quit();
         return;
       }
-      st.todo.push_back(item_for(c));
+      st.to_send.push_back(item_for(c));
       process_next(self);
     },
   };
