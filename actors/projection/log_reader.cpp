@@ -17,12 +17,12 @@
 
 namespace shoutflow::projection {
 
-namespace {
-
-// -- fetcher -------------------------------------------------------------------
-
-constexpr const char* fetch_sql = R"sql(
-SELECT tx_id::text, global_position, persistence_id, seq_nr, event_type,
+// The cast's output column is named `tx`, not `tx_id`: PostgreSQL resolves a
+// bare ORDER BY name to an output column first, and ordering by the xid's
+// text puts 10000 before 9999 — events out of order, skipped and applied
+// twice whenever the xid counter gains a digit.
+const char* const log_fetch_sql = R"sql(
+SELECT tx_id::text AS tx, global_position, persistence_id, seq_nr, event_type,
        event_version, payload,
        (extract(epoch FROM recorded_at) * 1000)::bigint
   FROM events
@@ -35,6 +35,10 @@ SELECT tx_id::text, global_position, persistence_id, seq_nr, event_type,
  LIMIT $3
 )sql";
 
+namespace {
+
+// -- fetcher -------------------------------------------------------------------
+
 constexpr const char* horizon_sql = R"sql(
 SELECT EXISTS (
   SELECT 1 FROM events
@@ -45,7 +49,7 @@ SELECT EXISTS (
 )sql";
 
 void prepare_fetcher(pqxx::connection& c) {
-  c.prepare("fetch", fetch_sql);
+  c.prepare("fetch", log_fetch_sql);
   c.prepare("horizon", horizon_sql);
   c.prepare("head", "SELECT coalesce(max(global_position), 0) FROM events");
 }

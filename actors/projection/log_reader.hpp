@@ -49,6 +49,12 @@ struct reader_config {
   hub_actor hub;
 };
 
+/// The fetcher's query: $1 cursor tx (text), $2 cursor position, $3 limit,
+/// $4 until position (0: none), $5 until time in ms (0: none). Columns: tx
+/// (text), position, persistence id, seq_nr, type, version, payload,
+/// recorded_at (ms).
+extern const char* const log_fetch_sql;
+
 fetcher_actor spawn_fetcher(caf::actor_system& sys, const std::string& db_url);
 
 reader_actor spawn_reader(caf::actor_system& sys, reader_config cfg);

@@ -83,9 +83,10 @@ void ensure_loaded(pointer self, pqxx::connection& conn) {
   auto& c = st.cfg;
   auto rows = tx.exec_params(load_offset_sql, c.proj->name(), c.generation,
                              c.index);
-  if (!rows.empty())
-    st.offset = {std::stoull(rows[0][0].as<std::string>()),
-                 rows[0][1].as<int64_t>()};
+  st.offset = rows.empty() ? cursor{}
+                           : cursor{std::stoull(rows[0][0].as<std::string>()),
+                                    rows[0][1].as<int64_t>()};
+  st.blocked.clear();
   for (const auto& row :
        tx.exec_params(blocked_sql, c.proj->name(), c.generation, c.index))
     st.blocked.insert(row[0].as<std::string>());
@@ -216,8 +217,12 @@ caf::result<partition_ack> apply_batch(pointer self,
     tx.commit();
     st.blocked = std::move(blocked);
   });
-  if (!r)
+  if (!r) {
+    // The outcome may be unknown (a COMMIT cut off): the database, not
+    // this actor's memory, says what was applied before the next attempt.
+    st.loaded = false;
     return journal::make_error(journal::db_errc::unavailable, r.detail);
+  }
   if (st.offset < batch.end)
     st.offset = batch.end;
   // Always: a rebuilt generation starts publishing before its swap.
@@ -293,8 +298,10 @@ caf::result<retry_result> retry_key(pointer self, const std::string& key) {
     }
     tx.commit();
   });
-  if (!r)
+  if (!r) {
+    st.loaded = false;
     return journal::make_error(journal::db_errc::unavailable, r.detail);
+  }
   if (cleared)
     st.blocked.erase(key);
   if (!changes.empty() && st.cfg.hub)

@@ -516,33 +516,13 @@ private:
 // -- scan ---------------------------------------------------------------------------
 
 /// The fetcher's columns (actors/projection/log_reader.cpp), whole log, in
-/// the readers' order. The ORDER BY names the table's columns: a bare
-/// `tx_id` would mean the output column `tx_id::text` (text order).
+/// the readers' order.
 constexpr const char* scan_sql = R"sql(
-SELECT tx_id::text, global_position, persistence_id, seq_nr, event_type,
+SELECT tx_id::text AS tx, global_position, persistence_id, seq_nr, event_type,
        event_version, payload,
        (extract(epoch FROM recorded_at) * 1000)::bigint
   FROM events
  ORDER BY events.tx_id, events.global_position
-)sql";
-
-/// The fetcher's query (actors/projection/log_reader.cpp, fetch_sql) with
-/// one change: ORDER BY events.tx_id, events.global_position instead of
-/// ORDER BY tx_id, global_position, which PostgreSQL resolves to the output
-/// column `tx_id::text` — a sort of every row past the cursor by text
-/// instead of a walk of the (tx_id, global_position) index.
-constexpr const char* keyset_sql = R"sql(
-SELECT tx_id::text, global_position, persistence_id, seq_nr, event_type,
-       event_version, payload,
-       (extract(epoch FROM recorded_at) * 1000)::bigint
-  FROM events
- WHERE (tx_id, global_position) > ($1::text::xid8, $2::bigint)
-   AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
-   AND ($4::bigint = 0 OR global_position <= $4)
-   AND ($5::bigint = 0
-        OR recorded_at <= 'epoch'::timestamptz + $5 * interval '1 millisecond')
- ORDER BY events.tx_id, events.global_position
- LIMIT $3
 )sql";
 
 projection::raw_event to_raw(const pqxx::row& row) {
@@ -604,7 +584,7 @@ void run_scan(const options& o) {
 
   // (d) The fetcher's query with its ORDER BY qualified, same batches, on
   // one connection without actors.
-  conn.prepare("keyset", keyset_sql);
+  conn.prepare("keyset", projection::log_fetch_sql);
   projection::cursor key_after;
   int64_t keyset_rows = 0, keyset_waits = 0;
   auto t3 = clock_type::now();

@@ -121,7 +121,7 @@ protected:
   ::testing::AssertionResult caught_up() {
     pqxx::connection conn{db_.url()};
     pqxx::read_transaction tx{conn};
-    auto r = tx.exec("SELECT tx_id::text, global_position FROM events"
+    auto r = tx.exec("SELECT tx_id::text AS tx, global_position FROM events"
                      " ORDER BY tx_id DESC, global_position DESC LIMIT 1");
     projection::cursor end{std::stoull(r[0][0].as<std::string>()),
                            r[0][1].as<int64_t>()};
