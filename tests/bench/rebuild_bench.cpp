@@ -582,33 +582,6 @@ void run_scan(const options& o) {
   rows.clear();
   rows.shrink_to_fit();
 
-  // (d) The fetcher's query with its ORDER BY qualified, same batches, on
-  // one connection without actors.
-  conn.prepare("keyset", projection::log_fetch_sql);
-  projection::cursor key_after;
-  int64_t keyset_rows = 0, keyset_waits = 0;
-  auto t3 = clock_type::now();
-  for (;;) {
-    pqxx::read_transaction tx{conn};
-    auto result = tx.exec_prepared("keyset", std::to_string(key_after.tx),
-                                   key_after.position, o.batch, int64_t{0},
-                                   int64_t{0});
-    tx.commit();
-    if (result.empty()) {
-      if (keyset_rows >= total)
-        break;
-      ++keyset_waits; // behind an open transaction's horizon
-      std::this_thread::sleep_for(std::chrono::milliseconds(2));
-      continue;
-    }
-    for (const auto& row : result) {
-      auto e = to_raw(row);
-      key_after = e.at;
-      ++keyset_rows;
-    }
-  }
-  auto keyset_s = seconds_since(t3);
-
   // (b) The real fetcher, in batches, as a reader drives it.
   caf::actor_system_config cfg;
   projection::add_message_types(cfg);
@@ -666,17 +639,12 @@ void run_scan(const options& o) {
   std::printf("(c) user::decode_event of every payload: %.2f s (%.0f "
               "events/s)\n",
               decode_s, total / decode_s);
-  std::printf("(d) the fetcher's query with ORDER BY events.tx_id, "
-              "events.global_position, batches of %lld: %.2f s (%.0f "
-              "events/s; %lld waits behind the xmin horizon)\n",
-              static_cast<long long>(o.batch), keyset_s, total / keyset_s,
-              static_cast<long long>(keyset_waits));
   std::printf("RESULT mode=scan events=%lld select_s=%.3f select_eps=%.0f "
               "fetcher_s=%.3f fetcher_eps=%.0f batch=%lld decode_s=%.3f "
-              "decode_eps=%.0f keyset_s=%.3f keyset_eps=%.0f\n",
+              "decode_eps=%.0f\n",
               static_cast<long long>(total), select_s, total / select_s,
               fetch_s, fetched / fetch_s, static_cast<long long>(o.batch),
-              decode_s, total / decode_s, keyset_s, total / keyset_s);
+              decode_s, total / decode_s);
 }
 
 // -- catchup / rebuild ----------------------------------------------------------
