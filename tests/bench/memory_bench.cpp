@@ -49,6 +49,7 @@
 #include <thread>
 
 #include "actors/user/user_validation.hpp"
+#include "tests/bench/bench_support.hpp"
 #include "tests/support/test_db.hpp"
 #include "tests/support/test_node.hpp"
 
@@ -67,47 +68,31 @@ struct options {
   long settle = 15;
 };
 
-[[noreturn]] void usage_error(const std::string& message) {
-  std::fprintf(stderr,
-               "memory_bench: %s\nusage: memory_bench [--users=N] "
-               "[--inflight=K] [--cap=C] [--progress=P] [--settle=S]\n",
-               message.c_str());
-  std::exit(2);
-}
+constexpr bench::program cli{
+  "memory_bench",
+  "usage: memory_bench [--users=N] [--inflight=K] [--cap=C] [--progress=P] "
+  "[--settle=S]\n"};
 
 options parse(int argc, char** argv) {
   options o;
-  for (int i = 1; i < argc; ++i) {
-    std::string arg = argv[i];
-    auto eq = arg.find('=');
-    if (arg.rfind("--", 0) != 0)
-      usage_error("unexpected argument '" + arg + "'");
-    auto name = arg.substr(2, eq == std::string::npos ? std::string::npos
-                                                      : eq - 2);
-    std::string value;
-    if (eq != std::string::npos)
-      value = arg.substr(eq + 1);
-    else if (i + 1 < argc)
-      value = argv[++i];
-    else
-      usage_error("--" + name + " needs a value");
-    char* end = nullptr;
-    long n = std::strtol(value.c_str(), &end, 10);
-    if (value.empty() || *end != '\0' || n < (name == "settle" ? 0 : 1))
-      usage_error("--" + name + " must be a positive integer");
+  bench::flags flag{cli, argc, argv};
+  while (flag.next()) {
+    const auto& name = flag.name();
     if (name == "users")
-      o.users = n;
+      o.users = flag.integer<long>(1, 1e9);
     else if (name == "inflight")
-      o.inflight = static_cast<int>(n);
+      o.inflight = flag.integer<int>(1, 1e6);
     else if (name == "cap")
-      o.cap = n;
+      o.cap = flag.integer<long>(1, 1e9);
     else if (name == "progress")
-      o.progress = n;
+      o.progress = flag.integer<long>(1, 1e12);
     else if (name == "settle")
-      o.settle = n;
+      o.settle = flag.integer<long>(0, 86400);
     else
-      usage_error("unknown option --" + name);
+      flag.unknown();
   }
+  if (o.cap >= o.users)
+    cli.usage_error("--users must exceed --cap");
   return o;
 }
 
@@ -258,8 +243,6 @@ entity::region_stats wait_for_cap(test_node& node, long cap) {
 
 int main(int argc, char** argv) {
   auto opt = parse(argc, argv);
-  if (opt.cap >= opt.users)
-    usage_error("--users must exceed --cap");
   try {
     test_database db;
     test_node node{db.url(), [&](node::node_config& cfg) {

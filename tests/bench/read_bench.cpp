@@ -47,12 +47,10 @@
 // Exit status 1 when nothing succeeded (or, for lag, no stream opened).
 
 #include <grpcpp/grpcpp.h>
-#include <sys/resource.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <cmath>
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
@@ -68,6 +66,7 @@
 
 #include "shoutflow/v1/commands.grpc.pb.h"
 #include "shoutflow/v1/queries.grpc.pb.h"
+#include "tests/bench/bench_support.hpp"
 
 namespace {
 
@@ -94,120 +93,57 @@ struct options {
   double settle_s = 5;
 };
 
-constexpr const char* usage_text
-  = "usage: read_bench [--target=HOST:PORT] [--mode=timeline|user|lag] "
-    "[--users=N] [--prefix=STR] [--inflight=K] [--duration=S] [--warmup=S] "
-    "[--channels=C] [--page-size=P] [--deadline-ms=MS] "
-    "[--command-target=HOST:PORT] [--lag-users=W] [--lag-rate=R] "
-    "[--settle=S]\n";
-
-[[noreturn]] void usage_error(const std::string& message) {
-  std::fprintf(stderr, "read_bench: %s\n%s", message.c_str(), usage_text);
-  std::exit(2);
-}
-
-double parse_number(const std::string& name, const std::string& v, double min,
-                    double max) {
-  char* end = nullptr;
-  double x = std::strtod(v.c_str(), &end);
-  if (v.empty() || end == nullptr || *end != '\0' || !(x >= min && x <= max))
-    usage_error("--" + name + " must be a number from " + std::to_string(min)
-                + " to " + std::to_string(max) + " (got '" + v + "')");
-  return x;
-}
+constexpr bench::program cli{
+  "read_bench",
+  "usage: read_bench [--target=HOST:PORT] [--mode=timeline|user|lag] "
+  "[--users=N] [--prefix=STR] [--inflight=K] [--duration=S] [--warmup=S] "
+  "[--channels=C] [--page-size=P] [--deadline-ms=MS] "
+  "[--command-target=HOST:PORT] [--lag-users=W] [--lag-rate=R] "
+  "[--settle=S]\n"};
 
 options parse(int argc, char** argv) {
   options o;
-  for (int i = 1; i < argc; ++i) {
-    std::string arg = argv[i];
-    if (arg.rfind("--", 0) != 0)
-      usage_error("unexpected argument '" + arg + "'");
-    auto eq = arg.find('=');
-    auto name = arg.substr(2, eq == std::string::npos ? std::string::npos
-                                                      : eq - 2);
-    auto value = [&]() -> std::string {
-      if (eq != std::string::npos)
-        return arg.substr(eq + 1);
-      if (i + 1 >= argc)
-        usage_error("--" + name + " needs a value");
-      return argv[++i];
-    };
+  bench::flags flag{cli, argc, argv};
+  while (flag.next()) {
+    const auto& name = flag.name();
     if (name == "target")
-      o.target = value();
+      o.target = flag.text();
     else if (name == "command-target")
-      o.command_target = value();
+      o.command_target = flag.text();
     else if (name == "mode")
-      o.mode = value();
+      o.mode = flag.text();
     else if (name == "users")
-      o.users = static_cast<int>(parse_number(name, value(), 1, 1e8));
+      o.users = flag.integer<int>(1, 1e8);
     else if (name == "prefix")
-      o.prefix = value();
+      o.prefix = flag.text();
     else if (name == "inflight")
-      o.inflight = static_cast<int>(parse_number(name, value(), 1, 100000));
+      o.inflight = flag.integer<int>(1, 100000);
     else if (name == "duration")
-      o.duration_s = parse_number(name, value(), 0.1, 86400);
+      o.duration_s = flag.number(0.1, 86400);
     else if (name == "warmup")
-      o.warmup_s = parse_number(name, value(), 0, 3600);
+      o.warmup_s = flag.number(0, 3600);
     else if (name == "channels")
-      o.channels = static_cast<int>(parse_number(name, value(), 1, 64));
+      o.channels = flag.integer<int>(1, 64);
     else if (name == "page-size")
-      o.page_size = static_cast<int>(parse_number(name, value(), 1, 100));
+      o.page_size = flag.integer<int>(1, 100);
     else if (name == "deadline-ms")
-      o.deadline_ms = static_cast<int>(parse_number(name, value(), 1, 6e5));
+      o.deadline_ms = flag.integer<int>(1, 6e5);
     else if (name == "lag-users")
-      o.lag_users = static_cast<int>(parse_number(name, value(), 1, 1000));
+      o.lag_users = flag.integer<int>(1, 1000);
     else if (name == "lag-rate")
-      o.lag_rate = parse_number(name, value(), 0.1, 1e5);
+      o.lag_rate = flag.number(0.1, 1e5);
     else if (name == "settle")
-      o.settle_s = parse_number(name, value(), 0, 600);
-    else if (name == "help") {
-      std::fputs(usage_text, stdout);
-      std::exit(0);
-    } else
-      usage_error("unknown option --" + name);
+      o.settle_s = flag.number(0, 600);
+    else
+      flag.unknown();
   }
   if (o.mode != "timeline" && o.mode != "user" && o.mode != "lag")
-    usage_error("--mode must be timeline, user or lag");
+    cli.usage_error("--mode must be timeline, user or lag");
   if (o.mode == "lag" && o.command_target.empty())
-    usage_error("--mode=lag needs --command-target");
+    cli.usage_error("--mode=lag needs --command-target");
   if (o.mode == "lag" && o.lag_users > o.users)
-    usage_error("--lag-users must not exceed --users");
+    cli.usage_error("--lag-users must not exceed --users");
   return o;
-}
-
-/// CPU seconds (user + system) this process has used so far.
-double cpu_seconds() {
-  rusage ru{};
-  getrusage(RUSAGE_SELF, &ru);
-  auto secs = [](const timeval& tv) {
-    return static_cast<double>(tv.tv_sec)
-           + static_cast<double>(tv.tv_usec) / 1e6;
-  };
-  return secs(ru.ru_utime) + secs(ru.ru_stime);
-}
-
-/// Percentiles (nearest rank) of a sample set, in ms.
-struct percentiles {
-  double p50 = 0, p90 = 0, p99 = 0, p999 = 0, max = 0;
-};
-
-percentiles summarize(std::vector<int64_t> v) {
-  percentiles p;
-  if (v.empty())
-    return p;
-  std::sort(v.begin(), v.end());
-  auto at = [&](double q) {
-    auto rank = static_cast<std::size_t>(
-      std::ceil(q * static_cast<double>(v.size())));
-    rank = std::clamp<std::size_t>(rank, 1, v.size());
-    return static_cast<double>(v[rank - 1]) / 1e6;
-  };
-  p.p50 = at(0.50);
-  p.p90 = at(0.90);
-  p.p99 = at(0.99);
-  p.p999 = at(0.999);
-  p.max = static_cast<double>(v.back()) / 1e6;
-  return p;
 }
 
 /// Counts requests in flight; wait_zero() returns once all have completed.
@@ -279,7 +215,7 @@ public:
     in_flight flight;
     std::atomic<bool> stopping{false};
     std::atomic<uint64_t> counter{0};
-    auto cpu_start = cpu_seconds();
+    auto cpu_start = bench::cpu_seconds();
     auto start = clock_type::now();
     auto window_begin = start + duration_cast<nanoseconds>(
                                   duration<double>(opt_.warmup_s));
@@ -350,13 +286,13 @@ public:
     if (!flight.wait_zero(std::chrono::seconds(opt_.deadline_ms / 1000 + 30)))
       std::fprintf(stderr, "read_bench: %d requests still in flight\n",
                    flight.count());
-    auto cpu = cpu_seconds() - cpu_start;
+    auto cpu = bench::cpu_seconds() - cpu_start;
     std::lock_guard<std::mutex> guard{mu};
     auto ok = latencies.size();
     std::size_t failed = 0;
     for (auto& [code, n] : errors)
       failed += n;
-    auto p = summarize(latencies);
+    auto p = bench::summarize(latencies);
     double rps = static_cast<double>(ok) / opt_.duration_s;
     double per_page = ok == 0 ? 0.0
                               : static_cast<double>(items)
@@ -579,7 +515,7 @@ public:
     in_flight flight;
     std::mutex mu;
     std::map<int, std::size_t> write_errors;
-    auto cpu_start = cpu_seconds();
+    auto cpu_start = bench::cpu_seconds();
     auto start = clock_type::now();
     auto window_begin = start + duration_cast<nanoseconds>(
                                   duration<double>(opt_.warmup_s));
@@ -629,7 +565,7 @@ public:
     tracker.wait_all(clock_type::now()
                      + duration_cast<nanoseconds>(
                        duration<double>(opt_.settle_s)));
-    auto cpu = cpu_seconds() - cpu_start;
+    auto cpu = bench::cpu_seconds() - cpu_start;
     auto changes = tracker.changes() - changes_before;
     for (auto& s : streams)
       s->cancel();
@@ -675,11 +611,11 @@ public:
     std::size_t failed = 0;
     for (auto& [code, k] : write_errors)
       failed += k;
-    auto lo = summarize(lower);
-    auto up = summarize(upper);
-    auto us = summarize(users_lag);
-    auto tl = summarize(timeline_lag);
-    auto wr = summarize(writes);
+    auto lo = bench::summarize(lower);
+    auto up = bench::summarize(upper);
+    auto us = bench::summarize(users_lag);
+    auto tl = bench::summarize(timeline_lag);
+    auto wr = bench::summarize(writes);
     std::printf("lag probe: %d Watch streams (user document + home "
                 "timeline), %.1f posts/s, %.1f s measured after %.1f s "
                 "warm-up\n",

@@ -51,7 +51,6 @@
 #include <caf/all.hpp>
 #include <grpcpp/grpcpp.h>
 #include <pqxx/pqxx>
-#include <sys/resource.h>
 
 #include <algorithm>
 #include <chrono>
@@ -77,6 +76,7 @@
 #include "actors/user/user_codec.hpp"
 #include "actors/user/user_domain.hpp"
 #include "shoutflow/v1/admin.grpc.pb.h"
+#include "tests/bench/bench_support.hpp"
 
 namespace {
 
@@ -100,102 +100,65 @@ struct options {
   double timeout_s = 3600;
 };
 
-constexpr const char* usage_text
-  = "usage: rebuild_bench --mode=generate|scan|catchup|rebuild --db-url=URL\n"
-    "  generate: [--events=N] [--users=U] [--follows-per-user=F]\n"
-    "            [--like-share=L] [--reply-share=R] [--prefix=STR] "
-    "[--seed=S]\n"
-    "  scan:     [--batch=B]\n"
-    "  catchup:  --started-ms=MS [--timeout=S]\n"
-    "  rebuild:  --admin-target=HOST:PORT --projection=NAME [--timeout=S]\n";
+constexpr bench::program cli{
+  "rebuild_bench",
+  "usage: rebuild_bench --mode=generate|scan|catchup|rebuild --db-url=URL\n"
+  "  generate: [--events=N] [--users=U] [--follows-per-user=F]\n"
+  "            [--like-share=L] [--reply-share=R] [--prefix=STR] "
+  "[--seed=S]\n"
+  "  scan:     [--batch=B]\n"
+  "  catchup:  --started-ms=MS [--timeout=S]\n"
+  "  rebuild:  --admin-target=HOST:PORT --projection=NAME [--timeout=S]\n"};
 
-[[noreturn]] void usage_error(const std::string& message) {
-  std::fprintf(stderr, "rebuild_bench: %s\n%s", message.c_str(), usage_text);
-  std::exit(2);
-}
-
+/// A runtime failure (exit status 1), as opposed to cli.usage_error (2).
 [[noreturn]] void fail(const std::string& message) {
   std::fprintf(stderr, "rebuild_bench: %s\n", message.c_str());
   std::exit(1);
 }
 
-double parse_number(const std::string& name, const std::string& v, double min,
-                    double max) {
-  char* end = nullptr;
-  double x = std::strtod(v.c_str(), &end);
-  if (v.empty() || end == nullptr || *end != '\0' || !(x >= min && x <= max))
-    usage_error("--" + name + " must be a number from " + std::to_string(min)
-                + " to " + std::to_string(max) + " (got '" + v + "')");
-  return x;
-}
-
 options parse(int argc, char** argv) {
   options o;
-  for (int i = 1; i < argc; ++i) {
-    std::string arg = argv[i];
-    if (arg.rfind("--", 0) != 0)
-      usage_error("unexpected argument '" + arg + "'");
-    auto eq = arg.find('=');
-    auto name = arg.substr(2, eq == std::string::npos ? std::string::npos
-                                                      : eq - 2);
-    auto value = [&]() -> std::string {
-      if (eq != std::string::npos)
-        return arg.substr(eq + 1);
-      if (i + 1 >= argc)
-        usage_error("--" + name + " needs a value");
-      return argv[++i];
-    };
+  bench::flags flag{cli, argc, argv};
+  while (flag.next()) {
+    const auto& name = flag.name();
     if (name == "mode")
-      o.mode = value();
+      o.mode = flag.text();
     else if (name == "db-url")
-      o.db_url = value();
+      o.db_url = flag.text();
     else if (name == "admin-target")
-      o.admin_target = value();
+      o.admin_target = flag.text();
     else if (name == "projection")
-      o.projection = value();
+      o.projection = flag.text();
     else if (name == "events")
-      o.events = static_cast<int64_t>(parse_number(name, value(), 1, 1e9));
+      o.events = flag.integer<int64_t>(1, 1e9);
     else if (name == "users")
-      o.users = static_cast<int>(parse_number(name, value(), 2, 1e7));
+      o.users = flag.integer<int>(2, 1e7);
     else if (name == "follows-per-user")
-      o.follows_per_user = parse_number(name, value(), 0, 1000);
+      o.follows_per_user = flag.number(0, 1000);
     else if (name == "like-share")
-      o.like_share = parse_number(name, value(), 0, 0.9);
+      o.like_share = flag.number(0, 0.9);
     else if (name == "reply-share")
-      o.reply_share = parse_number(name, value(), 0, 1);
+      o.reply_share = flag.number(0, 1);
     else if (name == "prefix")
-      o.prefix = value();
+      o.prefix = flag.text();
     else if (name == "seed")
-      o.seed = static_cast<uint64_t>(parse_number(name, value(), 0, 1e15));
+      o.seed = flag.integer<uint64_t>(0, 1e15);
     else if (name == "batch")
-      o.batch = static_cast<int64_t>(parse_number(name, value(), 1, 1e6));
+      o.batch = flag.integer<int64_t>(1, 1e6);
     else if (name == "started-ms")
-      o.started_ms = static_cast<int64_t>(parse_number(name, value(), 1, 1e14));
+      o.started_ms = flag.integer<int64_t>(1, 1e14);
     else if (name == "timeout")
-      o.timeout_s = parse_number(name, value(), 1, 86400);
-    else if (name == "help") {
-      std::fputs(usage_text, stdout);
-      std::exit(0);
-    } else
-      usage_error("unknown option --" + name);
+      o.timeout_s = flag.number(1, 86400);
+    else
+      flag.unknown();
   }
   if (o.db_url.empty())
-    usage_error("--db-url is required");
+    cli.usage_error("--db-url is required");
   return o;
 }
 
 double seconds_since(clock_type::time_point t0) {
   return std::chrono::duration<double>(clock_type::now() - t0).count();
-}
-
-double cpu_seconds() {
-  rusage ru{};
-  getrusage(RUSAGE_SELF, &ru);
-  auto secs = [](const timeval& tv) {
-    return static_cast<double>(tv.tv_sec)
-           + static_cast<double>(tv.tv_usec) / 1e6;
-  };
-  return secs(ru.ru_utime) + secs(ru.ru_stime);
 }
 
 int64_t log_size(pqxx::connection& conn) {
@@ -685,7 +648,7 @@ int64_t head_position(pqxx::connection& conn) {
 
 void run_catchup(const options& o) {
   if (o.started_ms == 0)
-    usage_error("catchup needs --started-ms");
+    cli.usage_error("catchup needs --started-ms");
   pqxx::connection conn{o.db_url};
   auto head = head_position(conn);
   auto total = log_size(conn);
@@ -753,7 +716,7 @@ void run_catchup(const options& o) {
 
 void run_rebuild(const options& o) {
   if (o.admin_target.empty() || o.projection.empty())
-    usage_error("rebuild needs --admin-target and --projection");
+    cli.usage_error("rebuild needs --admin-target and --projection");
   pqxx::connection conn{o.db_url};
   auto total = log_size(conn);
   auto head = head_position(conn);
@@ -766,7 +729,7 @@ void run_rebuild(const options& o) {
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now()
                    + std::chrono::seconds(60));
-  auto cpu0 = cpu_seconds();
+  auto cpu0 = bench::cpu_seconds();
   auto t0 = clock_type::now();
   auto status = stub->RebuildProjection(&ctx, req, &resp);
   auto call_s = seconds_since(t0);
@@ -832,7 +795,8 @@ void run_rebuild(const options& o) {
               "seconds=%.3f eps=%.0f server_s=%.3f applied_s=%.3f "
               "client_cpu_s=%.2f\n",
               o.projection.c_str(), g, static_cast<long long>(total), live_s,
-              total / live_s, server_s, applied_s, cpu_seconds() - cpu0);
+              total / live_s, server_s, applied_s,
+              bench::cpu_seconds() - cpu0);
 }
 
 } // namespace
@@ -849,7 +813,7 @@ int main(int argc, char** argv) {
     else if (opt.mode == "rebuild")
       run_rebuild(opt);
     else
-      usage_error("--mode must be generate, scan, catchup or rebuild");
+      cli.usage_error("--mode must be generate, scan, catchup or rebuild");
   } catch (const std::exception& e) {
     fail(e.what());
   }

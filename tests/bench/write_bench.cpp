@@ -33,12 +33,9 @@
 // or none (closed loop) keeps K in flight.
 
 #include <grpcpp/grpcpp.h>
-#include <sys/resource.h>
 
-#include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <cmath>
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
@@ -52,6 +49,7 @@
 #include <vector>
 
 #include "shoutflow/v1/commands.grpc.pb.h"
+#include "tests/bench/bench_support.hpp"
 
 namespace {
 
@@ -79,83 +77,43 @@ struct options {
   int max_outstanding = 20000;
 };
 
-constexpr const char* usage_text
-  = "usage: write_bench [--target=HOST:PORT] [--users=N] [--inflight=K] "
-    "[--duration=S] [--warmup=S] [--rate=R] [--channels=C] [--deadline-ms=MS] "
-    "[--prefix=STR] [--no-register] [--register-only]\n";
-
-[[noreturn]] void usage_error(const std::string& message) {
-  std::fprintf(stderr, "write_bench: %s\n%s", message.c_str(), usage_text);
-  std::exit(2);
-}
-
-double parse_number(const std::string& name, const std::string& v, double min,
-                    double max) {
-  char* end = nullptr;
-  double x = std::strtod(v.c_str(), &end);
-  if (v.empty() || end == nullptr || *end != '\0' || !(x >= min && x <= max))
-    usage_error("--" + name + " must be a number from " + std::to_string(min)
-                + " to " + std::to_string(max) + " (got '" + v + "')");
-  return x;
-}
+constexpr bench::program cli{
+  "write_bench",
+  "usage: write_bench [--target=HOST:PORT] [--users=N] [--inflight=K] "
+  "[--duration=S] [--warmup=S] [--rate=R] [--channels=C] [--deadline-ms=MS] "
+  "[--prefix=STR] [--no-register] [--register-only]\n"};
 
 options parse(int argc, char** argv) {
   options o;
-  for (int i = 1; i < argc; ++i) {
-    std::string arg = argv[i];
-    if (arg.rfind("--", 0) != 0)
-      usage_error("unexpected argument '" + arg + "'");
-    auto eq = arg.find('=');
-    auto name = arg.substr(2, eq == std::string::npos ? std::string::npos
-                                                      : eq - 2);
-    auto value = [&]() -> std::string {
-      if (eq != std::string::npos)
-        return arg.substr(eq + 1);
-      if (i + 1 >= argc)
-        usage_error("--" + name + " needs a value");
-      return argv[++i];
-    };
+  bench::flags flag{cli, argc, argv};
+  while (flag.next()) {
+    const auto& name = flag.name();
     if (name == "target")
-      o.target = value();
+      o.target = flag.text();
     else if (name == "users")
-      o.users = static_cast<int>(parse_number(name, value(), 1, 1e8));
+      o.users = flag.integer<int>(1, 1e8);
     else if (name == "inflight")
-      o.inflight = static_cast<int>(parse_number(name, value(), 1, 100000));
+      o.inflight = flag.integer<int>(1, 100000);
     else if (name == "duration")
-      o.duration_s = parse_number(name, value(), 0.1, 86400);
+      o.duration_s = flag.number(0.1, 86400);
     else if (name == "warmup")
-      o.warmup_s = parse_number(name, value(), 0, 3600);
+      o.warmup_s = flag.number(0, 3600);
     else if (name == "rate")
-      o.rate = parse_number(name, value(), 1, 1e7);
+      o.rate = flag.number(1, 1e7);
     else if (name == "channels")
-      o.channels = static_cast<int>(parse_number(name, value(), 1, 64));
+      o.channels = flag.integer<int>(1, 64);
     else if (name == "deadline-ms")
-      o.deadline_ms = static_cast<int>(parse_number(name, value(), 1, 6e5));
+      o.deadline_ms = flag.integer<int>(1, 6e5);
     else if (name == "prefix")
-      o.prefix = value();
+      o.prefix = flag.text();
     else if (name == "no-register")
       o.do_register = false;
     else if (name == "register-only")
       o.register_only = true;
-    else if (name == "help") {
-      std::fputs(usage_text, stdout);
-      std::exit(0);
-    }
     else
-      usage_error("unknown option --" + name);
+      flag.unknown();
   }
   return o;
-}
-
-/// CPU seconds (user + system) this process has used so far.
-double cpu_seconds() {
-  rusage ru{};
-  getrusage(RUSAGE_SELF, &ru);
-  auto secs = [](const timeval& tv) {
-    return static_cast<double>(tv.tv_sec)
-           + static_cast<double>(tv.tv_usec) / 1e6;
-  };
-  return secs(ru.ru_utime) + secs(ru.ru_stime);
 }
 
 /// Collects outcomes of requests that fall inside the measurement window.
@@ -175,7 +133,7 @@ public:
     std::size_t ok = 0;
     std::size_t errors = 0;
     std::map<int, std::size_t> by_code;
-    double p50 = 0, p90 = 0, p99 = 0, p999 = 0, max = 0;
+    bench::percentiles latency;
   };
 
   summary summarize() {
@@ -186,20 +144,7 @@ public:
       s.errors += n;
       s.by_code[static_cast<int>(code)] = n;
     }
-    if (latencies_.empty())
-      return s;
-    std::sort(latencies_.begin(), latencies_.end());
-    auto at = [&](double q) {
-      auto rank = static_cast<std::size_t>(
-        std::ceil(q * static_cast<double>(latencies_.size())));
-      rank = std::clamp<std::size_t>(rank, 1, latencies_.size());
-      return static_cast<double>(latencies_[rank - 1]) / 1e6;
-    };
-    s.p50 = at(0.50);
-    s.p90 = at(0.90);
-    s.p99 = at(0.99);
-    s.p999 = at(0.999);
-    s.max = static_cast<double>(latencies_.back()) / 1e6;
+    s.latency = bench::summarize(latencies_);
     return s;
   }
 
@@ -349,7 +294,7 @@ public:
     in_flight flight;
     std::atomic<bool> stopping{false};
     std::atomic<uint64_t> counter{0};
-    auto cpu_start = cpu_seconds();
+    auto cpu_start = bench::cpu_seconds();
     auto start = clock_type::now();
     auto window_begin = start + duration_cast<nanoseconds>(
                                   duration<double>(opt_.warmup_s));
@@ -418,7 +363,7 @@ public:
     if (!flight.wait_zero(std::chrono::seconds(opt_.deadline_ms / 1000 + 30)))
       std::fprintf(stderr, "write_bench: %d requests still in flight\n",
                    flight.count());
-    auto cpu = cpu_seconds() - cpu_start;
+    auto cpu = bench::cpu_seconds() - cpu_start;
     auto sent = counter.load();
     auto s = rec.summarize();
     double rps = static_cast<double>(s.ok) / opt_.duration_s;
@@ -435,16 +380,17 @@ public:
     for (auto& [code, n] : s.by_code)
       std::printf(" [code %d: %zu]", code, n);
     std::printf("\n  throughput %.1f commands/s\n", rps);
+    auto& p = s.latency;
     std::printf("  latency ms: p50 %.3f  p90 %.3f  p99 %.3f  p99.9 %.3f  "
                 "max %.3f\n",
-                s.p50, s.p90, s.p99, s.p999, s.max);
+                p.p50, p.p90, p.p99, p.p999, p.max);
     std::printf("RESULT mode=%s inflight=%d rate=%.1f users=%d seconds=%.2f "
                 "ok=%zu errors=%zu rps=%.1f p50_ms=%.3f p90_ms=%.3f "
                 "p99_ms=%.3f p999_ms=%.3f max_ms=%.3f sent=%llu "
                 "cpu_s=%.2f\n",
                 mode, opt_.rate > 0 ? 0 : opt_.inflight, opt_.rate,
-                opt_.users, opt_.duration_s, s.ok, s.errors, rps, s.p50, s.p90,
-                s.p99, s.p999, s.max, static_cast<unsigned long long>(sent),
+                opt_.users, opt_.duration_s, s.ok, s.errors, rps, p.p50, p.p90,
+                p.p99, p.p999, p.max, static_cast<unsigned long long>(sent),
                 cpu);
     std::fflush(stdout);
     return s.ok > 0;
