@@ -1004,17 +1004,28 @@ TEST_F(query_service_test, negative_min_position_is_invalid_argument) {
 
 // -- pagination --------------------------------------------------------------------
 
-/// Keeps `work` running on `n` threads until destroyed.
+/// Runs `work` on `n` threads, at most `per_thread` times each, until
+/// stopped. Bounded so that a slow machine (where the pages are read
+/// slowly) cannot push the older items past a page walk's limit or the
+/// timeline cap.
 class background {
 public:
-  background(int n, std::function<void(int, int)> work) {
+  background(int n, int per_thread, std::function<void(int, int)> work)
+    : threads_left_(n) {
     for (int t = 0; t < n; ++t)
-      threads_.emplace_back([this, t, work] {
-        for (int i = 0; !stop_; ++i) {
+      threads_.emplace_back([this, t, per_thread, work] {
+        for (int i = 0; !stop_ && i < per_thread; ++i) {
           work(t, i);
           ++done_;
         }
+        --threads_left_;
       });
+  }
+  /// Waits (up to 2 s) until one more item is done, unless all are.
+  void await_progress() const {
+    auto before = done_.load();
+    eventually([&] { return done_ > before || threads_left_ == 0; },
+               seconds(2));
   }
   ~background() { stop(); }
   void stop() {
@@ -1028,6 +1039,7 @@ public:
 private:
   std::atomic<bool> stop_{false};
   std::atomic<int> done_{0};
+  std::atomic<int> threads_left_;
   std::vector<std::thread> threads_;
 };
 
@@ -1051,7 +1063,7 @@ TEST_F(query_service_test, timeline_pages_stay_consistent_while_shouts_arrive) {
       last = post(id, std::string{id} + std::to_string(i));
       before.push_back(last.shout_id());
     }
-  background posting(3, [&](int t, int i) {
+  background posting(3, 40, [&](int t, int i) {
     post(std::string(1, static_cast<char>('a' + t)),
          "new " + std::to_string(i));
   });
@@ -1067,9 +1079,7 @@ TEST_F(query_service_test, timeline_pages_stay_consistent_while_shouts_arrive) {
     auto token = page.next_page_token();
     EXPECT_TRUE(base64url(token)) << token;
     EXPECT_NE(token, page.shouts(page.shouts_size() - 1).shout_id());
-    // Let new shouts land between pages.
-    auto progress = posting.done();
-    eventually([&] { return posting.done() > progress; }, seconds(2));
+    posting.await_progress(); // new shouts land between pages
     page = timeline("fan", 0, 4, token);
     pages.emplace_back(token, shout_ids(page));
   }
@@ -1107,7 +1117,9 @@ TEST_F(query_service_test, user_shout_pages_stay_consistent_while_shouts_arrive)
     last = post("a", "old " + std::to_string(i));
     before.push_back(last.shout_id());
   }
-  background posting(2, [&](int, int i) { post("a", "new " + std::to_string(i)); });
+  background posting(2, 60, [&](int, int i) {
+    post("a", "new " + std::to_string(i));
+  });
   std::vector<std::string> seen;
   auto page = user_shouts("a", last.global_position(), 3);
   int pages = 1;
@@ -1116,8 +1128,7 @@ TEST_F(query_service_test, user_shout_pages_stay_consistent_while_shouts_arrive)
       seen.push_back(id);
     if (page.next_page_token().empty() || pages > 100)
       break;
-    auto progress = posting.done();
-    eventually([&] { return posting.done() > progress; }, seconds(2));
+    posting.await_progress();
     page = user_shouts("a", 0, 3, page.next_page_token());
     ++pages;
   }
@@ -1141,7 +1152,7 @@ TEST_F(query_service_test, follower_pages_stay_consistent_while_follows_arrive) 
     last = follow("hub", id);
     before.push_back(id);
   }
-  background following_more(2, [&](int t, int i) {
+  background following_more(2, 30, [&](int t, int i) {
     auto id = "new" + std::to_string(t) + "x" + std::to_string(i);
     register_user(id, id);
     follow(id, "star");
@@ -1157,8 +1168,7 @@ TEST_F(query_service_test, follower_pages_stay_consistent_while_follows_arrive) 
       if (page.next_page_token().empty())
         break;
       EXPECT_TRUE(base64url(page.next_page_token()));
-      auto progress = following_more.done();
-      eventually([&] { return following_more.done() > progress; }, seconds(2));
+      following_more.await_progress();
       page = of_followers ? followers("star", 0, 4, page.next_page_token())
                           : following("hub", 0, 4, page.next_page_token());
     }
