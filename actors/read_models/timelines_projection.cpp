@@ -33,6 +33,10 @@ CREATE TABLE rm_author_shouts{g} (
   deleted    boolean NOT NULL,
   PRIMARY KEY (author_id, shout_id)
 );
+-- The shouts GetTimeline merges at read time (celebrities'), found without
+-- reading every shout of every followed author.
+CREATE INDEX rm_author_shouts{g}_merged ON rm_author_shouts{g} (author_id, shout_id)
+  WHERE NOT fanned_out AND NOT deleted;
 CREATE TABLE rm_home{g} (
   owner_id  text NOT NULL,
   shout_id  text NOT NULL,
@@ -43,65 +47,81 @@ CREATE INDEX rm_home{g}_by_author ON rm_home{g} (owner_id, author_id);
 CREATE INDEX rm_home{g}_by_shout ON rm_home{g} (shout_id);
 )sql";
 
+// One statement per event (data-modifying CTEs): the projection's cost is
+// round trips, and a post used to take three, a follow three.
+
+/// $1 author, $2 follower, $3 position, $4 cap → the shouts brought into the
+/// follower's timeline (none if the follow was known).
 constexpr const char* follow_sql = R"sql(
-INSERT INTO rm_followers{g} (author_id, follower_id, position)
-VALUES ($1, $2, $3) ON CONFLICT DO NOTHING
-)sql";
-
-constexpr const char* count_sql = R"sql(
-INSERT INTO rm_authors{g} AS a (author_id, follower_count) VALUES ($1, $2)
-ON CONFLICT (author_id)
-  DO UPDATE SET follower_count = a.follower_count + excluded.follower_count
-)sql";
-
-constexpr const char* backfill_sql = R"sql(
+WITH added AS (
+  INSERT INTO rm_followers{g} (author_id, follower_id, position)
+  VALUES ($1, $2, $3) ON CONFLICT DO NOTHING
+  RETURNING author_id
+), counted AS (
+  INSERT INTO rm_authors{g} AS a (author_id, follower_count)
+  SELECT author_id, 1 FROM added
+  ON CONFLICT (author_id)
+    DO UPDATE SET follower_count = a.follower_count + 1
+)
 INSERT INTO rm_home{g} (owner_id, shout_id, author_id)
 SELECT $2, shout_id, author_id FROM rm_author_shouts{g}
  WHERE author_id = $1 AND fanned_out AND NOT deleted
- ORDER BY shout_id DESC LIMIT $3
+   AND EXISTS (SELECT 1 FROM added)
+ ORDER BY shout_id DESC LIMIT $4
 ON CONFLICT DO NOTHING
 RETURNING shout_id
 )sql";
 
+/// $1 author, $2 follower → the shouts that left the follower's timeline.
 constexpr const char* unfollow_sql = R"sql(
-DELETE FROM rm_followers{g} WHERE author_id = $1 AND follower_id = $2
-)sql";
-
-constexpr const char* unfollow_home_sql = R"sql(
+WITH removed AS (
+  DELETE FROM rm_followers{g} WHERE author_id = $1 AND follower_id = $2
+  RETURNING author_id
+), counted AS (
+  INSERT INTO rm_authors{g} AS a (author_id, follower_count)
+  SELECT author_id, -1 FROM removed
+  ON CONFLICT (author_id)
+    DO UPDATE SET follower_count = a.follower_count - 1
+)
 DELETE FROM rm_home{g} WHERE owner_id = $2 AND author_id = $1
+   AND EXISTS (SELECT 1 FROM removed)
 RETURNING shout_id
 )sql";
 
-constexpr const char* followers_count_sql = R"sql(
-SELECT follower_count FROM rm_authors{g} WHERE author_id = $1
-)sql";
-
+/// $1 author, $2 shout, $3 celebrity threshold → one row per timeline the
+/// shout entered (owner; NULL if none), each with whether it was fanned out.
 constexpr const char* post_sql = R"sql(
-INSERT INTO rm_author_shouts{g} (author_id, shout_id, fanned_out, deleted)
-VALUES ($1, $2, $3, false) ON CONFLICT DO NOTHING
+WITH mode AS (
+  SELECT coalesce((SELECT follower_count FROM rm_authors{g}
+                    WHERE author_id = $1), 0) < $3 AS fan_out
+), stored AS (
+  INSERT INTO rm_author_shouts{g} (author_id, shout_id, fanned_out, deleted)
+  SELECT $1, $2, fan_out, false FROM mode
+  ON CONFLICT DO NOTHING
+), homes AS (
+  INSERT INTO rm_home{g} (owner_id, shout_id, author_id)
+  SELECT f.follower_id, $2, $1 FROM rm_followers{g} f, mode
+   WHERE f.author_id = $1 AND mode.fan_out
+  UNION ALL SELECT $1, $2, $1
+  ON CONFLICT DO NOTHING
+  RETURNING owner_id
+)
+SELECT mode.fan_out, homes.owner_id FROM mode LEFT JOIN homes ON true
 )sql";
 
-constexpr const char* fan_out_sql = R"sql(
-INSERT INTO rm_home{g} (owner_id, shout_id, author_id)
-SELECT follower_id, $2, $1 FROM rm_followers{g} WHERE author_id = $1
-UNION ALL SELECT $1, $2, $1
-ON CONFLICT DO NOTHING
-RETURNING owner_id
-)sql";
-
-constexpr const char* own_home_sql = R"sql(
-INSERT INTO rm_home{g} (owner_id, shout_id, author_id) VALUES ($1, $2, $1)
-ON CONFLICT DO NOTHING
-)sql";
-
+/// $1 author, $2 shout → one row per timeline the shout left (owner; NULL
+/// if none), each with whether it had been fanned out (NULL if it was
+/// deleted before or is unknown).
 constexpr const char* delete_sql = R"sql(
-UPDATE rm_author_shouts{g} SET deleted = true
- WHERE author_id = $1 AND shout_id = $2 AND NOT deleted
-RETURNING fanned_out
-)sql";
-
-constexpr const char* delete_home_sql = R"sql(
-DELETE FROM rm_home{g} WHERE shout_id = $1 RETURNING owner_id
+WITH was AS (
+  UPDATE rm_author_shouts{g} SET deleted = true
+   WHERE author_id = $1 AND shout_id = $2 AND NOT deleted
+  RETURNING fanned_out
+), homes AS (
+  DELETE FROM rm_home{g} WHERE shout_id = $2 RETURNING owner_id
+)
+SELECT (SELECT fanned_out FROM was), homes.owner_id
+  FROM (SELECT 1) one LEFT JOIN homes ON true
 )sql";
 
 } // namespace
@@ -142,27 +162,17 @@ void timelines_projection::apply(pqxx::transaction_base& tx,
     auto e = decode_or_throw(raw);
     switch (e.event_case()) {
       case v1::UserEvent::kUserFollowed: {
-        auto& author = k.key;
         auto& follower = e.user_followed().user_id();
-        auto added = tx.exec_params(sql(follow_sql), author, follower, pos);
-        if (added.affected_rows() == 0)
-          break;
-        tx.exec_params(sql(count_sql), author, 1);
-        for (const auto& row :
-             tx.exec_params(sql(backfill_sql), author, follower, cfg_.cap))
+        for (const auto& row : tx.exec_params(sql(follow_sql), k.key, follower,
+                                              pos, cfg_.cap))
           changes.push_back({change::timeline_add, follower,
                              row[0].as<std::string>(), pos, raw.at.tx});
         break;
       }
       case v1::UserEvent::kUserUnfollowed: {
-        auto& author = k.key;
         auto& follower = e.user_unfollowed().user_id();
-        auto removed = tx.exec_params(sql(unfollow_sql), author, follower);
-        if (removed.affected_rows() == 0)
-          break;
-        tx.exec_params(sql(count_sql), author, -1);
         for (const auto& row :
-             tx.exec_params(sql(unfollow_home_sql), author, follower))
+             tx.exec_params(sql(unfollow_sql), k.key, follower))
           changes.push_back({change::timeline_remove, follower,
                              row[0].as<std::string>(), pos, raw.at.tx});
         break;
@@ -170,16 +180,15 @@ void timelines_projection::apply(pqxx::transaction_base& tx,
       case v1::UserEvent::kShoutPosted: {
         auto& author = k.key;
         auto& shout = e.shout_posted().shout_id();
-        auto counted = tx.exec_params(sql(followers_count_sql), author);
-        auto followers = counted.empty() ? 0 : counted[0][0].as<int64_t>();
-        bool fan_out = followers < cfg_.celebrity_threshold;
-        tx.exec_params(sql(post_sql), author, shout, fan_out);
-        if (fan_out) {
-          for (const auto& row : tx.exec_params(sql(fan_out_sql), author, shout))
-            changes.push_back({change::timeline_add, row[0].as<std::string>(),
-                               shout, pos, raw.at.tx});
+        auto rows = tx.exec_params(sql(post_sql), author, shout,
+                                   cfg_.celebrity_threshold);
+        if (rows[0][0].as<bool>()) {
+          for (const auto& row : rows)
+            if (!row[1].is_null())
+              changes.push_back({change::timeline_add,
+                                 row[1].as<std::string>(), shout, pos,
+                                 raw.at.tx});
         } else {
-          tx.exec_params(sql(own_home_sql), author, shout);
           changes.push_back({change::timeline_add, author, shout, pos, raw.at.tx});
           // Followers' timelines merge it at read time; their Watch
           // streams learn of it from the author's feed.
@@ -190,13 +199,15 @@ void timelines_projection::apply(pqxx::transaction_base& tx,
       case v1::UserEvent::kShoutDeleted: {
         auto& author = k.key;
         auto& shout = e.shout_deleted().shout_id();
-        auto was = tx.exec_params(sql(delete_sql), author, shout);
-        if (!was.empty() && !was[0][0].as<bool>())
+        auto rows = tx.exec_params(sql(delete_sql), author, shout);
+        if (!rows[0][0].is_null() && !rows[0][0].as<bool>())
           changes.push_back({change::author_remove, author, shout, pos,
                              raw.at.tx});
-        for (const auto& row : tx.exec_params(sql(delete_home_sql), shout))
-          changes.push_back({change::timeline_remove, row[0].as<std::string>(),
-                             shout, pos, raw.at.tx});
+        for (const auto& row : rows)
+          if (!row[1].is_null())
+            changes.push_back({change::timeline_remove,
+                               row[1].as<std::string>(), shout, pos,
+                               raw.at.tx});
         break;
       }
       default:
