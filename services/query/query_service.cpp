@@ -172,12 +172,16 @@ public:
 private:
   void start_next_locked();
   void finish_locked(grpc::Status status);
+  void finish_now_locked(grpc::Status status);
 
   std::mutex mtx_;
   std::size_t capacity_;
   std::deque<grpc::ByteBuffer> queue_;
   bool writing_ = false;
   bool over_ = false;
+  /// Finish was called: exactly once, or the RPC never ends (OnDone only
+  /// follows Finish, and a server shutdown waits for every RPC forever).
+  bool finished_ = false;
   std::optional<grpc::Status> pending_finish_;
   watch_stream* stream_ = nullptr;
 };
@@ -213,7 +217,7 @@ void watch_outbox::attach(watch_stream* r) {
   if (pending_finish_ && !writing_) {
     auto status = std::move(*pending_finish_);
     pending_finish_.reset();
-    stream_->Finish(std::move(status));
+    finish_now_locked(std::move(status));
     return;
   }
   if (!over_ && !writing_)
@@ -251,14 +255,20 @@ void watch_outbox::finish(grpc::Status status) {
 }
 
 void watch_outbox::finish_locked(grpc::Status status) {
-  if (over_ && !pending_finish_)
-    return;
+  if (finished_ || pending_finish_)
+    return; // the first reason to end stands
   over_ = true;
   if (writing_ || stream_ == nullptr) {
     pending_finish_ = std::move(status);
     return;
   }
-  pending_finish_.reset();
+  finish_now_locked(std::move(status));
+}
+
+void watch_outbox::finish_now_locked(grpc::Status status) {
+  if (finished_ || stream_ == nullptr)
+    return;
+  finished_ = true;
   stream_->Finish(std::move(status));
 }
 
@@ -270,12 +280,14 @@ void watch_outbox::on_write_done(bool ok) {
   if (pending_finish_) {
     auto status = std::move(*pending_finish_);
     pending_finish_.reset();
-    if (stream_ != nullptr)
-      stream_->Finish(std::move(status));
+    finish_now_locked(std::move(status));
     return;
   }
   if (!ok) {
-    over_ = true; // the client is gone; OnDone follows
+    // The client is gone (possibly before OnCancel runs, which then finds
+    // the stream over): end the RPC here, or it never ends.
+    over_ = true;
+    finish_now_locked({grpc::StatusCode::CANCELLED, "the client is gone"});
     return;
   }
   if (!over_)
