@@ -470,6 +470,11 @@ reader_actor::behavior_type reader(pointer self, reader_config cfg) {
     },
     [=](retire_atom, const cursor& c) -> caf::result<cursor> {
       auto& st = self->state;
+      if (c == no_retirement) {
+        st.publish_until.reset();
+        release_awaiting(self);
+        return st.watermark;
+      }
       st.publish_until = c;
       auto promise = self->make_response_promise<cursor>();
       st.awaiting.emplace(c, promise);

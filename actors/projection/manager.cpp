@@ -3,7 +3,6 @@
 #include <caf/all.hpp>
 
 #include <functional>
-#include <limits>
 #include <memory>
 #include <set>
 
@@ -22,9 +21,6 @@ constexpr int64_t schema_lock = 0x73686f7574666c6f;
 
 constexpr auto swap_check = std::chrono::milliseconds(200);
 constexpr auto retry_timeout = std::chrono::seconds(30);
-/// A retirement called off: publish everything again.
-constexpr cursor no_retirement{std::numeric_limits<uint64_t>::max(),
-                               std::numeric_limits<int64_t>::max()};
 
 void point_views(pqxx::transaction_base& tx, const read_model& p,
                  int32_t generation) {

@@ -14,6 +14,7 @@
 #include <caf/typed_actor.hpp>
 
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -123,6 +124,10 @@ typename Inspector::result_type inspect(Inspector& f, reader_status& x) {
            x.dead_letters, x.last_event_ms, x.done);
 }
 
+/// retire_atom's "not any more": publish and answer everything again.
+constexpr cursor no_retirement{std::numeric_limits<uint64_t>::max(),
+                               std::numeric_limits<int64_t>::max()};
+
 using reader_actor = caf::typed_actor<
   caf::reacts_to<wake_atom>,
   // A poll timer; stale ones (an older number) are ignored.
@@ -139,6 +144,7 @@ using reader_actor = caf::typed_actor<
   // publish no change and answer no wait past it; answers, once everything
   // up to it is applied, the watermark then (which the successor must
   // reach before the swap: earlier waits were answered up to there).
+  // `no_retirement` calls a retirement off (answered at once).
   caf::replies_to<retire_atom, cursor>::with<cursor>,
   // A rebuilt generation taking over: publish committed changes to this
   // watch hub (if valid) from now on, go on, and take this role.

@@ -155,7 +155,11 @@ void timelines_projection::apply(pqxx::transaction_base& tx,
                                  const std::string& g,
                                  const std::vector<keyed_event>& events,
                                  std::vector<change>& changes) const {
-  auto sql = [&](const char* text) { return expand_ddl(text, g); };
+  // Once per batch, not per event.
+  const auto follow = expand_ddl(follow_sql, g);
+  const auto unfollow = expand_ddl(unfollow_sql, g);
+  const auto post = expand_ddl(post_sql, g);
+  const auto remove = expand_ddl(delete_sql, g);
   for (auto& k : events) {
     auto& raw = *k.event;
     auto pos = raw.at.position;
@@ -163,7 +167,7 @@ void timelines_projection::apply(pqxx::transaction_base& tx,
     switch (e.event_case()) {
       case v1::UserEvent::kUserFollowed: {
         auto& follower = e.user_followed().user_id();
-        for (const auto& row : tx.exec_params(sql(follow_sql), k.key, follower,
+        for (const auto& row : tx.exec_params(follow, k.key, follower,
                                               pos, cfg_.cap))
           changes.push_back({change::timeline_add, follower,
                              row[0].as<std::string>(), pos, raw.at.tx});
@@ -172,7 +176,7 @@ void timelines_projection::apply(pqxx::transaction_base& tx,
       case v1::UserEvent::kUserUnfollowed: {
         auto& follower = e.user_unfollowed().user_id();
         for (const auto& row :
-             tx.exec_params(sql(unfollow_sql), k.key, follower))
+             tx.exec_params(unfollow, k.key, follower))
           changes.push_back({change::timeline_remove, follower,
                              row[0].as<std::string>(), pos, raw.at.tx});
         break;
@@ -180,7 +184,7 @@ void timelines_projection::apply(pqxx::transaction_base& tx,
       case v1::UserEvent::kShoutPosted: {
         auto& author = k.key;
         auto& shout = e.shout_posted().shout_id();
-        auto rows = tx.exec_params(sql(post_sql), author, shout,
+        auto rows = tx.exec_params(post, author, shout,
                                    cfg_.celebrity_threshold);
         if (rows[0][0].as<bool>()) {
           for (const auto& row : rows)
@@ -199,7 +203,7 @@ void timelines_projection::apply(pqxx::transaction_base& tx,
       case v1::UserEvent::kShoutDeleted: {
         auto& author = k.key;
         auto& shout = e.shout_deleted().shout_id();
-        auto rows = tx.exec_params(sql(delete_sql), author, shout);
+        auto rows = tx.exec_params(remove, author, shout);
         if (!rows[0][0].is_null() && !rows[0][0].as<bool>())
           changes.push_back({change::author_remove, author, shout, pos,
                              raw.at.tx});
