@@ -189,11 +189,12 @@ void node::start() {
                             "CommandService", &command_port_);
   }
   if (cfg_.has_role("query")) {
-    query_workers_ = services::spawn_query_workers(
-      sys, cfg_.db_url, cfg_.query_workers,
+    query_pool_ = std::make_shared<services::query_pool>(
+      cfg_.db_url, cfg_.query_workers,
       services::query_limits{20, 100, cfg_.timeline_cap});
+    query_workers_ = services::spawn_query_front(sys, query_pool_);
     query_service_ = std::make_unique<services::query_service>(
-      sys, query_workers_, manager_, hub_,
+      sys, query_pool_, query_workers_, manager_, hub_,
       services::query_service_config{cfg_.query_max_wait, cfg_.watch_buffer});
     query_server_ = serve(query_service_.get(), cfg_.bind, cfg_.query_port,
                           cfg_.max_message_bytes, "QueryService",
@@ -271,6 +272,9 @@ void node::shutdown(std::chrono::milliseconds grace) {
   manager_ = nullptr;
   hub_ = nullptr;
   query_workers_ = nullptr;
+  // Queued reads are answered (the front's callbacks message an actor, so
+  // before the actor system goes); the front may still hold the pool.
+  query_pool_.reset();
   region_ = nullptr;
   resolver_ = nullptr;
   store_ = nullptr;

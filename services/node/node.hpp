@@ -92,6 +92,7 @@ private:
   std::unique_ptr<grpc::Server> command_server_;
   projection::hub_actor hub_;
   projection::manager_actor manager_;
+  std::shared_ptr<services::query_pool> query_pool_;
   services::query_actor query_workers_;
   std::unique_ptr<services::query_service> query_service_;
   std::unique_ptr<grpc::Server> query_server_;

@@ -49,14 +49,19 @@ grpc::Status rejection_status(const std::string& bytes) {
 /// One read in flight: its inputs and how to answer it.
 struct read_call {
   std::string method;
-  std::string request;
+  std::unique_ptr<google::protobuf::Message> request;
   int64_t min_position = 0;
   std::vector<std::string> projections;
   clock_type::time_point deadline;
+  /// Outlives every RPC (the node stops the servers first); a pool thread
+  /// may drop the last reference to a call, so the call holds no owning one.
+  query_pool* pool = nullptr;
   query_actor workers;
   projection::manager_actor manager;
-  std::function<void(const grpc::Status&)> finish;
+  grpc::ServerUnaryReactor* reactor = nullptr;
   grpc::ByteBuffer* response = nullptr;
+
+  void finish(const grpc::Status& s) { reactor->Finish(s); }
 };
 
 using call_ptr = std::shared_ptr<read_call>;
@@ -67,37 +72,52 @@ milliseconds remaining(const call_ptr& call) {
   return std::max(left, milliseconds(1));
 }
 
+grpc::Status out_of_time(const read_call& call) {
+  return {grpc::StatusCode::DEADLINE_EXCEEDED,
+          call.min_position > 0
+            ? "min_position: the read models have not reached position "
+                + std::to_string(call.min_position) + " within the deadline"
+            : std::string{"the read did not finish within the deadline"}};
+}
+
 /// A read that ran out of time says what it was waiting for (the shared
 /// mapping speaks of commands).
 void fail(caf::event_based_actor* self, const call_ptr& call,
           const caf::error& err) {
   if (err == caf::sec::request_timeout) {
-    call->finish(
-      {grpc::StatusCode::DEADLINE_EXCEEDED,
-       call->min_position > 0
-         ? "min_position: the read models have not reached position "
-             + std::to_string(call->min_position) + " within the deadline"
-         : std::string{"the read did not finish within the deadline"}});
+    call->finish(out_of_time(*call));
     return;
   }
   call->finish(to_status(rejection_from(err, self->system())));
 }
 
-void query(caf::event_based_actor* self, const call_ptr& call) {
-  self
-    ->request(call->workers, remaining(call), query_atom::value, call->method,
-              call->request)
-    .then(
-      [=](query_answer& a) {
-        if (!a.ok) {
-          call->finish(rejection_status(a.bytes));
-          return;
-        }
-        grpc::Slice slice(a.bytes);
-        *call->response = grpc::ByteBuffer(&slice, 1);
-        call->finish(grpc::Status::OK);
-      },
-      [=](caf::error& err) { fail(self, call, err); });
+/// Hands the read to the pool, which finishes the RPC on its thread.
+void query(const call_ptr& call) {
+  auto method = call->method;
+  auto request = std::move(call->request);
+  auto deadline = call->deadline;
+  auto pool = call->pool;
+  pool->read(std::move(method), std::move(request), deadline,
+             [call = call](query_answer a) {
+               switch (a.kind) {
+                 case query_answer::ok: {
+                   grpc::Slice slice(a.bytes);
+                   *call->response = grpc::ByteBuffer(&slice, 1);
+                   call->finish(grpc::Status::OK);
+                   break;
+                 }
+                 case query_answer::rejected:
+                   call->finish(rejection_status(a.bytes));
+                   break;
+                 case query_answer::expired:
+                   call->finish(out_of_time(*call));
+                   break;
+                 case query_answer::unavailable:
+                   call->finish({grpc::StatusCode::UNAVAILABLE,
+                                 "unavailable: " + a.bytes});
+                   break;
+               }
+             });
 }
 
 void await(caf::event_based_actor* self, const call_ptr& call,
@@ -105,7 +125,7 @@ void await(caf::event_based_actor* self, const call_ptr& call,
   self
     ->request(call->manager, remaining(call), await_atom::value,
               call->projections, c)
-    .then([=](bool) { query(self, call); },
+    .then([=](bool) { query(call); },
           [=](caf::error& err) { fail(self, call, err); });
 }
 
@@ -132,11 +152,9 @@ void resolve(caf::event_based_actor* self, const call_ptr& call) {
       [=](caf::error& err) { fail(self, call, err); });
 }
 
+/// A read with a min_position: resolve it, wait for it, then query.
 void run_read(caf::event_based_actor* self, const call_ptr& call) {
-  if (call->min_position > 0)
-    resolve(self, call);
-  else
-    query(self, call);
+  resolve(self, call);
 }
 
 // -- Watch ------------------------------------------------------------------------------
@@ -402,7 +420,7 @@ void process_next(session_pointer self) {
               item.method, item.request)
     .then(
       [=](query_answer& a) {
-        if (a.ok) {
+        if (a.kind == query_answer::ok) {
           v1::DocumentChange change;
           change.set_global_position(position);
           if (method == "GetUser") {
@@ -518,11 +536,14 @@ caf::behavior session(session_pointer self, std::shared_ptr<watch_outbox> out,
 
 } // namespace
 
-query_service::query_service(caf::actor_system& sys, query_actor workers,
+query_service::query_service(caf::actor_system& sys,
+                             std::shared_ptr<query_pool> pool,
+                             query_actor workers,
                              projection::manager_actor manager,
                              projection::hub_actor hub,
                              query_service_config cfg)
   : sys_(sys),
+    pool_(std::move(pool)),
     workers_(std::move(workers)),
     manager_(std::move(manager)),
     hub_(std::move(hub)),
@@ -552,8 +573,8 @@ query_service::raw query_service::dispatch(ctx* c, const char* method,
   }
   auto call = std::make_shared<read_call>();
   call->method = method;
-  call->request = parsed->SerializePartialAsString();
   call->min_position = min_position_of(*parsed);
+  call->request = std::move(parsed);
   call->projections = projections_read_by(method);
   auto timeout = cfg_.max_wait;
   if (c->deadline() != std::chrono::system_clock::time_point::max()) {
@@ -567,11 +588,16 @@ query_service::raw query_service::dispatch(ctx* c, const char* method,
     timeout = std::min(timeout, left);
   }
   call->deadline = clock_type::now() + timeout;
+  call->pool = pool_.get();
   call->workers = workers_;
   call->manager = manager_;
+  call->reactor = reactor;
   call->response = response;
-  call->finish = [reactor](const grpc::Status& s) { reactor->Finish(s); };
-  if (call->min_position > 0 && !manager_) {
+  if (call->min_position == 0) {
+    query(call);
+    return reactor;
+  }
+  if (!manager_) {
     call->finish({grpc::StatusCode::UNAVAILABLE,
                   "min_position: this node runs no projections"});
     return reactor;

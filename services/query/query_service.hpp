@@ -8,7 +8,8 @@
 // (G6): the position is resolved to its log cursor and the projection
 // manager answers once each projection's watermark has passed it. The wait
 // is bounded by the client's deadline and `max_wait`; past it the answer is
-// DEADLINE_EXCEEDED. Then a query worker reads, in one snapshot.
+// DEADLINE_EXCEEDED. Then the query pool reads, in one statement (one
+// snapshot), and finishes the RPC from its thread.
 //
 // Watch: a session actor per stream subscribes to the watch hub, sends the
 // current document of each subject, then one DocumentChange per change, in
@@ -20,6 +21,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <memory>
 
 #include "actors/projection/manager.hpp"
 #include "actors/projection/watch_hub.hpp"
@@ -50,7 +52,8 @@ class query_service final : public query_service_base {
 public:
   /// `manager` and `hub` may be invalid on a node without the projections
   /// role: min_position and Watch then answer UNAVAILABLE.
-  query_service(caf::actor_system& sys, query_actor workers,
+  query_service(caf::actor_system& sys, std::shared_ptr<query_pool> pool,
+                query_actor workers,
                 projection::manager_actor manager, projection::hub_actor hub,
                 query_service_config cfg);
 
@@ -72,6 +75,7 @@ private:
   raw dispatch(ctx* c, const char* method, const buf* request, buf* response);
 
   caf::actor_system& sys_;
+  std::shared_ptr<query_pool> pool_;
   query_actor workers_;
   projection::manager_actor manager_;
   projection::hub_actor hub_;

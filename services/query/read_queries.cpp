@@ -3,8 +3,10 @@
 #include <google/protobuf/util/time_util.h>
 
 #include <cctype>
+#include <unordered_map>
 
 #include "actors/entity/effect.hpp"
+#include "actors/journal/pg_session.hpp"
 #include "actors/user/user_validation.hpp"
 
 namespace shoutflow::services {
@@ -106,8 +108,7 @@ int32_t page_size(const google::protobuf::Message& m, const char* field,
 }
 
 bool user_exists(pqxx::transaction_base& tx, const std::string& id) {
-  return !tx.exec_params("SELECT 1 FROM rm_users WHERE user_id = $1", id)
-            .empty();
+  return !tx.exec_prepared("q_user_exists", id).empty();
 }
 
 /// Search words: runs of letters, digits, '_' and any non-ASCII character
@@ -140,29 +141,82 @@ std::string search_expression(const std::string& query) {
 constexpr char b64[]
   = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
-// -- the queries -----------------------------------------------------------------
+// -- the statements --------------------------------------------------------------
+// Prepared once per connection (prepare_queries): a read is one round trip
+// with a cached plan. Each read is a single statement, so it sees one
+// snapshot without a transaction around it; the existence check that tells
+// NOT_FOUND from an empty page runs only when the page is empty.
 
-query_rejection get_user(pqxx::transaction_base& tx,
-                         const v1::GetUserRequest& r, v1::UserView& out) {
-  auto rows = tx.exec_params(std::string{"SELECT "} + user_cols
-                               + " FROM rm_users u WHERE u.user_id = $1",
-                             r.user_id());
-  if (rows.empty())
-    return not_found("user_id", r.user_id());
-  to_user(rows[0], &out);
-  return std::nullopt;
+std::string select_users(const char* where) {
+  return std::string{"SELECT "} + user_cols + " FROM rm_users u WHERE " + where;
 }
 
-query_rejection get_shout(pqxx::transaction_base& tx,
-                          const v1::GetShoutRequest& r, v1::ShoutView& out) {
-  auto rows = tx.exec_params(
-    std::string{"SELECT "} + shout_cols
-      + " FROM rm_shouts s LEFT JOIN rm_users u ON u.user_id = s.author_id"
-        " WHERE s.shout_id = $1",
-    r.shout_id());
-  if (rows.empty())
-    return not_found("shout_id", r.shout_id());
-  to_shout(rows[0], &out);
+std::string select_shouts(const char* where) {
+  return std::string{"SELECT "} + shout_cols
+         + " FROM rm_shouts s LEFT JOIN rm_users u ON u.user_id = s.author_id"
+           " WHERE "
+         + where;
+}
+
+/// Followers (`followers` true) or followed users of $1, the most recent
+/// follows first, after the key ($2, $3) unless $2 is 0.
+std::string select_follows(bool followers) {
+  std::string mine = followers ? "author_id" : "follower_id";
+  std::string theirs = followers ? "follower_id" : "author_id";
+  return std::string{"SELECT "} + user_cols + ", f.position FROM rm_followers f"
+         + " JOIN rm_users u ON u.user_id = f." + theirs + " WHERE f." + mine
+         + " = $1 AND ($2 = 0 OR (f.position, f." + theirs + ") < ($2, $3))"
+         + " ORDER BY f.position DESC, f." + theirs + " DESC LIMIT $4";
+}
+
+const std::vector<std::pair<const char*, std::string>>& statements() {
+  static const std::vector<std::pair<const char*, std::string>> all{
+    {"q_user_exists", "SELECT 1 FROM rm_users WHERE user_id = $1"},
+    {"q_users", select_users("u.user_id = ANY($1::text[])")},
+    {"q_shouts", select_shouts("s.shout_id = ANY($1::text[])")},
+    // Fanned-out entries plus the not-fanned-out shouts of followed authors
+    // above the celebrity threshold, the newest $4 of them; the page is the
+    // $3 newest after $2.
+    {"q_timeline", std::string{R"sql(
+WITH entries AS (
+  SELECT shout_id FROM rm_home WHERE owner_id = $1
+  UNION
+  SELECT s.shout_id FROM rm_followers f
+    JOIN rm_author_shouts s ON s.author_id = f.author_id
+   WHERE f.follower_id = $1 AND NOT s.fanned_out AND NOT s.deleted
+), capped AS (
+  SELECT shout_id FROM entries ORDER BY shout_id DESC LIMIT $4
+)
+SELECT )sql"} + shout_cols + R"sql(
+  FROM capped c JOIN rm_shouts s ON s.shout_id = c.shout_id
+  LEFT JOIN rm_users u ON u.user_id = s.author_id
+ WHERE NOT s.deleted AND ($2 = '' OR s.shout_id < $2)
+ ORDER BY s.shout_id DESC LIMIT $3)sql"},
+    {"q_user_shouts",
+     select_shouts("s.author_id = $1 AND NOT s.deleted"
+                   " AND ($2 = '' OR s.shout_id < $2)"
+                   " ORDER BY s.shout_id DESC LIMIT $3")},
+    {"q_followers", select_follows(true)},
+    {"q_following", select_follows(false)},
+    {"q_logins", "SELECT (extract(epoch FROM at) * 1000)::bigint, success,"
+                 "       client_ip, user_agent"
+                 "  FROM rm_logins WHERE user_id = $1"
+                 " ORDER BY position DESC LIMIT $2"},
+    {"q_search", std::string{"SELECT "} + user_cols
+                   + " FROM rm_users u, to_tsquery('simple', $1) q"
+                     " WHERE u.search @@ q"
+                     " ORDER BY ts_rank(u.search, q) DESC, u.user_id LIMIT $2"},
+  };
+  return all;
+}
+
+// -- the queries -----------------------------------------------------------------
+
+/// An empty page of `user_id`'s: NOT_FOUND if there is no such user.
+query_rejection empty_page(pqxx::transaction_base& tx, std::size_t rows,
+                           const std::string& user_id) {
+  if (rows == 0 && !user_exists(tx, user_id))
+    return not_found("user_id", user_id);
   return std::nullopt;
 }
 
@@ -179,61 +233,29 @@ query_rejection get_timeline(pqxx::transaction_base& tx,
                              const v1::GetTimelineRequest& r,
                              v1::TimelinePage& out,
                              const query_limits& limits) {
-  if (!user_exists(tx, r.user_id()))
-    return not_found("user_id", r.user_id());
   auto after = decode_page_token(r.page_token()).value_or("");
   auto size = page_size(r, "page_size", limits);
-  // Fanned-out entries plus the not-fanned-out shouts of followed authors
-  // above the celebrity threshold, the newest `cap` of them.
-  auto rows = tx.exec_params(
-    std::string{R"sql(
-WITH entries AS (
-  SELECT shout_id FROM rm_home WHERE owner_id = $1
-  UNION
-  SELECT s.shout_id FROM rm_followers f
-    JOIN rm_author_shouts s ON s.author_id = f.author_id
-   WHERE f.follower_id = $1 AND NOT s.fanned_out AND NOT s.deleted
-), capped AS (
-  SELECT shout_id FROM entries ORDER BY shout_id DESC LIMIT $4
-)
-SELECT )sql"} + shout_cols
-      + R"sql(
-  FROM capped c JOIN rm_shouts s ON s.shout_id = c.shout_id
-  LEFT JOIN rm_users u ON u.user_id = s.author_id
- WHERE NOT s.deleted AND ($2 = '' OR s.shout_id < $2)
- ORDER BY s.shout_id DESC LIMIT $3)sql",
-    r.user_id(), after, size, limits.timeline_cap);
+  auto rows = tx.exec_prepared("q_timeline", r.user_id(), after, size,
+                               limits.timeline_cap);
   shout_page(rows, size, out);
-  return std::nullopt;
+  return empty_page(tx, rows.size(), r.user_id());
 }
 
 query_rejection get_user_shouts(pqxx::transaction_base& tx,
                                 const v1::GetUserShoutsRequest& r,
                                 v1::TimelinePage& out,
                                 const query_limits& limits) {
-  if (!user_exists(tx, r.user_id()))
-    return not_found("user_id", r.user_id());
   auto after = decode_page_token(r.page_token()).value_or("");
   auto size = page_size(r, "page_size", limits);
-  auto rows = tx.exec_params(
-    std::string{"SELECT "} + shout_cols
-      + R"sql(
-  FROM rm_shouts s LEFT JOIN rm_users u ON u.user_id = s.author_id
- WHERE s.author_id = $1 AND NOT s.deleted AND ($2 = '' OR s.shout_id < $2)
- ORDER BY s.shout_id DESC LIMIT $3)sql",
-    r.user_id(), after, size);
+  auto rows = tx.exec_prepared("q_user_shouts", r.user_id(), after, size);
   shout_page(rows, size, out);
-  return std::nullopt;
+  return empty_page(tx, rows.size(), r.user_id());
 }
 
-/// Followers (`followers` true) or followed users of `user_id`, the most
-/// recent follows first.
 query_rejection list_follows(pqxx::transaction_base& tx,
                              const std::string& user_id, int32_t size,
                              const std::string& token, bool followers,
                              v1::UserPage& out) {
-  if (!user_exists(tx, user_id))
-    return not_found("user_id", user_id);
   int64_t after_pos = 0;
   std::string after_id;
   if (auto key = decode_page_token(token); key && !key->empty()) {
@@ -241,14 +263,8 @@ query_rejection list_follows(pqxx::transaction_base& tx,
     after_pos = std::stoll(key->substr(0, colon));
     after_id = key->substr(colon + 1);
   }
-  auto mine = followers ? "author_id" : "follower_id";
-  auto theirs = followers ? "follower_id" : "author_id";
-  auto rows = tx.exec_params(
-    std::string{"SELECT "} + user_cols + ", f.position FROM rm_followers f"
-      + " JOIN rm_users u ON u.user_id = f." + theirs + " WHERE f." + mine
-      + " = $1 AND ($2 = 0 OR (f.position, f." + theirs + ") < ($2, $3))"
-      + " ORDER BY f.position DESC, f." + theirs + " DESC LIMIT $4",
-    user_id, after_pos, after_id, size);
+  auto rows = tx.exec_prepared(followers ? "q_followers" : "q_following",
+                               user_id, after_pos, after_id, size);
   for (const auto& row : rows)
     to_user(row, out.add_users());
   if (static_cast<int32_t>(rows.size()) == size) {
@@ -256,41 +272,31 @@ query_rejection list_follows(pqxx::transaction_base& tx,
     out.set_next_page_token(encode_page_token(
       last[12].as<std::string>() + ":" + last[0].as<std::string>()));
   }
-  return std::nullopt;
+  return empty_page(tx, rows.size(), user_id);
 }
 
 query_rejection get_login_history(pqxx::transaction_base& tx,
                                   const v1::GetLoginHistoryRequest& r,
                                   v1::LoginHistory& out,
                                   const query_limits& limits) {
-  if (!user_exists(tx, r.user_id()))
-    return not_found("user_id", r.user_id());
-  auto limit = page_size(r, "limit", limits);
-  for (const auto& row : tx.exec_params(
-         "SELECT (extract(epoch FROM at) * 1000)::bigint, success,"
-         "       client_ip, user_agent"
-         "  FROM rm_logins WHERE user_id = $1"
-         " ORDER BY position DESC LIMIT $2",
-         r.user_id(), limit)) {
+  auto rows = tx.exec_prepared("q_logins", r.user_id(),
+                               page_size(r, "limit", limits));
+  for (const auto& row : rows) {
     auto* e = out.add_entries();
     set_time(e->mutable_at(), row[0].as<int64_t>());
     e->set_success(row[1].as<bool>());
     e->set_client_ip(row[2].as<std::string>());
     e->set_user_agent(row[3].as<std::string>());
   }
-  return std::nullopt;
+  return empty_page(tx, rows.size(), r.user_id());
 }
 
 query_rejection search_users(pqxx::transaction_base& tx,
                              const v1::SearchUsersRequest& r,
                              v1::UserPage& out, const query_limits& limits) {
-  auto limit = page_size(r, "limit", limits);
-  for (const auto& row : tx.exec_params(
-         std::string{"SELECT "} + user_cols
-           + " FROM rm_users u, to_tsquery('simple', $1) q"
-             " WHERE u.search @@ q"
-             " ORDER BY ts_rank(u.search, q) DESC, u.user_id LIMIT $2",
-         search_expression(r.query()), limit))
+  for (const auto& row :
+       tx.exec_prepared("q_search", search_expression(r.query()),
+                        page_size(r, "limit", limits)))
     to_user(row, out.add_users());
   return std::nullopt;
 }
@@ -368,18 +374,51 @@ int64_t min_position_of(const google::protobuf::Message& request) {
            : 0;
 }
 
+void prepare_queries(pqxx::connection_base& conn) {
+  for (const auto& [name, sql] : statements())
+    conn.prepare(name, sql);
+}
+
+bool is_point_read(const std::string& method) {
+  return method == "GetUser" || method == "GetShout";
+}
+
+std::vector<query_rejection>
+run_point_reads(pqxx::transaction_base& tx, const std::string& method,
+                const std::vector<const google::protobuf::Message*>& requests,
+                const std::vector<google::protobuf::Message*>& responses) {
+  bool users = method == "GetUser";
+  const char* field = users ? "user_id" : "shout_id";
+  std::vector<std::string> ids;
+  ids.reserve(requests.size());
+  for (const auto* r : requests)
+    ids.push_back(str_field(*r, field));
+  auto rows = tx.exec_prepared(users ? "q_users" : "q_shouts",
+                               journal::text_array(ids));
+  std::unordered_map<std::string, pqxx::result::size_type> row_of;
+  for (pqxx::result::size_type i = 0; i < rows.size(); ++i)
+    row_of.emplace(rows[i][0].as<std::string>(), i);
+  std::vector<query_rejection> out(requests.size());
+  for (std::size_t i = 0; i < requests.size(); ++i) {
+    auto it = row_of.find(ids[i]);
+    if (it == row_of.end())
+      out[i] = not_found(field, ids[i]);
+    else if (users)
+      to_user(rows[it->second], dynamic_cast<v1::UserView*>(responses[i]));
+    else
+      to_shout(rows[it->second], dynamic_cast<v1::ShoutView*>(responses[i]));
+  }
+  return out;
+}
+
 query_rejection run_query(pqxx::transaction_base& tx, const std::string& method,
                           const google::protobuf::Message& request,
                           google::protobuf::Message& response,
                           const query_limits& limits) {
   auto& req = request;
   auto& out = response;
-  if (method == "GetUser")
-    return get_user(tx, dynamic_cast<const v1::GetUserRequest&>(req),
-                    dynamic_cast<v1::UserView&>(out));
-  if (method == "GetShout")
-    return get_shout(tx, dynamic_cast<const v1::GetShoutRequest&>(req),
-                     dynamic_cast<v1::ShoutView&>(out));
+  if (is_point_read(method))
+    return run_point_reads(tx, method, {&req}, {&out}).front();
   if (method == "GetTimeline")
     return get_timeline(tx, dynamic_cast<const v1::GetTimelineRequest&>(req),
                         dynamic_cast<v1::TimelinePage&>(out), limits);

@@ -41,11 +41,27 @@ std::vector<std::string> projections_read_by(const std::string& method);
 /// The request's min_position (0 when it has none).
 int64_t min_position_of(const google::protobuf::Message& request);
 
-/// Runs `method` on `request`, filling `response`.
+/// Prepares the statements below on a new connection.
+void prepare_queries(pqxx::connection_base& conn);
+
+/// Runs `method` on `request`, filling `response`: one statement (and, for
+/// an empty page, one more to tell NOT_FOUND from empty), so any transaction
+/// kind gives it a single snapshot.
 query_rejection run_query(pqxx::transaction_base& tx, const std::string& method,
                           const google::protobuf::Message& request,
                           google::protobuf::Message& response,
                           const query_limits& limits);
+
+/// Keyed reads (GetUser, GetShout) that one statement can answer for many
+/// requests at once: the query pool coalesces those waiting together.
+bool is_point_read(const std::string& method);
+
+/// Answers `requests` (all of `method`, a point read) with one statement,
+/// filling `responses` (same order); one outcome per request.
+std::vector<query_rejection>
+run_point_reads(pqxx::transaction_base& tx, const std::string& method,
+                const std::vector<const google::protobuf::Message*>& requests,
+                const std::vector<google::protobuf::Message*>& responses);
 
 std::string encode_page_token(const std::string& key);
 /// Nothing for a malformed token.

@@ -1,7 +1,7 @@
 // read_bench: a gRPC load client for the QueryService read path, and a
 // probe of the live projections' lag.
 //
-//   read_bench [--target=HOST:PORT] [--mode=timeline|user|lag] [--users=N]
+//   read_bench [--target=HOST:PORT] [--mode=timeline|user|floor|lag] [--users=N]
 //              [--prefix=STR] [--inflight=K] [--duration=SECONDS]
 //              [--warmup=SECONDS] [--channels=C] [--page-size=P]
 //              [--deadline-ms=MS]
@@ -18,6 +18,12 @@
 //   latency percentiles are exact (every sample kept). For timelines the
 //   entries per page are reported, so an empty read model cannot pass for
 //   a fast one.
+//
+// floor (closed loop, as user): GetUser with ids the service rejects at
+//   validation (INVALID_ARGUMENT, counted as answers), so neither the query
+//   pool nor the database is involved: the cost of the gRPC round trip
+//   alone, client and server on this machine. No read can be served faster
+//   through gRPC here, which bounds what a query's ratio to pgbench can be.
 //
 // lag: how long a committed write takes to become visible to a reader.
 //   Opens one Watch stream per probe user (W users spread over [0, N),
@@ -40,7 +46,7 @@
 //   small beside the write load the caller runs meanwhile (write_bench).
 //
 // Output: a human summary and one machine-readable line,
-//   RESULT mode=timeline|user inflight=K users=N seconds=D ok=.. errors=..
+//   RESULT mode=timeline|user|floor inflight=K users=N seconds=D ok=.. errors=..
 //          rps=.. p50_ms=.. p90_ms=.. p99_ms=.. p999_ms=.. max_ms=..
 //          sent=.. cpu_s=.. items_per_page=..
 //   RESULT mode=lag rate=R probes=W seconds=D samples=.. missing=.. ...
@@ -95,7 +101,7 @@ struct options {
 
 constexpr bench::program cli{
   "read_bench",
-  "usage: read_bench [--target=HOST:PORT] [--mode=timeline|user|lag] "
+  "usage: read_bench [--target=HOST:PORT] [--mode=timeline|user|floor|lag] "
   "[--users=N] [--prefix=STR] [--inflight=K] [--duration=S] [--warmup=S] "
   "[--channels=C] [--page-size=P] [--deadline-ms=MS] "
   "[--command-target=HOST:PORT] [--lag-users=W] [--lag-rate=R] "
@@ -137,7 +143,8 @@ options parse(int argc, char** argv) {
     else
       flag.unknown();
   }
-  if (o.mode != "timeline" && o.mode != "user" && o.mode != "lag")
+  if (o.mode != "timeline" && o.mode != "user" && o.mode != "floor"
+      && o.mode != "lag")
     cli.usage_error("--mode must be timeline, user or lag");
   if (o.mode == "lag" && o.command_target.empty())
     cli.usage_error("--mode=lag needs --command-target");
@@ -222,6 +229,7 @@ public:
     auto window_end = window_begin + duration_cast<nanoseconds>(
                                        duration<double>(opt_.duration_s));
     bool timeline = opt_.mode == "timeline";
+    bool floor = opt_.mode == "floor";
 
     struct call {
       grpc::ClientContext ctx;
@@ -236,7 +244,8 @@ public:
       thread_local std::mt19937_64 rng{std::random_device{}()};
       ++counter;
       std::uniform_int_distribution<int> pick{0, opt_.users - 1};
-      auto user = opt_.prefix + std::to_string(pick(rng));
+      // '!' is not allowed in a user id.
+      auto user = (floor ? "!" : opt_.prefix) + std::to_string(pick(rng));
       auto* c = new call;
       c->ctx.set_deadline(std::chrono::system_clock::now()
                           + std::chrono::milliseconds(opt_.deadline_ms));
@@ -247,7 +256,10 @@ public:
         auto now = clock_type::now();
         if (now >= window_begin && now < window_end) {
           std::lock_guard<std::mutex> guard{mu};
-          if (s.ok()) {
+          if (floor && s.error_code() == grpc::StatusCode::INVALID_ARGUMENT) {
+            latencies.push_back(
+              duration_cast<nanoseconds>(now - owned->started).count());
+          } else if (s.ok() && !floor) {
             latencies.push_back(
               duration_cast<nanoseconds>(now - owned->started).count());
             if (timeline) {
@@ -297,7 +309,9 @@ public:
     double per_page = ok == 0 ? 0.0
                               : static_cast<double>(items)
                                   / static_cast<double>(ok);
-    const char* what = timeline ? "GetTimeline" : "GetUser";
+    const char* what = timeline ? "GetTimeline"
+                       : floor  ? "GetUser (rejected at validation)"
+                                : "GetUser";
     std::printf("%s closed loop: %d in flight, %.1f s measured after %.1f s "
                 "warm-up, %d users\n",
                 what, opt_.inflight, opt_.duration_s, opt_.warmup_s,
