@@ -1,5 +1,10 @@
 #include "actors/read_models/timelines_projection.hpp"
 
+#include <algorithm>
+#include <tuple>
+#include <unordered_set>
+
+#include "actors/journal/pg_session.hpp"
 #include "actors/read_models/decoding.hpp"
 
 namespace shoutflow::read_models {
@@ -47,8 +52,9 @@ CREATE INDEX rm_home{g}_by_author ON rm_home{g} (owner_id, author_id);
 CREATE INDEX rm_home{g}_by_shout ON rm_home{g} (shout_id);
 )sql";
 
-// One statement per event (data-modifying CTEs): the projection's cost is
-// round trips, and a post used to take three, a follow three.
+// Few statements (data-modifying CTEs): the projection's cost is round trips
+// and per-statement overhead. A follow, unfollow or delete is one statement;
+// the posts of a batch are one statement per run (see apply).
 
 /// $1 author, $2 follower, $3 position, $4 cap → the shouts brought into the
 /// follower's timeline (none if the follow was known).
@@ -88,25 +94,34 @@ DELETE FROM rm_home{g} WHERE owner_id = $2 AND author_id = $1
 RETURNING shout_id
 )sql";
 
-/// $1 author, $2 shout, $3 celebrity threshold → one row per timeline the
-/// shout entered (owner; NULL if none), each with whether it was fanned out.
-constexpr const char* post_sql = R"sql(
-WITH mode AS (
-  SELECT coalesce((SELECT follower_count FROM rm_authors{g}
-                    WHERE author_id = $1), 0) < $3 AS fan_out
+/// $1 authors, $2 shouts (a run of posts), $3 celebrity threshold → per
+/// post (by its 1-based place in the run) whether it was fanned out, and
+/// one row per timeline it entered (owner; NULL if none). A post's mode
+/// depends only on its author's follower count, which no post changes: the
+/// whole run is one statement.
+constexpr const char* posts_sql = R"sql(
+WITH p AS (
+  SELECT p.author_id, p.shout_id, p.ord,
+         coalesce(a.follower_count, 0) < $3 AS fan_out
+    FROM unnest($1::text[], $2::text[]) WITH ORDINALITY
+           AS p(author_id, shout_id, ord)
+    LEFT JOIN rm_authors{g} a ON a.author_id = p.author_id
 ), stored AS (
   INSERT INTO rm_author_shouts{g} (author_id, shout_id, fanned_out, deleted)
-  SELECT $1, $2, fan_out, false FROM mode
+  SELECT author_id, shout_id, fan_out, false FROM p
   ON CONFLICT DO NOTHING
 ), homes AS (
   INSERT INTO rm_home{g} (owner_id, shout_id, author_id)
-  SELECT f.follower_id, $2, $1 FROM rm_followers{g} f, mode
-   WHERE f.author_id = $1 AND mode.fan_out
-  UNION ALL SELECT $1, $2, $1
+  SELECT f.follower_id, p.shout_id, p.author_id
+    FROM p JOIN rm_followers{g} f ON f.author_id = p.author_id
+   WHERE p.fan_out
+  UNION ALL SELECT author_id, shout_id, author_id FROM p
   ON CONFLICT DO NOTHING
-  RETURNING owner_id
+  RETURNING owner_id, shout_id
 )
-SELECT mode.fan_out, homes.owner_id FROM mode LEFT JOIN homes ON true
+SELECT p.ord, p.fan_out, h.owner_id
+  FROM p LEFT JOIN homes h ON h.shout_id = p.shout_id
+ ORDER BY p.ord
 )sql";
 
 /// $1 author, $2 shout → one row per timeline the shout left (owner; NULL
@@ -158,12 +173,65 @@ void timelines_projection::apply(pqxx::transaction_base& tx,
   // Once per batch, not per event.
   const auto follow = expand_ddl(follow_sql, g);
   const auto unfollow = expand_ddl(unfollow_sql, g);
-  const auto post = expand_ddl(post_sql, g);
+  const auto posts = expand_ddl(posts_sql, g);
   const auto remove = expand_ddl(delete_sql, g);
+  const auto first_change = changes.size();
+
+  // Posts wait in a run and are applied together. Only events of one key
+  // (author) must keep their order: a follow, unfollow or delete of an
+  // author with a post in the run applies the run first; those of other
+  // authors touch none of its rows and go ahead.
+  struct post {
+    const raw_event* raw;
+    std::string author;
+    std::string shout;
+  };
+  std::vector<post> run;
+  std::unordered_set<std::string> run_authors;
+  auto apply_run = [&] {
+    if (run.empty())
+      return;
+    std::vector<std::string> authors, shouts;
+    for (auto& p : run) {
+      authors.push_back(p.author);
+      shouts.push_back(p.shout);
+    }
+    std::size_t announced = 0; // posts (1-based) whose author changes are out
+    for (const auto& row : tx.exec_params(posts, journal::text_array(authors),
+                                          journal::text_array(shouts),
+                                          cfg_.celebrity_threshold)) {
+      auto ord = row[0].as<std::size_t>();
+      auto& p = run[ord - 1];
+      auto at = p.raw->at;
+      if (row[1].as<bool>()) {
+        if (!row[2].is_null())
+          changes.push_back({change::timeline_add, row[2].as<std::string>(),
+                             p.shout, at.position, at.tx});
+      } else if (announced < ord) {
+        announced = ord;
+        changes.push_back({change::timeline_add, p.author, p.shout,
+                           at.position, at.tx});
+        // Followers' timelines merge it at read time; their Watch streams
+        // learn of it from the author's feed.
+        changes.push_back({change::author_post, p.author, p.shout,
+                           at.position, at.tx});
+      }
+    }
+    run.clear();
+    run_authors.clear();
+  };
+
   for (auto& k : events) {
     auto& raw = *k.event;
     auto pos = raw.at.position;
     auto e = decode_or_throw(raw);
+    if (e.event_case() == v1::UserEvent::kShoutPosted) {
+      run.push_back({&raw, k.key, e.shout_posted().shout_id()});
+      run_authors.insert(k.key);
+      continue;
+    }
+    if (run_authors.count(k.key) > 0)
+      apply_run();
     switch (e.event_case()) {
       case v1::UserEvent::kUserFollowed: {
         auto& follower = e.user_followed().user_id();
@@ -179,25 +247,6 @@ void timelines_projection::apply(pqxx::transaction_base& tx,
              tx.exec_params(unfollow, k.key, follower))
           changes.push_back({change::timeline_remove, follower,
                              row[0].as<std::string>(), pos, raw.at.tx});
-        break;
-      }
-      case v1::UserEvent::kShoutPosted: {
-        auto& author = k.key;
-        auto& shout = e.shout_posted().shout_id();
-        auto rows = tx.exec_params(post, author, shout,
-                                   cfg_.celebrity_threshold);
-        if (rows[0][0].as<bool>()) {
-          for (const auto& row : rows)
-            if (!row[1].is_null())
-              changes.push_back({change::timeline_add,
-                                 row[1].as<std::string>(), shout, pos,
-                                 raw.at.tx});
-        } else {
-          changes.push_back({change::timeline_add, author, shout, pos, raw.at.tx});
-          // Followers' timelines merge it at read time; their Watch
-          // streams learn of it from the author's feed.
-          changes.push_back({change::author_post, author, shout, pos, raw.at.tx});
-        }
         break;
       }
       case v1::UserEvent::kShoutDeleted: {
@@ -218,6 +267,13 @@ void timelines_projection::apply(pqxx::transaction_base& tx,
         break;
     }
   }
+  apply_run();
+  // Changes go out in log order, whatever order the statements ran in.
+  std::stable_sort(changes.begin() + static_cast<std::ptrdiff_t>(first_change),
+                   changes.end(), [](const change& x, const change& y) {
+                     return std::tie(x.tx, x.position)
+                            < std::tie(y.tx, y.position);
+                   });
 }
 
 } // namespace shoutflow::read_models

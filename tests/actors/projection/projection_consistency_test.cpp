@@ -861,6 +861,17 @@ void celebrity_scenario(int64_t cap, bool compare_tables) {
   }
   if (compare_tables)
     expect_read_models_equal(expected_rows(m), actual_rows(db, ""));
+
+  // A rebuild applies the whole log as one batch: posts run together while
+  // the follows, unfollows and deletions of their authors (crossing the
+  // threshold both ways) must still come between them.
+  ASSERT_EQ(rebuild(n, "timelines"), 2);
+  ASSERT_TRUE(await_swapped(db, {"timelines"}, 2));
+  for (auto& u : users)
+    EXPECT_EQ(timeline_of(n, u, 4), m.timeline(u, cap))
+      << "timeline of " << u << " after the rebuild";
+  if (compare_tables)
+    expect_read_models_equal(expected_rows(m), actual_rows(db, ""));
 }
 
 } // namespace
