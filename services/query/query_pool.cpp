@@ -119,6 +119,10 @@ std::vector<query_pool::job> query_pool::take_locked() {
 void query_pool::loop(std::size_t index) {
   journal::pg_session session{db_url_, "query-" + std::to_string(index),
                               [](pqxx::connection& c) { prepare_queries(c); }};
+  // Connect now, not on the first read: a database that is down shows at
+  // start, and no client waits for a connection to open.
+  if (auto r = session.run([](pqxx::connection&) {}); !r)
+    log_warn(component, "no connection yet (will retry on use): " + r.detail);
   for (;;) {
     std::vector<job> jobs;
     {
