@@ -1,7 +1,5 @@
 #include "services/query/query_pool.hpp"
 
-#include <google/protobuf/descriptor.h>
-
 #include "actors/common/log.hpp"
 
 namespace shoutflow::services {
@@ -10,21 +8,17 @@ namespace {
 
 const char* component = "query-pool";
 
-std::unique_ptr<google::protobuf::Message>
-response_for(const google::protobuf::Message& request,
-             const std::string& method) {
-  auto* m = request.GetDescriptor()->file()->FindServiceByName("QueryService")
-              ->FindMethodByName(method);
-  if (m == nullptr)
-    return nullptr;
-  return std::unique_ptr<google::protobuf::Message>(
-    google::protobuf::MessageFactory::generated_factory()
-      ->GetPrototype(m->output_type())
-      ->New());
-}
-
 query_answer unavailable(std::string why) {
   return {query_answer::unavailable, std::move(why)};
+}
+
+/// Answers a job that will not run.
+template <class Job>
+void refuse(Job& j, const std::string& why) {
+  if (j.method.empty())
+    j.call_done({journal::db_failure::unavailable, why});
+  else
+    j.done(unavailable(why));
 }
 
 } // namespace
@@ -46,12 +40,8 @@ query_pool::~query_pool() {
     left.swap(queue_);
   }
   cv_.notify_all();
-  for (auto& j : left) {
-    if (j.method.empty())
-      j.call_done({journal::db_failure::unavailable, "the node is stopping"});
-    else
-      j.done(unavailable("the node is stopping"));
-  }
+  for (auto& j : left)
+    refuse(j, "the node is stopping");
   for (auto& t : threads_)
     t.join();
 }
@@ -90,10 +80,7 @@ void query_pool::enqueue(job j) {
       return;
     }
   }
-  if (j.method.empty())
-    j.call_done({journal::db_failure::unavailable, "the node is stopping"});
-  else
-    j.done(unavailable("the node is stopping"));
+  refuse(j, "the node is stopping");
 }
 
 std::vector<query_pool::job> query_pool::take_locked() {
@@ -155,17 +142,18 @@ void query_pool::run(journal::pg_session& session, std::vector<job>& jobs) {
   if (live.empty())
     return;
   const auto& method = live.front().method;
+  auto* m = query_method(method);
+  if (m == nullptr) {
+    log_error(component, "no QueryService method " + method);
+    for (auto& k : live)
+      k.done(unavailable("no QueryService method " + method));
+    return;
+  }
   std::vector<std::unique_ptr<google::protobuf::Message>> responses;
   std::vector<const google::protobuf::Message*> requests;
   std::vector<google::protobuf::Message*> outs;
   for (auto& j : live) {
-    responses.push_back(response_for(*j.request, method));
-    if (responses.back() == nullptr) {
-      log_error(component, "no QueryService method " + method);
-      for (auto& k : live)
-        k.done(unavailable("no QueryService method " + method));
-      return;
-    }
+    responses.push_back(new_query_message(*m, false));
     requests.push_back(j.request.get());
     outs.push_back(responses.back().get());
   }

@@ -23,21 +23,6 @@ using std::chrono::milliseconds;
 
 constexpr auto resolve_retry = milliseconds(10);
 
-const google::protobuf::MethodDescriptor* method_of(const std::string& name) {
-  return v1::UserView::descriptor()
-    ->file()
-    ->FindServiceByName("QueryService")
-    ->FindMethodByName(name);
-}
-
-std::unique_ptr<google::protobuf::Message>
-new_message(const google::protobuf::Descriptor* d) {
-  return std::unique_ptr<google::protobuf::Message>(
-    google::protobuf::MessageFactory::generated_factory()
-      ->GetPrototype(d)
-      ->New());
-}
-
 grpc::Status rejection_status(const std::string& bytes) {
   v1::Rejection r;
   r.ParseFromString(bytes);
@@ -93,11 +78,7 @@ void fail(caf::event_based_actor* self, const call_ptr& call,
 
 /// Hands the read to the pool, which finishes the RPC on its thread.
 void query(const call_ptr& call) {
-  auto method = call->method;
-  auto request = std::move(call->request);
-  auto deadline = call->deadline;
-  auto pool = call->pool;
-  pool->read(std::move(method), std::move(request), deadline,
+  call->pool->read(call->method, std::move(call->request), call->deadline,
              [call = call](query_answer a) {
                switch (a.kind) {
                  case query_answer::ok: {
@@ -129,7 +110,8 @@ void await(caf::event_based_actor* self, const call_ptr& call,
           [=](caf::error& err) { fail(self, call, err); });
 }
 
-/// min_position -> its log cursor (retrying while it is not visible yet).
+/// A read with a min_position, as an actor: min_position -> its log cursor
+/// (retrying while it is not visible yet), wait for it, then query.
 void resolve(caf::event_based_actor* self, const call_ptr& call) {
   self
     ->request(call->workers, remaining(call), resolve_atom::value,
@@ -152,10 +134,6 @@ void resolve(caf::event_based_actor* self, const call_ptr& call) {
       [=](caf::error& err) { fail(self, call, err); });
 }
 
-/// A read with a min_position: resolve it, wait for it, then query.
-void run_read(caf::event_based_actor* self, const call_ptr& call) {
-  resolve(self, call);
-}
 
 // -- Watch ------------------------------------------------------------------------------
 
@@ -553,8 +531,8 @@ query_service::query_service(caf::actor_system& sys,
 query_service::raw query_service::dispatch(ctx* c, const char* method,
                                            const buf* request, buf* response) {
   auto* reactor = c->DefaultReactor();
-  auto* m = method_of(method);
-  auto parsed = new_message(m->input_type());
+  auto* m = query_method(method);
+  auto parsed = new_query_message(*m, true);
   std::string bytes;
   if (!buffer_bytes(*request, &bytes) || !parse_lenient(bytes, parsed.get())) {
     reactor->Finish({grpc::StatusCode::INVALID_ARGUMENT,
@@ -602,7 +580,7 @@ query_service::raw query_service::dispatch(ctx* c, const char* method,
                   "min_position: this node runs no projections"});
     return reactor;
   }
-  sys_.spawn(run_read, call);
+  sys_.spawn(resolve, call);
   return reactor;
 }
 

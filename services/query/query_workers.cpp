@@ -31,16 +31,10 @@ constexpr auto front_deadline = std::chrono::seconds(10);
 
 std::unique_ptr<google::protobuf::Message>
 parse_request(const std::string& method, const std::string& bytes) {
-  auto* m = v1::UserView::descriptor()
-              ->file()
-              ->FindServiceByName("QueryService")
-              ->FindMethodByName(method);
+  auto* m = query_method(method);
   if (m == nullptr)
     return nullptr;
-  std::unique_ptr<google::protobuf::Message> request(
-    google::protobuf::MessageFactory::generated_factory()
-      ->GetPrototype(m->input_type())
-      ->New());
+  auto request = new_query_message(*m, true);
   // The caller built (or parsed and validated) these bytes.
   request->ParsePartialFromString(bytes);
   return request;

@@ -1,5 +1,6 @@
 #include "services/query/read_queries.hpp"
 
+#include <google/protobuf/descriptor.h>
 #include <google/protobuf/util/time_util.h>
 
 #include <cctype>
@@ -353,6 +354,22 @@ query_rejection validate_query(const std::string& method,
       return invalid("query", "needs at least one word of letters or digits");
   }
   return std::nullopt;
+}
+
+const google::protobuf::MethodDescriptor* query_method(const std::string& name) {
+  return v1::UserView::descriptor()
+    ->file()
+    ->FindServiceByName("QueryService")
+    ->FindMethodByName(name);
+}
+
+std::unique_ptr<google::protobuf::Message>
+new_query_message(const google::protobuf::MethodDescriptor& method,
+                  bool input) {
+  return std::unique_ptr<google::protobuf::Message>(
+    google::protobuf::MessageFactory::generated_factory()
+      ->GetPrototype(input ? method.input_type() : method.output_type())
+      ->New());
 }
 
 std::vector<std::string> projections_read_by(const std::string& method) {

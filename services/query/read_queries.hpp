@@ -11,6 +11,7 @@
 
 #include <pqxx/pqxx>
 
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -34,6 +35,13 @@ using query_rejection = std::optional<v1::Rejection>;
 query_rejection validate_query(const std::string& method,
                                const google::protobuf::Message& request,
                                const query_limits& limits);
+
+/// The QueryService method `name` (nullptr if there is none).
+const google::protobuf::MethodDescriptor* query_method(const std::string& name);
+
+/// A new, empty message of `method`'s request (`input`) or response type.
+std::unique_ptr<google::protobuf::Message>
+new_query_message(const google::protobuf::MethodDescriptor& method, bool input);
 
 /// The read models a method reads (what `min_position` waits for).
 std::vector<std::string> projections_read_by(const std::string& method);
