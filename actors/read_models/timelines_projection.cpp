@@ -42,13 +42,16 @@ CREATE TABLE rm_author_shouts{g} (
 -- reading every shout of every followed author.
 CREATE INDEX rm_author_shouts{g}_merged ON rm_author_shouts{g} (author_id, shout_id)
   WHERE NOT fanned_out AND NOT deleted;
+-- Fan-out inserts dominate the projection's cost, and each index of rm_home
+-- costs one more random B-tree insert per row: an (owner_id, author_id)
+-- index for unfollow made them 1.5x slower (docs/read-side.md). by_shout
+-- is cheap (new shout ids append at its right edge).
 CREATE TABLE rm_home{g} (
   owner_id  text NOT NULL,
   shout_id  text NOT NULL,
   author_id text NOT NULL,
   PRIMARY KEY (owner_id, shout_id)
 );
-CREATE INDEX rm_home{g}_by_author ON rm_home{g} (owner_id, author_id);
 CREATE INDEX rm_home{g}_by_shout ON rm_home{g} (shout_id);
 )sql";
 
@@ -91,6 +94,11 @@ WITH removed AS (
 )
 DELETE FROM rm_home{g} WHERE owner_id = $2 AND author_id = $1
    AND EXISTS (SELECT 1 FROM removed)
+   -- Every entry of the author in a follower's home is one of the author's
+   -- fanned-out shouts (fan-out and follow backfill take only those): probe
+   -- the home's primary key for each instead of scanning the whole home.
+   AND shout_id IN (SELECT shout_id FROM rm_author_shouts{g}
+                     WHERE author_id = $1 AND fanned_out)
 RETURNING shout_id
 )sql";
 
