@@ -39,8 +39,9 @@
 // catchup   Waits until every live projection generation has applied the
 //           whole log (its partitions' offsets at the newest event) and
 //           reports events/s since MS (Unix milliseconds, taken by the caller
-//           before starting the node): the three projections replaying the
-//           log concurrently, as a node does on its first start.
+//           before starting the node: the three projections replaying the
+//           log concurrently, as a node does on its first start; or when a
+//           load ended, to wait out the projections' backlog).
 // rebuild   RebuildProjection through the AdminService, then polls (every
 //           20 ms) projection_generations until the new generation is live
 //           (swapped in). Reports events/s of the whole log over the time
@@ -70,6 +71,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "actors/common/clock.hpp"
@@ -624,45 +626,68 @@ void run_scan(const options& o) {
 
 // -- catchup / rebuild ----------------------------------------------------------
 
-/// Per projection: the lowest partition offset of a generation (0 before
+/// A place in the readers' order of the log: (writer xid, global position).
+/// The last event of the log in that order is not always the one with the
+/// highest position (a transaction with a smaller xid may commit rows with
+/// higher positions), so "caught up" compares these, never positions alone.
+struct log_point {
+  uint64_t tx = 0;
+  int64_t position = 0;
+  bool operator<(const log_point& o) const {
+    return std::tie(tx, position) < std::tie(o.tx, o.position);
+  }
+};
+
+/// Per projection: the lowest partition cursor of a generation (zero before
 /// every partition has written one), and events applied so far.
 struct progress {
-  int64_t position = 0;
+  log_point at;
   int64_t applied = 0;
   int partitions = 0;
+  bool reached(const log_point& head) const { return !(at < head); }
 };
 
 progress generation_progress(pqxx::connection& conn,
                              const std::string& projection,
                              int32_t generation) {
   pqxx::read_transaction tx{conn};
-  auto r = tx.exec_params1(
-    "SELECT coalesce(min(o.position), 0), coalesce(sum(o.events), 0),"
-    "       count(o.*), g.partitions"
+  auto rows = tx.exec_params(
+    "SELECT g.partitions, o.tx_id::text, o.position, o.events"
     "  FROM projection_generations g"
     "  LEFT JOIN projection_offsets o"
     "    ON o.projection = g.projection AND o.generation = g.generation"
-    " WHERE g.projection = $1 AND g.generation = $2"
-    " GROUP BY g.partitions",
+    " WHERE g.projection = $1 AND g.generation = $2",
     projection, generation);
   progress p;
-  p.partitions = r[2].as<int>();
-  p.position = p.partitions < r[3].as<int>() ? 0 : r[0].as<int64_t>();
-  p.applied = r[1].as<int64_t>();
+  int offsets = 0;
+  for (const auto& row : rows) {
+    p.partitions = row[0].as<int>();
+    if (row[1].is_null())
+      continue;
+    log_point at{std::stoull(row[1].as<std::string>()), row[2].as<int64_t>()};
+    if (offsets++ == 0 || at < p.at)
+      p.at = at;
+    p.applied += row[3].as<int64_t>();
+  }
+  if (offsets < p.partitions)
+    p.at = {};
   return p;
 }
 
-int64_t head_position(pqxx::connection& conn) {
+log_point log_head(pqxx::connection& conn) {
   pqxx::read_transaction tx{conn};
-  return tx.exec1("SELECT coalesce(max(global_position), 0) FROM events")[0]
-    .as<int64_t>();
+  auto rows = tx.exec("SELECT tx_id::text, global_position FROM events"
+                      " ORDER BY tx_id DESC, global_position DESC LIMIT 1");
+  if (rows.empty())
+    return {};
+  return {std::stoull(rows[0][0].as<std::string>()), rows[0][1].as<int64_t>()};
 }
 
 void run_catchup(const options& o) {
   if (o.started_ms == 0)
     cli.usage_error("catchup needs --started-ms");
   pqxx::connection conn{o.db_url};
-  auto head = head_position(conn);
+  auto head = log_head(conn);
   auto total = log_size(conn);
   std::map<std::string, int32_t> live;
   auto deadline = clock_type::now()
@@ -694,18 +719,18 @@ void run_catchup(const options& o) {
       if (done_at.count(name) > 0)
         continue;
       auto p = generation_progress(conn, name, g);
-      if (p.position >= head)
+      if (p.reached(head))
         done_at[name] = static_cast<double>(wall_ms() - o.started_ms) / 1000;
     }
     if (clock_type::now() >= next_report) {
       std::string line;
       for (auto& [name, g] : live) {
         auto p = generation_progress(conn, name, g);
-        line += " " + name + " " + std::to_string(p.position);
+        line += " " + name + " " + std::to_string(p.at.position);
       }
       std::fprintf(stderr, "  at %.1f s:%s of %lld\n",
                    static_cast<double>(wall_ms() - o.started_ms) / 1000,
-                   line.c_str(), static_cast<long long>(head));
+                   line.c_str(), static_cast<long long>(head.position));
       next_report += std::chrono::seconds(5);
     }
     if (clock_type::now() > deadline)
@@ -731,7 +756,7 @@ void run_rebuild(const options& o) {
     cli.usage_error("rebuild needs --admin-target and --projection");
   pqxx::connection conn{o.db_url};
   auto total = log_size(conn);
-  auto head = head_position(conn);
+  auto head = log_head(conn);
   auto channel = grpc::CreateChannel(o.admin_target,
                                      grpc::InsecureChannelCredentials());
   auto stub = v1::AdminService::NewStub(channel);
@@ -770,14 +795,14 @@ void run_rebuild(const options& o) {
     auto now = clock_type::now();
     if (applied_s == 0 || now >= next_report) {
       auto p = generation_progress(conn, o.projection, g);
-      if (applied_s == 0 && p.position >= head)
+      if (applied_s == 0 && p.reached(head))
         applied_s = seconds_since(t0);
       if (now >= next_report) {
         std::fprintf(stderr, "  at %.0f s: position %lld of %lld (%.0f "
                              "events/s)\n",
-                     seconds_since(t0), static_cast<long long>(p.position),
-                     static_cast<long long>(head),
-                     static_cast<double>(p.position) / seconds_since(t0));
+                     seconds_since(t0), static_cast<long long>(p.at.position),
+                     static_cast<long long>(head.position),
+                     static_cast<double>(p.at.position) / seconds_since(t0));
         next_report += std::chrono::seconds(5);
       }
     }
