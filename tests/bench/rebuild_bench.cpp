@@ -71,7 +71,6 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
-#include <tuple>
 #include <vector>
 
 #include "actors/common/clock.hpp"
@@ -626,25 +625,18 @@ void run_scan(const options& o) {
 
 // -- catchup / rebuild ----------------------------------------------------------
 
-/// A place in the readers' order of the log: (writer xid, global position).
-/// The last event of the log in that order is not always the one with the
-/// highest position (a transaction with a smaller xid may commit rows with
-/// higher positions), so "caught up" compares these, never positions alone.
-struct log_point {
-  uint64_t tx = 0;
-  int64_t position = 0;
-  bool operator<(const log_point& o) const {
-    return std::tie(tx, position) < std::tie(o.tx, o.position);
-  }
-};
+// "Caught up" compares projection::cursor values, (writer xid, position),
+// never positions alone: the last event in the readers' order is not always
+// the one with the highest position (a transaction with a smaller xid may
+// commit rows with higher positions).
 
 /// Per projection: the lowest partition cursor of a generation (zero before
 /// every partition has written one), and events applied so far.
 struct progress {
-  log_point at;
+  projection::cursor at;
   int64_t applied = 0;
   int partitions = 0;
-  bool reached(const log_point& head) const { return !(at < head); }
+  bool reached(const projection::cursor& head) const { return head <= at; }
 };
 
 progress generation_progress(pqxx::connection& conn,
@@ -664,7 +656,8 @@ progress generation_progress(pqxx::connection& conn,
     p.partitions = row[0].as<int>();
     if (row[1].is_null())
       continue;
-    log_point at{std::stoull(row[1].as<std::string>()), row[2].as<int64_t>()};
+    projection::cursor at{std::stoull(row[1].as<std::string>()),
+                          row[2].as<int64_t>()};
     if (offsets++ == 0 || at < p.at)
       p.at = at;
     p.applied += row[3].as<int64_t>();
@@ -674,7 +667,7 @@ progress generation_progress(pqxx::connection& conn,
   return p;
 }
 
-log_point log_head(pqxx::connection& conn) {
+projection::cursor log_head(pqxx::connection& conn) {
   pqxx::read_transaction tx{conn};
   auto rows = tx.exec("SELECT tx_id::text, global_position FROM events"
                       " ORDER BY tx_id DESC, global_position DESC LIMIT 1");
