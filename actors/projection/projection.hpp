@@ -71,6 +71,12 @@ struct change {
     author_post,
     /// such a shout deleted
     author_remove,
+    /// timeline `subject` now merges the feed of author `item` (a follow);
+    /// the watch hub consumes it: it subscribes that timeline's streams
+    /// to the author's feed before it forwards any later change.
+    feed_added,
+    /// timeline `subject` no longer merges author `item`'s feed (unfollow)
+    feed_removed,
   };
   kind_t kind = user;
   /// user id, shout id, or timeline owner.

@@ -14,8 +14,12 @@ using topic = std::pair<uint8_t, std::string>;
 
 struct hub_state {
   std::map<topic, std::set<caf::actor>> subscribers;
-  std::map<caf::actor_addr, std::vector<topic>> topics_of;
+  std::map<caf::actor_addr, std::set<topic>> topics_of;
   std::map<caf::actor_addr, caf::actor> actors;
+  /// Per timeline subscriber, the follows and unfollows of its timeline's
+  /// owner seen since it subscribed (author -> following): newer than any
+  /// following list the subscriber read, so they win over its author_feeds.
+  std::map<caf::actor_addr, std::map<std::string, bool>> feeds_seen;
   static inline const char* name = "watch-hub";
 };
 
@@ -35,7 +39,43 @@ void forget(pointer self, const caf::actor_addr& addr) {
       st.subscribers.erase(it);
   }
   st.topics_of.erase(addr);
+  st.feeds_seen.erase(addr);
   st.actors.erase(who);
+}
+
+void add_topic(pointer self, const caf::actor& who, const topic& t) {
+  self->state.subscribers[t].insert(who);
+  self->state.topics_of[who.address()].insert(t);
+}
+
+void remove_topic(pointer self, const caf::actor& who, const topic& t) {
+  auto& st = self->state;
+  auto it = st.subscribers.find(t);
+  if (it != st.subscribers.end()) {
+    it->second.erase(who);
+    if (it->second.empty())
+      st.subscribers.erase(it);
+  }
+  st.topics_of[who.address()].erase(t);
+}
+
+/// A follow (unfollow) of timeline `c.subject`'s owner: its subscribers
+/// start (stop) following author `c.item`'s feed, before any later change
+/// of this batch is forwarded.
+void follow_feed(pointer self, const change& c) {
+  auto& st = self->state;
+  auto it = st.subscribers.find({change::timeline_add, c.subject});
+  if (it == st.subscribers.end())
+    return;
+  bool added = c.kind == change::feed_added;
+  topic feed{change::author_post, c.item};
+  for (auto& sub : it->second) {
+    st.feeds_seen[sub.address()][c.item] = added;
+    if (added)
+      add_topic(self, sub, feed);
+    else
+      remove_topic(self, sub, feed);
+  }
 }
 
 /// The topics a change concerns.
@@ -51,6 +91,9 @@ std::vector<topic> topics(const change& c) {
     case change::author_post:
     case change::author_remove:
       return {{change::author_post, c.subject}};
+    case change::feed_added:
+    case change::feed_removed:
+      return {}; // the hub's own business (follow_feed)
   }
   return {};
 }
@@ -63,7 +106,11 @@ hub_actor::behavior_type hub(pointer self) {
       auto& st = self->state;
       if (st.subscribers.empty())
         return;
-      for (auto& c : changes)
+      for (auto& c : changes) {
+        if (c.kind == change::feed_added || c.kind == change::feed_removed) {
+          follow_feed(self, c);
+          continue;
+        }
         for (auto& t : topics(c)) {
           auto it = st.subscribers.find(t);
           if (it == st.subscribers.end())
@@ -71,6 +118,7 @@ hub_actor::behavior_type hub(pointer self) {
           for (auto& sub : it->second)
             caf::anon_send(sub, change_atom::value, c);
         }
+      }
     },
     [=](subscribe_atom, const caf::actor& who, const subscription& s) {
       auto& st = self->state;
@@ -81,17 +129,17 @@ hub_actor::behavior_type hub(pointer self) {
         ts.emplace_back(change::shout, id);
       if (!s.timeline_owner.empty())
         ts.emplace_back(change::timeline_add, s.timeline_owner);
-      for (auto& id : s.author_feeds)
-        ts.emplace_back(change::author_post, id);
       auto addr = who.address();
+      auto seen = st.feeds_seen.find(addr);
+      for (auto& id : s.author_feeds)
+        if (seen == st.feeds_seen.end() || seen->second.count(id) == 0)
+          ts.emplace_back(change::author_post, id);
       if (st.actors.count(addr) == 0) {
         st.actors.emplace(addr, who);
         self->monitor(who);
       }
-      for (auto& t : ts) {
-        st.subscribers[t].insert(who);
-        st.topics_of[addr].push_back(t);
-      }
+      for (auto& t : ts)
+        add_topic(self, who, t);
       return true;
     },
     [=](unsub_atom, const caf::actor& who) { forget(self, who.address()); },

@@ -4,8 +4,20 @@
 // log order, once all its partitions have committed (a retried dead letter's
 // partition reports its own); Watch streams subscribe to the subjects they
 // follow (users, shouts, a timeline, authors' feeds) and receive (change,
-// change) messages for those only. A subscriber is any actor; the hub monitors it and forgets it when
-// it ends (a cancelled stream frees everything).
+// change) messages for those only. A subscriber is any actor; the hub
+// monitors it and forgets it when it ends (a cancelled stream frees
+// everything).
+//
+// A timeline also shows the posts of followed authors that were not fanned
+// out (celebrities', merged at read time), which reach it as their
+// author's feed changes. The hub keeps each timeline subscriber's feeds
+// current itself: a feed_added / feed_removed change (a follow or unfollow
+// by the timeline's owner) subscribes or unsubscribes it before the
+// batch's later changes are forwarded, so no post of a newly followed
+// author falls between the follow and the subscription. A subscriber
+// subscribes its timeline first and its `author_feeds` (the owner's
+// following list, read after that) second; follows the hub saw in between
+// win over that list.
 
 #include <caf/actor.hpp>
 #include <caf/actor_system.hpp>

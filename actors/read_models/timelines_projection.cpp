@@ -59,8 +59,14 @@ CREATE INDEX rm_home{g}_by_shout ON rm_home{g} (shout_id);
 // and per-statement overhead. A follow, unfollow or delete is one statement;
 // the posts of a batch are one statement per run (see apply).
 
-/// $1 author, $2 follower, $3 position, $4 cap → the shouts brought into the
-/// follower's timeline (none if the follow was known).
+// A follow or unfollow answers one row per change of the follower's
+// timeline, tagged: 'feed' once if the follow was new (or the unfollow
+// removed one), 'home' per fanned-out shout that entered (left) the home
+// table, 'merged' per shout of the author that GetTimeline merges at read
+// time (not fanned out) and that therefore entered (left) the timeline too.
+// Both take the newest `cap` shouts, as the timeline shows no more.
+
+/// $1 author, $2 follower, $3 position, $4 cap.
 constexpr const char* follow_sql = R"sql(
 WITH added AS (
   INSERT INTO rm_followers{g} (author_id, follower_id, position)
@@ -71,17 +77,24 @@ WITH added AS (
   SELECT author_id, 1 FROM added
   ON CONFLICT (author_id)
     DO UPDATE SET follower_count = a.follower_count + 1
+), homes AS (
+  INSERT INTO rm_home{g} (owner_id, shout_id, author_id)
+  SELECT $2, shout_id, author_id FROM rm_author_shouts{g}
+   WHERE author_id = $1 AND fanned_out AND NOT deleted
+     AND EXISTS (SELECT 1 FROM added)
+   ORDER BY shout_id DESC LIMIT $4
+  ON CONFLICT DO NOTHING
+  RETURNING shout_id
 )
-INSERT INTO rm_home{g} (owner_id, shout_id, author_id)
-SELECT $2, shout_id, author_id FROM rm_author_shouts{g}
- WHERE author_id = $1 AND fanned_out AND NOT deleted
-   AND EXISTS (SELECT 1 FROM added)
- ORDER BY shout_id DESC LIMIT $4
-ON CONFLICT DO NOTHING
-RETURNING shout_id
+SELECT 'feed', NULL::text FROM added
+UNION ALL SELECT 'home', shout_id FROM homes
+UNION ALL (SELECT 'merged', shout_id FROM rm_author_shouts{g}
+            WHERE author_id = $1 AND NOT fanned_out AND NOT deleted
+              AND EXISTS (SELECT 1 FROM added)
+            ORDER BY shout_id DESC LIMIT $4)
 )sql";
 
-/// $1 author, $2 follower → the shouts that left the follower's timeline.
+/// $1 author, $2 follower, $3 cap.
 constexpr const char* unfollow_sql = R"sql(
 WITH removed AS (
   DELETE FROM rm_followers{g} WHERE author_id = $1 AND follower_id = $2
@@ -91,15 +104,23 @@ WITH removed AS (
   SELECT author_id, -1 FROM removed
   ON CONFLICT (author_id)
     DO UPDATE SET follower_count = a.follower_count - 1
+), homes AS (
+  DELETE FROM rm_home{g} WHERE owner_id = $2 AND author_id = $1
+     AND EXISTS (SELECT 1 FROM removed)
+     -- Every entry of the author in a follower's home is one of the
+     -- author's fanned-out shouts (fan-out and follow backfill take only
+     -- those): probe the home's primary key for each instead of scanning
+     -- the whole home.
+     AND shout_id IN (SELECT shout_id FROM rm_author_shouts{g}
+                       WHERE author_id = $1 AND fanned_out)
+  RETURNING shout_id
 )
-DELETE FROM rm_home{g} WHERE owner_id = $2 AND author_id = $1
-   AND EXISTS (SELECT 1 FROM removed)
-   -- Every entry of the author in a follower's home is one of the author's
-   -- fanned-out shouts (fan-out and follow backfill take only those): probe
-   -- the home's primary key for each instead of scanning the whole home.
-   AND shout_id IN (SELECT shout_id FROM rm_author_shouts{g}
-                     WHERE author_id = $1 AND fanned_out)
-RETURNING shout_id
+SELECT 'feed', NULL::text FROM removed
+UNION ALL SELECT 'home', shout_id FROM homes
+UNION ALL (SELECT 'merged', shout_id FROM rm_author_shouts{g}
+            WHERE author_id = $1 AND NOT fanned_out AND NOT deleted
+              AND EXISTS (SELECT 1 FROM removed)
+            ORDER BY shout_id DESC LIMIT $3)
 )sql";
 
 /// $1 authors, $2 shouts (a run of posts), $3 celebrity threshold → per
@@ -146,6 +167,23 @@ WITH was AS (
 SELECT (SELECT fanned_out FROM was), homes.owner_id
   FROM (SELECT 1) one LEFT JOIN homes ON true
 )sql";
+
+/// The changes of a follow's (unfollow's) rows: `feed` for the follow
+/// itself, one `entry` change per shout that entered (left) the follower's
+/// timeline.
+void follow_changes(const pqxx::result& rows, change::kind_t feed,
+                    change::kind_t entry, const std::string& author,
+                    const std::string& follower,
+                    const projection::cursor& at,
+                    std::vector<change>& changes) {
+  for (const auto& row : rows) {
+    if (row[0].as<std::string>() == "feed")
+      changes.push_back({feed, follower, author, at.position, at.tx});
+    else
+      changes.push_back({entry, follower, row[1].as<std::string>(),
+                         at.position, at.tx});
+  }
+}
 
 } // namespace
 
@@ -241,22 +279,20 @@ void timelines_projection::apply(pqxx::transaction_base& tx,
     if (run_authors.count(k.key) > 0)
       apply_run();
     switch (e.event_case()) {
-      case v1::UserEvent::kUserFollowed: {
-        auto& follower = e.user_followed().user_id();
-        for (const auto& row : tx.exec_params(follow, k.key, follower,
-                                              pos, cfg_.cap))
-          changes.push_back({change::timeline_add, follower,
-                             row[0].as<std::string>(), pos, raw.at.tx});
+      case v1::UserEvent::kUserFollowed:
+        follow_changes(tx.exec_params(follow, k.key,
+                                      e.user_followed().user_id(), pos,
+                                      cfg_.cap),
+                       change::feed_added, change::timeline_add, k.key,
+                       e.user_followed().user_id(), raw.at, changes);
         break;
-      }
-      case v1::UserEvent::kUserUnfollowed: {
-        auto& follower = e.user_unfollowed().user_id();
-        for (const auto& row :
-             tx.exec_params(unfollow, k.key, follower))
-          changes.push_back({change::timeline_remove, follower,
-                             row[0].as<std::string>(), pos, raw.at.tx});
+      case v1::UserEvent::kUserUnfollowed:
+        follow_changes(tx.exec_params(unfollow, k.key,
+                                      e.user_unfollowed().user_id(),
+                                      cfg_.cap),
+                       change::feed_removed, change::timeline_remove, k.key,
+                       e.user_unfollowed().user_id(), raw.at, changes);
         break;
-      }
       case v1::UserEvent::kShoutDeleted: {
         auto& author = k.key;
         auto& shout = e.shout_deleted().shout_id();

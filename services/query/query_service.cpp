@@ -3,7 +3,9 @@
 #include <caf/all.hpp>
 #include <google/protobuf/descriptor.h>
 
+#include <cassert>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -342,6 +344,11 @@ watch_item item_for(const projection::change& c) {
     case projection::change::author_remove:
       item.removed = c.item;
       break;
+    case projection::change::feed_added:
+    case projection::change::feed_removed:
+      // The hub consumes these and never forwards them.
+      assert(!"a feed change reached a watch session");
+      break;
   }
   return item;
 }
@@ -462,37 +469,43 @@ caf::behavior session(session_pointer self, std::shared_ptr<watch_outbox> out,
   };
   // Subscribe first and read the current documents once the hub confirms:
   // a change between the two is sent after them, never lost.
-  auto subscribe = [=](const projection::subscription& full) {
+  auto subscribe = [=](const projection::subscription& s,
+                       std::function<void()> then) {
     self
       ->request(hub, std::chrono::seconds(10), subscribe_atom::value,
-                caf::actor_cast<caf::actor>(self), full)
-      .then(
-        [=](bool) {
-          auto& st = self->state;
-          st.subscribed = true;
-          st.to_send = initial_items(full);
-          for (auto& item : st.early)
-            st.to_send.push_back(std::move(item));
-          st.early.clear();
-          process_next(self);
-        },
-        [=](caf::error& err) { refuse(err); });
+                caf::actor_cast<caf::actor>(self), s)
+      .then([=](bool) { then(); }, [=](caf::error& err) { refuse(err); });
+  };
+  auto start_sending = [=] {
+    auto& st = self->state;
+    st.subscribed = true;
+    st.to_send = initial_items(sub);
+    for (auto& item : st.early)
+      st.to_send.push_back(std::move(item));
+    st.early.clear();
+    process_next(self);
   };
   // A timeline also follows the feeds of the authors its owner follows:
   // shouts of authors above the celebrity threshold are not fanned out.
-  if (sub.timeline_owner.empty())
-    subscribe(sub);
-  else
-    self
-      ->request(st.workers, std::chrono::seconds(10), following_atom::value,
-                sub.timeline_owner)
-      .then(
-        [=](std::vector<std::string>& authors) {
-          auto full = sub;
-          full.author_feeds = std::move(authors);
-          subscribe(full);
-        },
-        [=](caf::error& err) { refuse(err); });
+  // The following list is read once the timeline is subscribed, so the hub
+  // sees every follow after that read (watch_hub.hpp).
+  if (sub.timeline_owner.empty()) {
+    subscribe(sub, start_sending);
+  } else {
+    auto read_feeds = [=] {
+      self
+        ->request(self->state.workers, std::chrono::seconds(10),
+                  following_atom::value, sub.timeline_owner)
+        .then(
+          [=](std::vector<std::string>& authors) {
+            projection::subscription feeds;
+            feeds.author_feeds = std::move(authors);
+            subscribe(feeds, start_sending);
+          },
+          [=](caf::error& err) { refuse(err); });
+    };
+    subscribe(sub, read_feeds);
+  }
   return {
     [=](change_atom, const projection::change& c) {
       auto& st = self->state;

@@ -1485,12 +1485,10 @@ TEST_F(query_service_test, watch_sends_initial_documents_then_changes_in_order) 
 
 // A Watch of a timeline sends its newest entries first, then a
 // timeline_entry for every shout that enters it and a
-// timeline_removed_shout_id for every one that leaves it. Fails
-// (intermittently) today: the session turns a timeline change into a
-// GetShout without waiting for the shouts projection to reach the change's
-// position; when the timelines projection (another reader) is ahead, the
-// read answers NOT_FOUND and query_service.cpp process_next() drops the
-// change silently (`if (a.ok)`), so entries go missing. Order is
+// timeline_removed_shout_id for every one that leaves it. The session
+// turns a timeline change into a GetShout once the shouts projection has
+// reached the change's position (the timelines projection, another
+// reader, may be ahead), so no entry goes missing. Order is
 // watch_timeline_changes_from_many_authors_are_in_log_order's concern:
 // here the changes are compared sorted by position.
 TEST_F(query_service_test, watch_timeline_sends_entries_and_removals) {
@@ -1693,12 +1691,9 @@ TEST_F(query_service_test, watch_invalid_requests_are_invalid_argument) {
 }
 
 // A Watch of a timeline follows every shout that enters it, including
-// those of authors above the celebrity threshold (merged at read time).
-// Fails today: query_service.cpp session() subscribes with
-// `sub.author_feeds` empty, so the hub never forwards the `author_post`
-// changes of followed celebrities, and timelines_projection.cpp's delete
-// of a not-fanned-out shout reports a timeline_remove for the author's own
-// home only.
+// those of authors above the celebrity threshold (merged at read time):
+// the session subscribes to the feeds of the authors the owner follows,
+// and a deleted celebrity shout leaves the followers' timelines too.
 TEST_F(query_service_test, watch_timeline_includes_celebrity_shouts) {
   start([](node::node_config& c) { c.celebrity_threshold = 1; });
   register_user("star", "star");
@@ -1727,6 +1722,62 @@ TEST_F(query_service_test, watch_timeline_includes_celebrity_shouts) {
   ASSERT_TRUE(c) << "no timeline_removed_shout_id for the deletion";
   EXPECT_EQ(c->timeline_removed_shout_id(), posted.shout_id());
   EXPECT_EQ(c->global_position(), removed.global_position());
+}
+
+// Following a celebrity while a Watch of one's timeline runs brings the
+// celebrity's shouts into it (merged at read time, so no home rows: the
+// follow itself reports them) and their later shouts with it; unfollowing
+// takes them out again and stops them. The hub subscribes the stream to
+// the author's feed as it forwards the follow (watch_hub.hpp).
+TEST_F(query_service_test, watch_timeline_follows_celebrities_followed_during_the_stream) {
+  start([](node::node_config& c) { c.celebrity_threshold = 1; });
+  register_user("star", "star");
+  register_user("fan", "fan");
+  register_user("extra", "extra");
+  follow("extra", "star"); // one follower: star is a celebrity from now on
+  auto old = post("star", "before the follow");
+  auto own = post("fan", "mine");
+  timeline("fan", own.global_position());
+  v1::WatchRequest req;
+  req.set_timeline_user_id("fan");
+  watch_client watch{*queries_, req};
+  auto initial = watch.next();
+  ASSERT_TRUE(initial && initial->has_timeline_entry());
+  ASSERT_EQ(initial->timeline_entry().shout_id(), own.shout_id());
+
+  auto followed = follow("fan", "star");
+  ASSERT_THAT(shout_ids(timeline("fan", followed.global_position())),
+              ElementsAre(own.shout_id(), old.shout_id()));
+  auto c = watch.next();
+  ASSERT_TRUE(c) << "the followed celebrity's shout never entered the stream";
+  ASSERT_TRUE(c->has_timeline_entry()) << c->ShortDebugString();
+  EXPECT_EQ(c->timeline_entry().shout_id(), old.shout_id());
+  EXPECT_EQ(c->global_position(), followed.global_position());
+
+  auto fresh = post("star", "after the follow");
+  c = watch.next();
+  ASSERT_TRUE(c) << "a new shout of a celebrity followed during the stream "
+                    "never arrived";
+  ASSERT_TRUE(c->has_timeline_entry()) << c->ShortDebugString();
+  EXPECT_EQ(c->timeline_entry().shout_id(), fresh.shout_id());
+  EXPECT_EQ(c->global_position(), fresh.global_position());
+
+  auto unfollowed = unfollow("fan", "star");
+  std::set<std::string> left;
+  for (auto& x : watch.take(2)) {
+    EXPECT_EQ(x.global_position(), unfollowed.global_position());
+    left.insert(x.timeline_removed_shout_id());
+  }
+  EXPECT_EQ(left, (std::set<std::string>{old.shout_id(), fresh.shout_id()}));
+
+  // Changes arrive in log order: had the stream kept the star's feed, the
+  // star's next shout would come before the fan's own.
+  post("star", "after the unfollow");
+  auto mine = post("fan", "mine again");
+  c = watch.next();
+  ASSERT_TRUE(c && c->has_timeline_entry());
+  EXPECT_EQ(c->timeline_entry().shout_id(), mine.shout_id())
+    << "a shout of an unfollowed celebrity reached the stream";
 }
 
 // A timeline's changes come from the partitions of many authors; they must
