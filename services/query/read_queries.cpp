@@ -177,16 +177,23 @@ const std::vector<std::pair<const char*, std::string>>& statements() {
     {"q_shouts", select_shouts("s.shout_id = ANY($1::text[])")},
     // Fanned-out entries plus the not-fanned-out shouts of followed authors
     // above the celebrity threshold, the newest $4 of them; the page is the
-    // $3 newest after $2.
+    // $3 newest after $2. The two sets are disjoint (a home holds fanned-out
+    // shouts and its owner's own; an owner does not follow itself), and
+    // each is taken newest first with its own limit, so PostgreSQL merges
+    // two ordered streams and stops once the page is full: a first page
+    // reads about $3 home entries instead of the whole (untrimmed) home.
+    // On the bench log that took one GetTimeline from ~4-8 ms to ~0.5 ms.
     {"q_timeline", std::string{R"sql(
-WITH entries AS (
-  SELECT shout_id FROM rm_home WHERE owner_id = $1
-  UNION
-  SELECT s.shout_id FROM rm_followers f
-    JOIN rm_author_shouts s ON s.author_id = f.author_id
-   WHERE f.follower_id = $1 AND NOT s.fanned_out AND NOT s.deleted
-), capped AS (
-  SELECT shout_id FROM entries ORDER BY shout_id DESC LIMIT $4
+WITH capped AS (
+  SELECT shout_id FROM (
+    (SELECT shout_id FROM rm_home WHERE owner_id = $1
+      ORDER BY shout_id DESC LIMIT $4)
+    UNION ALL
+    (SELECT s.shout_id FROM rm_followers f
+       JOIN rm_author_shouts s ON s.author_id = f.author_id
+      WHERE f.follower_id = $1 AND NOT s.fanned_out AND NOT s.deleted
+      ORDER BY s.shout_id DESC LIMIT $4)
+  ) e ORDER BY shout_id DESC LIMIT $4
 )
 SELECT )sql"} + shout_cols + R"sql(
   FROM capped c JOIN rm_shouts s ON s.shout_id = c.shout_id

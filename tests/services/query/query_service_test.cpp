@@ -669,6 +669,45 @@ TEST_F(query_service_test, get_timeline_merges_celebrity_shouts_at_read_time) {
               ElementsAre(p1));
 }
 
+// The cap counts fanned-out and merged entries together: a timeline shows
+// its newest `timeline_cap` entries of both kinds, in one order, and a
+// page walk ends there.
+TEST_F(query_service_test, get_timeline_caps_fanned_out_and_merged_entries_together) {
+  start([](node::node_config& c) {
+    c.celebrity_threshold = 2;
+    c.timeline_cap = 5;
+  });
+  for (auto id : {"star", "plain", "fan", "other"})
+    register_user(id, id);
+  follow("fan", "star");
+  follow("other", "star"); // star is a celebrity from now on
+  follow("fan", "plain");
+  std::vector<std::string> newest_first;
+  v1::CommandResult last;
+  for (int i = 0; i < 4; ++i)
+    for (auto author : {"star", "plain"}) {
+      last = post(author, std::string{author} + std::to_string(i));
+      newest_first.insert(newest_first.begin(), last.shout_id());
+    }
+  newest_first.resize(5);
+  // One page larger than the cap, and a walk in pages of two.
+  auto whole = timeline("fan", last.global_position(), 20);
+  EXPECT_THAT(shout_ids(whole), ElementsAreArray(newest_first));
+  EXPECT_EQ(whole.next_page_token(), "");
+  std::vector<std::string> walked;
+  std::string token;
+  for (int page = 0; page < 5; ++page) {
+    auto p = timeline("fan", last.global_position(), 2, token);
+    for (auto& id : shout_ids(p))
+      walked.push_back(id);
+    token = p.next_page_token();
+    if (token.empty())
+      break;
+  }
+  EXPECT_THAT(walked, ElementsAreArray(newest_first));
+  EXPECT_EQ(token, "");
+}
+
 TEST_F(query_service_test, get_user_shouts_lists_own_shouts_newest_first) {
   register_user("a", "a");
   register_user("b", "b");
