@@ -20,6 +20,7 @@
 #include <chrono>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <set>
 #include <thread>
@@ -614,6 +615,76 @@ TEST_F(engine_test, partition_applies_a_redelivered_batch_once) {
   EXPECT_EQ(apply(restarted).applied, 0u)
     << "a restarted partition re-applied its committed batch";
   EXPECT_EQ(recorded(), static_cast<int64_t>(pairs));
+  expect_each_key_exactly_once_in_log_order(db_);
+}
+
+// A call whose outcome the partition cannot know (its connection broke, as
+// when a COMMIT is cut off) may still have committed: the partition then
+// re-reads its offset from the database before the next attempt, instead
+// of trusting what it remembers. Here another instance commits the second
+// batch behind the partition's back, as its own lost COMMIT would have;
+// when the batch is sent again the partition skips it.
+TEST_F(engine_test, partition_rereads_its_offset_after_a_failed_call) {
+  auto proj = std::make_shared<recorder>();
+  create_tables(*proj);
+  prewrite_log(db_, 6, 40, 7);
+  auto fetcher = spawn_fetcher();
+  projection::fetch_result res;
+  ASSERT_TRUE(eventually([&] {
+    res = fetch(fetcher, {});
+    return res.events.size() == 46;
+  }));
+  // Two batches for one partition (count 1): every key is its own.
+  auto batch_of = [&](std::size_t from, std::size_t to, uint64_t id) {
+    projection::partition_batch b;
+    b.id = id;
+    b.events.assign(res.events.begin() + static_cast<std::ptrdiff_t>(from),
+                    res.events.begin() + static_cast<std::ptrdiff_t>(to));
+    b.end = b.events.back().at;
+    for (uint32_t i = 0; i < b.events.size(); ++i)
+      for (auto& k : recorded_keys(b.events[i]))
+        b.keyed.push_back({i, k});
+    return b;
+  };
+  auto first = batch_of(0, 23, 1);
+  auto second = batch_of(23, 46, 2);
+  auto apply = [&](const projection::partition_actor& p,
+                   const projection::partition_batch& b)
+    -> std::optional<projection::partition_ack> {
+    caf::scoped_actor self{*sys_};
+    std::optional<projection::partition_ack> ack;
+    self->request(p, 30s, apply_atom::value, b)
+      .receive([&](projection::partition_ack& a) { ack = a; },
+               [&](caf::error&) {});
+    return ack;
+  };
+
+  auto p = spawn_partition(proj, 0, 1);
+  auto a1 = apply(p, first);
+  ASSERT_TRUE(a1);
+  EXPECT_EQ(a1->applied, first.keyed.size());
+  auto behind_its_back = spawn_partition(proj, 0, 1);
+  auto a2 = apply(behind_its_back, second);
+  ASSERT_TRUE(a2);
+  EXPECT_EQ(a2->applied, second.keyed.size());
+  stop({caf::actor_cast<caf::actor>(behind_its_back)});
+
+  // Break p's connection; its next call fails, and a later one succeeds.
+  db_.exec("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+           " WHERE datname = current_database()"
+           "   AND application_name = 'shoutflowd'");
+  std::optional<projection::partition_ack> again;
+  int failed = 0;
+  ASSERT_TRUE(eventually([&] {
+    again = apply(p, second);
+    failed += again ? 0 : 1;
+    return again.has_value();
+  }));
+  EXPECT_GT(failed, 0) << "the broken connection went unnoticed";
+  EXPECT_EQ(again->applied, 0u)
+    << "applied a batch that had committed: the offset was not re-read";
+  EXPECT_EQ(recorded(), static_cast<int64_t>(first.keyed.size()
+                                             + second.keyed.size()));
   expect_each_key_exactly_once_in_log_order(db_);
 }
 
