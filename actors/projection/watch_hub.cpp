@@ -98,7 +98,10 @@ std::vector<topic> topics(const change& c) {
   return {};
 }
 
-hub_actor::behavior_type hub(pointer self) {
+/// The unit argument: CAF 0.17 binds a reference to a null tuple when a
+/// function-based actor is spawned without arguments (undefined behaviour
+/// that UBSan reports, and that stops the ASan build's node).
+hub_actor::behavior_type hub(pointer self, caf::unit_t) {
   self->set_down_handler(
     [=](caf::down_msg& dm) { forget(self, dm.source); });
   return {
@@ -149,7 +152,7 @@ hub_actor::behavior_type hub(pointer self) {
 } // namespace
 
 hub_actor spawn_watch_hub(caf::actor_system& sys) {
-  return sys.spawn(hub);
+  return sys.spawn(hub, caf::unit);
 }
 
 } // namespace shoutflow::projection

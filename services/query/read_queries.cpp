@@ -4,6 +4,7 @@
 #include <google/protobuf/util/time_util.h>
 
 #include <cctype>
+#include <cstdint>
 #include <unordered_map>
 
 #include "actors/entity/effect.hpp"
@@ -474,7 +475,11 @@ query_rejection run_query(pqxx::transaction_base& tx, const std::string& method,
 
 std::string encode_page_token(const std::string& key) {
   std::string out;
-  int val = 0, bits = -6;
+  // Unsigned: the accumulator keeps only its low bits that are still to
+  // be written (at most 14), so its high bits may wrap (a signed shift
+  // overflowed: undefined behaviour, caught by UBSan).
+  uint32_t val = 0;
+  int bits = -6;
   for (unsigned char c : key) {
     val = (val << 8) + c;
     bits += 8;
@@ -492,12 +497,13 @@ std::optional<std::string> decode_page_token(const std::string& token) {
   if (token.size() > 200)
     return std::nullopt;
   std::string out;
-  int val = 0, bits = -8;
+  uint32_t val = 0; // as in encode_page_token
+  int bits = -8;
   for (auto c : token) {
     auto* p = std::char_traits<char>::find(b64, 64, c);
     if (p == nullptr)
       return std::nullopt;
-    val = (val << 6) + static_cast<int>(p - b64);
+    val = (val << 6) + static_cast<uint32_t>(p - b64);
     bits += 6;
     if (bits >= 0) {
       out.push_back(static_cast<char>((val >> bits) & 0xFF));
