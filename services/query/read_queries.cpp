@@ -184,16 +184,23 @@ const std::vector<std::pair<const char*, std::string>>& statements() {
     // two ordered streams and stops once the page is full: a first page
     // reads about $3 home entries instead of the whole (untrimmed) home.
     // On the bench log that took one GetTimeline from ~4-8 ms to ~0.5 ms.
+    // Each followed author contributes at most its newest $4 merged shouts
+    // (LATERAL): a follower of three authors with 50,000 such shouts each
+    // read all 150,000 before (87 ms), 2,400 now (2.6 ms).
     {"q_timeline", std::string{R"sql(
 WITH capped AS (
   SELECT shout_id FROM (
     (SELECT shout_id FROM rm_home WHERE owner_id = $1
       ORDER BY shout_id DESC LIMIT $4)
     UNION ALL
-    (SELECT s.shout_id FROM rm_followers f
-       JOIN rm_author_shouts s ON s.author_id = f.author_id
-      WHERE f.follower_id = $1 AND NOT s.fanned_out AND NOT s.deleted
-      ORDER BY s.shout_id DESC LIMIT $4)
+    (SELECT m.shout_id FROM rm_followers f
+       CROSS JOIN LATERAL (
+         SELECT s.shout_id FROM rm_author_shouts s
+          WHERE s.author_id = f.author_id AND NOT s.fanned_out
+            AND NOT s.deleted
+          ORDER BY s.shout_id DESC LIMIT $4) m
+      WHERE f.follower_id = $1
+      ORDER BY m.shout_id DESC LIMIT $4)
   ) e ORDER BY shout_id DESC LIMIT $4
 )
 SELECT )sql"} + shout_cols + R"sql(
