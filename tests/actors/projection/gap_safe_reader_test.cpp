@@ -367,6 +367,34 @@ protected:
     return out;
   }
 
+  /// `events[from, to)` as one share for a single partition (count 1):
+  /// every key is its own.
+  static projection::partition_batch
+  single_partition_batch(const std::vector<projection::raw_event>& events,
+                         std::size_t from, std::size_t to, uint64_t id) {
+    projection::partition_batch b;
+    b.id = id;
+    b.events.assign(events.begin() + static_cast<std::ptrdiff_t>(from),
+                    events.begin() + static_cast<std::ptrdiff_t>(to));
+    b.end = b.events.back().at;
+    for (uint32_t i = 0; i < b.events.size(); ++i)
+      for (auto& k : recorded_keys(b.events[i]))
+        b.keyed.push_back({i, k});
+    return b;
+  }
+
+  /// The partition's ack, or nothing when the call failed.
+  std::optional<projection::partition_ack>
+  apply(const projection::partition_actor& p,
+        const projection::partition_batch& b) {
+    caf::scoped_actor self{*sys_};
+    std::optional<projection::partition_ack> ack;
+    self->request(p, 30s, apply_atom::value, b)
+      .receive([&](projection::partition_ack& a) { ack = a; },
+               [&](caf::error&) {});
+    return ack;
+  }
+
   int64_t recorded() const {
     return db_.scalar<int64_t>("SELECT count(*) FROM rec_applied_g1");
   }
@@ -585,34 +613,19 @@ TEST_F(engine_test, partition_applies_a_redelivered_batch_once) {
     res = fetch(fetcher, {});
     return res.events.size() == 46;
   }));
-  // Everything in one partition (count 1): every key is its own.
-  projection::partition_batch batch;
-  batch.id = 1;
-  batch.events = res.events;
-  batch.end = res.events.back().at;
-  std::size_t pairs = 0;
-  for (uint32_t i = 0; i < batch.events.size(); ++i)
-    for (auto& k : recorded_keys(batch.events[i])) {
-      batch.keyed.push_back({i, k});
-      ++pairs;
-    }
-
-  auto apply = [&](const projection::partition_actor& p) {
-    caf::scoped_actor self{*sys_};
-    projection::partition_ack ack;
-    self->request(p, 30s, apply_atom::value, batch)
-      .receive([&](projection::partition_ack& a) { ack = a; },
-               [&](caf::error& err) {
-                 ADD_FAILURE() << "apply failed: " << sys_->render(err);
-               });
-    return ack;
+  auto batch = single_partition_batch(res.events, 0, res.events.size(), 1);
+  auto pairs = batch.keyed.size();
+  auto applied = [&](const projection::partition_actor& p) {
+    auto ack = apply(p, batch);
+    EXPECT_TRUE(ack) << "apply failed";
+    return ack ? ack->applied : ~std::size_t{0};
   };
   auto p = spawn_partition(proj, 0, 1);
-  EXPECT_EQ(apply(p).applied, pairs);
-  EXPECT_EQ(apply(p).applied, 0u) << "redelivered batch applied again";
+  EXPECT_EQ(applied(p), pairs);
+  EXPECT_EQ(applied(p), 0u) << "redelivered batch applied again";
   stop({caf::actor_cast<caf::actor>(p)});
   auto restarted = spawn_partition(proj, 0, 1);
-  EXPECT_EQ(apply(restarted).applied, 0u)
+  EXPECT_EQ(applied(restarted), 0u)
     << "a restarted partition re-applied its committed batch";
   EXPECT_EQ(recorded(), static_cast<int64_t>(pairs));
   expect_each_key_exactly_once_in_log_order(db_);
@@ -634,30 +647,8 @@ TEST_F(engine_test, partition_rereads_its_offset_after_a_failed_call) {
     res = fetch(fetcher, {});
     return res.events.size() == 46;
   }));
-  // Two batches for one partition (count 1): every key is its own.
-  auto batch_of = [&](std::size_t from, std::size_t to, uint64_t id) {
-    projection::partition_batch b;
-    b.id = id;
-    b.events.assign(res.events.begin() + static_cast<std::ptrdiff_t>(from),
-                    res.events.begin() + static_cast<std::ptrdiff_t>(to));
-    b.end = b.events.back().at;
-    for (uint32_t i = 0; i < b.events.size(); ++i)
-      for (auto& k : recorded_keys(b.events[i]))
-        b.keyed.push_back({i, k});
-    return b;
-  };
-  auto first = batch_of(0, 23, 1);
-  auto second = batch_of(23, 46, 2);
-  auto apply = [&](const projection::partition_actor& p,
-                   const projection::partition_batch& b)
-    -> std::optional<projection::partition_ack> {
-    caf::scoped_actor self{*sys_};
-    std::optional<projection::partition_ack> ack;
-    self->request(p, 30s, apply_atom::value, b)
-      .receive([&](projection::partition_ack& a) { ack = a; },
-               [&](caf::error&) {});
-    return ack;
-  };
+  auto first = single_partition_batch(res.events, 0, 23, 1);
+  auto second = single_partition_batch(res.events, 23, 46, 2);
 
   auto p = spawn_partition(proj, 0, 1);
   auto a1 = apply(p, first);

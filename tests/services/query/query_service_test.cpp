@@ -420,6 +420,22 @@ protected:
     return ok(&query_stub::GetTimeline, r);
   }
 
+  /// Posts a shout of `owner`'s own, waits until its timeline shows it,
+  /// and opens a Watch of that timeline whose initial entry is the shout:
+  /// once that has arrived the stream is subscribed, and every later
+  /// entry is a change. Call with ASSERT_NO_FATAL_FAILURE.
+  void watch_own_timeline(const std::string& owner, v1::CommandResult& own,
+                          std::unique_ptr<watch_client>& watch) {
+    own = post(owner, "mine");
+    timeline(owner, own.global_position());
+    v1::WatchRequest req;
+    req.set_timeline_user_id(owner);
+    watch = std::make_unique<watch_client>(*queries_, req);
+    auto initial = watch->next();
+    ASSERT_TRUE(initial && initial->has_timeline_entry());
+    ASSERT_EQ(initial->timeline_entry().shout_id(), own.shout_id());
+  }
+
   v1::TimelinePage user_shouts(const std::string& id, int64_t min_position,
                                int32_t page_size = 0,
                                const std::string& token = "") {
@@ -1738,16 +1754,11 @@ TEST_F(query_service_test, watch_timeline_includes_celebrity_shouts) {
   register_user("star", "star");
   register_user("fan", "fan");
   follow("fan", "star");
-  // The fan's own shout is the initial state: once it has arrived, the
-  // stream is subscribed, and the star's shout is a change.
-  auto own = post("fan", "mine");
-  timeline("fan", own.global_position());
-  v1::WatchRequest req;
-  req.set_timeline_user_id("fan");
-  watch_client watch{*queries_, req};
-  auto initial = watch.next(seconds(5));
-  ASSERT_TRUE(initial && initial->has_timeline_entry());
-  ASSERT_EQ(initial->timeline_entry().shout_id(), own.shout_id());
+  // The fan's own shout is the initial state; the star's shout a change.
+  v1::CommandResult own;
+  std::unique_ptr<watch_client> stream;
+  ASSERT_NO_FATAL_FAILURE(watch_own_timeline("fan", own, stream));
+  auto& watch = *stream;
   auto posted = post("star", "for my followers");
   ASSERT_THAT(shout_ids(timeline("fan", posted.global_position())),
               ElementsAre(posted.shout_id(), own.shout_id()));
@@ -1775,14 +1786,10 @@ TEST_F(query_service_test, watch_timeline_follows_celebrities_followed_during_th
   register_user("extra", "extra");
   follow("extra", "star"); // one follower: star is a celebrity from now on
   auto old = post("star", "before the follow");
-  auto own = post("fan", "mine");
-  timeline("fan", own.global_position());
-  v1::WatchRequest req;
-  req.set_timeline_user_id("fan");
-  watch_client watch{*queries_, req};
-  auto initial = watch.next();
-  ASSERT_TRUE(initial && initial->has_timeline_entry());
-  ASSERT_EQ(initial->timeline_entry().shout_id(), own.shout_id());
+  v1::CommandResult own;
+  std::unique_ptr<watch_client> stream;
+  ASSERT_NO_FATAL_FAILURE(watch_own_timeline("fan", own, stream));
+  auto& watch = *stream;
 
   auto followed = follow("fan", "star");
   ASSERT_THAT(shout_ids(timeline("fan", followed.global_position())),
@@ -1835,14 +1842,10 @@ TEST_F(query_service_test, watch_timeline_changes_from_many_authors_are_in_log_o
     register_user(id, id);
     follow("fan", id);
   }
-  auto own = post("fan", "mine");
-  timeline("fan", own.global_position());
-  v1::WatchRequest req;
-  req.set_timeline_user_id("fan");
-  watch_client watch{*queries_, req};
-  auto initial = watch.next();
-  ASSERT_TRUE(initial && initial->has_timeline_entry());
-  ASSERT_EQ(initial->timeline_entry().shout_id(), own.shout_id());
+  v1::CommandResult own;
+  std::unique_ptr<watch_client> stream;
+  ASSERT_NO_FATAL_FAILURE(watch_own_timeline("fan", own, stream));
+  auto& watch = *stream;
 
   std::mutex mtx;
   std::map<std::string, int64_t> position_of;
