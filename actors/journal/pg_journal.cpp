@@ -121,6 +121,377 @@ write_outcome failed(write_status status, std::string detail) {
   return out;
 }
 
+// -- the steps of batch_writer::write -----------------------------------------
+
+/// A batch on its way through the attempts: each write's outcome, and which
+/// writes are still live (not failed yet, so part of the next attempt).
+struct batch_state {
+  explicit batch_state(const std::vector<journal_write>& writes)
+    : batch(writes), out(writes.size()), live(writes.size(), true) {
+  }
+
+  const std::vector<journal_write>& batch;
+  std::vector<write_outcome> out;
+  std::vector<bool> live;
+
+  std::size_t size() const { return batch.size(); }
+
+  /// Write `i` has its final outcome and drops out of later attempts.
+  void fail(std::size_t i, write_status status, std::string detail) {
+    out[i] = failed(status, std::move(detail));
+    live[i] = false;
+  }
+};
+
+/// What one attempt (one transaction) found.
+struct attempt_state {
+  /// A write failed whose side effects are in the transaction: it was rolled
+  /// back, and the next attempt runs without that write.
+  bool retry = false;
+  /// (persistence_id, seq_nr) -> global position of each inserted event.
+  std::map<std::pair<std::string, int64_t>, int64_t> positions;
+  std::chrono::steady_clock::time_point started
+    = std::chrono::steady_clock::now();
+};
+
+/// In-batch checks, in batch order: a later write must not contradict an
+/// earlier one of the same batch (the database cannot see those yet).
+void check_within_batch(batch_state& st) {
+  std::set<std::pair<std::string, std::string>> claimed, guarded, released;
+  std::set<std::string> streams;
+  for (std::size_t i = 0; i < st.size(); ++i) {
+    auto& w = st.batch[i];
+    if (!streams.insert(w.persistence_id).second) {
+      st.fail(i, write_status::conflict,
+              "two writes to one stream in a batch: a stale writer");
+      continue;
+    }
+    bool ok = true;
+    for (auto& c : w.claims)
+      ok = ok && claimed.count({c.ns, c.key}) == 0;
+    for (auto& c : w.guards)
+      ok = ok && released.count({c.ns, c.key}) == 0;
+    for (auto& c : w.releases)
+      ok = ok && released.count({c.ns, c.key}) == 0
+           && guarded.count({c.ns, c.key}) == 0;
+    if (!ok) {
+      st.fail(i, write_status::precondition_failed,
+              "a claim changed within the batch");
+      continue;
+    }
+    for (auto& c : w.claims)
+      claimed.insert({c.ns, c.key});
+    for (auto& c : w.guards)
+      guarded.insert({c.ns, c.key});
+    for (auto& c : w.releases)
+      released.insert({c.ns, c.key});
+  }
+}
+
+/// 1. Commands applied before: answer with their original events.
+void fail_duplicates(pqxx::work& tx, batch_state& st) {
+  auto n = st.size();
+  auto& batch = st.batch;
+  std::vector<std::string> pids, cids;
+  for (std::size_t i = 0; i < n; ++i)
+    if (st.live[i] && !batch[i].command_id.empty()) {
+      pids.push_back(batch[i].persistence_id);
+      cids.push_back(batch[i].command_id);
+    }
+  if (pids.empty())
+    return;
+  std::map<std::pair<std::string, std::string>, std::vector<event_record>>
+    found;
+  std::map<std::pair<std::string, std::string>, std::string> replies;
+  for (const auto& row :
+       tx.exec_prepared("duplicates", text_array(pids), text_array(cids))) {
+    if (!row[7].is_null()) {
+      replies[{row[0].as<std::string>(), row[1].as<std::string>()}]
+        = pqxx::binarystring{row[7]}.str();
+      continue;
+    }
+    event_record e;
+    e.seq_nr = row[2].as<int64_t>();
+    e.type = row[3].as<std::string>();
+    e.version = row[4].as<int32_t>();
+    e.payload = pqxx::binarystring{row[5]}.str();
+    e.command_id = row[1].as<std::string>();
+    e.position = row[6].as<int64_t>();
+    found[{row[0].as<std::string>(), e.command_id}].push_back(std::move(e));
+  }
+  for (std::size_t i = 0; i < n; ++i) {
+    if (!st.live[i])
+      continue;
+    auto key = std::make_pair(batch[i].persistence_id, batch[i].command_id);
+    if (auto hit = found.find(key); hit != found.end()) {
+      st.fail(i, write_status::duplicate, "command already applied");
+      st.out[i].original = std::move(hit->second);
+    } else if (auto noop = replies.find(key); noop != replies.end()) {
+      st.fail(i, write_status::duplicate, "command already applied");
+      st.out[i].original_reply = std::move(noop->second);
+    }
+  }
+}
+
+/// 2. Guards (claims that must exist, locked FOR SHARE until COMMIT) and
+/// releases (claims to delete). A failed release, or a failed guard of a
+/// write that also releases, leaves side effects: roll back and retry
+/// without that write. Returns whether to roll back.
+bool guard_and_release(pqxx::work& tx, batch_state& st) {
+  auto n = st.size();
+  auto& batch = st.batch;
+  claim_columns guards, releases;
+  for (std::size_t i = 0; i < n; ++i)
+    if (st.live[i]) {
+      for (auto& g : batch[i].guards)
+        guards.add(g);
+      for (auto& r : batch[i].releases)
+        releases.add(r);
+    }
+  if (guards.empty() && releases.empty())
+    return false;
+  std::set<claim_key> held, freed;
+  for (const auto& row : tx.exec_prepared(
+         "guards_releases", text_array(guards.ns), text_array(guards.key),
+         text_array(releases.ns), text_array(releases.key),
+         text_array(releases.owner))) {
+    auto key = claim_key{row[1].as<std::string>(), row[2].as<std::string>(),
+                         row[3].as<std::string>()};
+    (row[0].as<std::string>() == "g" ? held : freed).insert(std::move(key));
+  }
+  bool retry = false;
+  for (std::size_t i = 0; i < n; ++i) {
+    if (!st.live[i])
+      continue;
+    std::string problem;
+    for (auto& g : batch[i].guards)
+      if (problem.empty() && held.count(key_of(g)) == 0)
+        problem = "no claim " + g.ns + "/" + g.key + " owned by " + g.owner;
+    for (auto& r : batch[i].releases)
+      if (problem.empty() && freed.count(key_of(r)) == 0)
+        problem = "no claim to release: " + r.ns + "/" + r.key;
+    if (!problem.empty()) {
+      retry = retry || !batch[i].releases.empty();
+      st.fail(i, write_status::precondition_failed, problem);
+    }
+  }
+  return retry;
+}
+
+/// 3. Claims: a taken one fails its write; if that write's releases or
+/// other claims went in, roll back and retry without it. Returns whether to
+/// roll back.
+bool insert_claims(pqxx::work& tx, batch_state& st) {
+  auto n = st.size();
+  auto& batch = st.batch;
+  claim_columns cols;
+  for (std::size_t i = 0; i < n; ++i)
+    if (st.live[i])
+      for (auto& c : batch[i].claims)
+        cols.add(c);
+  if (cols.empty())
+    return false;
+  auto done = claim_rows(tx.exec_prepared(
+    "claims", text_array(cols.ns), text_array(cols.key),
+    text_array(cols.owner), text_array(cols.value)));
+  bool retry = false;
+  for (std::size_t i = 0; i < n; ++i) {
+    if (!st.live[i])
+      continue;
+    auto& claims = batch[i].claims;
+    auto taken = std::find_if(claims.begin(), claims.end(), [&](auto& c) {
+      return done.count(key_of(c)) == 0;
+    });
+    if (taken == claims.end())
+      continue;
+    retry = retry || !batch[i].releases.empty()
+            || std::any_of(claims.begin(), claims.end(), [&](auto& c) {
+                 return done.count(key_of(c)) > 0;
+               });
+    st.fail(i, write_status::precondition_failed,
+            "already claimed: " + taken->ns + "/" + taken->key);
+  }
+  return retry;
+}
+
+/// 4. The events themselves. Returns (persistence_id, seq_nr) -> global
+/// position of each inserted event.
+std::map<std::pair<std::string, int64_t>, int64_t>
+insert_events(pqxx::work& tx, const batch_state& st,
+              const std::string& node_id) {
+  std::map<std::pair<std::string, int64_t>, int64_t> positions;
+  std::vector<std::string> pids, types, payloads, cids, corrs, causes;
+  std::vector<int64_t> seqs, versions;
+  for (std::size_t i = 0; i < st.size(); ++i) {
+    if (!st.live[i])
+      continue;
+    auto& w = st.batch[i];
+    for (auto& e : w.events) {
+      pids.push_back(w.persistence_id);
+      seqs.push_back(e.seq_nr);
+      types.push_back(e.type);
+      versions.push_back(e.version);
+      payloads.push_back(e.payload);
+      cids.push_back(w.command_id);
+      corrs.push_back(w.correlation_id);
+      causes.push_back(w.causation_id);
+    }
+  }
+  if (!pids.empty()) {
+    for (const auto& row : tx.exec_prepared(
+           "events", text_array(pids), int_array(seqs), text_array(types),
+           int_array(versions), bytea_array(payloads),
+           nullable_text_array(cids), nullable_text_array(corrs),
+           nullable_text_array(causes), node_id))
+      positions[{row[0].as<std::string>(), row[1].as<int64_t>()}]
+        = row[2].as<int64_t>();
+  }
+  return positions;
+}
+
+/// 5. Commands that append nothing keep their reply.
+void keep_noop_replies(pqxx::work& tx, const batch_state& st) {
+  auto& batch = st.batch;
+  std::vector<std::string> noop_pids, noop_cids, noop_replies;
+  for (std::size_t i = 0; i < st.size(); ++i)
+    if (st.live[i] && batch[i].events.empty()
+        && !batch[i].command_id.empty()) {
+      noop_pids.push_back(batch[i].persistence_id);
+      noop_cids.push_back(batch[i].command_id);
+      noop_replies.push_back(batch[i].noop_reply);
+    }
+  if (!noop_pids.empty())
+    tx.exec_prepared("noops", text_array(noop_pids), text_array(noop_cids),
+                     bytea_array(noop_replies));
+}
+
+/// One attempt: steps 1 to 5 over the live writes in ONE transaction, then
+/// COMMIT. Returning without COMMIT (a.retry set) rolls the attempt back.
+void run_attempt(pqxx::connection& conn, batch_state& st, attempt_state& a,
+                 const std::string& node_id) {
+  pqxx::work tx{conn};
+  fail_duplicates(tx, st);
+  a.retry = guard_and_release(tx, st);
+  if (a.retry)
+    return;
+  a.retry = insert_claims(tx, st);
+  if (a.retry)
+    return;
+  a.positions = insert_events(tx, st, node_id);
+  keep_noop_replies(tx, st);
+  tx.commit();
+}
+
+/// After COMMIT: every write still live is `ok`, with its events' positions;
+/// the batch counts in the metrics if it committed any write.
+void record_commit(batch_state& st, const attempt_state& a,
+                   journal_metrics* metrics) {
+  std::size_t committed = 0;
+  std::size_t events = 0;
+  for (std::size_t i = 0; i < st.size(); ++i) {
+    if (!st.live[i])
+      continue;
+    auto& w = st.batch[i];
+    st.out[i].status = write_status::ok;
+    for (auto& e : w.events)
+      st.out[i].positions.push_back(
+        a.positions.at({w.persistence_id, e.seq_nr}));
+    ++committed;
+    events += w.events.size();
+  }
+  if (metrics != nullptr && committed > 0) {
+    metrics->batches.Increment();
+    metrics->writes.Increment(static_cast<double>(committed));
+    metrics->events.Increment(static_cast<double>(events));
+    metrics->batch_writes.Observe(static_cast<double>(committed));
+    metrics->commit_seconds.Observe(
+      std::chrono::duration<double>(std::chrono::steady_clock::now()
+                                    - a.started)
+        .count());
+  }
+}
+
+/// A deadlock or serialization failure: repeat the attempt, at most
+/// max_transient_retries times per batch. True: repeat it.
+bool retry_transient(const db_result& result, int& transient_retries) {
+  return result.failure == db_failure::retryable
+         && transient_retries++ < max_transient_retries;
+}
+
+/// A connection that died while idle (a failover, a restarted server) fails
+/// its next use before COMMIT is sent: nothing was written, so one more try
+/// on a fresh connection is safe. True: repeat the attempt.
+bool reconnect_once(const db_result& result, bool& reconnected) {
+  if (result.failure == db_failure::unavailable && !result.in_doubt
+      && !result.overran && !reconnected) {
+    reconnected = true;
+    return true;
+  }
+  return false;
+}
+
+/// The database refused something in the batch (bad data, a check): write
+/// each remaining write alone, so only the culprit fails. True: every
+/// outcome is final.
+bool isolate_sql_error(batch_writer& writer, const db_result& result,
+                       batch_state& st) {
+  if (result.failure != db_failure::error
+      || std::count(st.live.begin(), st.live.end(), true) <= 1)
+    return false;
+  for (std::size_t i = 0; i < st.size(); ++i)
+    if (st.live[i])
+      st.out[i] = writer.write({st.batch[i]}).front();
+  return true;
+}
+
+/// A unique violation means a stale writer: find the streams whose head is
+/// already at or past the write's first seq_nr and fail just those. True:
+/// some failed, run the next attempt without them. False: `result` now says
+/// why every live write is in doubt.
+bool fail_stale_writers(pg_session& session, batch_state& st,
+                        db_result& result) {
+  if (result.failure != db_failure::unique_violation)
+    return false;
+  auto n = st.size();
+  auto& batch = st.batch;
+  std::vector<std::string> pids;
+  for (std::size_t i = 0; i < n; ++i)
+    if (st.live[i])
+      pids.push_back(batch[i].persistence_id);
+  std::map<std::string, int64_t> heads;
+  auto lookup = session.run([&](pqxx::connection& conn) {
+    pqxx::read_transaction tx{conn};
+    for (const auto& row : tx.exec_prepared("stream_heads", text_array(pids)))
+      heads[row[0].as<std::string>()] = row[1].as<int64_t>();
+  });
+  bool found = false;
+  for (std::size_t i = 0; lookup && i < n; ++i) {
+    if (!st.live[i] || batch[i].events.empty())
+      continue;
+    auto head = heads.find(batch[i].persistence_id);
+    if (head != heads.end()
+        && head->second >= batch[i].events.front().seq_nr) {
+      st.fail(i, write_status::conflict,
+              "seq_nr " + std::to_string(batch[i].events.front().seq_nr)
+                + " already written: another writer appended to this "
+                  "stream");
+      found = true;
+    }
+  }
+  if (found)
+    return true;
+  result = lookup ? db_result{db_failure::error, result.detail} : lookup;
+  return false;
+}
+
+/// Unreachable database, unknown COMMIT outcome or an unexpected SQL error:
+/// every write still live is in doubt.
+void fail_in_doubt(batch_state& st, const std::string& detail) {
+  for (std::size_t i = 0; i < st.size(); ++i)
+    if (st.live[i])
+      st.fail(i, write_status::unavailable, detail);
+}
+
 } // namespace
 
 // -- batch_writer --------------------------------------------------------------
@@ -132,325 +503,57 @@ batch_writer::batch_writer(std::string db_url, std::string node_id,
     metrics_(metrics) {
 }
 
+// The steps, in order:
+//   check_within_batch   writes that contradict an earlier one of the batch
+//   then attempts, each ONE transaction over the writes still live
+//   (run_attempt):
+//     1. fail_duplicates     command ids applied before
+//     2. guard_and_release   guards locked FOR SHARE, releases deleted
+//     3. insert_claims       claims taken
+//     4. insert_events       the events, with their global positions
+//     5. keep_noop_replies   replies of commands that append nothing
+//     COMMIT, then record_commit: the outcomes and the metrics
+//   and after a failed attempt, the first that applies:
+//     retry_transient, reconnect_once   repeat the attempt
+//     isolate_sql_error                 write each live write alone
+//     fail_stale_writers                fail those, next attempt
+//     fail_in_doubt                     the rest is `unavailable`
 std::vector<write_outcome>
 batch_writer::write(const std::vector<journal_write>& batch) {
-  auto n = batch.size();
-  std::vector<write_outcome> out(n);
-  std::vector<bool> live(n, true);
-  auto fail = [&](std::size_t i, write_status status, std::string detail) {
-    out[i] = failed(status, std::move(detail));
-    live[i] = false;
-  };
-
-  // In-batch checks, in batch order: a later write must not contradict an
-  // earlier one of the same batch (the database cannot see those yet).
-  {
-    std::set<std::pair<std::string, std::string>> claimed, guarded, released;
-    std::set<std::string> streams;
-    for (std::size_t i = 0; i < n; ++i) {
-      auto& w = batch[i];
-      if (!streams.insert(w.persistence_id).second) {
-        fail(i, write_status::conflict,
-             "two writes to one stream in a batch: a stale writer");
-        continue;
-      }
-      bool ok = true;
-      for (auto& c : w.claims)
-        ok = ok && claimed.count({c.ns, c.key}) == 0;
-      for (auto& c : w.guards)
-        ok = ok && released.count({c.ns, c.key}) == 0;
-      for (auto& c : w.releases)
-        ok = ok && released.count({c.ns, c.key}) == 0
-             && guarded.count({c.ns, c.key}) == 0;
-      if (!ok) {
-        fail(i, write_status::precondition_failed,
-             "a claim changed within the batch");
-        continue;
-      }
-      for (auto& c : w.claims)
-        claimed.insert({c.ns, c.key});
-      for (auto& c : w.guards)
-        guarded.insert({c.ns, c.key});
-      for (auto& c : w.releases)
-        released.insert({c.ns, c.key});
-    }
-  }
+  batch_state st{batch};
+  check_within_batch(st);
 
   // Each attempt either commits every live write or fails at least one more
   // write (which then drops out), so n + 1 attempts always suffice; a
   // deadlock or serialization failure repeats an attempt (bounded).
   int transient_retries = 0;
   bool reconnected = false;
-  for (std::size_t attempt = 0; attempt <= n; ++attempt) {
-    if (std::none_of(live.begin(), live.end(), [](bool b) { return b; }))
-      return out;
-    bool retry = false;
-    std::map<std::pair<std::string, int64_t>, int64_t> positions;
-    auto started = std::chrono::steady_clock::now();
+  for (std::size_t attempt = 0; attempt <= st.size(); ++attempt) {
+    if (std::none_of(st.live.begin(), st.live.end(), [](bool b) { return b; }))
+      return std::move(st.out);
+    attempt_state a;
     auto result = session_.run([&](pqxx::connection& conn) {
-      pqxx::work tx{conn};
-
-      // 1. Commands applied before: answer with their original events.
-      {
-        std::vector<std::string> pids, cids;
-        for (std::size_t i = 0; i < n; ++i)
-          if (live[i] && !batch[i].command_id.empty()) {
-            pids.push_back(batch[i].persistence_id);
-            cids.push_back(batch[i].command_id);
-          }
-        if (!pids.empty()) {
-          std::map<std::pair<std::string, std::string>,
-                   std::vector<event_record>>
-            found;
-          std::map<std::pair<std::string, std::string>, std::string> replies;
-          for (const auto& row :
-               tx.exec_prepared("duplicates", text_array(pids),
-                                text_array(cids))) {
-            if (!row[7].is_null()) {
-              replies[{row[0].as<std::string>(), row[1].as<std::string>()}]
-                = pqxx::binarystring{row[7]}.str();
-              continue;
-            }
-            event_record e;
-            e.seq_nr = row[2].as<int64_t>();
-            e.type = row[3].as<std::string>();
-            e.version = row[4].as<int32_t>();
-            e.payload = pqxx::binarystring{row[5]}.str();
-            e.command_id = row[1].as<std::string>();
-            e.position = row[6].as<int64_t>();
-            found[{row[0].as<std::string>(), e.command_id}].push_back(
-              std::move(e));
-          }
-          for (std::size_t i = 0; i < n; ++i) {
-            if (!live[i])
-              continue;
-            auto key = std::make_pair(batch[i].persistence_id,
-                                      batch[i].command_id);
-            if (auto hit = found.find(key); hit != found.end()) {
-              fail(i, write_status::duplicate, "command already applied");
-              out[i].original = std::move(hit->second);
-            } else if (auto noop = replies.find(key); noop != replies.end()) {
-              fail(i, write_status::duplicate, "command already applied");
-              out[i].original_reply = std::move(noop->second);
-            }
-          }
-        }
-      }
-
-      // 2. Guards (claims that must exist, locked FOR SHARE until COMMIT)
-      // and releases (claims to delete). A failed release, or a failed
-      // guard of a write that also releases, leaves side effects: roll
-      // back and retry without that write.
-      {
-        claim_columns guards, releases;
-        for (std::size_t i = 0; i < n; ++i)
-          if (live[i]) {
-            for (auto& g : batch[i].guards)
-              guards.add(g);
-            for (auto& r : batch[i].releases)
-              releases.add(r);
-          }
-        if (!guards.empty() || !releases.empty()) {
-          std::set<claim_key> held, freed;
-          for (const auto& row : tx.exec_prepared(
-                 "guards_releases", text_array(guards.ns),
-                 text_array(guards.key), text_array(releases.ns),
-                 text_array(releases.key), text_array(releases.owner))) {
-            auto key = claim_key{row[1].as<std::string>(),
-                                 row[2].as<std::string>(),
-                                 row[3].as<std::string>()};
-            (row[0].as<std::string>() == "g" ? held : freed)
-              .insert(std::move(key));
-          }
-          for (std::size_t i = 0; i < n; ++i) {
-            if (!live[i])
-              continue;
-            std::string problem;
-            for (auto& g : batch[i].guards)
-              if (problem.empty() && held.count(key_of(g)) == 0)
-                problem = "no claim " + g.ns + "/" + g.key + " owned by "
-                          + g.owner;
-            for (auto& r : batch[i].releases)
-              if (problem.empty() && freed.count(key_of(r)) == 0)
-                problem = "no claim to release: " + r.ns + "/" + r.key;
-            if (!problem.empty()) {
-              retry = retry || !batch[i].releases.empty();
-              fail(i, write_status::precondition_failed, problem);
-            }
-          }
-          if (retry)
-            return;
-        }
-      }
-
-      // 3. Claims: a taken one fails its write; if that write's releases or
-      // other claims went in, roll back and retry without it.
-      {
-        claim_columns cols;
-        for (std::size_t i = 0; i < n; ++i)
-          if (live[i])
-            for (auto& c : batch[i].claims)
-              cols.add(c);
-        if (!cols.empty()) {
-          auto done = claim_rows(tx.exec_prepared(
-            "claims", text_array(cols.ns), text_array(cols.key),
-            text_array(cols.owner), text_array(cols.value)));
-          for (std::size_t i = 0; i < n; ++i) {
-            if (!live[i])
-              continue;
-            auto& claims = batch[i].claims;
-            auto taken = std::find_if(claims.begin(), claims.end(),
-                                      [&](auto& c) {
-                                        return done.count(key_of(c)) == 0;
-                                      });
-            if (taken == claims.end())
-              continue;
-            retry = retry || !batch[i].releases.empty()
-                    || std::any_of(claims.begin(), claims.end(), [&](auto& c) {
-                         return done.count(key_of(c)) > 0;
-                       });
-            fail(i, write_status::precondition_failed,
-                 "already claimed: " + taken->ns + "/" + taken->key);
-          }
-          if (retry)
-            return;
-        }
-      }
-
-      // 4. The events themselves.
-      std::vector<std::string> pids, types, payloads, cids, corrs, causes;
-      std::vector<int64_t> seqs, versions;
-      for (std::size_t i = 0; i < n; ++i) {
-        if (!live[i])
-          continue;
-        auto& w = batch[i];
-        for (auto& e : w.events) {
-          pids.push_back(w.persistence_id);
-          seqs.push_back(e.seq_nr);
-          types.push_back(e.type);
-          versions.push_back(e.version);
-          payloads.push_back(e.payload);
-          cids.push_back(w.command_id);
-          corrs.push_back(w.correlation_id);
-          causes.push_back(w.causation_id);
-        }
-      }
-      if (!pids.empty()) {
-        for (const auto& row : tx.exec_prepared(
-               "events", text_array(pids), int_array(seqs), text_array(types),
-               int_array(versions), bytea_array(payloads),
-               nullable_text_array(cids), nullable_text_array(corrs),
-               nullable_text_array(causes), node_id_))
-          positions[{row[0].as<std::string>(), row[1].as<int64_t>()}]
-            = row[2].as<int64_t>();
-      }
-      // 5. Commands that append nothing keep their reply.
-      {
-        std::vector<std::string> noop_pids, noop_cids, noop_replies;
-        for (std::size_t i = 0; i < n; ++i)
-          if (live[i] && batch[i].events.empty()
-              && !batch[i].command_id.empty()) {
-            noop_pids.push_back(batch[i].persistence_id);
-            noop_cids.push_back(batch[i].command_id);
-            noop_replies.push_back(batch[i].noop_reply);
-          }
-        if (!noop_pids.empty())
-          tx.exec_prepared("noops", text_array(noop_pids),
-                           text_array(noop_cids), bytea_array(noop_replies));
-      }
-      tx.commit();
+      run_attempt(conn, st, a, node_id_);
     });
-
-    if (result && !retry) {
-      std::size_t committed = 0;
-      std::size_t events = 0;
-      for (std::size_t i = 0; i < n; ++i) {
-        if (!live[i])
-          continue;
-        out[i].status = write_status::ok;
-        for (auto& e : batch[i].events)
-          out[i].positions.push_back(
-            positions.at({batch[i].persistence_id, e.seq_nr}));
-        ++committed;
-        events += batch[i].events.size();
-      }
-      if (metrics_ != nullptr && committed > 0) {
-        metrics_->batches.Increment();
-        metrics_->writes.Increment(static_cast<double>(committed));
-        metrics_->events.Increment(static_cast<double>(events));
-        metrics_->batch_writes.Observe(static_cast<double>(committed));
-        metrics_->commit_seconds.Observe(
-          std::chrono::duration<double>(std::chrono::steady_clock::now()
-                                        - started)
-            .count());
-      }
-      return out;
+    if (result && !a.retry) {
+      record_commit(st, a, metrics_);
+      return std::move(st.out);
     }
-    if (retry)
+    if (a.retry)
       continue;
-    if (result.failure == db_failure::retryable
-        && transient_retries++ < max_transient_retries) {
+    if (retry_transient(result, transient_retries)
+        || reconnect_once(result, reconnected)) {
       --attempt;
       continue;
     }
-    // A connection that died while idle (a failover, a restarted server)
-    // fails its next use before COMMIT is sent: nothing was written, so one
-    // more try on a fresh connection is safe.
-    if (result.failure == db_failure::unavailable && !result.in_doubt
-        && !result.overran && !reconnected) {
-      reconnected = true;
-      --attempt;
+    if (isolate_sql_error(*this, result, st))
+      return std::move(st.out);
+    if (fail_stale_writers(session_, st, result))
       continue;
-    }
-    if (result.failure == db_failure::error
-        && std::count(live.begin(), live.end(), true) > 1) {
-      // The database refused something in the batch (bad data, a check):
-      // write each remaining write alone, so only the culprit fails.
-      for (std::size_t i = 0; i < n; ++i)
-        if (live[i])
-          out[i] = write({batch[i]}).front();
-      return out;
-    }
-    if (result.failure == db_failure::unique_violation) {
-      // A stale writer: find the streams whose head is already at or past
-      // the write's first seq_nr and fail just those.
-      std::vector<std::string> pids;
-      for (std::size_t i = 0; i < n; ++i)
-        if (live[i])
-          pids.push_back(batch[i].persistence_id);
-      std::map<std::string, int64_t> heads;
-      auto lookup = session_.run([&](pqxx::connection& conn) {
-        pqxx::read_transaction tx{conn};
-        for (const auto& row :
-             tx.exec_prepared("stream_heads", text_array(pids)))
-          heads[row[0].as<std::string>()] = row[1].as<int64_t>();
-      });
-      bool found = false;
-      for (std::size_t i = 0; lookup && i < n; ++i) {
-        if (!live[i] || batch[i].events.empty())
-          continue;
-        auto head = heads.find(batch[i].persistence_id);
-        if (head != heads.end()
-            && head->second >= batch[i].events.front().seq_nr) {
-          fail(i, write_status::conflict,
-               "seq_nr " + std::to_string(batch[i].events.front().seq_nr)
-                 + " already written: another writer appended to this "
-                   "stream");
-          found = true;
-        }
-      }
-      if (found)
-        continue;
-      result = lookup ? db_result{db_failure::error, result.detail} : lookup;
-    }
-    // Unreachable database, unknown COMMIT outcome or an unexpected SQL
-    // error: every write still live is in doubt.
-    for (std::size_t i = 0; i < n; ++i)
-      if (live[i])
-        fail(i, write_status::unavailable, result.detail);
-    return out;
+    fail_in_doubt(st, result.detail);
+    return std::move(st.out);
   }
-  return out;
+  return std::move(st.out);
 }
 
 // -- actors ------------------------------------------------------------------
