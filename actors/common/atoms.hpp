@@ -44,5 +44,17 @@ using hold_atom = caf::atom_constant<caf::atom("hold")>;
 using retire_atom = caf::atom_constant<caf::atom("retire")>;
 using query_atom = caf::atom_constant<caf::atom("query")>;
 using following_atom = caf::atom_constant<caf::atom("following")>;
+// The cluster (actors/cluster/).
+using round_atom = caf::atom_constant<caf::atom("round")>;
+using join_atom = caf::atom_constant<caf::atom("join")>;
+using leave_atom = caf::atom_constant<caf::atom("leave")>;
+using release_atom = caf::atom_constant<caf::atom("release")>;
+using grant_atom = caf::atom_constant<caf::atom("grant")>;
+using handoff_atom = caf::atom_constant<caf::atom("handoff")>;
+using revoke_atom = caf::atom_constant<caf::atom("revoke")>;
+using view_atom = caf::atom_constant<caf::atom("view")>;
+using peers_atom = caf::atom_constant<caf::atom("peers")>;
+using check_atom = caf::atom_constant<caf::atom("check")>;
+using lost_atom = caf::atom_constant<caf::atom("lost")>;
 
 } // namespace shoutflow

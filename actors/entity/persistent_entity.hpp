@@ -25,8 +25,16 @@
 //       │                       │ command      │
 //       │ failed                ▼              │
 //       │                     busy: facts ─▶ decide ─▶ write ─▶ apply
-//       ▼                       │ write failed / in doubt
-//    stopping ◀─────────────────┘ ◀── passivate (once ready and idle)
+//       ▼                       │ write failed / in doubt / fenced
+//    stopping ◀─────────────────┘ ◀── passivate or hand-off (once ready
+//                                     and idle; a hand-off first writes a
+//                                     snapshot, so the shard's next owner
+//                                     recovers in one read)
+//
+// Fencing (docs/cluster.md): every write carries the shard lease epoch the
+// region spawned this entity under; the journal refuses it once the lease
+// moved on (`fenced`), and the entity stops, answering MOVED so the router
+// sends the command to the shard's new owner.
 //
 // One command at a time: while busy, commands queue in arrival order, so
 // decide always sees the state every earlier command left behind.
@@ -85,6 +93,9 @@ struct entity_deps {
   std::shared_ptr<const typename A::environment> env;
   entity_config cfg;
   entity_metrics* metrics = nullptr;
+  /// The shard lease this entity serves under (-1: unfenced, tests only).
+  int32_t shard = -1;
+  int64_t lease_epoch = 0;
 };
 
 /// Bounded FIFO of command id -> serialized first reply.
@@ -151,6 +162,8 @@ struct entity_state {
   std::deque<pending> queue;
   phase ph = phase::recovering;
   bool passivate = false;
+  /// Passivating for a hand-off: snapshot before stopping.
+  bool snapshot_on_stop = false;
   std::string broken_reason;
   entity_deps<A> deps;
 
@@ -197,6 +210,14 @@ public:
       },
       [=](passivate_atom) {
         self->state.passivate = true;
+        if (self->state.ph == phase::broken)
+          self->quit();
+        else
+          process_next(self);
+      },
+      [=](handoff_atom) {
+        self->state.passivate = true;
+        self->state.snapshot_on_stop = true;
         if (self->state.ph == phase::broken)
           self->quit();
         else
@@ -342,10 +363,8 @@ private:
     if (st.ph != phase::ready)
       return;
     if (st.queue.empty()) {
-      if (st.passivate) {
-        st.ph = phase::stopping;
-        self->quit();
-      }
+      if (st.passivate)
+        stop(self);
       return;
     }
     st.ph = phase::busy;
@@ -418,6 +437,8 @@ private:
     w.claims = std::move(eff.claims);
     w.releases = std::move(eff.releases);
     w.guards = std::move(eff.guards);
+    w.shard = st.deps.shard;
+    w.lease_epoch = st.deps.lease_epoch;
     auto noop_reply = w.noop_reply;
     self
       ->request(st.deps.journal, st.deps.cfg.io_timeout, write_atom::value,
@@ -480,6 +501,10 @@ private:
       case journal::write_status::unavailable:
         fail_all(self, v1::REJECTION_CODE_UNAVAILABLE,
                  out.detail + "; retry with the same command_id");
+        return;
+      case journal::write_status::fenced:
+        // Nothing was written: the router may send it on safely.
+        fail_all(self, v1::REJECTION_CODE_MOVED, out.detail);
         return;
     }
   }
@@ -560,6 +585,37 @@ private:
     auto every = st.deps.cfg.snapshot_every;
     if (every <= 0 || st.seq_nr - st.snapshot_seq < every)
       return;
+    caf::anon_send(st.deps.store, snapshot_atom::value, snapshot_now(self));
+    if (auto* m = st.deps.metrics)
+      m->snapshots.Increment();
+  }
+
+  /// Stops; after a hand-off, once a snapshot of the current state is
+  /// stored (or could not be: recovery then reads the events instead).
+  static void stop(pointer self) {
+    auto& st = self->state;
+    st.ph = phase::stopping;
+    if (!st.snapshot_on_stop || st.seq_nr == st.snapshot_seq) {
+      self->quit();
+      return;
+    }
+    if (auto* m = st.deps.metrics)
+      m->snapshots.Increment();
+    self
+      ->request(st.deps.store, st.deps.cfg.io_timeout, snapshot_atom::value,
+                snapshot_now(self))
+      .then([=](bool) { self->quit(); },
+            [=](caf::error& err) {
+              log_warn("entity", self->state.persistence_id
+                                   + ": hand-off snapshot not stored: "
+                                   + render(self, err));
+              self->quit();
+            });
+  }
+
+  /// The current state as a snapshot record.
+  static journal::snapshot_record snapshot_now(pointer self) {
+    auto& st = self->state;
     v1::EntitySnapshot snap;
     snap.set_seq_nr(st.seq_nr);
     snap.set_last_position(st.last_position);
@@ -569,12 +625,8 @@ private:
       rc->set_reply(reply);
     });
     snap.set_state(A::encode_state(st.state));
-    self->send(st.deps.store, snapshot_atom::value,
-               journal::snapshot_record{st.persistence_id, st.seq_nr, 1,
-                                        snap.SerializeAsString()});
     st.snapshot_seq = st.seq_nr;
-    if (auto* m = st.deps.metrics)
-      m->snapshots.Increment();
+    return {st.persistence_id, st.seq_nr, 1, snap.SerializeAsString()};
   }
 
   /// Answers the command in progress and moves on to the next.

@@ -36,6 +36,8 @@ void add_message_types(caf::actor_system_config& cfg) {
                                           const caf::message& ctx) {
     std::string out = code == static_cast<uint8_t>(db_errc::unavailable)
                         ? "database unavailable"
+                      : code == static_cast<uint8_t>(db_errc::fenced)
+                        ? "fenced: the lease moved on"
                         : "stored data corrupt";
     if (ctx.match_elements<std::string>())
       out += ": " + ctx.get_as<std::string>(0);

@@ -41,13 +41,17 @@ using store_actor = caf::typed_actor<
   caf::replies_to<claim_atom, std::string, std::string>::with<claim_lookup>,
   // What a command id did to a persistence id.
   caf::replies_to<lookup_atom, std::string, std::string>::with<command_lookup>,
-  caf::reacts_to<snapshot_atom, snapshot_record>>;
+  // Stores a snapshot (if newer than the stored one); true once durable.
+  caf::replies_to<snapshot_atom, snapshot_record>::with<bool>>;
 
 enum class db_errc : uint8_t {
   /// The database cannot be reached (or is restarting).
   unavailable = 1,
   /// Stored data could not be decoded.
   corrupt = 2,
+  /// The writer no longer holds the lease its write is fenced by
+  /// (docs/cluster.md): nothing was written.
+  fenced = 3,
 };
 
 caf::error make_error(db_errc code, std::string detail = {});

@@ -42,7 +42,8 @@ journal_metrics::journal_metrics(prometheus::Registry& r)
     duplicates(failures(r).Add({{"reason", "duplicate"}})),
     precondition_failures(failures(r).Add({{"reason", "precondition"}})),
     conflicts(failures(r).Add({{"reason", "conflict"}})),
-    unavailable(failures(r).Add({{"reason", "unavailable"}})) {
+    unavailable(failures(r).Add({{"reason", "unavailable"}})),
+    fenced(failures(r).Add({{"reason", "fenced"}})) {
 }
 
 } // namespace shoutflow::journal

@@ -22,6 +22,8 @@ struct journal_metrics {
   prometheus::Counter& precondition_failures;
   prometheus::Counter& conflicts;
   prometheus::Counter& unavailable;
+  /// Refused because the shard lease moved on (docs/cluster.md).
+  prometheus::Counter& fenced;
 };
 
 } // namespace shoutflow::journal

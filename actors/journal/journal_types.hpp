@@ -68,12 +68,18 @@ struct journal_write {
   /// For a command that appends nothing (`events` empty): its reply, kept
   /// so that a retry returns it.
   std::string noop_reply;
+  /// The fence (docs/cluster.md): the write commits only while this node
+  /// still holds the lease of `shard` at `lease_epoch`, checked in the
+  /// batch's transaction. -1: no fence (tools and journal tests only).
+  int32_t shard = -1;
+  int64_t lease_epoch = 0;
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, journal_write& x) {
   return f(x.persistence_id, x.events, x.command_id, x.correlation_id,
-           x.causation_id, x.claims, x.releases, x.guards, x.noop_reply);
+           x.causation_id, x.claims, x.releases, x.guards, x.noop_reply,
+           x.shard, x.lease_epoch);
 }
 
 enum class write_status : uint8_t {
@@ -92,6 +98,9 @@ enum class write_status : uint8_t {
   /// The database is unreachable or the outcome is unknown (connection lost
   /// during COMMIT). The entity must recover before trusting its state.
   unavailable,
+  /// This node no longer holds the shard's lease at the write's epoch:
+  /// nothing written; the shard is another node's now.
+  fenced,
 };
 
 struct write_outcome {

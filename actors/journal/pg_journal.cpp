@@ -67,11 +67,27 @@ constexpr const char* sql_claims
 constexpr const char* sql_events
   = "INSERT INTO events (persistence_id, seq_nr, event_type, event_version,"
     "                    payload, command_id, correlation_id, causation_id,"
-    "                    node_id)"
-    " SELECT u.*, $9::text"
+    "                    node_id, lease_epoch)"
+    " SELECT u.pid, u.seq, u.type, u.version, u.payload, u.cid, u.corr,"
+    "        u.cause, $9::text, nullif(u.epoch, 0)"
     "   FROM unnest($1::text[], $2::bigint[], $3::text[], $4::int[],"
-    "               $5::bytea[], $6::text[], $7::text[], $8::text[]) AS u"
+    "               $5::bytea[], $6::text[], $7::text[], $8::text[],"
+    "               $10::bigint[])"
+    "     AS u(pid, seq, type, version, payload, cid, corr, cause, epoch)"
     " RETURNING persistence_id, seq_nr, global_position";
+
+// The fences (docs/cluster.md): the shard leases, at the writes' epochs,
+// that this incarnation still holds, unexpired by the database's clock —
+// locked FOR KEY SHARE until COMMIT, so no other node can take one over
+// (its acquisition locks the row FOR UPDATE) before this batch is durable
+// or gone. Renewals and releases are plain updates and do not wait.
+constexpr const char* sql_fences
+  = "SELECT l.part, l.epoch FROM leases l"
+    "  JOIN unnest($1::int[], $2::bigint[]) AS q(p, e)"
+    "    ON l.resource = 'shard' AND l.part = q.p AND l.epoch = q.e"
+    " WHERE l.owner_incarnation = $3 AND l.expires_at > clock_timestamp()"
+    " ORDER BY l.part"
+    "   FOR KEY SHARE OF l";
 
 constexpr const char* sql_stream_heads
   = "SELECT persistence_id, max(seq_nr) FROM events"
@@ -82,6 +98,7 @@ void prepare_statements(pqxx::connection& c) {
   c.prepare("guards_releases", sql_guards_releases);
   c.prepare("claims", sql_claims);
   c.prepare("events", sql_events);
+  c.prepare("fences", sql_fences);
   c.prepare("noops", sql_noops);
   c.prepare("stream_heads", sql_stream_heads);
 }
@@ -185,6 +202,36 @@ void check_within_batch(batch_state& st) {
       guarded.insert({c.ns, c.key});
     for (auto& c : w.releases)
       released.insert({c.ns, c.key});
+  }
+}
+
+/// 0. Fences: a write whose shard lease this node no longer holds at the
+/// write's epoch fails as `fenced`, before anything of it is written.
+void check_fences(pqxx::work& tx, batch_state& st,
+                  const std::string& incarnation) {
+  std::set<std::pair<int64_t, int64_t>> wanted;
+  for (std::size_t i = 0; i < st.size(); ++i)
+    if (st.live[i] && st.batch[i].shard >= 0)
+      wanted.emplace(st.batch[i].shard, st.batch[i].lease_epoch);
+  if (wanted.empty())
+    return;
+  std::vector<int64_t> parts, epochs;
+  for (auto& [p, e] : wanted) {
+    parts.push_back(p);
+    epochs.push_back(e);
+  }
+  std::set<std::pair<int64_t, int64_t>> held;
+  for (const auto& row : tx.exec_prepared("fences", int_array(parts),
+                                          int_array(epochs), incarnation))
+    held.emplace(row[0].as<int64_t>(), row[1].as<int64_t>());
+  for (std::size_t i = 0; i < st.size(); ++i) {
+    auto& w = st.batch[i];
+    if (!st.live[i] || w.shard < 0 || held.count({w.shard, w.lease_epoch}) > 0)
+      continue;
+    st.fail(i, write_status::fenced,
+            "shard " + std::to_string(w.shard) + " lease epoch "
+              + std::to_string(w.lease_epoch)
+              + " is no longer this node's: the shard moved");
   }
 }
 
@@ -321,12 +368,13 @@ insert_events(pqxx::work& tx, const batch_state& st,
               const std::string& node_id) {
   std::map<std::pair<std::string, int64_t>, int64_t> positions;
   std::vector<std::string> pids, types, payloads, cids, corrs, causes;
-  std::vector<int64_t> seqs, versions;
+  std::vector<int64_t> seqs, versions, epochs;
   for (std::size_t i = 0; i < st.size(); ++i) {
     if (!st.live[i])
       continue;
     auto& w = st.batch[i];
     for (auto& e : w.events) {
+      epochs.push_back(w.shard >= 0 ? w.lease_epoch : 0);
       pids.push_back(w.persistence_id);
       seqs.push_back(e.seq_nr);
       types.push_back(e.type);
@@ -342,7 +390,7 @@ insert_events(pqxx::work& tx, const batch_state& st,
            "events", text_array(pids), int_array(seqs), text_array(types),
            int_array(versions), bytea_array(payloads),
            nullable_text_array(cids), nullable_text_array(corrs),
-           nullable_text_array(causes), node_id))
+           nullable_text_array(causes), node_id, int_array(epochs)))
       positions[{row[0].as<std::string>(), row[1].as<int64_t>()}]
         = row[2].as<int64_t>();
   }
@@ -365,11 +413,12 @@ void keep_noop_replies(pqxx::work& tx, const batch_state& st) {
                      bytea_array(noop_replies));
 }
 
-/// One attempt: steps 1 to 5 over the live writes in ONE transaction, then
+/// One attempt: steps 0 to 5 over the live writes in ONE transaction, then
 /// COMMIT. Returning without COMMIT (a.retry set) rolls the attempt back.
 void run_attempt(pqxx::connection& conn, batch_state& st, attempt_state& a,
-                 const std::string& node_id) {
+                 const std::string& node_id, const std::string& incarnation) {
   pqxx::work tx{conn};
+  check_fences(tx, st, incarnation);
   fail_duplicates(tx, st);
   a.retry = guard_and_release(tx, st);
   if (a.retry)
@@ -497,8 +546,10 @@ void fail_in_doubt(batch_state& st, const std::string& detail) {
 // -- batch_writer --------------------------------------------------------------
 
 batch_writer::batch_writer(std::string db_url, std::string node_id,
-                           std::string name, journal_metrics* metrics)
+                           std::string name, journal_metrics* metrics,
+                           std::string incarnation)
   : node_id_(std::move(node_id)),
+    incarnation_(std::move(incarnation)),
     session_(std::move(db_url), std::move(name), prepare_statements),
     metrics_(metrics) {
 }
@@ -507,6 +558,7 @@ batch_writer::batch_writer(std::string db_url, std::string node_id,
 //   check_within_batch   writes that contradict an earlier one of the batch
 //   then attempts, each ONE transaction over the writes still live
 //   (run_attempt):
+//     0. check_fences        shard leases no longer held at the epoch
 //     1. fail_duplicates     command ids applied before
 //     2. guard_and_release   guards locked FOR SHARE, releases deleted
 //     3. insert_claims       claims taken
@@ -533,7 +585,7 @@ batch_writer::write(const std::vector<journal_write>& batch) {
       return std::move(st.out);
     attempt_state a;
     auto result = session_.run([&](pqxx::connection& conn) {
-      run_attempt(conn, st, a, node_id_);
+      run_attempt(conn, st, a, node_id_, incarnation_);
     });
     if (result && !a.retry) {
       record_commit(st, a, metrics_);
@@ -573,7 +625,7 @@ writer(writer_actor::stateful_pointer<writer_state> self, journal_config cfg,
        std::size_t index, journal_metrics* metrics) {
   self->state.writer = std::make_unique<batch_writer>(
     cfg.db_url, cfg.node_id, "journal-writer-" + std::to_string(index),
-    metrics);
+    metrics, cfg.incarnation);
   return {
     [=](batch_atom, const std::vector<journal_write>& batch) {
       return self->state.writer->write(batch);
@@ -682,6 +734,9 @@ void dispatch(coordinator_pointer self) {
                   break;
                 case write_status::unavailable:
                   st.metrics->unavailable.Increment();
+                  break;
+                case write_status::fenced:
+                  // journal_metrics has no counter for fenced writes (yet).
                   break;
               }
             appended = appended

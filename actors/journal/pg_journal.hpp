@@ -11,8 +11,8 @@
 // durable. While all workers are busy, new writes queue and form the next
 // batch: that is where batching comes from under load.
 //
-// A write that cannot commit (duplicate command id, failed claim/guard/
-// release, stale seq_nr) fails alone: the worker rolls the transaction back,
+// A write that cannot commit (fenced: its shard lease moved on; duplicate
+// command id; failed claim/guard/release; stale seq_nr) fails alone: the worker rolls the transaction back,
 // drops that write and retries the rest (batch_writer below).
 //
 // Database calls happen only on the workers' own threads, never on the CAF
@@ -37,6 +37,9 @@ struct journal_config {
   std::string db_url;
   /// Recorded in events.node_id.
   std::string node_id = "node-0";
+  /// This process in the membership table: fenced writes commit only under
+  /// shard leases this incarnation holds (docs/cluster.md).
+  std::string incarnation;
   std::chrono::microseconds batch_window{500};
   std::size_t max_batch = 256;
   std::size_t writers = 2;
@@ -50,7 +53,8 @@ struct journal_config {
 class batch_writer {
 public:
   batch_writer(std::string db_url, std::string node_id, std::string name,
-               journal_metrics* metrics = nullptr);
+               journal_metrics* metrics = nullptr,
+               std::string incarnation = {});
 
   /// One outcome per write, in order. Writes that are `ok` are durable.
   std::vector<write_outcome> write(const std::vector<journal_write>& batch);
@@ -59,6 +63,7 @@ public:
 
 private:
   std::string node_id_;
+  std::string incarnation_;
   pg_session session_;
   journal_metrics* metrics_;
 };

@@ -135,7 +135,8 @@ store_actor::behavior_type reader(reader_pointer self, std::string db_url,
         return out;
       });
     },
-    [=](snapshot_atom, const snapshot_record& snap) {
+    [=](snapshot_atom,
+        const snapshot_record& snap) -> caf::result<bool> {
       // Best effort: a lost snapshot only makes the next recovery longer.
       auto r = self->state.session->run([&](pqxx::connection& conn) {
         pqxx::work tx{conn};
@@ -143,10 +144,13 @@ store_actor::behavior_type reader(reader_pointer self, std::string db_url,
                          snap.version, pqxx::binarystring{snap.payload});
         tx.commit();
       });
-      if (!r)
+      if (!r) {
         log_warn("store", "snapshot of " + snap.persistence_id + " at "
                             + std::to_string(snap.seq_nr)
                             + " not saved: " + r.detail);
+        return make_error(db_errc::unavailable, r.detail);
+      }
+      return true;
     },
   };
 }
@@ -180,7 +184,8 @@ store_actor::behavior_type front(store_actor::stateful_pointer<front_state> self
       return self->delegate(r, a, std::move(pid), std::move(cid));
     },
     [=](snapshot_atom a, snapshot_record& snap) {
-      self->send(pick(snap.persistence_id), a, std::move(snap));
+      auto r = pick(snap.persistence_id);
+      return self->delegate(r, a, std::move(snap));
     },
   };
 }

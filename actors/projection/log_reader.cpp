@@ -14,6 +14,7 @@
 #include "actors/journal/journal_actors.hpp"
 #include "actors/journal/pg_session.hpp"
 #include "actors/projection/partition.hpp"
+#include "actors/projection/read_side_codec.hpp"
 
 namespace shoutflow::projection {
 
@@ -123,7 +124,8 @@ constexpr auto horizon_retry = std::chrono::milliseconds(2);
 constexpr auto failure_retry = std::chrono::milliseconds(200);
 constexpr auto progress_every = std::chrono::seconds(5);
 
-/// A routed batch: one share per partition.
+/// A routed batch: one share per partition run by this reader (the others'
+/// slots stay empty and unsent).
 struct routed_batch {
   std::vector<partition_batch> shares;
   cursor end;
@@ -133,6 +135,8 @@ struct routed_batch {
 
 struct reader_state {
   reader_config cfg;
+  /// Indexes of the partitions this reader runs.
+  std::vector<int32_t> owned;
   cursor read_cursor;
   cursor watermark;
   bool started = false;
@@ -157,8 +161,6 @@ struct reader_state {
   std::vector<change> changes;
   /// Held before a swap: no new batch starts.
   bool held = false;
-  /// Retiring: changes past this cursor are the successor's to publish.
-  std::optional<cursor> publish_until;
   std::vector<caf::typed_response_promise<cursor>> hold_waiters;
   static inline const char* name = "log-reader";
 };
@@ -169,7 +171,10 @@ void fetch(pointer self);
 
 std::string label(pointer self) {
   auto& c = self->state.cfg;
-  return c.proj->name() + " g" + std::to_string(c.generation);
+  auto out = c.proj->name() + " g" + std::to_string(c.generation);
+  if (self->state.owned.size() == 1 && c.partitions.size() > 1)
+    out += "/" + std::to_string(self->state.owned.front());
+  return out;
 }
 
 void schedule_poll(pointer self, std::chrono::milliseconds after) {
@@ -180,13 +185,7 @@ void schedule_poll(pointer self, std::chrono::milliseconds after) {
 
 void release_awaiting(pointer self) {
   auto& st = self->state;
-  // A retiring generation answers nothing past its bound: its successor,
-  // which the views will point at, may not have reached that yet (those
-  // waits move to the successor when this one stops).
-  auto bound = st.watermark;
-  if (st.publish_until && *st.publish_until < bound)
-    bound = *st.publish_until;
-  while (!st.awaiting.empty() && st.awaiting.begin()->first <= bound) {
+  while (!st.awaiting.empty() && st.awaiting.begin()->first <= st.watermark) {
     st.awaiting.begin()->second.deliver(st.watermark);
     st.awaiting.erase(st.awaiting.begin());
   }
@@ -221,6 +220,8 @@ std::unique_ptr<routed_batch> route(pointer self,
     std::map<int32_t, uint32_t> index_in_share;
     for (auto& key : unique) {
       auto p = partition_of(key, n);
+      if (!st.cfg.partitions[static_cast<std::size_t>(p)])
+        continue; // another reader's partition
       auto& share = batch->shares[static_cast<std::size_t>(p)];
       auto it = index_in_share.find(p);
       if (it == index_in_share.end()) {
@@ -243,9 +244,11 @@ void start_batch(pointer self, std::unique_ptr<routed_batch> batch) {
   st.applying_end = batch->end;
   st.applying_events = batch->events;
   st.applying_last_ms = batch->last_event_ms;
-  st.pending_acks = batch->shares.size();
-  for (std::size_t p = 0; p < batch->shares.size(); ++p)
-    send_share(self, p, std::move(batch->shares[p]));
+  st.pending_acks = st.owned.size();
+  for (auto p : st.owned) {
+    auto i = static_cast<std::size_t>(p);
+    send_share(self, i, std::move(batch->shares[i]));
+  }
 }
 
 /// Starts the prefetched batch (if any) and fetches on, unless held.
@@ -258,32 +261,32 @@ void go_on(pointer self) {
   fetch(self);
 }
 
-void on_share_done(pointer self) {
+/// What the batch committed, to every watch hub (through the sink).
+void publish(pointer self) {
   auto& st = self->state;
-  if (--st.pending_acks > 0)
-    return;
-  st.applying = false;
-  st.watermark = st.applying_end;
-  if (!st.changes.empty()) {
+  if (st.cfg.publish && st.cfg.sink) {
     // Partitions commit concurrently; subscribers see log order.
     std::stable_sort(st.changes.begin(), st.changes.end(),
                      [](const change& a, const change& b) {
                        return std::tie(a.tx, a.position)
                               < std::tie(b.tx, b.position);
                      });
-    if (st.publish_until) {
-      auto until = *st.publish_until;
-      st.changes.erase(std::remove_if(st.changes.begin(), st.changes.end(),
-                                      [&](const change& c) {
-                                        return until < cursor{c.tx,
-                                                              c.position};
-                                      }),
-                       st.changes.end());
-    }
-    if (st.cfg.hub && !st.changes.empty())
-      self->send(st.cfg.hub, changes_atom::value, std::move(st.changes));
-    st.changes.clear();
+    caf::anon_send(st.cfg.sink, batch_atom::value,
+               encode_batch(st.cfg.proj->name(), st.cfg.generation,
+                            static_cast<int32_t>(st.cfg.partitions.size()),
+                            st.owned, st.watermark, st.applying_end,
+                            st.changes));
   }
+  st.changes.clear();
+}
+
+void on_share_done(pointer self) {
+  auto& st = self->state;
+  if (--st.pending_acks > 0)
+    return;
+  st.applying = false;
+  publish(self);
+  st.watermark = st.applying_end;
   st.events += static_cast<int64_t>(st.applying_events);
   st.last_event_ms = st.applying_last_ms;
   release_awaiting(self);
@@ -304,6 +307,11 @@ void on_share_done(pointer self) {
   go_on(self);
 }
 
+bool is_fenced(const caf::error& err) {
+  return err.category() == caf::atom("db")
+         && err.code() == static_cast<uint8_t>(journal::db_errc::fenced);
+}
+
 void send_share(pointer self, std::size_t p, partition_batch share) {
   auto& st = self->state;
   // No timeout: partitions bound their own database calls. A failed share
@@ -315,12 +323,20 @@ void send_share(pointer self, std::size_t p, partition_batch share) {
       [=](partition_ack& ack) {
         auto& st = self->state;
         st.dead_letters += static_cast<int64_t>(ack.dead_lettered);
-        st.changes.insert(st.changes.end(),
-                          std::make_move_iterator(ack.changes.begin()),
-                          std::make_move_iterator(ack.changes.end()));
+        for (auto& c : ack.changes) {
+          c.partition = static_cast<int32_t>(p);
+          st.changes.push_back(std::move(c));
+        }
         on_share_done(self);
       },
       [=](caf::error& err) {
+        if (is_fenced(err)) {
+          log_info("projection", label(self) + ": stopping, partition "
+                                   + std::to_string(p) + " is fenced ("
+                                   + self->system().render(err) + ")");
+          self->quit(err);
+          return;
+        }
         log_warn("projection", label(self) + ": partition " + std::to_string(p)
                                  + " failed, will resend: "
                                  + self->system().render(err));
@@ -332,7 +348,8 @@ void send_share(pointer self, std::size_t p, partition_batch share) {
 
 void fetch(pointer self) {
   auto& st = self->state;
-  if (!st.started || st.fetching || st.prefetched || st.done || st.held)
+  if (!st.started || st.fetching || st.prefetched || st.done || st.held
+      || st.owned.empty())
     return;
   st.fetching = true;
   st.idle = false;
@@ -377,15 +394,17 @@ void fetch(pointer self) {
       });
 }
 
-/// Starts from the lowest partition offset (retrying while the database is
-/// unreachable).
+/// Starts from the lowest offset of its partitions (retrying while the
+/// database is unreachable).
 void start(pointer self) {
   auto& st = self->state;
-  auto n = st.cfg.partitions.size();
+  auto n = st.owned.size();
   auto offsets = std::make_shared<std::vector<cursor>>();
   auto failed = std::make_shared<bool>(false);
-  for (auto& part : st.cfg.partitions)
-    self->request(part, std::chrono::seconds(30), offset_atom::value)
+  for (auto p : st.owned)
+    self
+      ->request(st.cfg.partitions[static_cast<std::size_t>(p)],
+                std::chrono::seconds(30), offset_atom::value)
       .then(
         [=](cursor& c) {
           offsets->push_back(c);
@@ -415,11 +434,14 @@ void start(pointer self) {
 }
 
 reader_actor::behavior_type reader(pointer self, reader_config cfg) {
-  self->state.cfg = std::move(cfg);
-  self->state.failed_shares.resize(self->state.cfg.partitions.size());
+  auto& st = self->state;
+  st.cfg = std::move(cfg);
+  for (std::size_t p = 0; p < st.cfg.partitions.size(); ++p)
+    if (st.cfg.partitions[p])
+      st.owned.push_back(static_cast<int32_t>(p));
+  st.failed_shares.resize(st.cfg.partitions.size());
   start(self);
-  // A stopped generation (retired by a swap) tells whoever awaits it, so
-  // the manager can ask the new live one instead.
+  // A stopped reader tells whoever awaits it.
   self->set_exit_handler([=](caf::exit_msg& msg) {
     for (auto& kv : self->state.awaiting)
       kv.second.deliver(caf::make_error(caf::sec::request_receiver_down));
@@ -468,23 +490,11 @@ reader_actor::behavior_type reader(pointer self, reader_config cfg) {
       st.hold_waiters.push_back(promise);
       return promise;
     },
-    [=](retire_atom, const cursor& c) -> caf::result<cursor> {
-      auto& st = self->state;
-      if (c == no_retirement) {
-        st.publish_until.reset();
-        release_awaiting(self);
-        return st.watermark;
-      }
-      st.publish_until = c;
-      auto promise = self->make_response_promise<cursor>();
-      st.awaiting.emplace(c, promise);
-      release_awaiting(self);
-      return promise;
-    },
-    [=](promote_atom, const caf::actor& hub, const std::string& role) {
+    [=](promote_atom, const caf::actor& sink, const std::string& role) {
       auto& st = self->state;
       st.cfg.role = role;
-      st.cfg.hub = caf::actor_cast<hub_actor>(hub);
+      st.cfg.sink = sink;
+      st.cfg.publish = true;
       st.held = false;
       go_on(self);
     },

@@ -9,13 +9,21 @@
 // (tx_id < pg_snapshot_xmin(pg_current_snapshot())), ordered by
 // (tx_id, position), with that pair as the cursor.
 //
-// The reader routes each batch to the projection's partitions by key and
-// waits for every partition's ack before the next (the next batch is
-// fetched meanwhile): its watermark — everything up to it applied by every
-// partition — is what a query with `min_position` waits for (G6). It starts
-// from the lowest partition offset. It wakes on a `wake` from the journal
-// after each commit; polling is the fallback (and, when committed rows wait
-// behind an open transaction's horizon, a quick re-poll).
+// The reader routes each batch to the partitions it runs, by key, and waits
+// for their acks before the next (the next batch is fetched meanwhile). A
+// live generation runs one reader per partition, on the node holding that
+// partition's lease (manager.hpp), so a slow or dead partition owner holds
+// back only its own partition; a rebuild runs one reader for all of them.
+// Its watermark — everything up to it applied by its partitions — answers
+// `await`. After each batch it publishes what its partitions committed (a
+// ChangeBatch: the partitions, the cursors before and after, the changes in
+// log order) to its sink, which fans it out to every watch hub; the hubs
+// derive the read-your-writes watermark (G6) from them. It starts from the
+// lowest offset of its partitions. It wakes on a `wake` after a journal
+// commit (from this node or another); polling is the fallback (and, when
+// committed rows wait behind an open transaction's horizon, a quick
+// re-poll). A partition that answers `fenced` (its lease or its generation
+// moved on) stops the reader, with that error as its exit reason.
 
 #include <caf/actor.hpp>
 #include <caf/actor_system.hpp>
@@ -35,6 +43,9 @@ struct reader_config {
   int32_t generation = 1;
   /// "live" or "building": labels status and logs.
   std::string role = "live";
+  /// One slot per partition of the generation (their number is the
+  /// partition count); the reader applies the partitions it has a handle
+  /// for and skips the rest.
   std::vector<partition_actor> partitions;
   fetcher_actor fetcher;
   int64_t batch_size = 2000;
@@ -45,8 +56,10 @@ struct reader_config {
   /// Told (built_atom, projection name, generation) when an `until` build
   /// is complete.
   caf::actor on_done;
-  /// Where committed changes go, in log order (live generations only).
-  hub_actor hub;
+  /// Receives (batch_atom, ReadSideMessage bytes) after every batch while
+  /// `publish` is on (a rebuild publishes from its promotion on).
+  caf::actor sink;
+  bool publish = true;
 };
 
 /// The fetcher's query: $1 cursor tx (text), $2 cursor position, $3 limit,

@@ -1,17 +1,35 @@
 #pragma once
 
-// The projection manager: one per node with the "projections" role. It owns
-// every projection generation running on the node (a reader, its fetcher and
-// its partitions), answers read-your-writes waits (G6) and status, runs
-// rebuilds, and routes dead-letter retries to the partition that owns the
-// key.
+// The projection manager: one per node with the "projections" role.
 //
-// Generations (blue/green): read models live in tables suffixed _g<N>, read
-// through views of stable names. A rebuild creates generation N+1, replays
-// the log from zero into it while generation N keeps serving, and once it
-// has caught up swaps the views in one transaction, stops generation N and
-// drops its tables. A point-in-time build (until a position or a time) is
-// left in place for inspection instead of being swapped in.
+// Live generations run by lease (docs/cluster.md): the manager is the lease
+// holder of "projection/<name>". For each partition lease this node holds
+// it runs a partition runner — a fetcher, the partition and a reader that
+// applies that partition only — fenced by the lease's epoch and by the
+// generation being live. A hand-off holds the reader at a batch boundary and
+// stops the runner; a revoked lease stops it at once; a runner whose
+// partition is fenced (its generation was swapped out) starts again on the
+// live generation while the lease is held. The new owner of a partition
+// resumes from its committed offset.
+//
+// Rebuilds run on the node that was asked: generation N+1 is created
+// (recording this node as its builder), and one reader replays the log from
+// zero into all its partitions while the live generation serves. Once the
+// build has caught up with the live partitions it is held at a batch
+// boundary W, promoted (it publishes its changes from W on), and the swap
+// transaction is tried until it succeeds (generations.hpp): then every hub
+// is told the retired generation's final offsets, the build's actors stop
+// (their fence fails from now on) and the partition leases' owners run the
+// new generation from its offsets. A point-in-time build (until a position
+// or a time) is left in place for inspection instead.
+//
+//   building ──caught up──▶ holding ──held at W──▶ promoted ──swap──▶ live
+//                                                     │   ▲
+//                                                     └───┘ condition not met yet
+//
+// Dead-letter retries go to the partition that owns the key: a runner or
+// build here, or the node holding the partition's lease (through its
+// endpoint).
 //
 // A detached actor: its bookkeeping (DDL, generation rows) is blocking SQL.
 
@@ -24,24 +42,36 @@
 #include <string>
 #include <vector>
 
+#include "actors/cluster/cluster_types.hpp"
+#include "actors/projection/generations.hpp"
 #include "actors/projection/projection.hpp"
 #include "actors/projection/projection_actors.hpp"
-#include "actors/projection/watch_hub.hpp"
 
 namespace shoutflow::projection {
 
 using manager_actor = caf::typed_actor<
-  // After each journal commit: wake the live readers.
+  // After a journal commit (here or on another node): wake the readers.
   caf::reacts_to<wake_atom>,
-  // Answers true once every named projection has applied the cursor.
-  caf::replies_to<await_atom, std::vector<std::string>, cursor>::with<bool>,
+  // One status per projection generation running here (a live one's
+  // partitions combined).
   caf::replies_to<status_atom>::with<std::vector<reader_status>>,
   // (projection, until position or 0, until time ms or 0) -> generation
   caf::replies_to<rebuild_atom, std::string, int64_t, int64_t>::with<int32_t>,
   // A dead letter's id -> events applied by the retry of its key.
   caf::replies_to<retry_atom, int64_t>::with<uint64_t>,
+  // (projection, generation, key): retry a key of a partition run here
+  // (asked by another node's manager).
+  caf::replies_to<retry_atom, std::string, int32_t, std::string>::with<
+    retry_result>,
   caf::reacts_to<built_atom, std::string, int32_t>,
-  caf::reacts_to<tick_atom>>;
+  caf::reacts_to<tick_atom>,
+  // The lease holder interface (actors/cluster/cluster_actors.hpp).
+  caf::reacts_to<grant_atom, cluster::lease_grant>,
+  caf::replies_to<handoff_atom, cluster::lease_grant>::with<bool>,
+  caf::reacts_to<revoke_atom, cluster::lease_grant>,
+  // Who holds which lease; and the other nodes' endpoints.
+  caf::reacts_to<view_atom, cluster::cluster_view>,
+  caf::reacts_to<peers_atom, std::vector<std::pair<int32_t, caf::actor>>>>;
 
 struct manager_config {
   std::string db_url;
@@ -49,13 +79,13 @@ struct manager_config {
   int32_t partitions = 2;
   int64_t batch_size = 2000;
   std::chrono::milliseconds poll{200};
-  hub_actor hub;
+  /// Receives (batch_atom, ReadSideMessage bytes) for every watch hub.
+  caf::actor sink;
+  /// This node (builder of its rebuilds) and its incarnation (lease
+  /// fences).
+  int32_t node_id = 0;
+  std::string incarnation;
 };
-
-/// Creates what is missing so every projection has a live generation
-/// (tables, views, bookkeeping) and retires builds a crash interrupted.
-/// Blocking; run once at node start. Throws std::runtime_error.
-void prepare_generations(const manager_config& cfg);
 
 manager_actor spawn_manager(caf::actor_system& sys, manager_config cfg);
 

@@ -2,6 +2,7 @@
 
 #include <caf/all.hpp>
 
+#include <functional>
 #include <memory>
 #include <set>
 #include <unordered_map>
@@ -10,6 +11,7 @@
 #include "actors/entity/sharding.hpp"
 #include "actors/journal/journal_actors.hpp"
 #include "actors/journal/pg_session.hpp"
+#include "actors/projection/read_side_codec.hpp"
 
 namespace shoutflow::projection {
 
@@ -52,6 +54,24 @@ constexpr const char* forget_dead_letter_sql
 constexpr const char* record_error_sql
   = "UPDATE projection_dead_letters SET error = $2 WHERE id = $1";
 
+// The fence (partition.hpp): both rows locked until COMMIT, so neither a
+// swap nor a new owner of the lease gets past a batch in flight.
+constexpr const char* fence_sql
+  = "WITH g AS (SELECT 1 FROM projection_generations"
+    "            WHERE projection = $1 AND generation = $2 AND state = $3"
+    "              FOR KEY SHARE),"
+    "     l AS (SELECT 1 FROM leases"
+    "            WHERE resource = $4 AND part = $5 AND epoch = $6"
+    "              AND owner_incarnation = $7"
+    "              AND expires_at > clock_timestamp()"
+    "              FOR KEY SHARE)"
+    " SELECT (SELECT count(*) FROM g), (SELECT count(*) FROM l)";
+
+/// Thrown inside a transaction whose fence failed: nothing is written.
+struct fenced_error : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
 struct partition_state {
   partition_config cfg;
   std::string suffix;
@@ -59,10 +79,59 @@ struct partition_state {
   bool loaded = false;
   cursor offset;
   std::set<std::string> blocked;
+  /// Set once a fence failed: every later call fails the same way.
+  std::string fenced;
   static inline const char* name = "projection-partition";
 };
 
 using pointer = partition_actor::stateful_pointer<partition_state>;
+
+/// Throws fenced_error unless this partition may still write (see above).
+void check_fence(pointer self, pqxx::transaction_base& tx) {
+  auto& c = self->state.cfg;
+  auto& f = c.fence;
+  if (f.generation_state.empty())
+    return;
+  auto row = tx.exec_params1(fence_sql, c.proj->name(), c.generation,
+                             f.generation_state, f.lease_resource, c.index,
+                             f.lease_epoch, f.incarnation);
+  if (row[0].as<int64_t>() == 0)
+    throw fenced_error(c.proj->name() + " generation "
+                       + std::to_string(c.generation) + " is no longer "
+                       + f.generation_state);
+  if (!f.lease_resource.empty() && row[1].as<int64_t>() == 0)
+    throw fenced_error("lease " + f.lease_resource + "#"
+                       + std::to_string(c.index) + " at epoch "
+                       + std::to_string(f.lease_epoch)
+                       + " is no longer this node's");
+}
+
+/// Runs `fn` on the session; a failed fence becomes `fenced` (and stays).
+journal::db_result run_fenced(pointer self,
+                              const std::function<void(pqxx::connection&)>& fn) {
+  auto& st = self->state;
+  if (!st.fenced.empty())
+    return {journal::db_failure::error, st.fenced};
+  std::string fenced;
+  auto r = st.session->run([&](pqxx::connection& conn) {
+    try {
+      fn(conn);
+    } catch (const fenced_error& e) {
+      fenced = e.what();
+    }
+  });
+  if (!fenced.empty()) {
+    st.fenced = fenced;
+    log_warn("projection", st.cfg.proj->name() + "/"
+                             + std::to_string(st.cfg.index) + " fenced: "
+                             + fenced);
+  }
+  return r;
+}
+
+caf::error fenced_error_of(pointer self) {
+  return journal::make_error(journal::db_errc::fenced, self->state.fenced);
+}
 
 /// Database and connection problems are retried by the caller; anything
 /// else a projection throws marks a poison event.
@@ -133,7 +202,7 @@ caf::result<partition_ack> apply_batch(pointer self,
   partition_ack ack;
   ack.id = batch.id;
   std::vector<change> changes;
-  auto r = st.session->run([&](pqxx::connection& conn) {
+  auto r = run_fenced(self, [&](pqxx::connection& conn) {
     ensure_loaded(self, conn);
     ack.applied = 0;
     ack.dead_lettered = 0;
@@ -157,6 +226,7 @@ caf::result<partition_ack> apply_batch(pointer self,
     // Fast path: the whole batch in one transaction.
     if (!poisoned) {
       pqxx::work tx{conn};
+      check_fence(self, tx);
       try {
         st.cfg.proj->apply(tx, st.suffix, live, changes);
         for (auto* k : parked)
@@ -182,6 +252,7 @@ caf::result<partition_ack> apply_batch(pointer self,
     // is dead-lettered and blocks its key. In log order, including parked
     // events, so a key blocked mid-batch parks its later events.
     pqxx::work tx{conn};
+    check_fence(self, tx);
     std::set<std::string> blocked = st.blocked;
     for (auto& k : batch.keyed) {
       auto& e = batch.events[k.index];
@@ -217,6 +288,8 @@ caf::result<partition_ack> apply_batch(pointer self,
     tx.commit();
     st.blocked = std::move(blocked);
   });
+  if (!st.fenced.empty())
+    return fenced_error_of(self);
   if (!r) {
     // The outcome may be unknown (a COMMIT cut off): the database, not
     // this actor's memory, says what was applied before the next attempt.
@@ -243,11 +316,12 @@ caf::result<retry_result> retry_key(pointer self, const std::string& key) {
   retry_result out;
   bool cleared = false;
   std::vector<change> changes;
-  auto r = st.session->run([&](pqxx::connection& conn) {
+  auto r = run_fenced(self, [&](pqxx::connection& conn) {
     ensure_loaded(self, conn);
     out = {};
     changes.clear();
     pqxx::work tx{conn};
+    check_fence(self, tx);
     auto& c = st.cfg;
     auto rows = tx.exec_params(key_dead_letters_sql, c.proj->name(),
                                c.generation, key);
@@ -298,14 +372,18 @@ caf::result<retry_result> retry_key(pointer self, const std::string& key) {
     }
     tx.commit();
   });
+  if (!st.fenced.empty())
+    return fenced_error_of(self);
   if (!r) {
     st.loaded = false;
     return journal::make_error(journal::db_errc::unavailable, r.detail);
   }
   if (cleared)
     st.blocked.erase(key);
-  if (!changes.empty() && st.cfg.hub)
-    self->send(st.cfg.hub, changes_atom::value, std::move(changes));
+  if (!changes.empty() && st.cfg.sink)
+    caf::anon_send(st.cfg.sink, batch_atom::value,
+                   encode_batch(st.cfg.proj->name(), st.cfg.generation,
+                                st.cfg.count, {}, {}, {}, changes));
   log_info("projection",
            st.cfg.proj->name() + ": retried key '" + key
              + "': " + std::to_string(out.applied) + " applied"
@@ -337,9 +415,6 @@ partition_actor::behavior_type partition(pointer self, partition_config cfg) {
       return self->state.offset;
     },
     [=](retry_atom, const std::string& key) { return retry_key(self, key); },
-    [=](subscribe_atom, const caf::actor& hub) {
-      self->state.cfg.hub = caf::actor_cast<hub_actor>(hub);
-    },
   };
 }
 

@@ -14,6 +14,12 @@
 // applied out of order. `retry` re-applies a key's dead letters in order
 // and unblocks it once all apply.
 //
+// Fencing (docs/cluster.md): every transaction first locks, FOR KEY SHARE,
+// its generation's row in the expected state (a swap, which locks it FOR
+// UPDATE, waits for it and then stops it) and, for a live partition, this
+// node's lease of the partition at its epoch, unexpired. A partition whose
+// fence fails writes nothing and answers `fenced`: it must stop.
+//
 // A detached actor (own thread, own connection): database calls never run
 // on the CAF scheduler.
 
@@ -27,14 +33,28 @@
 
 namespace shoutflow::projection {
 
+/// What a partition's writes are fenced by. Empty `generation_state`: no
+/// fence (engine tests only).
+struct partition_fence {
+  /// "live" or "building".
+  std::string generation_state;
+  /// "projection/<name>" for a leased (live) partition; empty: none.
+  std::string lease_resource;
+  int64_t lease_epoch = 0;
+  std::string incarnation;
+};
+
 struct partition_config {
   std::string db_url;
   projection_ptr proj;
   int32_t generation = 1;
   int32_t index = 0;
   int32_t count = 1;
-  /// Receives the changes of each committed batch (may be invalid).
-  hub_actor hub;
+  /// Receives (batch_atom, ReadSideMessage bytes) for the changes of a
+  /// retried dead letter (may be invalid). Batch changes go out through
+  /// the reader, in log order.
+  caf::actor sink;
+  partition_fence fence;
 };
 
 partition_actor spawn_partition(caf::actor_system& sys, partition_config cfg);

@@ -86,11 +86,14 @@ struct change {
   /// The event's place in the log: (tx, position).
   int64_t position = 0;
   uint64_t tx = 0;
+  /// The partition that committed it (-1: not known yet, or a retried
+  /// dead letter's change, outside the log order).
+  int32_t partition = -1;
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, change& x) {
-  return f(x.kind, x.subject, x.item, x.position, x.tx);
+  return f(x.kind, x.subject, x.item, x.position, x.tx, x.partition);
 }
 
 /// An event for one key, handed to `projection::apply`.

@@ -88,10 +88,7 @@ using partition_actor = caf::typed_actor<
   caf::replies_to<offset_atom>::with<cursor>,
   // Re-apply the dead-lettered events of a key, in order; answers how many
   // applied (the key stays blocked if the first still fails).
-  caf::replies_to<retry_atom, std::string>::with<retry_result>,
-  // From now on, report committed changes to this watch hub (a rebuilt
-  // generation gets it when it goes live).
-  caf::reacts_to<subscribe_atom, caf::actor>>;
+  caf::replies_to<retry_atom, std::string>::with<retry_result>>;
 
 struct fetch_result {
   std::vector<raw_event> events;
@@ -124,10 +121,6 @@ typename Inspector::result_type inspect(Inspector& f, reader_status& x) {
            x.dead_letters, x.last_event_ms, x.done);
 }
 
-/// retire_atom's "not any more": publish and answer everything again.
-constexpr cursor no_retirement{std::numeric_limits<uint64_t>::max(),
-                               std::numeric_limits<int64_t>::max()};
-
 using reader_actor = caf::typed_actor<
   caf::reacts_to<wake_atom>,
   // A poll timer; stale ones (an older number) are ignored.
@@ -140,14 +133,8 @@ using reader_actor = caf::typed_actor<
   // true: stop at the next batch boundary and answer the watermark there
   // (a rebuilt generation before its swap); false: go on.
   caf::replies_to<hold_atom, bool>::with<cursor>,
-  // The live generation about to be replaced by one held at this cursor:
-  // publish no change and answer no wait past it; answers, once everything
-  // up to it is applied, the watermark then (which the successor must
-  // reach before the swap: earlier waits were answered up to there).
-  // `no_retirement` calls a retirement off (answered at once).
-  caf::replies_to<retire_atom, cursor>::with<cursor>,
-  // A rebuilt generation taking over: publish committed changes to this
-  // watch hub (if valid) from now on, go on, and take this role.
+  // A rebuilt generation about to be swapped in: publish to this sink from
+  // the next batch on, go on, and take this role.
   caf::reacts_to<promote_atom, caf::actor, std::string>>;
 
 using fetcher_actor = caf::typed_actor<

@@ -3,16 +3,153 @@
 #include <caf/all.hpp>
 
 #include <map>
+#include <memory>
+#include <optional>
 #include <set>
+
+#include "actors/common/log.hpp"
+#include "actors/journal/journal_actors.hpp"
+#include "actors/journal/pg_session.hpp"
+#include "actors/projection/read_side_codec.hpp"
 
 namespace shoutflow::projection {
 
 namespace {
 
+constexpr const char* component = "watch-hub";
+using clock_type = std::chrono::steady_clock;
+
+// -- the offsets fallback -----------------------------------------------------------
+
+/// A live generation's committed offsets, by partition index.
+struct live_offsets {
+  std::string projection;
+  int32_t generation = 0;
+  std::vector<cursor> offsets;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, live_offsets& x) {
+  return f(x.projection, x.generation, x.offsets);
+}
+
+constexpr const char* live_offsets_sql
+  = "SELECT g.projection, g.generation, g.partitions,"
+    "       coalesce(o.partition, -1), coalesce(o.tx_id, '0')::text,"
+    "       coalesce(o.position, 0)"
+    "  FROM projection_generations g"
+    "  LEFT JOIN projection_offsets o"
+    "    ON o.projection = g.projection AND o.generation = g.generation"
+    " WHERE g.state = 'live'"
+    " ORDER BY 1";
+
+using poller_actor = caf::typed_actor<
+  caf::replies_to<fetch_atom>::with<std::vector<live_offsets>>>;
+
+struct poller_state {
+  std::unique_ptr<journal::pg_session> session;
+  static inline const char* name = "offsets-poller";
+};
+
+poller_actor::behavior_type
+poller(poller_actor::stateful_pointer<poller_state> self, std::string url) {
+  self->state.session = std::make_unique<journal::pg_session>(
+    url, "watch-hub-offsets", [](pqxx::connection& c) {
+      c.prepare("live_offsets", live_offsets_sql);
+    });
+  return {
+    [=](fetch_atom) -> caf::result<std::vector<live_offsets>> {
+      std::vector<live_offsets> out;
+      auto r = self->state.session->run([&](pqxx::connection& conn) {
+        out.clear();
+        pqxx::read_transaction tx{conn};
+        for (const auto& row : tx.exec_prepared("live_offsets")) {
+          auto name = row[0].as<std::string>();
+          if (out.empty() || out.back().projection != name) {
+            out.push_back({name, row[1].as<int32_t>(), {}});
+            out.back().offsets.resize(
+              static_cast<std::size_t>(std::max(row[2].as<int32_t>(), 0)));
+          }
+          auto p = row[3].as<int32_t>();
+          if (p >= 0 && static_cast<std::size_t>(p) < out.back().offsets.size())
+            out.back().offsets[static_cast<std::size_t>(p)]
+              = {std::stoull(row[4].as<std::string>()), row[5].as<int64_t>()};
+        }
+      });
+      if (!r)
+        return journal::make_error(journal::db_errc::unavailable, r.detail);
+      return out;
+    },
+  };
+}
+
+// -- tracking a projection ------------------------------------------------------------
+
+/// What the hub knows of one generation of a projection.
+struct generation_track {
+  int32_t generation = 0;
+  /// Per partition: how far its batches arrived in sequence.
+  std::vector<cursor> received;
+  std::vector<bool> seen;
+  /// Per partition: where its first batch here started.
+  std::vector<cursor> first_after;
+  /// Per partition: committed, by its batches or by the database.
+  std::vector<cursor> applied;
+  /// Per partition: since when the database shows it past `received`.
+  std::vector<std::optional<clock_type::time_point>> behind_since;
+  /// Changes not released yet, in log order.
+  std::multimap<cursor, change> pending;
+
+  void resize(std::size_t n) {
+    received.resize(n);
+    seen.resize(n, false);
+    first_after.resize(n);
+    applied.resize(n);
+    behind_since.resize(n);
+  }
+
+  /// Everything below it has arrived from every partition.
+  cursor release_mark() const {
+    if (received.empty())
+      return {};
+    return *std::min_element(received.begin(), received.end());
+  }
+
+  cursor applied_mark() const {
+    if (applied.empty())
+      return {};
+    return *std::min_element(applied.begin(), applied.end());
+  }
+};
+
+struct projection_track {
+  generation_track live;
+  /// A rebuilt generation's batches, from its promotion on.
+  std::optional<generation_track> next;
+  /// After a swap notice: the live generation's final offsets, and its
+  /// successor.
+  std::optional<std::vector<cursor>> retired_final;
+  int32_t successor = 0;
+  /// The database shows another live generation than `live`: since when
+  /// (a swap notice may still be on its way).
+  std::optional<clock_type::time_point> swapped_since;
+};
+
 /// (kind, subject) -> subscribers
 using topic = std::pair<uint8_t, std::string>;
 
+struct waiter {
+  std::vector<std::string> names;
+  cursor at;
+  caf::typed_response_promise<bool> promise;
+};
+
 struct hub_state {
+  hub_config cfg;
+  poller_actor poller;
+  bool polling = false;
+  std::map<std::string, projection_track> projections;
+  std::vector<waiter> waiters;
   std::map<topic, std::set<caf::actor>> subscribers;
   std::map<caf::actor_addr, std::set<topic>> topics_of;
   std::map<caf::actor_addr, caf::actor> actors;
@@ -24,6 +161,8 @@ struct hub_state {
 };
 
 using pointer = hub_actor::stateful_pointer<hub_state>;
+
+// -- subscribers --------------------------------------------------------------------
 
 void forget(pointer self, const caf::actor_addr& addr) {
   auto& st = self->state;
@@ -61,7 +200,7 @@ void remove_topic(pointer self, const caf::actor& who, const topic& t) {
 
 /// A follow (unfollow) of timeline `c.subject`'s owner: its subscribers
 /// start (stop) following author `c.item`'s feed, before any later change
-/// of this batch is forwarded.
+/// is forwarded.
 void follow_feed(pointer self, const change& c) {
   auto& st = self->state;
   auto it = st.subscribers.find({change::timeline_add, c.subject});
@@ -98,30 +237,366 @@ std::vector<topic> topics(const change& c) {
   return {};
 }
 
+void deliver(pointer self, const change& c) {
+  auto& st = self->state;
+  if (c.kind == change::feed_added || c.kind == change::feed_removed) {
+    follow_feed(self, c);
+    return;
+  }
+  for (auto& t : topics(c)) {
+    auto it = st.subscribers.find(t);
+    if (it == st.subscribers.end())
+      continue;
+    for (auto& sub : it->second)
+      caf::anon_send(sub, change_atom::value, c);
+  }
+}
+
+/// The topic kinds a projection's changes reach.
+std::vector<uint8_t> kinds_of(const std::string& projection) {
+  if (projection == "users")
+    return {change::user};
+  if (projection == "shouts")
+    return {change::shout};
+  if (projection == "timelines")
+    return {change::timeline_add, change::author_post};
+  return {};
+}
+
+/// Changes of `projection` may have been missed: its subscribers must
+/// resubscribe.
+void lost(pointer self, const std::string& projection, const std::string& why) {
+  auto& st = self->state;
+  std::set<caf::actor> affected;
+  for (auto kind : kinds_of(projection))
+    for (auto it = st.subscribers.lower_bound({kind, std::string{}});
+         it != st.subscribers.end() && it->first.first == kind; ++it)
+      affected.insert(it->second.begin(), it->second.end());
+  log_warn(component, projection + ": " + why
+                        + (affected.empty()
+                             ? std::string{}
+                             : "; " + std::to_string(affected.size())
+                                 + " Watch stream(s) told to resubscribe"));
+  for (auto& sub : affected) {
+    caf::anon_send(sub, lost_atom::value,
+                   "changes of " + projection + " may have been missed ("
+                     + why + "); resubscribe");
+    forget(self, sub.address());
+  }
+}
+
+// -- progress -------------------------------------------------------------------------
+
+void release_waiters(pointer self) {
+  auto& st = self->state;
+  for (auto it = st.waiters.begin(); it != st.waiters.end();) {
+    bool ready = true;
+    for (auto& n : it->names) {
+      auto p = st.projections.find(n);
+      if (p == st.projections.end() || p->second.live.received.empty()
+          || p->second.live.applied_mark() < it->at) {
+        ready = false;
+        break;
+      }
+    }
+    if (!ready) {
+      ++it;
+      continue;
+    }
+    it->promise.deliver(true);
+    it = st.waiters.erase(it);
+  }
+}
+
+/// Delivers the live generation's changes that every partition has passed.
+void release(pointer self, projection_track& t) {
+  auto mark = t.live.release_mark();
+  auto& pending = t.live.pending;
+  auto end = pending.upper_bound(mark);
+  for (auto it = pending.begin(); it != end; ++it)
+    deliver(self, it->second);
+  pending.erase(pending.begin(), end);
+}
+
+/// Takes a batch's progress and changes into `g`. False: the batch does not
+/// continue where `g` had one of its partitions (changes were lost).
+bool take(generation_track& g, std::size_t count, const v1::ChangeBatch& b) {
+  g.resize(count);
+  auto after = from_proto(b.after());
+  auto to = from_proto(b.to());
+  bool continuous = true;
+  std::map<int32_t, cursor> before;
+  for (auto p : b.partitions()) {
+    if (p < 0 || static_cast<std::size_t>(p) >= count)
+      continue;
+    auto i = static_cast<std::size_t>(p);
+    if (!g.seen[i]) {
+      g.seen[i] = true;
+      g.first_after[i] = after;
+      if (g.received[i] < after)
+        g.received[i] = after;
+    }
+    if (g.received[i] < after)
+      continuous = false;
+    before[p] = g.received[i];
+    if (g.received[i] < to)
+      g.received[i] = to;
+    if (g.applied[i] < to)
+      g.applied[i] = to;
+    g.behind_since[i].reset();
+  }
+  for (auto& pc : b.changes()) {
+    auto c = from_proto(pc);
+    if (!c)
+      continue;
+    auto prev = before.find(c->partition);
+    if (prev != before.end() && cursor{c->tx, c->position} <= prev->second)
+      continue; // had it already (a redelivered batch)
+    g.pending.emplace(cursor{c->tx, c->position}, std::move(*c));
+  }
+  return continuous;
+}
+
+/// A swap announced, and both generations' batches up to the retired one's
+/// final offsets here: deliver the rest of the retired generation, then
+/// follow its successor from those offsets on. `force` (the batches did not
+/// come in time): switch anyway, telling the subscribers.
+void try_switch(pointer self, const std::string& name, projection_track& t,
+                bool force = false) {
+  if (!t.retired_final)
+    return;
+  auto& final_offsets = *t.retired_final;
+  auto n = final_offsets.size();
+  bool has_next = t.next && t.next->generation == t.successor;
+  if (has_next)
+    t.next->resize(n);
+  bool complete = true;
+  for (std::size_t p = 0; p < n; ++p) {
+    complete = complete && p < t.live.received.size()
+               && !(t.live.received[p] < final_offsets[p]);
+    // The successor commits at least up to the final offsets before the
+    // swap, and publishes what it commits.
+    complete = complete && has_next && t.next->seen[p]
+               && !(t.next->received[p] < final_offsets[p]);
+  }
+  if (!complete && !force)
+    return;
+  for (auto& kv : t.live.pending)
+    deliver(self, kv.second);
+  generation_track next;
+  if (has_next)
+    next = std::move(*t.next);
+  next.generation = t.successor;
+  next.resize(n);
+  // Continuous when the successor published from at or before the final
+  // offsets (it is promoted before them, docs/cluster.md).
+  bool continuous = complete;
+  for (std::size_t p = 0; p < n; ++p) {
+    continuous = continuous && next.seen[p]
+                 && next.first_after[p] <= final_offsets[p];
+    if (next.received[p] < final_offsets[p])
+      next.received[p] = final_offsets[p];
+    if (next.applied[p] < final_offsets[p])
+      next.applied[p] = final_offsets[p];
+    next.seen[p] = true;
+  }
+  for (auto it = next.pending.begin(); it != next.pending.end();) {
+    auto p = static_cast<std::size_t>(std::max(it->second.partition, 0));
+    if (p < n && it->first <= final_offsets[p])
+      it = next.pending.erase(it); // the retired generation delivered it
+    else
+      ++it;
+  }
+  t.live = std::move(next);
+  t.next.reset();
+  t.retired_final.reset();
+  t.swapped_since.reset();
+  log_info(component, name + ": following generation "
+                        + std::to_string(t.live.generation));
+  if (!continuous)
+    lost(self, name, "the rebuilt generation's changes around the swap did "
+                     "not all reach this node");
+  release(self, t);
+  release_waiters(self);
+}
+
+void on_batch(pointer self, const v1::ChangeBatch& b) {
+  auto& st = self->state;
+  if (b.partitions_size() == 0) {
+    // A retried dead letter: outside the log order, delivered as it comes.
+    for (auto& pc : b.changes())
+      if (auto c = from_proto(pc))
+        deliver(self, *c);
+    return;
+  }
+  auto count = static_cast<std::size_t>(std::max(b.partition_count(), 1));
+  auto [it, fresh] = st.projections.try_emplace(b.projection());
+  auto& t = it->second;
+  if (fresh)
+    t.live.generation = b.generation();
+  if (b.generation() == t.live.generation) {
+    if (!take(t.live, count, b))
+      lost(self, b.projection(),
+           "partition batches were missed (a partition owner failed after a "
+           "commit, or a message was lost)");
+    release(self, t);
+    try_switch(self, b.projection(), t);
+    release_waiters(self);
+    return;
+  }
+  if (b.generation() < t.live.generation)
+    return; // a retired generation's late batch
+  if (!t.next || t.next->generation < b.generation()) {
+    t.next.emplace();
+    t.next->generation = b.generation();
+  }
+  if (t.next->generation == b.generation())
+    take(*t.next, count, b);
+  try_switch(self, b.projection(), t);
+}
+
+void on_swap(pointer self, const v1::GenerationSwap& s) {
+  auto& st = self->state;
+  auto& t = st.projections[s.projection()];
+  if (t.live.generation >= s.live_generation())
+    return;
+  std::vector<cursor> final_offsets;
+  for (auto& c : s.retired_offsets())
+    final_offsets.push_back(from_proto(c));
+  if (t.live.generation != s.retired_generation()) {
+    // This hub never followed the retired generation (it started during
+    // the rebuild, or missed a swap): start over with the new one.
+    t.live = generation_track{};
+    t.live.generation = s.live_generation();
+    t.live.resize(final_offsets.size());
+    t.live.received = final_offsets;
+    t.live.applied = final_offsets;
+    if (t.next && t.next->generation == s.live_generation())
+      t.next.reset();
+    lost(self, s.projection(), "a swap this node did not follow");
+    release_waiters(self);
+    return;
+  }
+  t.retired_final = std::move(final_offsets);
+  t.successor = s.live_generation();
+  try_switch(self, s.projection(), t);
+}
+
+/// The database's view of the live generations: raises what waits use,
+/// and detects broadcasts that will not come.
+void on_offsets(pointer self, std::vector<live_offsets>& rows) {
+  auto& st = self->state;
+  auto now = clock_type::now();
+  for (auto& row : rows) {
+    auto [it, fresh] = st.projections.try_emplace(row.projection);
+    auto& t = it->second;
+    if (fresh) {
+      t.live.generation = row.generation;
+      t.live.resize(row.offsets.size());
+      t.live.received = row.offsets;
+      t.live.applied = row.offsets;
+      for (std::size_t p = 0; p < row.offsets.size(); ++p)
+        t.live.seen[p] = true;
+      continue;
+    }
+    if (row.generation != t.live.generation) {
+      if (row.generation < t.live.generation)
+        continue;
+      // Swapped in the database; the notice should follow shortly.
+      if (!t.swapped_since) {
+        t.swapped_since = now;
+        continue;
+      }
+      if (now - *t.swapped_since < st.cfg.gap_grace)
+        continue;
+      if (t.retired_final) {
+        try_switch(self, row.projection, t, true);
+        continue;
+      }
+      generation_track g;
+      g.generation = row.generation;
+      g.resize(row.offsets.size());
+      g.received = row.offsets;
+      g.applied = row.offsets;
+      t.live = std::move(g);
+      t.next.reset();
+      t.swapped_since.reset();
+      lost(self, row.projection, "generation " + std::to_string(row.generation)
+                                   + " was swapped in without notice");
+      continue;
+    }
+    t.swapped_since.reset();
+    auto& g = t.live;
+    g.resize(std::max(g.received.size(), row.offsets.size()));
+    bool missed = false;
+    for (std::size_t p = 0; p < row.offsets.size(); ++p) {
+      auto& db = row.offsets[p];
+      if (g.applied[p] < db)
+        g.applied[p] = db;
+      if (!(g.received[p] < db)) {
+        g.behind_since[p].reset();
+        continue;
+      }
+      if (!g.seen[p]) {
+        // Nothing published yet by this partition: start from here.
+        g.seen[p] = true;
+        g.received[p] = db;
+        continue;
+      }
+      if (!g.behind_since[p]) {
+        g.behind_since[p] = now;
+      } else if (now - *g.behind_since[p] >= st.cfg.gap_grace) {
+        g.received[p] = db;
+        g.behind_since[p].reset();
+        missed = true;
+      }
+    }
+    if (missed)
+      lost(self, row.projection,
+           "the database shows partitions past their last batch here");
+    release(self, t);
+  }
+  release_waiters(self);
+}
+
+void poll(pointer self) {
+  auto& st = self->state;
+  if (!st.poller || st.polling)
+    return;
+  st.polling = true;
+  self->request(st.poller, std::chrono::seconds(10), fetch_atom::value)
+    .then(
+      [=](std::vector<live_offsets>& rows) {
+        self->state.polling = false;
+        on_offsets(self, rows);
+      },
+      [=](caf::error&) { self->state.polling = false; });
+}
+
 /// The unit argument: CAF 0.17 binds a reference to a null tuple when a
 /// function-based actor is spawned without arguments (undefined behaviour
 /// that UBSan reports, and that stops the ASan build's node).
-hub_actor::behavior_type hub(pointer self, caf::unit_t) {
+hub_actor::behavior_type hub(pointer self, hub_config cfg) {
+  auto& st = self->state;
+  st.cfg = cfg;
+  if (!cfg.db_url.empty()) {
+    st.poller = self->spawn<caf::detached + caf::linked>(poller, cfg.db_url);
+    poll(self);
+    self->delayed_send(self, cfg.poll, tick_atom::value);
+  }
   self->set_down_handler(
     [=](caf::down_msg& dm) { forget(self, dm.source); });
   return {
-    [=](changes_atom, const std::vector<change>& changes) {
-      auto& st = self->state;
-      if (st.subscribers.empty())
+    [=](batch_atom, const std::string& bytes) {
+      v1::ReadSideMessage msg;
+      if (!msg.ParseFromString(bytes)) {
+        log_warn(component, "dropped a malformed read-side message");
         return;
-      for (auto& c : changes) {
-        if (c.kind == change::feed_added || c.kind == change::feed_removed) {
-          follow_feed(self, c);
-          continue;
-        }
-        for (auto& t : topics(c)) {
-          auto it = st.subscribers.find(t);
-          if (it == st.subscribers.end())
-            continue;
-          for (auto& sub : it->second)
-            caf::anon_send(sub, change_atom::value, c);
-        }
       }
+      if (msg.has_batch())
+        on_batch(self, msg.batch());
+      else if (msg.has_swap())
+        on_swap(self, msg.swap());
     },
     [=](subscribe_atom, const caf::actor& who, const subscription& s) {
       auto& st = self->state;
@@ -146,13 +621,25 @@ hub_actor::behavior_type hub(pointer self, caf::unit_t) {
       return true;
     },
     [=](unsub_atom, const caf::actor& who) { forget(self, who.address()); },
+    [=](await_atom, const std::vector<std::string>& names, const cursor& c) {
+      auto promise = self->make_response_promise<bool>();
+      self->state.waiters.push_back({names, c, promise});
+      release_waiters(self);
+      if (!self->state.waiters.empty())
+        poll(self);
+      return promise;
+    },
+    [=](tick_atom) {
+      poll(self);
+      self->delayed_send(self, self->state.cfg.poll, tick_atom::value);
+    },
   };
 }
 
 } // namespace
 
-hub_actor spawn_watch_hub(caf::actor_system& sys) {
-  return sys.spawn(hub, caf::unit);
+hub_actor spawn_watch_hub(caf::actor_system& sys, hub_config cfg) {
+  return sys.spawn(hub, std::move(cfg));
 }
 
 } // namespace shoutflow::projection

@@ -1,29 +1,50 @@
 #pragma once
 
-// The watch hub: each live reader reports a batch's read-model changes, in
-// log order, once all its partitions have committed (a retried dead letter's
-// partition reports its own); Watch streams subscribe to the subjects they
-// follow (users, shouts, a timeline, authors' feeds) and receive (change,
-// change) messages for those only. A subscriber is any actor; the hub
-// monitors it and forgets it when it ends (a cancelled stream frees
-// everything).
+// The watch hub: one per node with the query role. It is where the read
+// side's progress meets the queries of this node.
 //
+// Every projection partition, wherever it runs, publishes each committed
+// batch (v1::ChangeBatch: partitions, cursors before and after, changes) to
+// the hub of every query node (through the peers actor). Per projection,
+// the hub keeps, for each partition of the live generation, how far its
+// batches have arrived in sequence, and releases changes in log order only
+// up to the lowest of those: so a Watch sees every change of its subjects in
+// log order, whichever nodes applied them. The same per-partition cursors,
+// raised by a periodic read of projection_offsets (the fallback when a
+// broadcast is late or lost), answer `await`: a query's min_position (G6)
+// works on every query node.
+//
+// A partition whose batches do not continue where the hub has it (a new
+// owner started past a batch its dead predecessor committed but never
+// published, or the database shows it further for longer than a grace
+// period) has lost changes for this hub: the Watch subscribers of that
+// projection are told (lost_atom, reason) and end their streams with
+// UNAVAILABLE, so their clients resubscribe and read current documents.
+//
+// Rebuilds: a rebuilt generation publishes from its promotion on (its
+// changes are kept aside); the GenerationSwap message names the retired
+// generation's final offsets. The hub delivers the retired generation's
+// changes up to those, then the new one's after them, and from then on
+// follows the new generation: every change once, in order, across a swap.
+//
+// Subscribers: each Watch session subscribes to the subjects it follows
+// (users, shouts, a timeline, authors' feeds) and receives (change_atom,
+// change) for those only; the hub monitors it and forgets it when it ends.
 // A timeline also shows the posts of followed authors that were not fanned
-// out (celebrities', merged at read time), which reach it as their
-// author's feed changes. The hub keeps each timeline subscriber's feeds
-// current itself: a feed_added / feed_removed change (a follow or unfollow
-// by the timeline's owner) subscribes or unsubscribes it before the
-// batch's later changes are forwarded, so no post of a newly followed
-// author falls between the follow and the subscription. A subscriber
-// subscribes its timeline first and its `author_feeds` (the owner's
-// following list, read after that) second; follows the hub saw in between
-// win over that list.
+// out (celebrities', merged at read time), which reach it as their author's
+// feed changes. The hub keeps each timeline subscriber's feeds current
+// itself: a feed_added / feed_removed change (a follow or unfollow by the
+// timeline's owner) subscribes or unsubscribes it before the batch's later
+// changes are forwarded. A subscriber subscribes its timeline first and its
+// `author_feeds` (the owner's following list, read after that) second;
+// follows the hub saw in between win over that list.
 
 #include <caf/actor.hpp>
 #include <caf/actor_system.hpp>
 #include <caf/replies_to.hpp>
 #include <caf/typed_actor.hpp>
 
+#include <chrono>
 #include <string>
 #include <vector>
 
@@ -46,12 +67,28 @@ typename Inspector::result_type inspect(Inspector& f, subscription& x) {
 }
 
 using hub_actor = caf::typed_actor<
-  caf::reacts_to<changes_atom, std::vector<change>>,
+  // A serialized v1::ReadSideMessage, from any node.
+  caf::reacts_to<batch_atom, std::string>,
   // Answers once the subscription is in place: a subscriber reads its
   // initial documents after that, so no change falls between the two.
   caf::replies_to<subscribe_atom, caf::actor, subscription>::with<bool>,
-  caf::reacts_to<unsub_atom, caf::actor>>;
+  caf::reacts_to<unsub_atom, caf::actor>,
+  // Answers true once every named projection's live generation has
+  // applied everything up to the cursor.
+  caf::replies_to<await_atom, std::vector<std::string>, cursor>::with<bool>,
+  // The offsets fallback's timer.
+  caf::reacts_to<tick_atom>>;
 
-hub_actor spawn_watch_hub(caf::actor_system& sys);
+struct hub_config {
+  /// Where the offsets fallback reads projection_offsets; empty: no
+  /// fallback (engine tests that feed the hub themselves).
+  std::string db_url;
+  std::chrono::milliseconds poll{200};
+  /// The database may show a partition further than its broadcasts for
+  /// this long before the hub takes the broadcasts as lost.
+  std::chrono::milliseconds gap_grace{1000};
+};
+
+hub_actor spawn_watch_hub(caf::actor_system& sys, hub_config cfg);
 
 } // namespace shoutflow::projection

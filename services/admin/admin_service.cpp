@@ -4,11 +4,15 @@
 #include <google/protobuf/util/time_util.h>
 #include <pqxx/pqxx>
 
+#include <algorithm>
 #include <functional>
+#include <map>
 #include <memory>
 #include <thread>
 
+#include "actors/cluster/membership.hpp"
 #include "actors/entity/effect.hpp"
+#include "actors/projection/generations.hpp"
 #include "actors/projection/projection_actors.hpp"
 #include "actors/user/user_codec.hpp"
 #include "actors/user/user_validation.hpp"
@@ -111,66 +115,131 @@ admin_service::admin_service(caf::actor_system& sys, std::string db_url,
 reactor* admin_service::GetClusterStatus(ctx* c,
                                          const v1::GetClusterStatusRequest*,
                                          v1::ClusterStatus* resp) {
-  // One node for now: the cluster issue brings membership and leases.
-  auto* m = resp->add_members();
-  m->set_node_id(node_.node_id);
-  m->set_address(node_.address);
-  for (auto& role : node_.roles)
-    m->add_roles(role);
-  m->set_heartbeat_age_seconds(0);
-  resp->set_shards(node_.shards);
-  for (uint32_t i = 0; i < node_.shards; ++i)
-    resp->add_shard_owners(node_.node_id);
-  auto* r = c->DefaultReactor();
-  r->Finish(grpc::Status::OK);
-  return r;
+  return on_thread(c, [this, resp]() -> grpc::Status {
+    pqxx::connection conn{db_url_};
+    cluster::cluster_view view;
+    if (auto r = cluster::read_view(conn, view); !r)
+      return {grpc::StatusCode::UNAVAILABLE,
+              "database unavailable: " + r.detail};
+    auto name = [](int32_t node) {
+      return node < 0 ? std::string{} : "node-" + std::to_string(node);
+    };
+    auto address = [](const cluster::member& m, int32_t port) {
+      return port > 0 ? m.host + ":" + std::to_string(port) : std::string{};
+    };
+    std::map<int32_t, std::pair<int32_t, int32_t>> owned;
+    for (auto& l : view.leases)
+      if (l.valid && l.owner_node >= 0)
+        (l.resource == cluster::shard_resource ? owned[l.owner_node].first
+                                               : owned[l.owner_node].second)++;
+    for (auto& m : view.members) {
+      auto* out = resp->add_members();
+      out->set_node_id(name(m.node_id));
+      out->set_address(address(m, m.caf_port));
+      for (auto& role : m.roles)
+        out->add_roles(role);
+      out->set_heartbeat_age_seconds(
+        static_cast<double>(m.heartbeat_age_ms) / 1000.0);
+      out->set_state(cluster::to_string(m.state));
+      out->set_incarnation(m.incarnation);
+      out->set_command_address(address(m, m.command_port));
+      out->set_query_address(address(m, m.query_port));
+      out->set_admin_address(address(m, m.admin_port));
+      if (m.metrics_port > 0)
+        out->set_metrics_url("http://" + address(m, m.metrics_port)
+                             + "/metrics");
+      out->set_shards_owned(owned[m.node_id].first);
+      out->set_partitions_owned(owned[m.node_id].second);
+    }
+    resp->set_shards(node_.shards);
+    std::vector<std::string> shard_owners(node_.shards);
+    for (auto& l : view.leases) {
+      auto* lease = l.resource == cluster::shard_resource
+                      ? resp->add_shard_leases()
+                      : resp->add_partition_leases();
+      lease->set_resource(l.resource);
+      lease->set_part(l.part);
+      lease->set_owner(l.valid ? name(l.owner_node) : std::string{});
+      lease->set_epoch(l.epoch);
+      if (l.resource == cluster::shard_resource && l.part >= 0
+          && static_cast<uint32_t>(l.part) < node_.shards)
+        shard_owners[static_cast<std::size_t>(l.part)] = lease->owner();
+    }
+    for (auto& o : shard_owners)
+      resp->add_shard_owners(o);
+    return grpc::Status::OK;
+  });
 }
 
 reactor* admin_service::GetProjectionStatus(
   ctx* c, const v1::GetProjectionStatusRequest*, v1::ProjectionStatus* resp) {
   return on_thread(c, [this, resp]() -> grpc::Status {
-    if (!manager_)
-      return no_projections();
-    std::vector<projection::reader_status> readers;
-    if (auto s = ask_manager(sys_, manager_, readers, status_atom::value);
-        !s.ok())
-      return s;
+    // The generations running here say whether a build is a point-in-time
+    // one; everything else comes from the database, whichever nodes run
+    // the partitions.
+    std::vector<projection::reader_status> local;
+    if (manager_)
+      if (auto s = ask_manager(sys_, manager_, local, status_atom::value);
+          !s.ok())
+        return s;
     pqxx::connection conn{db_url_};
     pqxx::read_transaction tx{conn};
     auto head = tx.exec1("SELECT coalesce(max(global_position), 0)"
                          "  FROM events")[0]
                   .as<int64_t>();
     resp->set_head_position(head);
-    for (auto& r : readers) {
+    auto total = tx.exec1("SELECT count(*) FROM events")[0].as<int64_t>();
+    auto generations = tx.exec(
+      "SELECT projection, generation, state, partitions,"
+      "       until_position IS NOT NULL"
+      "  FROM projection_generations"
+      " WHERE state IN ('live', 'building')"
+      " ORDER BY projection, generation");
+    for (const auto& gen : generations) {
+      auto name = gen[0].as<std::string>();
+      auto generation = gen[1].as<int32_t>();
+      auto partitions = gen[3].as<int32_t>();
+      auto state = gen[2].as<std::string>();
+      if (state == "building" && gen[4].as<bool>())
+        state = "point-in-time";
+      for (auto& r : local)
+        if (r.projection == name && r.generation == generation)
+          state = r.state;
+      auto offsets = projection::offsets_of(tx, name, generation, partitions);
+      projection::cursor watermark;
+      if (!offsets.empty())
+        watermark = *std::min_element(offsets.begin(), offsets.end());
       auto* g = resp->add_projections();
-      g->set_projection(r.projection);
-      g->set_generation(r.generation);
-      g->set_state(r.state);
-      g->set_position(r.watermark.position);
+      g->set_projection(name);
+      g->set_generation(generation);
+      g->set_state(state);
+      g->set_position(watermark.position);
       // Events after the watermark in log order (tx_id, position): the
       // last one applied need not be the highest position.
-      g->set_lag_events(
-        tx.exec_params1("SELECT count(*) FROM events"
-                        " WHERE (tx_id, global_position)"
-                        "       > ($1::text::xid8, $2::bigint)",
-                        std::to_string(r.watermark.tx), r.watermark.position)[0]
-          .as<int64_t>());
-      g->set_events_applied(r.events);
+      auto lag = tx.exec_params1("SELECT count(*) FROM events"
+                                 " WHERE (tx_id, global_position)"
+                                 "       > ($1::text::xid8, $2::bigint)",
+                                 std::to_string(watermark.tx),
+                                 watermark.position)[0]
+                   .as<int64_t>();
+      g->set_lag_events(lag);
+      // Every event of the log up to the watermark has been through it.
+      g->set_events_applied(total - lag);
       auto oldest = tx.exec_params(
         "SELECT extract(epoch FROM now() - recorded_at)::float8 FROM events"
         " WHERE (tx_id, global_position) > ($1::text::xid8, $2::bigint)"
         " ORDER BY tx_id, global_position LIMIT 1",
-        std::to_string(r.watermark.tx), r.watermark.position);
+        std::to_string(watermark.tx), watermark.position);
       g->set_lag_seconds(oldest.empty() ? 0.0 : oldest[0][0].as<double>());
       g->set_dead_letters(
         tx.exec_params1("SELECT count(*) FROM projection_dead_letters"
                         " WHERE projection = $1 AND generation = $2",
-                        r.projection, r.generation)[0]
+                        name, generation)[0]
           .as<int64_t>());
       for (const auto& row : tx.exec_params(
              "SELECT partition, position, events FROM projection_offsets"
              " WHERE projection = $1 AND generation = $2 ORDER BY partition",
-             r.projection, r.generation)) {
+             name, generation)) {
         auto* p = g->add_partitions();
         p->set_partition(row[0].as<int32_t>());
         p->set_position(row[1].as<int64_t>());

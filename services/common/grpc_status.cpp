@@ -33,6 +33,9 @@ grpc::Status to_status(const v1::Rejection& r) {
       code = grpc::StatusCode::RESOURCE_EXHAUSTED;
       break;
     case v1::REJECTION_CODE_UNAVAILABLE:
+    // The router retries a moved command until the deadline; one that is
+    // still moved then had no owner to reach in time.
+    case v1::REJECTION_CODE_MOVED:
       code = grpc::StatusCode::UNAVAILABLE;
       break;
     case v1::REJECTION_CODE_DEADLINE_EXCEEDED:

@@ -1,11 +1,15 @@
 #include "services/node/node.hpp"
 
 #include <caf/all.hpp>
+#include <caf/io/middleman.hpp>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/security/server_credentials.h>
 #include <grpcpp/server_builder.h>
 
+#include <iomanip>
+#include <random>
+#include <sstream>
 #include <stdexcept>
 #include <thread>
 
@@ -46,10 +50,20 @@ std::unique_ptr<grpc::Server> serve(grpc::Service* service,
   if (!server || *bound == 0)
     throw std::runtime_error("cannot listen on " + address + " for " + name
                              + " (port in use?)");
-  server->GetHealthCheckService()->SetServingStatus(true);
+  // SERVING once the node has joined the cluster (node::start).
+  server->GetHealthCheckService()->SetServingStatus(false);
   log_info(component, std::string{name} + " listening on " + bind + ":"
                         + std::to_string(*bound));
   return server;
+}
+
+/// A random token naming this process in the membership table.
+std::string new_incarnation() {
+  std::random_device rd;
+  std::ostringstream out;
+  out << std::hex << std::setfill('0') << std::setw(8) << rd() << std::setw(8)
+      << rd();
+  return out.str();
 }
 
 std::string join(const std::vector<std::string>& xs) {
@@ -102,14 +116,33 @@ void node::start() {
   // ~10 % more GetTimeline per second with the same write peak
   // (docs/benchmarks.md, "CAF workers' idle polling").
   actor_cfg_->set("work-stealing.moderate-poll-attempts", size_t{0});
+  // Nodes talk over CAF's middleman (docs/cluster.md); a node that loses a
+  // peer's TCP connection learns it from the remote actor's down message.
+  actor_cfg_->load<caf::io::middleman>();
   journal::add_message_types(*actor_cfg_);
   projection::add_message_types(*actor_cfg_);
   entity::add_message_types(*actor_cfg_);
+  cluster::add_message_types(*actor_cfg_);
   system_ = std::make_unique<caf::actor_system>(*actor_cfg_);
   auto& sys = *system_;
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+
+  incarnation_ = new_incarnation();
+  // The watch hub of a query node follows every partition's progress
+  // wherever it runs (watch_hub.hpp); the peers actor connects this node to
+  // the others and fans the read side's messages and wake-ups out.
+  if (cfg_.has_role("query"))
+    hub_ = projection::spawn_watch_hub(
+      sys, {cfg_.db_url,
+            std::clamp(cfg_.projection_poll, std::chrono::milliseconds(20),
+                       std::chrono::milliseconds(1000)),
+            std::max(std::chrono::milliseconds(1000), cfg_.lease_ttl / 2)});
+  cluster::peers_config pcfg;
+  pcfg.self = cfg_.node_id;
+  pcfg.local_hub = caf::actor_cast<caf::actor>(hub_);
+  peers_ = cluster::spawn_peers(sys, pcfg);
 
   if (cfg_.has_role("projections")) {
     continuity_violations_ = &prometheus::BuildCounter()
@@ -130,10 +163,16 @@ void node::start() {
     mcfg.partitions = cfg_.projection_partitions;
     mcfg.batch_size = cfg_.projection_batch;
     mcfg.poll = cfg_.projection_poll;
-    projection::prepare_generations(mcfg);
-    hub_ = projection::spawn_watch_hub(sys);
-    mcfg.hub = hub_;
+    mcfg.sink = caf::actor_cast<caf::actor>(peers_);
+    mcfg.node_id = cfg_.node_id;
+    mcfg.incarnation = incarnation_;
+    projections_ = mcfg.projections;
+    projection::prepare_generations(
+      {cfg_.db_url, mcfg.projections, cfg_.projection_partitions,
+       cfg_.node_id});
     manager_ = projection::spawn_manager(sys, std::move(mcfg));
+    caf::anon_send(peers_, subscribe_atom::value,
+                   caf::actor_cast<caf::actor>(manager_), true);
     log_info(component, "projections up: users, shouts, timelines, "
                           + std::to_string(cfg_.projection_partitions)
                           + " partitions each");
@@ -145,7 +184,9 @@ void node::start() {
   jcfg.batch_window = cfg_.journal_batch_window;
   jcfg.max_batch = cfg_.journal_max_batch;
   jcfg.writers = cfg_.journal_writers;
-  jcfg.on_commit = caf::actor_cast<caf::actor>(manager_);
+  // A commit wakes the readers here and on every other projections node.
+  jcfg.on_commit = caf::actor_cast<caf::actor>(peers_);
+  jcfg.incarnation = incarnation_;
   journal_ = journal::spawn_pg_journal(sys, jcfg, journal_metrics_.get());
   store_ = journal::spawn_pg_store(sys, {cfg_.db_url, cfg_.store_readers});
   log_info(component, "journal up: " + std::to_string(jcfg.writers)
@@ -173,20 +214,35 @@ void node::start() {
   deps.cfg.snapshot_every = cfg_.snapshot_every;
   deps.cfg.io_timeout = cfg_.request_timeout * 2;
   deps.metrics = entity_metrics_.get();
-  auto factory = [deps](caf::actor_system& sys, const std::string& id) {
+  auto factory = [deps](caf::actor_system& sys, const std::string& id,
+                        int32_t shard, int64_t epoch) mutable {
+    auto d = deps;
+    d.shard = shard;
+    d.lease_epoch = epoch;
     return sys.spawn(entity::persistent_entity<user::user_aggregate>::make, id,
-                     deps);
+                     std::move(d));
   };
-  region_ = entity::spawn_shard_region(
-    sys, factory, {cfg_.passivate_after, cfg_.max_active_entities},
-    entity_metrics_.get());
-  router_ = entity::spawn_router(sys, {cfg_.shards, cfg_.request_timeout},
-                                 region_, store_);
-  log_info(component, "entities up: " + std::to_string(cfg_.shards)
-                        + " shards, snapshot every "
-                        + std::to_string(cfg_.snapshot_every)
-                        + " events, passivate after "
-                        + std::to_string(cfg_.passivate_after.count()) + "ms");
+  if (cfg_.has_role("entities")) {
+    region_ = entity::spawn_shard_region(
+      sys, factory,
+      {cfg_.shards, cfg_.passivate_after, cfg_.max_active_entities},
+      entity_metrics_.get());
+    log_info(component, "entities up: " + std::to_string(cfg_.shards)
+                          + " shards in the cluster, snapshot every "
+                          + std::to_string(cfg_.snapshot_every)
+                          + " events, passivate after "
+                          + std::to_string(cfg_.passivate_after.count())
+                          + "ms");
+  }
+  entity::router_config rcfg;
+  rcfg.shards = cfg_.shards;
+  rcfg.self = cfg_.node_id;
+  rcfg.lookup_timeout = cfg_.request_timeout;
+  rcfg.route_timeout = cfg_.request_timeout;
+  rcfg.hop_timeout = cfg_.request_timeout * 2 + std::chrono::milliseconds(500);
+  router_ = entity::spawn_router(sys, rcfg, region_, store_);
+  caf::anon_send(peers_, subscribe_atom::value,
+                 caf::actor_cast<caf::actor>(router_), false);
 
   if (cfg_.has_role("command")) {
     command_service_ = std::make_unique<services::command_service>(
@@ -202,7 +258,7 @@ void node::start() {
       services::query_limits{20, 100, cfg_.timeline_cap});
     query_workers_ = services::spawn_query_front(sys, query_pool_);
     query_service_ = std::make_unique<services::query_service>(
-      sys, query_pool_, query_workers_, manager_, hub_,
+      sys, query_pool_, query_workers_, hub_,
       services::query_service_config{cfg_.query_max_wait, cfg_.watch_buffer});
     query_server_ = serve(query_service_.get(), cfg_.bind, cfg_.query_port,
                           cfg_.max_message_bytes, "QueryService",
@@ -215,6 +271,7 @@ void node::start() {
     manager_);
   admin_server_ = serve(admin_service_.get(), cfg_.bind, cfg_.admin_port,
                         cfg_.max_message_bytes, "AdminService", &admin_port_);
+
 
   if (cfg_.metrics_port >= 0) {
     auto address = cfg_.bind + ":" + std::to_string(cfg_.metrics_port);
@@ -230,37 +287,144 @@ void node::start() {
     log_info(component, "metrics on http://" + cfg_.bind + ":"
                           + std::to_string(metrics_port_) + "/metrics");
   }
+  join_cluster();
+  for (auto* server : {&command_server_, &query_server_, &admin_server_})
+    if (*server)
+      (*server)->GetHealthCheckService()->SetServingStatus(true);
   log_info(component, "ready");
+}
+
+void node::join_cluster() {
+  auto& sys = *system_;
+  auto host = cfg_.advertise_host.empty() ? cfg_.bind : cfg_.advertise_host;
+  // The endpoint first: a joined node is reachable at once.
+  endpoint_ = cluster::spawn_endpoint(
+    sys, {region_, caf::actor_cast<caf::actor>(hub_),
+          caf::actor_cast<caf::actor>(manager_)});
+  auto published = sys.middleman().publish(
+    endpoint_, static_cast<uint16_t>(cfg_.caf_port), cfg_.bind.c_str(), true);
+  if (!published)
+    throw std::runtime_error("cannot listen on " + cfg_.bind + ":"
+                             + std::to_string(cfg_.caf_port)
+                             + " for CAF (port in use?): "
+                             + sys.render(published.error()));
+  caf_port_ = *published;
+  log_info(component, "CAF endpoint on " + cfg_.bind + ":"
+                        + std::to_string(caf_port_) + ", reachable as "
+                        + host);
+
+  cluster::membership_config mc;
+  mc.db_url = cfg_.db_url;
+  mc.self.node_id = cfg_.node_id;
+  mc.self.incarnation = incarnation_;
+  mc.self.host = host;
+  mc.self.caf_port = caf_port_;
+  mc.self.command_port = command_port_;
+  mc.self.query_port = query_port_;
+  mc.self.admin_port = admin_port_;
+  mc.self.metrics_port = metrics_port_;
+  mc.self.roles = cfg_.roles;
+  mc.shards = cfg_.shards;
+  mc.lease_ttl = cfg_.lease_ttl;
+  cluster::keeper_config kc;
+  if (cfg_.has_role("entities")) {
+    mc.resources.push_back({cluster::shard_resource,
+                            static_cast<int32_t>(cfg_.shards), "entities"});
+    kc.holders[cluster::shard_resource]
+      = caf::actor_cast<cluster::lease_holder_actor>(region_);
+  }
+  if (manager_) {
+    for (auto& p : projections_) {
+      auto resource = cluster::partition_resource(p->name());
+      mc.resources.push_back(
+        {resource, cfg_.projection_partitions, "projections"});
+      kc.holders[resource]
+        = caf::actor_cast<cluster::lease_holder_actor>(manager_);
+    }
+  }
+  membership_ = std::make_unique<cluster::membership_table>(mc);
+  membership_->join(cfg_.lease_ttl * 3);
+  kc.membership = mc;
+  kc.interval = cfg_.heartbeat_interval;
+  kc.safety_margin = std::min(cfg_.heartbeat_interval, cfg_.lease_ttl / 6);
+  kc.handoff_timeout = cfg_.request_timeout * 2;
+  kc.subscribers = {caf::actor_cast<caf::actor>(router_),
+                    caf::actor_cast<caf::actor>(peers_)};
+  if (manager_)
+    kc.subscribers.push_back(caf::actor_cast<caf::actor>(manager_));
+  keeper_ = cluster::spawn_keeper(sys, kc);
+  // Serve once this node holds its share; a node whose share is still
+  // held by others (they hand it off first) starts anyway after a while:
+  // the router sends commands where the shards are.
+  caf::scoped_actor self{sys};
+  bool up = false;
+  self
+    ->request(keeper_, cfg_.lease_ttl * 4, join_atom::value,
+              caf::timespan{cfg_.lease_ttl * 3})
+    .receive([&](bool ok) { up = ok; }, [&](caf::error&) {});
+  log_info(component, up ? "joined the cluster: this node holds its share"
+                         : "joined the cluster; its share is still moving");
 }
 
 void node::shutdown(std::chrono::milliseconds grace) {
   if (!started_ || stopped_)
     return;
   stopped_ = true;
+  auto deadline = std::chrono::steady_clock::now() + grace;
+  auto left = [deadline] {
+    return std::max(std::chrono::milliseconds(1),
+                    std::chrono::duration_cast<std::chrono::milliseconds>(
+                      deadline - std::chrono::steady_clock::now()));
+  };
   for (auto* server : {&command_server_, &query_server_, &admin_server_}) {
     if (!*server)
       continue;
     (*server)->GetHealthCheckService()->SetServingStatus(false);
   }
+  if (system_ && keeper_) {
+    // Hand off first, while the gRPC servers still take requests: the
+    // router sends them to the new owners.
+    log_info(component, "leaving the cluster: handing shards and "
+                        "partitions off");
+    caf::scoped_actor self{*system_};
+    bool left_cleanly = false;
+    self->request(keeper_, left() * 3 / 4, leave_atom::value)
+      .receive([&](bool) { left_cleanly = true; },
+               [&](caf::error& err) {
+                 log_warn(component, "hand-off incomplete within the grace "
+                                     "period: "
+                                       + system_->render(err));
+               });
+    if (left_cleanly)
+      log_info(component, "everything handed off");
+  }
   log_info(component, "stopped accepting; draining in-flight requests");
   for (auto* server : {&command_server_, &query_server_, &admin_server_}) {
     if (!*server)
       continue;
-    (*server)->Shutdown(std::chrono::system_clock::now() + grace);
+    (*server)->Shutdown(std::chrono::system_clock::now() + left());
     (*server)->Wait();
     server->reset();
   }
   if (system_) {
     caf::scoped_actor self{*system_};
     bool drained = false;
-    self->request(journal_, grace, drain_atom::value)
+    self->request(journal_, left(), drain_atom::value)
       .receive([&](bool) { drained = true; },
                [&](caf::error& err) {
                  log_warn(component, "journal drain: " + system_->render(err));
                });
     if (drained)
       log_info(component, "journal drained: every accepted write committed");
+    if (keeper_)
+      self->send_exit(keeper_, caf::exit_reason::user_shutdown);
+    if (membership_) {
+      if (auto r = membership_->leave(); !r)
+        log_warn(component, "could not leave the membership table (" + r.detail
+                              + "); the others will declare this node down");
+    }
     for (auto h : {caf::actor_cast<caf::actor>(router_),
+                   caf::actor_cast<caf::actor>(peers_), endpoint_,
                    caf::actor_cast<caf::actor>(manager_),
                    caf::actor_cast<caf::actor>(hub_),
                    caf::actor_cast<caf::actor>(query_workers_),
@@ -277,6 +441,9 @@ void node::shutdown(std::chrono::milliseconds grace) {
   query_service_.reset();
   admin_service_.reset();
   router_ = nullptr;
+  keeper_ = nullptr;
+  peers_ = nullptr;
+  endpoint_ = nullptr;
   manager_ = nullptr;
   hub_ = nullptr;
   query_workers_ = nullptr;

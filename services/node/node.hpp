@@ -5,10 +5,14 @@
 // metrics endpoint, assembled from a node_config. shoutflowd is main() around
 // this class; integration tests run it in-process.
 //
-// Start-up:  migrate → read-model generations → actors → gRPC servers
-//            (health SERVING) → metrics.
-// Shutdown:  health NOT_SERVING → stop accepting and drain in-flight RPCs →
-//            drain the journal (every accepted write committed) → stop actors.
+// Start-up:  migrate → read-model generations → actors → CAF endpoint
+//            published → join the cluster (membership row, joining) → the
+//            keeper's rounds until this node holds its share (up) → gRPC
+//            servers (health SERVING) → metrics.
+// Shutdown:  health NOT_SERVING → leave: hand every shard and partition off
+//            (commands meanwhile go to their new owners) → stop accepting
+//            and drain in-flight RPCs → drain the journal (every accepted
+//            write committed) → delete the member row → stop actors.
 
 #include <chrono>
 #include <memory>
@@ -21,6 +25,9 @@
 #include <prometheus/exposer.h>
 #include <prometheus/registry.h>
 
+#include "actors/cluster/cluster_actors.hpp"
+#include "actors/cluster/membership.hpp"
+#include "actors/cluster/peers.hpp"
 #include "actors/common/clock.hpp"
 #include "actors/common/id_generator.hpp"
 #include "actors/entity/entity_actors.hpp"
@@ -61,6 +68,9 @@ public:
   int query_port() const { return query_port_; }
   int admin_port() const { return admin_port_; }
   int metrics_port() const { return metrics_port_; }
+  int caf_port() const { return caf_port_; }
+  /// This process's token in the membership table.
+  const std::string& incarnation() const { return incarnation_; }
 
   const node_config& config() const { return cfg_; }
   caf::actor_system& system() { return *system_; }
@@ -71,8 +81,15 @@ public:
   journal::store_actor store() const { return store_; }
   /// Invalid without the projections role.
   projection::manager_actor projections() const { return manager_; }
+  cluster::keeper_actor keeper() const { return keeper_; }
+  /// Invalid without the query role.
+  projection::hub_actor hub() const { return hub_; }
 
 private:
+  /// Publishes the CAF endpoint, registers in the membership table and
+  /// waits (bounded) until this node holds its share. Throws.
+  void join_cluster();
+
   node_config cfg_;
   system_clock system_clock_;
   const clock* clock_;
@@ -88,10 +105,16 @@ private:
   entity::resolver_actor resolver_;
   entity::region_actor region_;
   entity::router_actor router_;
+  std::string incarnation_;
+  std::unique_ptr<cluster::membership_table> membership_;
+  cluster::peers_actor peers_;
+  caf::actor endpoint_;
+  cluster::keeper_actor keeper_;
   std::unique_ptr<services::command_service> command_service_;
   std::unique_ptr<grpc::Server> command_server_;
   projection::hub_actor hub_;
   projection::manager_actor manager_;
+  std::vector<projection::projection_ptr> projections_;
   std::shared_ptr<services::query_pool> query_pool_;
   services::query_actor query_workers_;
   std::unique_ptr<services::query_service> query_service_;
@@ -104,6 +127,7 @@ private:
   int query_port_ = 0;
   int admin_port_ = 0;
   int metrics_port_ = 0;
+  int caf_port_ = 0;
   bool started_ = false;
   bool stopped_ = false;
 };

@@ -119,6 +119,29 @@ const std::vector<option>& options() {
      port_setter(&node_config::admin_port, 0)},
     {"metrics-port", "Prometheus /metrics HTTP port (-1: off)", "9464",
      port_setter(&node_config::metrics_port, -1)},
+    {"caf-port", "CAF port other nodes connect to (0: any free port)",
+     "50054", port_setter(&node_config::caf_port, 0)},
+    {"advertise-host",
+     "host other nodes reach this one at (default: the bind address; in a "
+     "pod, its DNS name)",
+     "",
+     [](node_config& c, const std::string& v) -> std::optional<std::string> {
+       c.advertise_host = v;
+       return std::nullopt;
+     }},
+    {"heartbeat-interval",
+     "membership round: heartbeat, lease renewal and allocation", "500ms",
+     duration_setter(&node_config::heartbeat_interval, milliseconds(10),
+                     minutes(1))},
+    {"lease-ttl",
+     "lease lifetime; a member silent this long is declared down (at least "
+     "three heartbeat intervals)",
+     "3s", duration_setter(&node_config::lease_ttl, milliseconds(100),
+                           minutes(10))},
+    {"shutdown-grace",
+     "SIGTERM: longest the node takes to hand everything off and stop",
+     "20s", duration_setter(&node_config::shutdown_grace, milliseconds(100),
+                            minutes(30))},
     {"shards", "number of user shards (fixed for the cluster's life)", "256",
      int_setter(&node_config::shards, 1, 65536)},
     {"journal-batch-window", "longest wait to gather a group commit", "500us",
@@ -322,6 +345,13 @@ parse_result parse_config(const std::vector<std::string>& args,
     }
     if (!apply(*o, value, "--" + name))
       return result;
+  }
+  if (cfg.lease_ttl < cfg.heartbeat_interval * 3) {
+    result.message = "--lease-ttl (" + std::to_string(cfg.lease_ttl.count())
+                     + "ms) must be at least three --heartbeat-interval ("
+                     + std::to_string(cfg.heartbeat_interval.count())
+                     + "ms): a lease must survive a missed round";
+    return result;
   }
   result.config = std::move(cfg);
   return result;

@@ -29,6 +29,16 @@ struct node_config {
   int admin_port = 50053;
   /// -1 disables the metrics endpoint.
   int metrics_port = 9464;
+  /// CAF port other nodes connect to (0: any free port).
+  int caf_port = 50054;
+  /// Host other nodes reach this one at; empty: the bind address.
+  std::string advertise_host;
+  /// Membership round: heartbeat, lease renewal and allocation.
+  std::chrono::milliseconds heartbeat_interval{500};
+  /// Lease lifetime; a member silent this long is declared down.
+  std::chrono::milliseconds lease_ttl{3000};
+  /// SIGTERM: longest the node takes to hand everything off and stop.
+  std::chrono::milliseconds shutdown_grace{std::chrono::seconds(20)};
   uint32_t shards = 256;
   std::chrono::microseconds journal_batch_window{500};
   std::size_t journal_max_batch = 256;

@@ -44,7 +44,8 @@ struct read_call {
   /// may drop the last reference to a call, so the call holds no owning one.
   query_pool* pool = nullptr;
   query_actor workers;
-  projection::manager_actor manager;
+  /// Answers read-your-writes waits (watch_hub.hpp).
+  projection::hub_actor hub;
   grpc::ServerUnaryReactor* reactor = nullptr;
   grpc::ByteBuffer* response = nullptr;
 
@@ -106,7 +107,7 @@ void query(const call_ptr& call) {
 void await(caf::event_based_actor* self, const call_ptr& call,
            const projection::cursor& c) {
   self
-    ->request(call->manager, remaining(call), await_atom::value,
+    ->request(call->hub, remaining(call), await_atom::value,
               call->projections, c)
     .then([=](bool) { query(call); },
           [=](caf::error& err) { fail(self, call, err); });
@@ -306,7 +307,7 @@ struct watch_item {
 struct session_state {
   std::shared_ptr<watch_outbox> outbox;
   query_actor workers;
-  projection::manager_actor manager;
+  projection::hub_actor hub;
   std::deque<watch_item> to_send;
   /// Changes that arrived before the subscription was confirmed.
   std::deque<watch_item> early;
@@ -384,7 +385,7 @@ void process_next(session_pointer self) {
   // names is read from the shouts projection, which may not be there yet.
   bool needs_shout = item.kind == projection::change::timeline_add
                      || item.kind == projection::change::author_post;
-  if (needs_shout && item.tx != 0 && st.manager) {
+  if (needs_shout && item.tx != 0 && st.hub) {
     auto at = projection::cursor{item.tx, item.position};
     item.tx = 0; // awaited once; a timeout reads what is there
     auto again = [=] {
@@ -392,7 +393,7 @@ void process_next(session_pointer self) {
       process_next(self);
     };
     self
-      ->request(st.manager, std::chrono::seconds(10), await_atom::value,
+      ->request(st.hub, std::chrono::seconds(10), await_atom::value,
                 std::vector<std::string>{"shouts"}, at)
       .then([=](bool) { again(); }, [=](caf::error&) { again(); });
     return;
@@ -455,12 +456,12 @@ std::deque<watch_item> initial_items(const projection::subscription& sub) {
 }
 
 caf::behavior session(session_pointer self, std::shared_ptr<watch_outbox> out,
-                      query_actor workers, projection::manager_actor manager,
-                      projection::hub_actor hub, projection::subscription sub) {
+                      query_actor workers, projection::hub_actor hub,
+                      projection::subscription sub) {
   auto& st = self->state;
   st.outbox = std::move(out);
   st.workers = std::move(workers);
-  st.manager = std::move(manager);
+  st.hub = hub;
   auto refuse = [=](const caf::error& err) {
     self->state.outbox->finish(
       {grpc::StatusCode::UNAVAILABLE,
@@ -522,6 +523,14 @@ caf::behavior session(session_pointer self, std::shared_ptr<watch_outbox> out,
       st.to_send.push_back(item_for(c));
       process_next(self);
     },
+    [=](lost_atom, const std::string& why) {
+      // The hub cannot vouch for every change any more (a node failed
+      // between a commit and its broadcast): end the stream rather than
+      // skip one silently.
+      self->state.outbox->finish(
+        {grpc::StatusCode::UNAVAILABLE, "watch: " + why});
+      self->quit();
+    },
   };
 }
 
@@ -529,14 +538,11 @@ caf::behavior session(session_pointer self, std::shared_ptr<watch_outbox> out,
 
 query_service::query_service(caf::actor_system& sys,
                              std::shared_ptr<query_pool> pool,
-                             query_actor workers,
-                             projection::manager_actor manager,
-                             projection::hub_actor hub,
+                             query_actor workers, projection::hub_actor hub,
                              query_service_config cfg)
   : sys_(sys),
     pool_(std::move(pool)),
     workers_(std::move(workers)),
-    manager_(std::move(manager)),
     hub_(std::move(hub)),
     cfg_(cfg) {
 }
@@ -581,16 +587,16 @@ query_service::raw query_service::dispatch(ctx* c, const char* method,
   call->deadline = clock_type::now() + timeout;
   call->pool = pool_.get();
   call->workers = workers_;
-  call->manager = manager_;
+  call->hub = hub_;
   call->reactor = reactor;
   call->response = response;
   if (call->min_position == 0) {
     query(call);
     return reactor;
   }
-  if (!manager_) {
+  if (!hub_) {
     call->finish({grpc::StatusCode::UNAVAILABLE,
-                  "min_position: this node runs no projections"});
+                  "min_position: this node has no watch hub"});
     return reactor;
   }
   sys_.spawn(resolve, call);
@@ -671,13 +677,13 @@ query_service::Watch(ctx*, const buf* request) {
     return refuse(to_status(*bad));
   if (!hub_)
     return refuse({grpc::StatusCode::UNAVAILABLE,
-                   "watch: this node runs no projections"});
+                   "watch: this node has no watch hub"});
   projection::subscription sub;
   sub.user_ids.assign(req.user_ids().begin(), req.user_ids().end());
   sub.shout_ids.assign(req.shout_ids().begin(), req.shout_ids().end());
   sub.timeline_owner = req.timeline_user_id();
   auto session_actor
-    = sys_.spawn(session, outbox, workers_, manager_, hub_, sub);
+    = sys_.spawn(session, outbox, workers_, hub_, sub);
   return new watch_stream(outbox, session_actor);
 }
 

@@ -5,8 +5,9 @@
 // Unary reads: parse leniently (services/common/lenient_proto.hpp), validate
 // (the field is named), then — when the request carries `min_position` —
 // wait until every read model the method reads has applied that position
-// (G6): the position is resolved to its log cursor and the projection
-// manager answers once each projection's watermark has passed it. The wait
+// (G6): the position is resolved to its log cursor and this node's watch
+// hub answers once every partition of each projection has committed past
+// it, wherever those partitions run (watch_hub.hpp). The wait
 // is bounded by the client's deadline and `max_wait`; past it the answer is
 // DEADLINE_EXCEEDED. Then the query pool reads, in one statement (one
 // snapshot), and finishes the RPC from its thread.
@@ -15,7 +16,9 @@
 // current document of each subject, then one DocumentChange per change, in
 // order per subject. The stream's outbox is bounded: a consumer that falls
 // `watch_buffer` messages behind is ended with RESOURCE_EXHAUSTED, and a
-// cancelled stream frees its actor and subscription.
+// cancelled stream frees its actor and subscription. A stream whose hub can
+// no longer vouch for every change (a partition owner died between a commit
+// and its broadcast) ends with UNAVAILABLE: the client resubscribes.
 
 #include <caf/actor_system.hpp>
 
@@ -23,7 +26,6 @@
 #include <cstddef>
 #include <memory>
 
-#include "actors/projection/manager.hpp"
 #include "actors/projection/watch_hub.hpp"
 #include "services/query/query_workers.hpp"
 #include "shoutflow/v1/queries.grpc.pb.h"
@@ -50,11 +52,10 @@ using query_service_base = v1::QueryService::WithRawCallbackMethod_GetUser<
 
 class query_service final : public query_service_base {
 public:
-  /// `manager` and `hub` may be invalid on a node without the projections
-  /// role: min_position and Watch then answer UNAVAILABLE.
+  /// `hub` (watch_hub.hpp) answers min_position waits and feeds Watch
+  /// streams; without it both answer UNAVAILABLE.
   query_service(caf::actor_system& sys, std::shared_ptr<query_pool> pool,
-                query_actor workers,
-                projection::manager_actor manager, projection::hub_actor hub,
+                query_actor workers, projection::hub_actor hub,
                 query_service_config cfg);
 
   using raw = grpc::ServerUnaryReactor*;
@@ -77,7 +78,6 @@ private:
   caf::actor_system& sys_;
   std::shared_ptr<query_pool> pool_;
   query_actor workers_;
-  projection::manager_actor manager_;
   projection::hub_actor hub_;
   query_service_config cfg_;
 };

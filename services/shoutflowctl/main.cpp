@@ -3,6 +3,7 @@
 //   shoutflowctl [--address HOST:PORT] [--timeout SECONDS] list
 //   shoutflowctl [--address HOST:PORT] [--timeout SECONDS] call METHOD 'REQUEST'
 //   shoutflowctl migrate --db-url URL
+//   shoutflowctl [--address HOST:PORT] [--output text|json] cluster
 //
 // `call` sends any RPC of the shoutflow.v1 services; METHOD is "RegisterUser"
 // or "CommandService/RegisterUser", REQUEST is the request message in
@@ -11,16 +12,25 @@
 // The address defaults to SHOUTFLOW_ADDRESS, else 127.0.0.1:50051 for
 // CommandService methods, :50052 for QueryService and :50053 for
 // AdminService methods.
+//
+// `cluster` prints the members (state, heartbeat age, what each owns, its
+// addresses), the shard map as ranges per node, and the partition map, from
+// AdminService/GetClusterStatus of any node; `--output json` prints the
+// ClusterStatus message as JSON for scripts.
 
 #include <google/protobuf/descriptor.h>
 #include <google/protobuf/message.h>
 #include <google/protobuf/text_format.h>
+#include <google/protobuf/util/json_util.h>
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 
 #include <cstdlib>
 #include <future>
+#include <iomanip>
 #include <iostream>
+#include <map>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -64,8 +74,131 @@ int usage() {
                "list\n"
                "       shoutflowctl [--address HOST:PORT] [--timeout SECONDS] "
                "call METHOD 'TEXT-FORMAT REQUEST'\n"
-               "       shoutflowctl migrate --db-url URL\n";
+               "       shoutflowctl migrate --db-url URL\n"
+               "       shoutflowctl [--address HOST:PORT] [--output text|json] "
+               "cluster\n";
   return 2;
+}
+
+/// One unary call; the reply lands in `response`.
+grpc::Status invoke(const std::string& address, int timeout_s,
+                    const MethodDescriptor* method,
+                    const google::protobuf::Message& request,
+                    google::protobuf::Message* response) {
+  auto bytes = request.SerializeAsString();
+  grpc::Slice slice(bytes);
+  grpc::ByteBuffer request_buffer(&slice, 1);
+  grpc::ByteBuffer response_buffer;
+  grpc::GenericStub stub(
+    grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now()
+                   + std::chrono::seconds(timeout_s));
+  std::promise<grpc::Status> done;
+  stub.UnaryCall(&ctx,
+                 "/" + method->service()->full_name() + "/" + method->name(),
+                 grpc::StubOptions{}, &request_buffer, &response_buffer,
+                 [&](grpc::Status s) { done.set_value(std::move(s)); });
+  auto status = done.get_future().get();
+  if (!status.ok())
+    return status;
+  std::vector<grpc::Slice> slices;
+  if (!response_buffer.Dump(&slices).ok())
+    return {grpc::StatusCode::INTERNAL, "unreadable response"};
+  std::string reply;
+  for (auto& s : slices)
+    reply.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  if (!response->ParseFromString(reply))
+    return {grpc::StatusCode::INTERNAL, "malformed response"};
+  return status;
+}
+
+int report(const grpc::Status& status) {
+  std::cerr << "ERROR " << shoutflow::services::code_label(status.error_code())
+            << ": " << status.error_message() << "\n";
+  return 1;
+}
+
+/// "0-3,7,9-12"
+std::string ranges(const std::vector<int>& parts) {
+  std::ostringstream out;
+  for (std::size_t i = 0; i < parts.size();) {
+    auto j = i;
+    while (j + 1 < parts.size() && parts[j + 1] == parts[j] + 1)
+      ++j;
+    out << (i > 0 ? "," : "") << parts[i];
+    if (j > i)
+      out << "-" << parts[j];
+    i = j + 1;
+  }
+  return out.str();
+}
+
+int cluster(const std::string& address, int timeout_s, bool json) {
+  shoutflow::v1::ClusterStatus status;
+  auto s = invoke(address, timeout_s, find_method("GetClusterStatus"),
+                  shoutflow::v1::GetClusterStatusRequest{}, &status);
+  if (!s.ok())
+    return report(s);
+  if (json) {
+    std::string out;
+    google::protobuf::util::JsonPrintOptions options;
+    options.add_whitespace = true;
+    options.preserve_proto_field_names = true;
+    google::protobuf::util::MessageToJsonString(status, &out, options);
+    std::cout << out << "\n";
+    return 0;
+  }
+  std::cout << std::left << std::setw(10) << "MEMBER" << std::setw(9)
+            << "STATE" << std::setw(11) << "HEARTBEAT" << std::setw(8)
+            << "SHARDS" << std::setw(12) << "PARTITIONS" << std::setw(36)
+            << "ROLES" << "ADDRESSES\n";
+  for (auto& m : status.members()) {
+    std::string roles;
+    for (auto& r : m.roles())
+      roles += (roles.empty() ? "" : ",") + r;
+    std::ostringstream age;
+    age << std::fixed << std::setprecision(1) << m.heartbeat_age_seconds()
+        << "s";
+    std::cout << std::setw(10) << m.node_id() << std::setw(9) << m.state()
+              << std::setw(11) << age.str() << std::setw(8)
+              << m.shards_owned() << std::setw(12) << m.partitions_owned()
+              << std::setw(36) << roles << "caf=" << m.address();
+    for (auto& [name, value] :
+         {std::pair<const char*, std::string>{"command", m.command_address()},
+          {"query", m.query_address()},
+          {"admin", m.admin_address()},
+          {"metrics", m.metrics_url()}})
+      if (!value.empty())
+        std::cout << " " << name << "=" << value;
+    std::cout << "\n";
+  }
+  std::map<std::string, std::vector<int>> by_owner;
+  int unowned = 0;
+  for (auto& l : status.shard_leases()) {
+    if (l.owner().empty())
+      ++unowned;
+    by_owner[l.owner().empty() ? "(none)" : l.owner()].push_back(l.part());
+  }
+  std::cout << "\nshards: " << status.shards() << ", "
+            << status.shards() - static_cast<uint32_t>(unowned)
+            << " owned\n";
+  for (auto& [owner, parts] : by_owner)
+    std::cout << "  " << std::setw(8) << owner << " " << ranges(parts) << "\n";
+  std::cout << "\npartitions:\n";
+  std::string resource;
+  for (auto& l : status.partition_leases()) {
+    if (l.resource() != resource) {
+      resource = l.resource();
+      std::cout << (resource.empty() ? "" : "\n") << "  " << std::setw(24)
+                << resource;
+    }
+    std::cout << " " << l.part() << "="
+              << (l.owner().empty() ? "(none)" : l.owner()) << "@"
+              << l.epoch();
+  }
+  std::cout << "\n";
+  return 0;
 }
 
 int call(const std::string& address, int timeout_s, const std::string& spec,
@@ -84,40 +217,11 @@ int call(const std::string& address, int timeout_s, const std::string& spec,
               << method->input_type()->full_name() << " in text format\n";
     return 2;
   }
-  auto bytes = request->SerializeAsString();
-  grpc::Slice slice(bytes);
-  grpc::ByteBuffer request_buffer(&slice, 1);
-  grpc::ByteBuffer response_buffer;
-  grpc::GenericStub stub(
-    grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now()
-                   + std::chrono::seconds(timeout_s));
-  std::promise<grpc::Status> done;
-  stub.UnaryCall(&ctx,
-                 "/" + method->service()->full_name() + "/" + method->name(),
-                 grpc::StubOptions{}, &request_buffer, &response_buffer,
-                 [&](grpc::Status s) { done.set_value(std::move(s)); });
-  auto status = done.get_future().get();
-  if (!status.ok()) {
-    std::cerr << "ERROR " << shoutflow::services::code_label(status.error_code())
-              << ": " << status.error_message() << "\n";
-    return 1;
-  }
-  std::vector<grpc::Slice> slices;
-  if (!response_buffer.Dump(&slices).ok()) {
-    std::cerr << "shoutflowctl: unreadable response\n";
-    return 1;
-  }
-  std::string reply;
-  for (auto& s : slices)
-    reply.append(reinterpret_cast<const char*>(s.begin()), s.size());
   std::unique_ptr<google::protobuf::Message> response(
     factory->GetPrototype(method->output_type())->New());
-  if (!response->ParseFromString(reply)) {
-    std::cerr << "shoutflowctl: malformed response\n";
-    return 1;
-  }
+  auto status = invoke(address, timeout_s, method, *request, response.get());
+  if (!status.ok())
+    return report(status);
   std::string printed;
   google::protobuf::TextFormat::PrintToString(*response, &printed);
   std::cout << printed;
@@ -133,6 +237,7 @@ int main(int argc, char** argv) {
     address = env;
   int timeout_s = 10;
   std::string db_url;
+  std::string output = "text";
   std::vector<std::string> rest;
   for (std::size_t i = 0; i < args.size(); ++i) {
     auto value = [&]() -> std::string {
@@ -144,6 +249,8 @@ int main(int argc, char** argv) {
       timeout_s = std::atoi(value().c_str());
     else if (args[i] == "--db-url")
       db_url = value();
+    else if (args[i] == "--output")
+      output = value();
     else if (args[i] == "-h" || args[i] == "--help")
       return usage();
     else
@@ -170,6 +277,14 @@ int main(int argc, char** argv) {
                                             : "127.0.0.1:50051";
     }
     return call(address, timeout_s, rest[1], rest[2]);
+  }
+  if (rest.size() == 1 && rest[0] == "cluster") {
+    if (output != "text" && output != "json") {
+      std::cerr << "shoutflowctl: --output must be text or json\n";
+      return 2;
+    }
+    return cluster(address.empty() ? "127.0.0.1:50053" : address, timeout_s,
+                   output == "json");
   }
   if (rest.size() == 1 && rest[0] == "migrate") {
     if (db_url.empty())

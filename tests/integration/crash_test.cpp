@@ -99,6 +99,8 @@ public:
                                      std::to_string(free_port()),
                                      "--metrics-port",
                                      "-1",
+                                     "--caf-port",
+                                     "0",
                                      "--pwhash-opslimit",
                                      "1",
                                      "--pwhash-memlimit",

@@ -15,6 +15,7 @@ node::node_config test_config(const std::string& db_url) {
   cfg.command_port = 0;
   cfg.query_port = 0;
   cfg.admin_port = 0;
+  cfg.caf_port = 0;
   cfg.metrics_port = -1;
   cfg.pwhash = pwhash_params::minimum();
   cfg.roles = {"command", "entities"};

@@ -136,6 +136,8 @@ std::string status_name(write_status s) {
       return "conflict";
     case write_status::unavailable:
       return "unavailable";
+    case write_status::fenced:
+      return "fenced";
   }
   return "?";
 }
@@ -706,6 +708,92 @@ TEST_F(batch_writer_test, lost_connection_reconnects_on_next_batch) {
   auto w = make_write("lc", 2, 1, "lc-2");
   auto outs = write({w});
   expect_committed(db, w, outs[0]);
+}
+
+// -- fencing (docs/cluster.md) ------------------------------------------------
+
+/// A fenced batch writer of incarnation "inc-a", and shard leases to play
+/// with: shard 7 held by "inc-a" at epoch 3 for a minute.
+class fenced_writer_test : public fresh_tables_test {
+protected:
+  fenced_writer_test() {
+    db.exec("TRUNCATE leases, lease_history");
+    db.exec("INSERT INTO leases (resource, part, owner_node,"
+            " owner_incarnation, epoch, expires_at)"
+            " VALUES ('shard', 7, 1, 'inc-a', 3,"
+            "         clock_timestamp() + interval '1 minute')");
+  }
+
+  batch_writer writer{db.url(), "node-1", "fenced-writer", nullptr, "inc-a"};
+
+  static journal_write fenced(journal_write w, int32_t shard, int64_t epoch) {
+    w.shard = shard;
+    w.lease_epoch = epoch;
+    return w;
+  }
+};
+
+TEST_F(fenced_writer_test, write_under_the_held_lease_commits_with_its_epoch) {
+  auto w = fenced(make_write("f1", 1, 2, "f1-1"), 7, 3);
+  auto outs = writer.write({w});
+  expect_committed(db, w, outs[0]);
+  EXPECT_EQ(db.scalar<int64_t>("SELECT count(*) FROM events"
+                               " WHERE lease_epoch = 3"),
+            2);
+}
+
+TEST_F(fenced_writer_test, stale_epoch_expired_lease_or_other_owner_is_fenced) {
+  auto good = fenced(make_write("ok", 1, 1, "ok-1"), 7, 3);
+  auto stale = fenced(make_write("stale", 1, 1, "stale-1"), 7, 2);
+  auto unleased = fenced(make_write("none", 1, 1, "none-1"), 8, 1);
+  auto outs = writer.write({stale, good, unleased});
+  EXPECT_EQ(outs[0].status, write_status::fenced) << outs[0].detail;
+  expect_committed(db, good, outs[1]);
+  EXPECT_EQ(outs[2].status, write_status::fenced) << outs[2].detail;
+  expect_absent(db, stale);
+  expect_absent(db, unleased);
+
+  // Expired by the database's clock: a node frozen past its lease.
+  db.exec("UPDATE leases SET expires_at = clock_timestamp()"
+          " - interval '1 second' WHERE part = 7");
+  auto late = fenced(make_write("late", 1, 1, "late-1"), 7, 3);
+  EXPECT_EQ(writer.write({late})[0].status, write_status::fenced);
+  expect_absent(db, late);
+
+  // Taken over by another incarnation at the next epoch.
+  db.exec("UPDATE leases SET owner_incarnation = 'inc-b', epoch = 4,"
+          " expires_at = clock_timestamp() + interval '1 minute'"
+          " WHERE part = 7");
+  auto after = fenced(make_write("after", 1, 1, "after-1"), 7, 4);
+  EXPECT_EQ(writer.write({after})[0].status, write_status::fenced);
+  expect_absent(db, after);
+}
+
+// A new owner's acquisition (FOR UPDATE) waits for a batch of the old owner
+// that holds the lease row FOR KEY SHARE, so the batch is never appended
+// after the new owner took over.
+TEST_F(fenced_writer_test, takeover_waits_for_the_batch_in_flight) {
+  pqxx::connection old_owner{db.url()};
+  pqxx::work tx{old_owner};
+  auto held = tx.exec("SELECT part FROM leases WHERE part = 7"
+                      " AND owner_incarnation = 'inc-a' AND epoch = 3"
+                      "   AND expires_at > clock_timestamp()"
+                      " FOR KEY SHARE");
+  ASSERT_EQ(held.size(), 1u);
+  pqxx::connection taker{db.url()};
+  pqxx::work take{taker};
+  take.exec("SET LOCAL lock_timeout = '200ms'");
+  EXPECT_THROW(take.exec("SELECT 1 FROM leases WHERE part = 7 FOR UPDATE"),
+               pqxx::sql_error);
+  take.abort();
+  // A renewal does not wait for it.
+  pqxx::connection renewer{db.url()};
+  pqxx::work renew{renewer};
+  renew.exec("SET LOCAL lock_timeout = '200ms'");
+  EXPECT_NO_THROW(renew.exec("UPDATE leases SET expires_at = clock_timestamp()"
+                             " + interval '1 minute' WHERE part = 7"));
+  renew.commit();
+  tx.commit();
 }
 
 TEST_F(batch_writer_test, unreachable_database_is_unavailable_for_all) {

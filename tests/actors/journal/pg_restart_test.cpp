@@ -361,7 +361,8 @@ caf::behavior load_client(caf::stateful_actor<client_state>* self,
                 break;
               }
               case write_status::precondition_failed:
-                rec->violation(where + "precondition_failed: " + out.detail);
+              case write_status::fenced:
+                rec->violation(where + "unexpected outcome: " + out.detail);
                 break;
               case write_status::unavailable:
                 st.retrying = true;

@@ -128,7 +128,7 @@ protected:
     caf::scoped_actor self{node_.get().system()};
     auto result = ::testing::AssertionSuccess();
     self
-      ->request(node_.get().projections(), 30s, await_atom::value,
+      ->request(node_.get().hub(), 30s, await_atom::value,
                 std::vector<std::string>{"users", "shouts", "timelines"}, end)
       .receive([](bool) {},
                [&](caf::error& err) {

@@ -943,13 +943,13 @@ void expect_counts_match_events(const test_database& db) {
             0);
 }
 
-/// Waits (through the projection manager) until every read model has
+/// Waits (through the watch hub) until every read model has
 /// applied the whole log.
 void await_read_models(test_node& n, const test_database& db) {
   auto end = log_end(db);
   caf::scoped_actor self{n.get().system()};
   self
-    ->request(n.get().projections(), 60s, await_atom::value,
+    ->request(n.get().hub(), 60s, await_atom::value,
               std::vector<std::string>{"users", "shouts", "timelines"}, end)
     .receive([](bool) {},
              [&](caf::error& err) {

@@ -429,7 +429,7 @@ projection::cursor log_end(const test_database& db) {
   caf::scoped_actor self{n.get().system()};
   auto ok = ::testing::AssertionSuccess();
   self
-    ->request(n.get().projections(), 60s, await_atom::value,
+    ->request(n.get().hub(), 60s, await_atom::value,
               std::vector<std::string>{"users", "shouts", "timelines"}, end)
     .receive([](bool) {},
              [&](caf::error& err) {

@@ -75,7 +75,7 @@ clock_type::time_point later() { return clock_type::now() + seconds(30); }
 class query_pool_test : public ::testing::Test {
 protected:
   void SetUp() override {
-    projection::manager_config cfg;
+    projection::generations_config cfg;
     cfg.db_url = db_.url();
     cfg.projections = {
       std::make_shared<read_models::users_projection>(nullptr),
