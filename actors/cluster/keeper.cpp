@@ -314,7 +314,7 @@ keeper_actor::behavior_type keeper(pointer self, keeper_config cfg) {
   st.worker = self->spawn<caf::detached + caf::linked>(worker, cfg.membership);
   st.cfg = std::move(cfg);
   auto check_every = std::max<std::chrono::milliseconds>(
-    std::chrono::milliseconds(20), st.cfg.interval / 4);
+    std::chrono::milliseconds(20), st.cfg.interval / 2);
   self->send(self, round_atom::value);
   self->delayed_send(self, check_every, check_atom::value);
   return {

@@ -3,6 +3,7 @@
 #include <caf/all.hpp>
 #include <caf/io/middleman.hpp>
 
+#include <deque>
 #include <map>
 
 #include "actors/common/log.hpp"
@@ -50,10 +51,17 @@ caf::behavior endpoint(caf::event_based_actor* self, endpoint_targets t) {
 
 // -- peers -----------------------------------------------------------------------
 
+/// Read-side messages kept for a member not connected (yet, or again): a
+/// hub that misses one must tell its Watch streams to resubscribe, so they
+/// wait here until the connection is up. Beyond this many the oldest go
+/// (the hub then notices the gap).
+constexpr std::size_t max_queued = 10000;
+
 struct peer {
   member info;
   caf::actor handle;
   bool connecting = false;
+  std::deque<std::string> queued;
 };
 
 struct peers_state {
@@ -106,6 +114,10 @@ void connect(pointer self, int32_t node) {
         self->monitor(it->second.handle);
         log_info(component, "connected to node " + std::to_string(node)
                               + " at " + host + ":" + std::to_string(port));
+        for (auto& bytes : it->second.queued)
+          caf::anon_send(it->second.handle, batch_atom::value,
+                         std::move(bytes));
+        it->second.queued.clear();
         push(self);
       },
       [=](caf::error& err) {
@@ -177,9 +189,17 @@ peers_actor::behavior_type peers(pointer self, peers_config cfg) {
       auto& st = self->state;
       if (st.cfg.local_hub)
         caf::anon_send(st.cfg.local_hub, a, bytes);
-      for (auto& [id, p] : st.peers)
-        if (p.handle && p.info.has_role("query"))
+      for (auto& [id, p] : st.peers) {
+        if (!p.info.has_role("query"))
+          continue;
+        if (p.handle) {
           caf::anon_send(p.handle, a, bytes);
+          continue;
+        }
+        p.queued.push_back(bytes);
+        if (p.queued.size() > max_queued)
+          p.queued.pop_front();
+      }
     },
     [=](wake_atom a) {
       for (auto& w : self->state.woken)

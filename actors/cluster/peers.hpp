@@ -19,8 +19,9 @@
 // dead node otherwise), drops it when the member leaves or its node goes
 // down, and tells its subscribers (the router) the current endpoints. It also
 // fans broadcasts out: read-side messages to every node with the query role
-// (and to the local hub), wake-ups to every other node with the projections
-// role.
+// (and to the local hub) — kept, in order and bounded, for a member not
+// connected yet or again, and sent once it is — and wake-ups to every other
+// node with the projections role.
 
 #include <caf/actor.hpp>
 #include <caf/actor_system.hpp>

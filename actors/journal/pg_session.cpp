@@ -16,6 +16,7 @@ namespace shoutflow::journal {
 namespace {
 
 constexpr std::chrono::milliseconds first_backoff{50};
+constexpr std::chrono::milliseconds idle_in_transaction_limit{2000};
 constexpr std::chrono::milliseconds max_backoff{2000};
 
 /// SQLSTATEs after which the connection cannot be trusted or the server is
@@ -155,6 +156,14 @@ db_result pg_session::connect() {
       tx.exec("SET statement_timeout = "
               + std::to_string(statement_timeout_.count()));
       tx.exec("SET synchronous_commit = on");
+      // A process frozen inside a transaction (SIGSTOP, a stalled host)
+      // would keep its row locks — among them its FOR KEY SHARE on a lease
+      // (docs/cluster.md) — and block that lease's takeover for as long as
+      // it stays frozen. PostgreSQL ends such a session after this long,
+      // below the default lease TTL (3 s); our transactions never leave the
+      // server waiting between two statements for anywhere near that.
+      tx.exec("SET idle_in_transaction_session_timeout = "
+              + std::to_string(idle_in_transaction_limit.count()));
     }
     if (prepare_)
       prepare_(*conn);

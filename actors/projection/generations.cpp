@@ -34,6 +34,9 @@ void drop_tables(pqxx::transaction_base& tx, const read_model& p,
   tx.exec_params("DELETE FROM projection_offsets"
                  " WHERE projection = $1 AND generation = $2",
                  p.name(), generation);
+  tx.exec_params("DELETE FROM projection_change_log"
+                 " WHERE projection = $1 AND generation = $2",
+                 p.name(), generation);
 }
 
 int32_t next_generation(pqxx::transaction_base& tx, const std::string& name) {
@@ -219,6 +222,15 @@ void drop_generation(pqxx::connection& conn, const read_model& p,
                      int32_t generation) {
   pqxx::work tx{conn};
   drop_tables(tx, p, generation);
+  tx.commit();
+}
+
+void prune_change_log(pqxx::connection& conn,
+                      std::chrono::seconds retention) {
+  pqxx::work tx{conn};
+  tx.exec_params("DELETE FROM projection_change_log"
+                 " WHERE recorded_at < now() - $1 * interval '1 second'",
+                 static_cast<int64_t>(retention.count()));
   tx.commit();
 }
 

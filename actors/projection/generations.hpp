@@ -18,6 +18,7 @@
 
 #include <pqxx/pqxx>
 
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -76,8 +77,12 @@ struct swap_outcome {
 swap_outcome try_swap(pqxx::connection& conn, const read_model& p,
                       int32_t rebuilt, const cursor& promoted_at);
 
-/// Drops a retired generation's tables and offsets.
+/// Drops a retired generation's tables, offsets and change log.
 void drop_generation(pqxx::connection& conn, const read_model& p,
                      int32_t generation);
+
+/// Forgets logged change batches older than `retention`: a watch hub that
+/// missed a batch for longer than that cannot fill it in any more.
+void prune_change_log(pqxx::connection& conn, std::chrono::seconds retention);
 
 } // namespace shoutflow::projection

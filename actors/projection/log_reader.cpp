@@ -145,6 +145,10 @@ struct reader_state {
   bool idle = false;
   bool done = false;
   uint64_t tick = 0;
+  /// The next idle poll's delay: doubles while nothing comes, up to ten
+  /// polls, back to one on a wake or an event. Wake-ups (this node's
+  /// journal, other nodes' through the peers) make polling a fallback.
+  std::chrono::milliseconds idle_poll{0};
   uint64_t next_batch = 0;
   std::unique_ptr<routed_batch> prefetched;
   std::size_t pending_acks = 0;
@@ -159,6 +163,8 @@ struct reader_state {
   std::vector<partition_batch> failed_shares;
   /// The applying batch's changes, gathered from the partitions' acks.
   std::vector<change> changes;
+  /// A partition could not say what part of the batch changed.
+  bool changes_lost = false;
   /// Held before a swap: no new batch starts.
   bool held = false;
   std::vector<caf::typed_response_promise<cursor>> hold_waiters;
@@ -275,9 +281,10 @@ void publish(pointer self) {
                encode_batch(st.cfg.proj->name(), st.cfg.generation,
                             static_cast<int32_t>(st.cfg.partitions.size()),
                             st.owned, st.watermark, st.applying_end,
-                            st.changes));
+                            st.changes, st.changes_lost));
   }
   st.changes.clear();
+  st.changes_lost = false;
 }
 
 void on_share_done(pointer self) {
@@ -323,6 +330,7 @@ void send_share(pointer self, std::size_t p, partition_batch share) {
       [=](partition_ack& ack) {
         auto& st = self->state;
         st.dead_letters += static_cast<int64_t>(ack.dead_lettered);
+        st.changes_lost = st.changes_lost || ack.changes_unknown;
         for (auto& c : ack.changes) {
           c.partition = static_cast<int32_t>(p);
           st.changes.push_back(std::move(c));
@@ -373,10 +381,16 @@ void fetch(pointer self) {
                              st.cfg.proj->name(), st.cfg.generation);
             return;
           }
-          schedule_poll(self, res.behind_horizon ? horizon_retry
-                                                 : st.cfg.poll);
+          if (res.behind_horizon) {
+            schedule_poll(self, horizon_retry);
+            return;
+          }
+          st.idle_poll = std::min(std::max(st.idle_poll * 2, st.cfg.poll),
+                                  st.cfg.poll * 10);
+          schedule_poll(self, st.idle_poll);
           return;
         }
+        st.idle_poll = std::chrono::milliseconds(0);
         st.read_cursor = res.events.back().at;
         auto batch = route(self, res.events);
         if (st.applying || st.held) {
@@ -451,6 +465,7 @@ reader_actor::behavior_type reader(pointer self, reader_config cfg) {
   return {
     [=](wake_atom) {
       auto& st = self->state;
+      st.idle_poll = std::chrono::milliseconds(0);
       if (st.idle)
         fetch(self);
     },

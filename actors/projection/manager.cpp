@@ -18,7 +18,13 @@ namespace shoutflow::projection {
 namespace {
 
 constexpr const char* component = "projection";
-constexpr auto tick_every = std::chrono::milliseconds(100);
+/// Swap steps while a rebuild runs; restarts of fenced runners otherwise.
+constexpr auto tick_building = std::chrono::milliseconds(100);
+constexpr auto tick_idle = std::chrono::milliseconds(500);
+/// How long logged change batches stay (watch_hub.hpp) and how often the
+/// old ones go.
+constexpr auto change_log_retention = std::chrono::minutes(10);
+constexpr auto prune_every = std::chrono::minutes(1);
 constexpr auto retry_timeout = std::chrono::seconds(30);
 
 using key = std::pair<std::string, int32_t>;
@@ -62,6 +68,8 @@ struct manager_state {
   std::map<std::string, build> builds;
   cluster::cluster_view view;
   std::map<int32_t, caf::actor> endpoints;
+  std::chrono::steady_clock::time_point next_prune
+    = std::chrono::steady_clock::now() + prune_every;
   static inline const char* name = "projection-manager";
 };
 
@@ -413,7 +421,7 @@ manager_actor::behavior_type manager(pointer self, manager_config cfg) {
       stop_build(self, kv.second);
     self->quit(msg.reason);
   });
-  self->delayed_send(self, tick_every, tick_atom::value);
+  self->delayed_send(self, tick_idle, tick_atom::value);
   return {
     [=](wake_atom) {
       for (auto& kv : self->state.runners)
@@ -568,13 +576,25 @@ manager_actor::behavior_type manager(pointer self, manager_config cfg) {
       return promise;
     },
     [=](tick_atom) {
+      auto& st = self->state;
+      if (!st.leases.empty() && std::chrono::steady_clock::now() > st.next_prune) {
+        st.next_prune = std::chrono::steady_clock::now() + prune_every;
+        auto r = st.session->run([&](pqxx::connection& conn) {
+          prune_change_log(conn, std::chrono::duration_cast<std::chrono::seconds>(
+                                   change_log_retention));
+        });
+        if (!r)
+          log_warn(component, "could not prune the change log: " + r.detail);
+      }
       restart_runners(self);
       std::vector<std::string> names;
       for (auto& kv : self->state.builds)
         names.push_back(kv.first);
       for (auto& n : names)
         advance_build(self, n);
-      self->delayed_send(self, tick_every, tick_atom::value);
+      self->delayed_send(self,
+                         self->state.builds.empty() ? tick_idle : tick_building,
+                         tick_atom::value);
     },
     [=](grant_atom, const cluster::lease_grant& g) {
       auto& st = self->state;

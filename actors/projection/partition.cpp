@@ -67,6 +67,14 @@ constexpr const char* fence_sql
     "              FOR KEY SHARE)"
     " SELECT (SELECT count(*) FROM g), (SELECT count(*) FROM l)";
 
+// The outbox (migration 0008): what a live partition's batch changed, in
+// its transaction, for hubs that miss the broadcast.
+constexpr const char* change_log_sql
+  = "INSERT INTO projection_change_log (projection, generation, partition,"
+    "  after_tx, after_position, to_tx, to_position, batch)"
+    " VALUES ($1, $2, $3, $4::text::xid8, $5, $6::text::xid8, $7, $8)"
+    " ON CONFLICT DO NOTHING";
+
 /// Thrown inside a transaction whose fence failed: nothing is written.
 struct fenced_error : std::runtime_error {
   using std::runtime_error::runtime_error;
@@ -81,6 +89,9 @@ struct partition_state {
   std::set<std::string> blocked;
   /// Set once a fence failed: every later call fails the same way.
   std::string fenced;
+  /// A call failed: its COMMIT may have happened, and whatever of the
+  /// next batch is skipped as applied had changes nobody reported.
+  bool in_doubt = false;
   static inline const char* name = "projection-partition";
 };
 
@@ -162,12 +173,26 @@ void ensure_loaded(pointer self, pqxx::connection& conn) {
   st.loaded = true;
 }
 
+/// Writes the offset and, for a live partition whose batch changed
+/// something, the batch's changes into the outbox (tagged with this
+/// partition, as the reader publishes them).
 void save_offset(pointer self, pqxx::transaction_base& tx, const cursor& end,
-                 uint64_t events) {
-  auto& c = self->state.cfg;
+                 uint64_t events, std::vector<change>& changes) {
+  auto& st = self->state;
+  auto& c = st.cfg;
   tx.exec_params(save_offset_sql, c.proj->name(), c.generation, c.index,
                  std::to_string(end.tx), end.position,
                  static_cast<int64_t>(events));
+  for (auto& ch : changes)
+    ch.partition = c.index;
+  if (changes.empty() || c.fence.generation_state != "live")
+    return;
+  tx.exec_params(change_log_sql, c.proj->name(), c.generation, c.index,
+                 std::to_string(st.offset.tx), st.offset.position,
+                 std::to_string(end.tx), end.position,
+                 pqxx::binarystring{encode_batch(c.proj->name(), c.generation,
+                                                 c.count, {c.index}, st.offset,
+                                                 end, changes)});
 }
 
 /// Records `e` as a dead letter of `key` in partition `index` (this one
@@ -206,17 +231,22 @@ caf::result<partition_ack> apply_batch(pointer self,
     ensure_loaded(self, conn);
     ack.applied = 0;
     ack.dead_lettered = 0;
+    ack.changes_unknown = false;
     changes.clear();
-    if (batch.end <= st.offset)
+    if (batch.end <= st.offset) {
+      ack.changes_unknown = st.in_doubt;
       return; // redelivered: applied before
+    }
     std::vector<keyed_event> live;
     std::vector<const keyed_ref*> parked;
     // Poison known up front (an unrouted event) takes the slow path.
     bool poisoned = false;
     for (auto& k : batch.keyed) {
       auto& e = batch.events[k.index];
-      if (e.at <= st.offset)
+      if (e.at <= st.offset) {
+        ack.changes_unknown = st.in_doubt;
         continue;
+      }
       if (st.blocked.count(k.key) > 0)
         parked.push_back(&k);
       else
@@ -231,7 +261,7 @@ caf::result<partition_ack> apply_batch(pointer self,
         st.cfg.proj->apply(tx, st.suffix, live, changes);
         for (auto* k : parked)
           dead_letter(self, tx, batch.events[k->index], *k, "");
-        save_offset(self, tx, batch.end, live.size());
+        save_offset(self, tx, batch.end, live.size(), changes);
         tx.commit();
         ack.applied = live.size();
         ack.dead_lettered = parked.size();
@@ -284,7 +314,7 @@ caf::result<partition_ack> apply_batch(pointer self,
                                   + err.what());
       }
     }
-    save_offset(self, tx, batch.end, ack.applied);
+    save_offset(self, tx, batch.end, ack.applied, changes);
     tx.commit();
     st.blocked = std::move(blocked);
   });
@@ -294,8 +324,10 @@ caf::result<partition_ack> apply_batch(pointer self,
     // The outcome may be unknown (a COMMIT cut off): the database, not
     // this actor's memory, says what was applied before the next attempt.
     st.loaded = false;
+    st.in_doubt = true;
     return journal::make_error(journal::db_errc::unavailable, r.detail);
   }
+  st.in_doubt = false;
   if (st.offset < batch.end)
     st.offset = batch.end;
   // Always: a rebuilt generation starts publishing before its swap.

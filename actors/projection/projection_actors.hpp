@@ -75,11 +75,14 @@ struct partition_ack {
   /// What the share changed in the read models; the reader publishes a
   /// whole batch's changes in log order once every share has committed.
   std::vector<change> changes;
+  /// Some of the share had been committed by an earlier attempt whose
+  /// answer was lost (a COMMIT in doubt): what it changed is not known.
+  bool changes_unknown = false;
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, partition_ack& x) {
-  return f(x.id, x.applied, x.dead_lettered, x.changes);
+  return f(x.id, x.applied, x.dead_lettered, x.changes, x.changes_unknown);
 }
 
 using partition_actor = caf::typed_actor<

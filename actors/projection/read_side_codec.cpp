@@ -90,7 +90,8 @@ std::string encode_batch(const std::string& projection, int32_t generation,
                          int32_t partition_count,
                          const std::vector<int32_t>& partitions,
                          const cursor& after, const cursor& to,
-                         const std::vector<change>& changes) {
+                         const std::vector<change>& changes,
+                         bool changes_lost) {
   v1::ReadSideMessage msg;
   auto* b = msg.mutable_batch();
   b->set_projection(projection);
@@ -102,6 +103,7 @@ std::string encode_batch(const std::string& projection, int32_t generation,
   *b->mutable_to() = to_proto(to);
   for (auto& c : changes)
     *b->add_changes() = to_proto(c);
+  b->set_changes_lost(changes_lost);
   return msg.SerializeAsString();
 }
 

@@ -25,7 +25,8 @@ std::string encode_batch(const std::string& projection, int32_t generation,
                          int32_t partition_count,
                          const std::vector<int32_t>& partitions,
                          const cursor& after, const cursor& to,
-                         const std::vector<change>& changes);
+                         const std::vector<change>& changes,
+                         bool changes_lost = false);
 
 /// A serialized ReadSideMessage holding one GenerationSwap.
 std::string encode_swap(const std::string& projection, int32_t retired,

@@ -2,6 +2,7 @@
 
 #include <caf/all.hpp>
 
+#include <deque>
 #include <map>
 #include <memory>
 #include <optional>
@@ -43,8 +44,21 @@ constexpr const char* live_offsets_sql
     " WHERE g.state = 'live'"
     " ORDER BY 1";
 
+// A live partition's logged batches in (after, upto], in log order
+// (migration 0008): what its missed broadcasts carried.
+constexpr const char* change_log_sql
+  = "SELECT batch FROM projection_change_log"
+    " WHERE projection = $1 AND generation = $2 AND partition = $3"
+    "   AND (to_tx, to_position) > ($4::text::xid8, $5::bigint)"
+    "   AND (to_tx, to_position) <= ($6::text::xid8, $7::bigint)"
+    " ORDER BY to_tx, to_position";
+
 using poller_actor = caf::typed_actor<
-  caf::replies_to<fetch_atom>::with<std::vector<live_offsets>>>;
+  caf::replies_to<fetch_atom>::with<std::vector<live_offsets>>,
+  // (projection, generation, partition, after, upto) -> serialized
+  // ReadSideMessages of the logged batches
+  caf::replies_to<fetch_atom, std::string, int32_t, int32_t, cursor,
+                  cursor>::with<std::vector<std::string>>>;
 
 struct poller_state {
   std::unique_ptr<journal::pg_session> session;
@@ -56,6 +70,7 @@ poller(poller_actor::stateful_pointer<poller_state> self, std::string url) {
   self->state.session = std::make_unique<journal::pg_session>(
     url, "watch-hub-offsets", [](pqxx::connection& c) {
       c.prepare("live_offsets", live_offsets_sql);
+      c.prepare("change_log", change_log_sql);
     });
   return {
     [=](fetch_atom) -> caf::result<std::vector<live_offsets>> {
@@ -80,6 +95,23 @@ poller(poller_actor::stateful_pointer<poller_state> self, std::string url) {
         return journal::make_error(journal::db_errc::unavailable, r.detail);
       return out;
     },
+    [=](fetch_atom, const std::string& projection, int32_t generation,
+        int32_t partition, const cursor& after,
+        const cursor& upto) -> caf::result<std::vector<std::string>> {
+      std::vector<std::string> out;
+      auto r = self->state.session->run([&](pqxx::connection& conn) {
+        out.clear();
+        pqxx::read_transaction tx{conn};
+        for (const auto& row : tx.exec_prepared(
+               "change_log", projection, generation, partition,
+               std::to_string(after.tx), after.position,
+               std::to_string(upto.tx), upto.position))
+          out.push_back(pqxx::binarystring{row[0]}.str());
+      });
+      if (!r)
+        return journal::make_error(journal::db_errc::unavailable, r.detail);
+      return out;
+    },
   };
 }
 
@@ -97,6 +129,11 @@ struct generation_track {
   std::vector<cursor> applied;
   /// Per partition: since when the database shows it past `received`.
   std::vector<std::optional<clock_type::time_point>> behind_since;
+  /// Per partition: missed batches being read from the change log up to
+  /// `fill_to`; the batches arriving meanwhile wait in `stash`.
+  std::vector<bool> filling;
+  std::vector<cursor> fill_to;
+  std::vector<std::deque<v1::ChangeBatch>> stash;
   /// Changes not released yet, in log order.
   std::multimap<cursor, change> pending;
 
@@ -106,6 +143,9 @@ struct generation_track {
     first_after.resize(n);
     applied.resize(n);
     behind_since.resize(n);
+    filling.resize(n, false);
+    fill_to.resize(n);
+    stash.resize(n);
   }
 
   /// Everything below it has arrived from every partition.
@@ -420,6 +460,126 @@ void try_switch(pointer self, const std::string& name, projection_track& t,
   release_waiters(self);
 }
 
+void on_live_batch(pointer self, const std::string& name, projection_track& t,
+                   std::size_t count, const v1::ChangeBatch& b);
+
+/// Takes the logged batches of partition `p` up to `target` (what its
+/// broadcasts would have carried), then the batches that waited.
+void finish_fill(pointer self, const std::string& name, int32_t generation,
+                 std::size_t p, const cursor& target,
+                 const std::vector<std::string>* rows) {
+  auto it = self->state.projections.find(name);
+  if (it == self->state.projections.end()
+      || it->second.live.generation != generation)
+    return; // swapped meanwhile: the switch decided
+  auto& t = it->second;
+  auto& g = t.live;
+  if (rows == nullptr)
+    lost(self, name, "missed partition batches could not be read from the "
+                     "change log");
+  else if (!rows->empty())
+    log_info(component, name + "/" + std::to_string(p) + ": "
+                          + std::to_string(rows->size())
+                          + " missed batch(es) read from the change log");
+  if (rows != nullptr)
+    for (auto& bytes : *rows) {
+      v1::ReadSideMessage msg;
+      if (!msg.ParseFromString(bytes) || !msg.has_batch())
+        continue;
+      auto& b = msg.batch();
+      for (auto& pc : b.changes()) {
+        auto c = from_proto(pc);
+        if (c && g.received[p] < cursor{c->tx, c->position})
+          g.pending.emplace(cursor{c->tx, c->position}, std::move(*c));
+      }
+      auto to = from_proto(b.to());
+      if (g.received[p] < to)
+        g.received[p] = to;
+    }
+  // Batches not in the log changed nothing: the range is complete.
+  if (g.received[p] < target)
+    g.received[p] = target;
+  if (g.applied[p] < target)
+    g.applied[p] = target;
+  g.filling[p] = false;
+  auto waiting = std::move(g.stash[p]);
+  g.stash[p].clear();
+  auto count = g.received.size();
+  while (!waiting.empty()) {
+    auto b = std::move(waiting.front());
+    waiting.pop_front();
+    if (t.live.filling[p]) {
+      t.live.stash[p].push_back(std::move(b));
+      continue;
+    }
+    on_live_batch(self, name, t, count, b);
+  }
+  release(self, t);
+  try_switch(self, name, t);
+  release_waiters(self);
+}
+
+/// Reads partition `p`'s batches in (received, target] from the change log;
+/// its later batches wait until they are in.
+void start_fill(pointer self, const std::string& name, generation_track& g,
+                std::size_t p, const cursor& target) {
+  auto& st = self->state;
+  g.filling[p] = true;
+  g.fill_to[p] = target;
+  auto generation = g.generation;
+  auto from = g.received[p];
+  if (!st.poller) {
+    finish_fill(self, name, generation, p, target, nullptr);
+    return;
+  }
+  self
+    ->request(st.poller, std::chrono::seconds(10), fetch_atom::value, name,
+              generation, static_cast<int32_t>(p), from, target)
+    .then(
+      [=](std::vector<std::string>& rows) {
+        finish_fill(self, name, generation, p, target, &rows);
+      },
+      [=](caf::error&) {
+        finish_fill(self, name, generation, p, target, nullptr);
+      });
+}
+
+/// A batch of the live generation. A live partition's batch that does not
+/// continue where this hub has the partition (its publisher died between
+/// COMMIT and the broadcast, was frozen, or was not connected), or one
+/// whose partition could not say what it changed (a COMMIT in doubt), is
+/// completed from the change log first.
+void on_live_batch(pointer self, const std::string& name, projection_track& t,
+                   std::size_t count, const v1::ChangeBatch& b) {
+  auto& g = t.live;
+  g.resize(count);
+  if (b.partitions_size() == 1 && b.partitions(0) >= 0
+      && static_cast<std::size_t>(b.partitions(0)) < count) {
+    auto p = static_cast<std::size_t>(b.partitions(0));
+    if (g.filling[p]) {
+      g.stash[p].push_back(b);
+      return;
+    }
+    auto after = from_proto(b.after());
+    if (g.seen[p] && g.received[p] < after) {
+      g.stash[p].push_back(b);
+      start_fill(self, name, g, p, after);
+      return;
+    }
+    if (b.changes_lost()) {
+      g.seen[p] = true;
+      start_fill(self, name, g, p, from_proto(b.to()));
+      return;
+    }
+  }
+  // A rebuild's batches span every partition and are not logged.
+  if (!take(g, count, b))
+    lost(self, name, "partition batches of a rebuild were missed");
+  else if (b.changes_lost())
+    lost(self, name,
+         "a partition's commit was in doubt and its changes are unknown");
+}
+
 void on_batch(pointer self, const v1::ChangeBatch& b) {
   auto& st = self->state;
   if (b.partitions_size() == 0) {
@@ -435,10 +595,7 @@ void on_batch(pointer self, const v1::ChangeBatch& b) {
   if (fresh)
     t.live.generation = b.generation();
   if (b.generation() == t.live.generation) {
-    if (!take(t.live, count, b))
-      lost(self, b.projection(),
-           "partition batches were missed (a partition owner failed after a "
-           "commit, or a message was lost)");
+    on_live_batch(self, b.projection(), t, count, b);
     release(self, t);
     try_switch(self, b.projection(), t);
     release_waiters(self);
@@ -528,12 +685,11 @@ void on_offsets(pointer self, std::vector<live_offsets>& rows) {
     t.swapped_since.reset();
     auto& g = t.live;
     g.resize(std::max(g.received.size(), row.offsets.size()));
-    bool missed = false;
     for (std::size_t p = 0; p < row.offsets.size(); ++p) {
       auto& db = row.offsets[p];
       if (g.applied[p] < db)
         g.applied[p] = db;
-      if (!(g.received[p] < db)) {
+      if (!(g.received[p] < db) || g.filling[p]) {
         g.behind_since[p].reset();
         continue;
       }
@@ -543,17 +699,14 @@ void on_offsets(pointer self, std::vector<live_offsets>& rows) {
         g.received[p] = db;
         continue;
       }
+      // Broadcasts this late will not come: read them from the log.
       if (!g.behind_since[p]) {
         g.behind_since[p] = now;
       } else if (now - *g.behind_since[p] >= st.cfg.gap_grace) {
-        g.received[p] = db;
         g.behind_since[p].reset();
-        missed = true;
+        start_fill(self, row.projection, g, p, db);
       }
     }
-    if (missed)
-      lost(self, row.projection,
-           "the database shows partitions past their last batch here");
     release(self, t);
   }
   release_waiters(self);
@@ -631,7 +784,25 @@ hub_actor::behavior_type hub(pointer self, hub_config cfg) {
     },
     [=](tick_atom) {
       poll(self);
-      self->delayed_send(self, self->state.cfg.poll, tick_atom::value);
+      // Waiters are answered by broadcasts; the database read is the
+      // fallback, frequent only while someone waits.
+      auto& cfg = self->state.cfg;
+      self->delayed_send(self,
+                         self->state.waiters.empty()
+                           ? std::min(cfg.poll * 5,
+                                      std::max(cfg.poll,
+                                               std::chrono::milliseconds(1000)))
+                           : cfg.poll,
+                         tick_atom::value);
+    },
+    [=](lost_atom, const std::string& why) {
+      std::vector<caf::actor> all;
+      for (auto& kv : self->state.actors)
+        all.push_back(kv.second);
+      for (auto& sub : all) {
+        caf::anon_send(sub, lost_atom::value, why);
+        forget(self, sub.address());
+      }
     },
   };
 }

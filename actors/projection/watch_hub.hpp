@@ -14,11 +14,15 @@
 // broadcast is late or lost), answer `await`: a query's min_position (G6)
 // works on every query node.
 //
-// A partition whose batches do not continue where the hub has it (a new
-// owner started past a batch its dead predecessor committed but never
-// published, or the database shows it further for longer than a grace
-// period) has lost changes for this hub: the Watch subscribers of that
-// projection are told (lost_atom, reason) and end their streams with
+// A live partition's batches also go, in their own transaction, to the
+// change log (migration 0008). A partition whose batches do not continue
+// where the hub has it (a new owner started past a batch its dead or
+// frozen predecessor committed but never published), whose COMMIT was in
+// doubt, or that the database shows further than its batches for longer
+// than a grace period, is completed from that log before its later
+// batches are taken: no change is missed. Only when the log cannot be read
+// (or a rebuild's unlogged batches were missed) are the Watch subscribers
+// of that projection told (lost_atom, reason); they end their streams with
 // UNAVAILABLE, so their clients resubscribe and read current documents.
 //
 // Rebuilds: a rebuilt generation publishes from its promotion on (its
@@ -77,7 +81,9 @@ using hub_actor = caf::typed_actor<
   // applied everything up to the cursor.
   caf::replies_to<await_atom, std::vector<std::string>, cursor>::with<bool>,
   // The offsets fallback's timer.
-  caf::reacts_to<tick_atom>>;
+  caf::reacts_to<tick_atom>,
+  // Tell every subscriber to resubscribe elsewhere (the node is stopping).
+  caf::reacts_to<lost_atom, std::string>>;
 
 struct hub_config {
   /// Where the offsets fallback reads projection_offsets; empty: no

@@ -381,6 +381,11 @@ void node::shutdown(std::chrono::milliseconds grace) {
       continue;
     (*server)->GetHealthCheckService()->SetServingStatus(false);
   }
+  // Watch streams never end on their own: end them now (UNAVAILABLE,
+  // resubscribe elsewhere) so they do not hold the server's drain.
+  if (hub_)
+    caf::anon_send(hub_, lost_atom::value,
+                   std::string{"this node is shutting down; resubscribe"});
   if (system_ && keeper_) {
     // Hand off first, while the gRPC servers still take requests: the
     // router sends them to the new owners.

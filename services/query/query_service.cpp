@@ -314,6 +314,8 @@ struct session_state {
   bool subscribed = false;
   std::size_t max_pending = 1024;
   bool busy = false;
+  /// Failed reads of the current item (the database restarting, say).
+  int read_failures = 0;
   static inline const char* name = "watch-session";
 };
 
@@ -364,7 +366,28 @@ void send_change(session_pointer self, v1::DocumentChange change) {
 void done_with_item(session_pointer self) {
   self->state.to_send.pop_front();
   self->state.busy = false;
+  self->state.read_failures = 0;
   process_next(self);
+}
+
+/// A document could not be read: try again (the database may be
+/// restarting), and end the stream rather than skip a change for good.
+constexpr int max_read_failures = 40;
+constexpr auto read_retry = std::chrono::milliseconds(250);
+
+void read_failed(session_pointer self, const std::string& why) {
+  auto& st = self->state;
+  if (++st.read_failures >= max_read_failures) {
+    st.outbox->finish({grpc::StatusCode::UNAVAILABLE,
+                       "watch: a changed document could not be read (" + why
+                         + "); resubscribe"});
+    self->quit();
+    return;
+  }
+  if (st.read_failures == 1)
+    log_warn("watch", "a document could not be read (" + why
+                        + "); retrying");
+  self->delayed_send(self, read_retry, tick_atom::value);
 }
 
 void process_next(session_pointer self) {
@@ -431,9 +454,7 @@ void process_next(session_pointer self) {
         done_with_item(self);
       },
       [=](caf::error& err) {
-        log_warn("watch", "a document could not be read: "
-                            + self->system().render(err));
-        done_with_item(self);
+        read_failed(self, self->system().render(err));
       });
 }
 
@@ -521,6 +542,11 @@ caf::behavior session(session_pointer self, std::shared_ptr<watch_outbox> out,
         return;
       }
       st.to_send.push_back(item_for(c));
+      process_next(self);
+    },
+    [=](tick_atom) {
+      // Read the current item again (read_failed).
+      self->state.busy = false;
       process_next(self);
     },
     [=](lost_atom, const std::string& why) {
