@@ -1,6 +1,8 @@
 // shoutflowd: one ShoutFlow node. With no arguments: every role, against the
 // local development database (see --help for every setting).
 //
+// SIGTERM/SIGINT: hand everything off and stop within --shutdown-grace.
+//
 // Exit codes: 0 after a clean SIGTERM/SIGINT shutdown, 1 when start-up
 // fails, 2 for invalid configuration.
 
@@ -63,6 +65,6 @@ int main(int argc, char** argv) {
   log_info("shoutflowd", std::string{"received "}
                            + (sig == SIGTERM ? "SIGTERM" : "SIGINT")
                            + ": shutting down");
-  n.shutdown(std::chrono::seconds(10));
+  n.shutdown(cfg.shutdown_grace);
   return 0;
 }
