@@ -49,6 +49,8 @@ using lease_holder_actor = caf::typed_actor<
 
 using keeper_actor = caf::typed_actor<
   caf::reacts_to<round_atom>,
+  // Run a round now (another node released leases); the timer is unchanged.
+  caf::reacts_to<wake_atom>,
   caf::reacts_to<check_atom>,
   // Answers once this node holds everything assigned to it (state up), or
   // false after `timeout`.
@@ -70,6 +72,9 @@ struct keeper_config {
   std::map<std::string, lease_holder_actor> holders;
   /// Receive (view_atom, cluster_view) after every round.
   std::vector<caf::actor> subscribers;
+  /// Told (round_atom) when this node released leases, to make the other
+  /// nodes take them at once (the peers actor; may be invalid).
+  caf::actor nudge;
 };
 
 /// Spawns the keeper and its worker. The node must have joined (the

@@ -89,6 +89,8 @@ struct keeper_state {
   bool left_round = false;
   bool in_round = false;
   bool rejoining = false;
+  /// The other nodes were told of a release since the last round.
+  bool nudged = false;
   member_state state = member_state::joining;
   cluster_view view;
   std::vector<join_waiter> join_waiters;
@@ -142,6 +144,10 @@ void release(pointer self, const lease_grant& g) {
           st.held.erase(it);
         st.released.emplace(g.resource, g.part, g.epoch);
         log_debug(component, "released " + label(g));
+        if (!st.nudged && st.cfg.nudge) {
+          st.nudged = true;
+          caf::anon_send(st.cfg.nudge, round_atom::value);
+        }
         check_waiters(self);
       },
       [=](caf::error& err) {
@@ -218,6 +224,7 @@ void apply_round(pointer self, round_result& r,
     log_info(component, std::string{"this node is "} + to_string(r.state));
   st.state = r.state;
   st.view = std::move(r.view);
+  st.nudged = false;
   if (st.leaving)
     st.left_round = true;
   auto valid_until = started + st.cfg.membership.lease_ttl
@@ -322,6 +329,7 @@ keeper_actor::behavior_type keeper(pointer self, keeper_config cfg) {
       run_round(self);
       self->delayed_send(self, self->state.cfg.interval, round_atom::value);
     },
+    [=](wake_atom) { run_round(self); },
     [=](check_atom) {
       check_validity(self);
       self->delayed_send(self, check_every, check_atom::value);

@@ -17,8 +17,24 @@ constexpr const char* component = "peers";
 
 // -- endpoint --------------------------------------------------------------------
 
-caf::behavior endpoint(caf::event_based_actor* self, endpoint_targets t) {
+struct endpoint_state {
+  /// This node's keeper, once it runs (the endpoint is published first).
+  caf::actor keeper;
+  static inline const char* name = "endpoint";
+};
+
+caf::behavior endpoint(caf::stateful_actor<endpoint_state>* self,
+                       endpoint_targets t) {
   return {
+    [=](subscribe_atom, const caf::actor& keeper) {
+      self->state.keeper = keeper;
+    },
+    [=](round_atom) {
+      // Another node released leases: run a round now rather than at the
+      // next tick, so hand-offs pause commands for less.
+      if (self->state.keeper)
+        caf::anon_send(self->state.keeper, wake_atom::value);
+    },
     [=](cmd_atom a, std::string& id,
         std::string& bytes) -> caf::result<std::string> {
       if (!t.region)
@@ -200,6 +216,11 @@ peers_actor::behavior_type peers(pointer self, peers_config cfg) {
         if (p.queued.size() > max_queued)
           p.queued.pop_front();
       }
+    },
+    [=](round_atom a) {
+      for (auto& [id, p] : self->state.peers)
+        if (p.handle)
+          caf::anon_send(p.handle, a);
     },
     [=](wake_atom a) {
       for (auto& w : self->state.woken)

@@ -13,6 +13,8 @@
 //   (wake_atom)                           to this node's projection manager
 //   (retry_atom, projection, generation, key) -> retry_result
 //       a dead letter retry for a partition this node runs
+//   (round_atom)   another node released leases: this node's keeper runs
+//                  a membership round now (told the keeper with subscribe)
 //
 // The peers actor connects to every other member's endpoint (asynchronously,
 // through the middleman actor), monitors it (CAF 0.17 waits forever on a
@@ -48,7 +50,9 @@ using peers_actor = caf::typed_actor<
   caf::reacts_to<batch_atom, std::string>,
   // A journal commit: wake the projection readers here and on the other
   // nodes.
-  caf::reacts_to<wake_atom>>;
+  caf::reacts_to<wake_atom>,
+  // This node released leases: the other nodes' keepers run a round now.
+  caf::reacts_to<round_atom>>;
 
 struct peers_config {
   int32_t self = 0;

@@ -133,6 +133,7 @@ struct generation_track {
   /// `fill_to`; the batches arriving meanwhile wait in `stash`.
   std::vector<bool> filling;
   std::vector<cursor> fill_to;
+  std::vector<int> fill_failures;
   std::vector<std::deque<v1::ChangeBatch>> stash;
   /// Changes not released yet, in log order.
   std::multimap<cursor, change> pending;
@@ -145,6 +146,7 @@ struct generation_track {
     behind_since.resize(n);
     filling.resize(n, false);
     fill_to.resize(n);
+    fill_failures.resize(n, 0);
     stash.resize(n);
   }
 
@@ -502,6 +504,7 @@ void finish_fill(pointer self, const std::string& name, int32_t generation,
   if (g.applied[p] < target)
     g.applied[p] = target;
   g.filling[p] = false;
+  g.fill_failures[p] = 0;
   auto waiting = std::move(g.stash[p]);
   g.stash[p].clear();
   auto count = g.received.size();
@@ -519,29 +522,50 @@ void finish_fill(pointer self, const std::string& name, int32_t generation,
   release_waiters(self);
 }
 
-/// Reads partition `p`'s batches in (received, target] from the change log;
-/// its later batches wait until they are in.
-void start_fill(pointer self, const std::string& name, generation_track& g,
-                std::size_t p, const cursor& target) {
+/// While the database is unreachable, a fill is tried again this often, up
+/// to this many times (a minute), before the subscribers are told.
+constexpr auto fill_retry = std::chrono::milliseconds(500);
+constexpr int max_fill_failures = 120;
+
+/// Reads partition `p`'s batches in (received, fill_to] from the change log.
+void request_fill(pointer self, const std::string& name, generation_track& g,
+                  std::size_t p) {
   auto& st = self->state;
-  g.filling[p] = true;
-  g.fill_to[p] = target;
   auto generation = g.generation;
-  auto from = g.received[p];
-  if (!st.poller) {
-    finish_fill(self, name, generation, p, target, nullptr);
-    return;
-  }
+  auto target = g.fill_to[p];
   self
     ->request(st.poller, std::chrono::seconds(10), fetch_atom::value, name,
-              generation, static_cast<int32_t>(p), from, target)
+              generation, static_cast<int32_t>(p), g.received[p], target)
     .then(
       [=](std::vector<std::string>& rows) {
         finish_fill(self, name, generation, p, target, &rows);
       },
       [=](caf::error&) {
-        finish_fill(self, name, generation, p, target, nullptr);
+        auto it = self->state.projections.find(name);
+        if (it == self->state.projections.end()
+            || it->second.live.generation != generation)
+          return;
+        auto& g = it->second.live;
+        if (++g.fill_failures[p] >= max_fill_failures) {
+          finish_fill(self, name, generation, p, target, nullptr);
+          return;
+        }
+        self->delayed_send(self, fill_retry, retry_atom::value, name,
+                           generation, static_cast<int32_t>(p));
       });
+}
+
+/// Reads partition `p`'s batches in (received, target] from the change log;
+/// its later batches wait until they are in.
+void start_fill(pointer self, const std::string& name, generation_track& g,
+                std::size_t p, const cursor& target) {
+  g.filling[p] = true;
+  g.fill_to[p] = target;
+  if (!self->state.poller) {
+    finish_fill(self, name, g.generation, p, target, nullptr);
+    return;
+  }
+  request_fill(self, name, g, p);
 }
 
 /// A batch of the live generation. A live partition's batch that does not
@@ -794,6 +818,17 @@ hub_actor::behavior_type hub(pointer self, hub_config cfg) {
                                                std::chrono::milliseconds(1000)))
                            : cfg.poll,
                          tick_atom::value);
+    },
+    [=](retry_atom, const std::string& name, int32_t generation,
+        int32_t partition) {
+      auto it = self->state.projections.find(name);
+      if (it == self->state.projections.end()
+          || it->second.live.generation != generation || partition < 0)
+        return;
+      auto& g = it->second.live;
+      auto p = static_cast<std::size_t>(partition);
+      if (p < g.filling.size() && g.filling[p])
+        request_fill(self, name, g, p);
     },
     [=](lost_atom, const std::string& why) {
       std::vector<caf::actor> all;

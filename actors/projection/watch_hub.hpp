@@ -83,7 +83,10 @@ using hub_actor = caf::typed_actor<
   // The offsets fallback's timer.
   caf::reacts_to<tick_atom>,
   // Tell every subscriber to resubscribe elsewhere (the node is stopping).
-  caf::reacts_to<lost_atom, std::string>>;
+  caf::reacts_to<lost_atom, std::string>,
+  // Read (projection, generation, partition)'s missed batches again (the
+  // database was unreachable).
+  caf::reacts_to<retry_atom, std::string, int32_t, int32_t>>;
 
 struct hub_config {
   /// Where the offsets fallback reads projection_offsets; empty: no

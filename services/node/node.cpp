@@ -350,9 +350,12 @@ void node::join_cluster() {
   kc.handoff_timeout = cfg_.request_timeout * 2;
   kc.subscribers = {caf::actor_cast<caf::actor>(router_),
                     caf::actor_cast<caf::actor>(peers_)};
+  kc.nudge = caf::actor_cast<caf::actor>(peers_);
   if (manager_)
     kc.subscribers.push_back(caf::actor_cast<caf::actor>(manager_));
   keeper_ = cluster::spawn_keeper(sys, kc);
+  caf::anon_send(endpoint_, subscribe_atom::value,
+                 caf::actor_cast<caf::actor>(keeper_));
   // Serve once this node holds its share; a node whose share is still
   // held by others (they hand it off first) starts anyway after a while:
   // the router sends commands where the shards are.

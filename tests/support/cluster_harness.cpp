@@ -444,6 +444,9 @@ std::vector<std::string> cluster_harness::args_of(int i) const {
   }
   for (auto& a : options_.extra_flags)
     args.push_back(a);
+  if (auto it = options_.node_flags.find(i); it != options_.node_flags.end())
+    for (auto& a : it->second)
+      args.push_back(a);
   return args;
 }
 

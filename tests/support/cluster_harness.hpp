@@ -138,6 +138,8 @@ struct cluster_options {
   std::chrono::milliseconds shutdown_grace{20000};
   /// Appended to every node's command line (e.g. {"--shards", "64"}).
   std::vector<std::string> extra_flags;
+  /// Appended to node i's command line after those (e.g. its --roles).
+  std::map<int, std::vector<std::string>> node_flags;
   /// Where the node logs go; empty: a fresh directory under
   /// ::testing::TempDir(), removed when the test passes.
   std::string log_dir;
