@@ -18,6 +18,7 @@ SF_PACKAGES=(
   prometheus-cpp-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libsodium-dev
+  prometheus gnuplot-nox jq
 )
 
 sf_log() { printf 'shoutflow: %s\n' "$*" >&2; }
