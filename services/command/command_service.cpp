@@ -5,6 +5,7 @@
 #include "actors/common/text.hpp"
 #include "actors/user/user_domain.hpp"
 #include "actors/user/user_validation.hpp"
+#include "actors/common/log.hpp"
 #include "services/common/grpc_status.hpp"
 #include "services/common/lenient_proto.hpp"
 
@@ -37,6 +38,23 @@ std::string metadata(grpc::CallbackServerContext* ctx, const char* key) {
   return std::string(it->second.data(), it->second.size());
 }
 
+/// Every refused command at debug level (business answers and transient
+/// failures are the client's to handle), ours (INTERNAL, UNKNOWN) at warn.
+void log_outcome(const char* method, const grpc::Status& status,
+                 const std::string& correlation) {
+  auto code = status.error_code();
+  auto ours = code == grpc::StatusCode::INTERNAL
+              || code == grpc::StatusCode::UNKNOWN
+              || code == grpc::StatusCode::DATA_LOSS;
+  auto level = ours ? log_level::warn : log_level::debug;
+  if (!log_enabled(level))
+    return;
+  log(level, "command",
+      std::string{method} + ": " + code_label(code) + " ("
+        + status.error_message() + ")",
+      correlation);
+}
+
 } // namespace
 
 command_service::command_service(caf::actor_system& sys,
@@ -52,12 +70,16 @@ command_service::raw command_service::dispatch(ctx* c, const char* method,
                                                buf* response) {
   auto* reactor = c->DefaultReactor();
   auto started = clock_type::now();
-  auto finish = [reactor, started, method,
-                 metrics = metrics_](const grpc::Status& status) {
+  // Set once the request is known valid, before it is sent anywhere.
+  auto correlation_of_log = std::make_shared<std::string>();
+  auto finish = [reactor, started, method, metrics = metrics_,
+                 corr = correlation_of_log](const grpc::Status& status) {
     if (metrics != nullptr)
       metrics->record(method, code_label(status.error_code()),
                       std::chrono::duration<double>(clock_type::now() - started)
                         .count());
+    if (!status.ok())
+      log_outcome(method, status, *corr);
     reactor->Finish(status);
   };
   v1::EntityCommand command;
@@ -98,6 +120,7 @@ command_service::raw command_service::dispatch(ctx* c, const char* method,
   }
   command.set_correlation_id(correlation.empty() ? command_id : correlation);
   command.set_causation_id(command_id);
+  *correlation_of_log = command.correlation_id();
   auto user_id = user::target_user_id(command.user());
   command.set_entity_id(user_id);
   std::string handle;

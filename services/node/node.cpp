@@ -50,7 +50,7 @@ std::unique_ptr<grpc::Server> serve(grpc::Service* service,
   if (!server || *bound == 0)
     throw std::runtime_error("cannot listen on " + address + " for " + name
                              + " (port in use?)");
-  // SERVING once the node has joined the cluster (node::start).
+  // NOT_SERVING until the node has joined (node_health).
   server->GetHealthCheckService()->SetServingStatus(false);
   log_info(component, std::string{name} + " listening on " + bind + ":"
                         + std::to_string(*bound));
@@ -287,10 +287,19 @@ void node::start() {
     log_info(component, "metrics on http://" + cfg_.bind + ":"
                           + std::to_string(metrics_port_) + "/metrics");
   }
+  health_config hc;
+  hc.interval = cfg_.heartbeat_interval;
+  hc.stale_after = cfg_.lease_ttl;
+  hc.liveness_timeout = std::max<std::chrono::milliseconds>(
+    std::chrono::seconds(10), cfg_.lease_ttl * 3);
+  health_ = std::make_unique<node_health>(hc);
+  for (auto [server, service] :
+       {std::pair{command_server_.get(), "shoutflow.v1.CommandService"},
+        std::pair{query_server_.get(), "shoutflow.v1.QueryService"},
+        std::pair{admin_server_.get(), "shoutflow.v1.AdminService"}})
+    if (server != nullptr)
+      health_->add_server(server, service);
   join_cluster();
-  for (auto* server : {&command_server_, &query_server_, &admin_server_})
-    if (*server)
-      (*server)->GetHealthCheckService()->SetServingStatus(true);
   log_info(component, "ready");
 }
 
@@ -349,7 +358,8 @@ void node::join_cluster() {
   kc.safety_margin = std::min(cfg_.heartbeat_interval, cfg_.lease_ttl / 6);
   kc.handoff_timeout = cfg_.request_timeout * 2;
   kc.subscribers = {caf::actor_cast<caf::actor>(router_),
-                    caf::actor_cast<caf::actor>(peers_)};
+                    caf::actor_cast<caf::actor>(peers_),
+                    health_->start(sys, cfg_.node_id)};
   kc.nudge = caf::actor_cast<caf::actor>(peers_);
   if (manager_)
     kc.subscribers.push_back(caf::actor_cast<caf::actor>(manager_));
@@ -367,6 +377,9 @@ void node::join_cluster() {
     .receive([&](bool ok) { up = ok; }, [&](caf::error&) {});
   log_info(component, up ? "joined the cluster: this node holds its share"
                          : "joined the cluster; its share is still moving");
+  // Not ready until it holds its share: the next views tell when.
+  if (up)
+    health_->set_ready(true);
 }
 
 void node::shutdown(std::chrono::milliseconds grace) {
@@ -379,10 +392,15 @@ void node::shutdown(std::chrono::milliseconds grace) {
                     std::chrono::duration_cast<std::chrono::milliseconds>(
                       deadline - std::chrono::steady_clock::now()));
   };
-  for (auto* server : {&command_server_, &query_server_, &admin_server_}) {
-    if (!*server)
-      continue;
-    (*server)->GetHealthCheckService()->SetServingStatus(false);
+  if (health_)
+    health_->drain();
+  if (cfg_.drain_delay.count() > 0) {
+    // Load balancers and Kubernetes endpoints notice NOT_SERVING late:
+    // keep serving everything meanwhile, so no request meets a closed port.
+    log_info(component, "draining: NOT_SERVING for "
+                          + std::to_string(cfg_.drain_delay.count())
+                          + " ms before the hand-off");
+    std::this_thread::sleep_for(std::min(cfg_.drain_delay, left()));
   }
   // Watch streams never end on their own: end them now (UNAVAILABLE,
   // resubscribe elsewhere) so they do not hold the server's drain.
@@ -406,6 +424,8 @@ void node::shutdown(std::chrono::milliseconds grace) {
     if (left_cleanly)
       log_info(component, "everything handed off");
   }
+  if (health_)
+    health_->stop(); // before the servers go: it holds their health services
   log_info(component, "stopped accepting; draining in-flight requests");
   for (auto* server : {&command_server_, &query_server_, &admin_server_}) {
     if (!*server)

@@ -7,9 +7,11 @@
 //
 // Start-up:  migrate → read-model generations → actors → CAF endpoint
 //            published → join the cluster (membership row, joining) → the
-//            keeper's rounds until this node holds its share (up) → gRPC
-//            servers (health SERVING) → metrics.
-// Shutdown:  health NOT_SERVING → leave: hand every shard and partition off
+//            keeper's rounds until this node holds its share (up) → health
+//            SERVING (services/node/health.hpp; the gRPC servers listen
+//            from before the join, NOT_SERVING).
+// Shutdown:  health NOT_SERVING → the drain delay (everything still
+//            served) → leave: hand every shard and partition off
 //            (commands meanwhile go to their new owners) → stop accepting
 //            and drain in-flight RPCs → drain the journal (every accepted
 //            write committed) → delete the member row → stop actors.
@@ -37,6 +39,7 @@
 #include "services/command/command_metrics.hpp"
 #include "actors/projection/manager.hpp"
 #include "actors/projection/watch_hub.hpp"
+#include "services/node/health.hpp"
 #include "services/node/node_config.hpp"
 #include "services/query/query_workers.hpp"
 
@@ -69,6 +72,8 @@ public:
   int admin_port() const { return admin_port_; }
   int metrics_port() const { return metrics_port_; }
   int caf_port() const { return caf_port_; }
+  /// Readiness as gRPC health checking reports it ("" service).
+  bool ready() const { return health_ && health_->ready(); }
   /// This process's token in the membership table.
   const std::string& incarnation() const { return incarnation_; }
 
@@ -122,6 +127,7 @@ private:
   std::unique_ptr<services::admin_service> admin_service_;
   std::unique_ptr<grpc::Server> admin_server_;
   std::unique_ptr<prometheus::Exposer> exposer_;
+  std::unique_ptr<node_health> health_;
   prometheus::Counter* continuity_violations_ = nullptr;
   int command_port_ = 0;
   int query_port_ = 0;

@@ -142,6 +142,12 @@ const std::vector<option>& options() {
      "SIGTERM: longest the node takes to hand everything off and stop",
      "20s", duration_setter(&node_config::shutdown_grace, milliseconds(100),
                             minutes(30))},
+    {"drain-delay",
+     "SIGTERM: time the node reports NOT_SERVING while still serving, "
+     "before it hands off (lets load balancers and Kubernetes endpoints "
+     "catch up)",
+     "0s", duration_setter(&node_config::drain_delay, milliseconds(0),
+                           minutes(5))},
     {"shards", "number of user shards (fixed for the cluster's life)", "256",
      int_setter(&node_config::shards, 1, 65536)},
     {"journal-batch-window", "longest wait to gather a group commit", "500us",
@@ -226,6 +232,14 @@ const std::vector<option>& options() {
        if (v != "debug" && v != "info" && v != "warn" && v != "error")
          return "must be debug, info, warn or error";
        c.log_level = v;
+       return std::nullopt;
+     }},
+    {"log-format", "text (one line per entry) or json (one object per line)",
+     "text",
+     [](node_config& c, const std::string& v) -> std::optional<std::string> {
+       if (v != "text" && v != "json")
+         return "must be text or json";
+       c.log_format = v;
        return std::nullopt;
      }},
     {"migrate-only", "apply database migrations, then exit", "false",
@@ -351,6 +365,13 @@ parse_result parse_config(const std::vector<std::string>& args,
                      + "ms) must be at least three --heartbeat-interval ("
                      + std::to_string(cfg.heartbeat_interval.count())
                      + "ms): a lease must survive a missed round";
+    return result;
+  }
+  if (cfg.drain_delay >= cfg.shutdown_grace) {
+    result.message = "--drain-delay (" + std::to_string(cfg.drain_delay.count())
+                     + "ms) must be shorter than --shutdown-grace ("
+                     + std::to_string(cfg.shutdown_grace.count())
+                     + "ms): the hand-off needs time after it";
     return result;
   }
   result.config = std::move(cfg);

@@ -39,6 +39,9 @@ struct node_config {
   std::chrono::milliseconds lease_ttl{3000};
   /// SIGTERM: longest the node takes to hand everything off and stop.
   std::chrono::milliseconds shutdown_grace{std::chrono::seconds(20)};
+  /// SIGTERM: how long the node reports NOT_SERVING while still serving
+  /// everything, before it hands off, so load balancers stop sending first.
+  std::chrono::milliseconds drain_delay{0};
   uint32_t shards = 256;
   std::chrono::microseconds journal_batch_window{500};
   std::size_t journal_max_batch = 256;
@@ -64,6 +67,8 @@ struct node_config {
   std::chrono::milliseconds query_max_wait{std::chrono::seconds(5)};
   std::size_t watch_buffer = 256;
   std::string log_level = "info";
+  /// "text" or "json" (one object per line).
+  std::string log_format = "text";
   /// Apply migrations and exit.
   bool migrate_only = false;
 

@@ -38,6 +38,8 @@ int main(int argc, char** argv) {
   }
   auto& cfg = *parsed.config;
   set_log_level(cfg.log_level);
+  set_log_format(cfg.log_format);
+  set_log_node("node-" + std::to_string(cfg.node_id));
 
   if (cfg.migrate_only) {
     try {

@@ -311,10 +311,46 @@ raw_reply unary_raw(const std::shared_ptr<grpc::Channel>& channel,
 
 bool health_serving(const std::string& address,
                     std::chrono::milliseconds timeout) {
-  auto r = unary_raw(channel_to(address), "/grpc.health.v1.Health/Check", "",
-                     std::chrono::system_clock::now() + timeout);
-  // HealthCheckResponse { status = SERVING (1) }: field 1, varint 1.
-  return r.status.ok() && r.bytes == std::string("\x08\x01", 2);
+  return health_check(address, "", timeout) == health_answer::serving;
+}
+
+health_answer health_check(const std::string& address,
+                           const std::string& service,
+                           std::chrono::milliseconds timeout) {
+  // HealthCheckRequest { string service = 1; } (names stay under 128 bytes).
+  std::string request;
+  if (!service.empty()) {
+    request += '\x0a';
+    request += static_cast<char>(service.size());
+    request += service;
+  }
+  auto r = unary_raw(channel_to(address), "/grpc.health.v1.Health/Check",
+                     request, std::chrono::system_clock::now() + timeout);
+  if (r.status.error_code() == grpc::StatusCode::NOT_FOUND)
+    return health_answer::unknown_service;
+  if (!r.status.ok())
+    return health_answer::no_answer;
+  // HealthCheckResponse { ServingStatus status = 1; }: SERVING = 1,
+  // NOT_SERVING = 2.
+  if (r.bytes == std::string("\x08\x01", 2))
+    return health_answer::serving;
+  if (r.bytes == std::string("\x08\x02", 2))
+    return health_answer::not_serving;
+  return health_answer::no_answer;
+}
+
+const char* to_string(health_answer a) {
+  switch (a) {
+    case health_answer::serving:
+      return "SERVING";
+    case health_answer::not_serving:
+      return "NOT_SERVING";
+    case health_answer::unknown_service:
+      return "SERVICE_UNKNOWN";
+    case health_answer::no_answer:
+      return "no answer";
+  }
+  return "?";
 }
 
 std::string status_code_name(grpc::StatusCode code) {

@@ -103,6 +103,16 @@ raw_reply unary_raw(const std::shared_ptr<grpc::Channel>& channel,
 bool health_serving(const std::string& address,
                     std::chrono::milliseconds timeout);
 
+enum class health_answer { serving, not_serving, unknown_service, no_answer };
+
+/// grpc.health.v1.Health/Check of `service` ("" for the server).
+health_answer health_check(const std::string& address,
+                           const std::string& service,
+                           std::chrono::milliseconds timeout);
+
+/// "SERVING", "NOT_SERVING", ...
+const char* to_string(health_answer a);
+
 /// Whether a failed call is a transport failure worth retrying with the
 /// same command_id: UNAVAILABLE, DEADLINE_EXCEEDED, CANCELLED (we never
 /// cancel a command ourselves, so the server went away), and UNKNOWN or
