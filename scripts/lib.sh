@@ -73,6 +73,24 @@ sf_apt_install_missing() {
   fi
 }
 
+# Tools of the deployment tests (ctest deploy.*, tests/deploy/): Node.js and
+# npm from Debian when npm is missing; Debian's kubectl (kubernetes-client)
+# only when there is no kubectl, since that package conflicts with an
+# installed one; then the tests' npm packages (npm ci, again only when
+# tests/deploy/package-lock.json changed).
+sf_install_deploy_test_tools() {
+  command -v npm >/dev/null 2>&1 || sf_apt_install_missing nodejs npm
+  command -v kubectl >/dev/null 2>&1 || sf_apt_install_missing kubernetes-client
+  local dir="$SF_ROOT/tests/deploy" want stamp
+  stamp="$dir/node_modules/.sf-package-lock.sha256"
+  want="$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)"
+  [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]] && return 0
+  sf_log "installing the deployment tests' npm packages (npm ci in tests/deploy)"
+  (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >&2) \
+    || sf_die "npm ci in tests/deploy failed"
+  printf '%s\n' "$want" >"$stamp"
+}
+
 # Configure and build into $SF_BUILD_DIR.
 sf_build() {
   [[ -f "$SF_ROOT/CMakeLists.txt" ]] || sf_die "no CMakeLists.txt in $SF_ROOT"

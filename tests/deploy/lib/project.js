@@ -5,6 +5,13 @@
 const fs = require("node:fs");
 const path = require("node:path");
 const { spawnSync } = require("node:child_process");
+
+// The npm packages are installed by scripts/test (sf_install_deploy_test_tools
+// in scripts/lib.sh); say so instead of failing on a missing module.
+if (!fs.existsSync(path.join(__dirname, "..", "node_modules", "yaml"))) {
+  console.error("tests/deploy/node_modules is missing: run scripts/test, or `npm ci` in tests/deploy");
+  process.exit(1);
+}
 const YAML = require("yaml");
 
 const root = path.resolve(__dirname, "..", "..", "..");
