@@ -65,8 +65,9 @@ test("one resource per template, labelled with the chart's labels", () => {
   assert.ok("NOTES.txt" in text);
 });
 
-test("the chart ships the kinds deploy/k8s renders", () => {
-  project.requireKustomizeV5();
+test("the chart ships the kinds deploy/k8s renders", (t) => {
+  const why = project.kustomizeV5Missing();
+  if (why !== null) return t.skip(why);
   const chartKinds = new Set(Object.values(text).flatMap(helm.kinds));
   const kustomizeKinds = new Set([...project.kustomize("base"), ...project.kustomize("overlays/dev")]
     .map((o) => o.kind).filter((k) => k !== "Namespace"));
