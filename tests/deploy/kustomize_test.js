@@ -91,6 +91,7 @@ const mutations = {
   "a Service selecting nothing": (o) => { project.find(o, "Service", "shoutflow-query").spec.selector["app.kubernetes.io/component"] = "nodes"; },
   "CAF open to every pod": (o) => { project.find(o, "NetworkPolicy", "shoutflow").spec.ingress[0].from = [{ podSelector: {} }]; },
   "another image in the Job": (o) => { project.find(o, "Job", "shoutflow-migrate").spec.template.spec.containers[0].image = "shoutflow/shoutflowd:latest"; },
+  "no drain delay": (o) => { delete project.find(o, "ConfigMap").find((c) => c.metadata.name.startsWith("shoutflow-config")).data.SHOUTFLOW_DRAIN_DELAY; },
   "a missing label": (o) => { delete project.find(o, "PodDisruptionBudget", "shoutflow").metadata.labels["app.kubernetes.io/instance"]; },
 };
 for (const [what, mutate] of Object.entries(mutations)) {

@@ -156,6 +156,10 @@ function nodes(objects, { image, headlessService = "shoutflow-headless" }) {
   if (config.SHOUTFLOW_BIND !== "0.0.0.0") p(`SHOUTFLOW_BIND is ${config.SHOUTFLOW_BIND}, a pod must bind 0.0.0.0`);
   if (config.SHOUTFLOW_LOG_FORMAT !== "json") p("SHOUTFLOW_LOG_FORMAT is not json");
   const grace = durationSeconds(config.SHOUTFLOW_SHUTDOWN_GRACE || "20s");
+  // Without a drain delay the node starts handing off while the endpoints
+  // still send it new calls; the delay is spent inside the shutdown grace.
+  const drain = durationSeconds(config.SHOUTFLOW_DRAIN_DELAY || "0s");
+  if (!(drain > 0 && drain < grace)) p(`SHOUTFLOW_DRAIN_DELAY ${config.SHOUTFLOW_DRAIN_DELAY} must be above 0 and below the shutdown grace`);
   // The hand-off must finish before the kubelet's SIGKILL, with margin for
   // the exit itself and a slow database.
   if (!(pod.terminationGracePeriodSeconds >= grace + 10)) {
