@@ -74,6 +74,28 @@ test("the chart ships the kinds deploy/k8s renders", (t) => {
   assert.deepEqual([...chartKinds].sort(), [...kustomizeKinds].sort());
 });
 
+test("the chart's nodes get the settings, environment and probes of deploy/k8s", (t) => {
+  const why = project.kustomizeV5Missing();
+  if (why !== null) return t.skip(why);
+  const base = project.kustomize("base");
+  const sts = project.find(base, "StatefulSet", "shoutflow");
+  const container = sts.spec.template.spec.containers[0];
+  const config = base.find((o) => o.kind === "ConfigMap" && o.metadata.name.startsWith("shoutflow-config"));
+  // Settings: the keys of the chart's ConfigMap template.
+  const chartKeys = [...text["configmap.yaml"].matchAll(/^ {2}(SHOUTFLOW_[A-Z_]+):/gm)].map((m) => m[1]).sort();
+  assert.deepEqual(chartKeys, Object.keys(config.data).sort());
+  // Environment, in order ($(VAR) expansion depends on it).
+  const stsText = text["statefulset.yaml"];
+  const envBlock = stsText.slice(stsText.indexOf("          env:"), stsText.indexOf("          ports:"));
+  const chartEnv = [...envBlock.matchAll(/^ {12}- name: ([A-Z_]+)$/gm)].map((m) => m[1]);
+  assert.deepEqual(chartEnv, container.env.map((e) => e.name));
+  // Probes: the same health services, in the same order.
+  const chartProbes = [...stsText.matchAll(/^ {10}(\w+Probe):\n {12}grpc:\n[^\n]*\n {14}service: (\S+)$/gm)]
+    .map((m) => [m[1], m[2].replace(/^"(.*)"$/, "$1")]);
+  const baseProbes = ["startupProbe", "livenessProbe", "readinessProbe"].map((n) => [n, container[n].grpc.service]);
+  assert.deepEqual(chartProbes, baseProbes);
+});
+
 test("Chart.yaml, values.yaml and deploy/k8s name the same image and version", () => {
   const chart = project.readYaml(path.join(project.chartDir, "Chart.yaml"));
   const version = project.projectVersion();
