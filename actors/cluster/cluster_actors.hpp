@@ -68,6 +68,9 @@ struct keeper_config {
   std::chrono::milliseconds safety_margin{500};
   /// Longest a holder may take to hand one lease off before it is revoked.
   std::chrono::milliseconds handoff_timeout{10000};
+  /// Hand-offs running at once; the rest wait their turn (each moving
+  /// shard pauses only for its own snapshots, docs/cluster.md).
+  std::size_t parallel_handoffs = 4;
   /// resource -> holder ("shard", "projection/users", ...).
   std::map<std::string, lease_holder_actor> holders;
   /// Receive (view_atom, cluster_view) after every round.

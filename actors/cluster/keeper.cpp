@@ -2,6 +2,7 @@
 
 #include <caf/all.hpp>
 
+#include <deque>
 #include <memory>
 #include <set>
 #include <tuple>
@@ -89,8 +90,13 @@ struct keeper_state {
   bool left_round = false;
   bool in_round = false;
   bool rejoining = false;
-  /// The other nodes were told of a release since the last round.
-  bool nudged = false;
+  /// Another node released leases during a round: run one more after it.
+  bool wake_pending = false;
+  /// Hand-offs waiting for a slot, and how many run (at most
+  /// cfg.parallel_handoffs): a shard's commands wait only for its own
+  /// entities' snapshots, not for those of every shard moving at once.
+  std::deque<lease_grant> handoff_queue;
+  std::size_t handoffs_running = 0;
   member_state state = member_state::joining;
   cluster_view view;
   std::vector<join_waiter> join_waiters;
@@ -144,8 +150,9 @@ void release(pointer self, const lease_grant& g) {
           st.held.erase(it);
         st.released.emplace(g.resource, g.part, g.epoch);
         log_debug(component, "released " + label(g));
-        if (!st.nudged && st.cfg.nudge) {
-          st.nudged = true;
+        // Every release, at once: the new owner takes it in the round this
+        // starts instead of waiting for its timer (receivers coalesce).
+        if (st.cfg.nudge) {
           caf::anon_send(st.cfg.nudge, round_atom::value);
         }
         check_waiters(self);
@@ -161,27 +168,61 @@ void release(pointer self, const lease_grant& g) {
       });
 }
 
+void start_hand_off(pointer self, const lease_grant& g);
+
+/// Starts queued hand-offs while slots are free; skips leases lost while
+/// they waited.
+void pump_hand_offs(pointer self) {
+  auto& st = self->state;
+  while (st.handoffs_running < st.cfg.parallel_handoffs
+         && !st.handoff_queue.empty()) {
+    auto g = st.handoff_queue.front();
+    st.handoff_queue.pop_front();
+    auto it = st.held.find({g.resource, g.part});
+    if (it == st.held.end() || it->second.epoch != g.epoch
+        || !it->second.handing_off)
+      continue;
+    start_hand_off(self, g);
+  }
+}
+
+void start_hand_off(pointer self, const lease_grant& g) {
+  auto& st = self->state;
+  auto holder = holder_of(self, g.resource);
+  if (!holder) {
+    release(self, g);
+    return;
+  }
+  ++st.handoffs_running;
+  log_debug(component, "handing off " + label(g));
+  auto done = [=] {
+    --self->state.handoffs_running;
+    pump_hand_offs(self);
+  };
+  self->request(holder, st.cfg.handoff_timeout, handoff_atom::value, g)
+    .then(
+      [=](bool) {
+        release(self, g);
+        done();
+      },
+      [=](caf::error& err) {
+        log_warn(component, "hand-off of " + label(g) + " failed ("
+                              + self->system().render(err)
+                              + "); stopping it at once");
+        revoke(self, g);
+        release(self, g);
+        done();
+      });
+}
+
 void hand_off(pointer self, const lease_grant& g) {
   auto& st = self->state;
   auto& h = st.held[{g.resource, g.part}];
   if (h.handing_off)
     return;
   h.handing_off = true;
-  auto holder = holder_of(self, g.resource);
-  if (!holder) {
-    release(self, g);
-    return;
-  }
-  log_debug(component, "handing off " + label(g));
-  self->request(holder, st.cfg.handoff_timeout, handoff_atom::value, g)
-    .then([=](bool) { release(self, g); },
-          [=](caf::error& err) {
-            log_warn(component, "hand-off of " + label(g) + " failed ("
-                                  + self->system().render(err)
-                                  + "); stopping it at once");
-            revoke(self, g);
-            release(self, g);
-          });
+  st.handoff_queue.push_back(g);
+  pump_hand_offs(self);
 }
 
 void revoke_all(pointer self, const std::string& why) {
@@ -224,7 +265,6 @@ void apply_round(pointer self, round_result& r,
     log_info(component, std::string{"this node is "} + to_string(r.state));
   st.state = r.state;
   st.view = std::move(r.view);
-  st.nudged = false;
   if (st.leaving)
     st.left_round = true;
   auto valid_until = started + st.cfg.membership.lease_ttl
@@ -278,8 +318,13 @@ void apply_round(pointer self, round_result& r,
 
 void run_round(pointer self) {
   auto& st = self->state;
-  if (st.in_round || st.rejoining)
+  if (st.in_round) {
+    st.wake_pending = true;
     return;
+  }
+  if (st.rejoining)
+    return;
+  st.wake_pending = false;
   st.in_round = true;
   auto started = clock_type::now();
   self
@@ -289,9 +334,12 @@ void run_round(pointer self) {
       [=](round_result& r) {
         self->state.in_round = false;
         apply_round(self, r, started);
+        if (self->state.wake_pending)
+          run_round(self);
       },
       [=](caf::error& err) {
         self->state.in_round = false;
+        self->state.wake_pending = false;
         log_warn(component, "membership round failed: "
                               + self->system().render(err));
       });
