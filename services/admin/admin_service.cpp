@@ -287,6 +287,11 @@ reactor* admin_service::ReadStream(ctx* c, const buf* request,
     auto limit = req->limit() == 0 ? 100 : req->limit();
     pqxx::connection conn{db_url_};
     pqxx::read_transaction tx{conn};
+    resp->set_last_seq_nr(
+      tx.exec_params1("SELECT coalesce(max(seq_nr), 0) FROM events"
+                      " WHERE persistence_id = $1",
+                      "user|" + req->user_id())[0]
+        .as<int64_t>());
     for (const auto& row : tx.exec_params(
            "SELECT global_position, seq_nr, event_type, event_version,"
            "       payload, coalesce(command_id, ''),"
