@@ -106,7 +106,11 @@ void progress_meter::update(int64_t done, int64_t total,
 void progress_meter::finish(const std::string& message) {
   if (terminal_ && drawn_)
     out_ << "\r\033[K";
-  out_ << message << std::endl;
+  drawn_ = false;
+  if (message.empty())
+    out_ << std::flush;
+  else
+    out_ << message << std::endl;
 }
 
 } // namespace shoutflow::ctl

@@ -48,7 +48,8 @@ public:
 
   /// A new sample: `done` of `total` units, in `state`.
   void update(int64_t done, int64_t total, const std::string& state);
-  /// Ends the progress display with `message` on a line of its own.
+  /// Ends the progress display (erases the bar on a terminal) with
+  /// `message` on a line of its own, if not empty.
   void finish(const std::string& message);
 
 private:

@@ -55,6 +55,7 @@ exit_code follow(const global_options& g, admin_client& client,
         std::this_thread::sleep_for(poll_every);
         continue;
       }
+      meter.finish("");
       std::cerr << "shoutflowctl: rebuild: lost track of " << projection
                 << " generation " << generation
                 << "; it may still be running (see 'shoutflowctl "
@@ -79,13 +80,14 @@ exit_code follow(const global_options& g, admin_client& client,
     }
     if (gen == nullptr) {
       auto live = live_generation(status, projection);
-      if (!json)
-        meter.finish("");
+      meter.finish("");
       return fail(name, exit_code::failed,
                   projection + " generation " + std::to_string(generation)
-                    + " was abandoned before it went live (its builder "
-                      "stopped?); the live generation is "
-                    + (live ? std::to_string(*live) : std::string{"none"}));
+                    + " was abandoned before it went live; the live "
+                      "generation is "
+                    + (live ? std::to_string(*live) : std::string{"none"})
+                    + " (a builder that stopped is abandoned by the next "
+                      "node start: run the rebuild again)");
     }
     if (!json)
       meter.update(gen->events_applied(),

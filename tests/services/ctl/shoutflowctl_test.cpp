@@ -517,6 +517,30 @@ TEST_F(shoutflowctl_test, rebuild_follows_to_live_with_plain_lines_on_a_pipe) {
   EXPECT_THAT(r.out, IsEmpty());
 }
 
+// A rebuild whose generation is abandoned before it goes live (what a node
+// starting after the builder died does to it) exits 5. The abandonment is
+// made deterministic by a trigger that records every new build as retired
+// at once: the node still builds it, the swap refuses a retired
+// generation, and the CLI must notice instead of following forever.
+TEST_F(shoutflowctl_test, an_abandoned_rebuild_exits_5) {
+  ok(register_user(cid(), "alice", "alice"));
+  db_.exec("CREATE FUNCTION abandon_builds() RETURNS trigger AS $$"
+           " BEGIN"
+           "   IF NEW.state = 'building' THEN NEW.state := 'retired'; END IF;"
+           "   RETURN NEW;"
+           " END $$ LANGUAGE plpgsql;"
+           "CREATE TRIGGER abandon_builds BEFORE INSERT"
+           "  ON projection_generations"
+           "  FOR EACH ROW EXECUTE FUNCTION abandon_builds()");
+  auto r = ctl({"rebuild", "users"});
+  EXPECT_EQ(r.exit_code, 5) << show(r);
+  EXPECT_THAT(r.err, HasSubstr("users generation 2 was abandoned before it "
+                               "went live; the live generation is 1"));
+  r = ctl({"rebuild", "shouts", "--output", "json"});
+  EXPECT_EQ(r.exit_code, 5) << show(r);
+  EXPECT_THAT(r.out, IsEmpty());
+}
+
 TEST_F(shoutflowctl_test, rebuild_on_a_terminal_draws_a_bar_with_an_eta) {
   populate();
 
