@@ -12,11 +12,12 @@ namespace shoutflow::ctl {
 
 namespace {
 
-std::string to_json(const google::protobuf::Message& message, bool indent) {
+std::string to_json(const google::protobuf::Message& message, bool indent,
+                    bool defaults) {
   google::protobuf::util::JsonPrintOptions options;
   options.add_whitespace = indent;
   options.preserve_proto_field_names = true;
-  options.always_print_primitive_fields = true;
+  options.always_print_primitive_fields = defaults;
   std::string out;
   // Our own messages always convert; a failure would be a protobuf bug.
   auto status = google::protobuf::util::MessageToJsonString(message, &out,
@@ -29,14 +30,14 @@ std::string to_json(const google::protobuf::Message& message, bool indent) {
 } // namespace
 
 void print_json(std::ostream& out, const google::protobuf::Message& message) {
-  auto text = to_json(message, true);
+  auto text = to_json(message, true, true);
   out << text;
   if (text.empty() || text.back() != '\n')
     out << "\n";
 }
 
 std::string compact_json(const google::protobuf::Message& message) {
-  return to_json(message, false);
+  return to_json(message, false, false);
 }
 
 std::string format_time(const google::protobuf::Timestamp& t) {

@@ -16,7 +16,8 @@ namespace shoutflow::ctl {
 /// `message` as one indented JSON document and a newline.
 void print_json(std::ostream& out, const google::protobuf::Message& message);
 
-/// `message` as one line of compact JSON (no newline).
+/// `message` as one line of compact JSON (no newline), without the fields
+/// that hold their default value: for people to read inside a table.
 std::string compact_json(const google::protobuf::Message& message);
 
 /// RFC 3339 in UTC with milliseconds ("2026-12-04T16:02:03.123Z"); "-" when

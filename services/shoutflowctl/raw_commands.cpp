@@ -54,14 +54,17 @@ const MethodDescriptor* find_method(const std::string& spec) {
   return nullptr;
 }
 
-/// The port a service listens on by default (shared/API.md).
-std::string default_address(const ServiceDescriptor* service) {
+/// Without --address: $SHOUTFLOW_ADDRESS, else the admin address of the
+/// other subcommands for AdminService methods, else the service's default
+/// port (shared/API.md).
+std::string default_address(const ServiceDescriptor* service,
+                            const global_options& g) {
   if (auto* env = std::getenv("SHOUTFLOW_ADDRESS"); env && *env)
     return env;
+  if (service->name() == "AdminService")
+    return g.address;
   if (service->name() == "QueryService")
     return "127.0.0.1:50052";
-  if (service->name() == "AdminService")
-    return "127.0.0.1:50053";
   return "127.0.0.1:50051";
 }
 
@@ -137,7 +140,7 @@ exit_code run_call(const global_options& g, const parsed_args& args) {
   std::unique_ptr<Message> response(
     factory->GetPrototype(method->output_type())->New());
   auto address = g.address_from_flag ? g.address
-                                     : default_address(method->service());
+                                     : default_address(method->service(), g);
   auto status = invoke(address, g.timeout, method, *request, response.get());
   if (!status.ok())
     return report(call_name, address, status);
@@ -177,7 +180,8 @@ command_spec call_command() {
       "\"alice\"}'); empty by default. The reply is printed in text format\n"
       "(or as JSON). Without --address the port follows the service:\n"
       "$SHOUTFLOW_ADDRESS, else 127.0.0.1:50051 (CommandService), :50052\n"
-      "(QueryService) or :50053 (AdminService).";
+      "(QueryService), or for AdminService methods the address the other\n"
+      "subcommands use ($SHOUTFLOW_ADMIN_ADDRESS, else :50053).";
   c.positionals = {"METHOD"};
   c.optional_positionals = {"REQUEST"};
   c.run = run_call;

@@ -42,6 +42,13 @@ exit_code run(const global_options& g, const parsed_args& args) {
   if (events.last_seq_nr() == 0)
     return fail(name, exit_code::not_found,
                 "no user '" + user + "' (USER: its stream has no events)");
+  // Paging hint, not data: on stderr, in either format.
+  int64_t shown_to = events.events_size() > 0
+                       ? events.events(events.events_size() - 1).seq_nr()
+                       : *from - 1;
+  if (shown_to < events.last_seq_nr())
+    std::cerr << "(" << events.last_seq_nr() - shown_to
+              << " more; next page: --from " << shown_to + 1 << ")\n";
   if (g.output == output_format::json) {
     print_json(std::cout, events);
     return exit_code::ok;
@@ -56,13 +63,6 @@ exit_code run(const global_options& g, const parsed_args& args) {
                   : ""),
            e.command_id().empty() ? "-" : e.command_id(), payload_of(e)});
   t.print(std::cout);
-  int64_t shown_to = events.events_size() > 0
-                       ? events.events(events.events_size() - 1).seq_nr()
-                       : *from - 1;
-  // Paging hint, not data: on stderr.
-  if (shown_to < events.last_seq_nr())
-    std::cerr << "(" << events.last_seq_nr() - shown_to
-              << " more; next page: --from " << shown_to + 1 << ")\n";
   return exit_code::ok;
 }
 
