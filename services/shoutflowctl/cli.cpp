@@ -91,7 +91,7 @@ void print_tool_help(std::ostream& out) {
          "  2  usage error, or INVALID_ARGUMENT from the server\n"
          "  3  unreachable: no connection, UNAVAILABLE or DEADLINE_EXCEEDED "
          "(retry may help)\n"
-         "  4  not found: unknown user, projection or dead letter\n"
+         "  4  not found: unknown user or projection, NOT_FOUND from the node\n"
          "  5  the operation did not succeed (rebuild abandoned, retried dead "
          "letter failed again)\n\n"
          "Run 'shoutflowctl SUBCOMMAND --help' for a subcommand's details; "
@@ -150,6 +150,148 @@ bool apply_global(const std::string& where, const std::string& name,
   return true;
 }
 
+/// The command line being parsed, front to back.
+class command_line {
+public:
+  explicit command_line(std::vector<std::string> args)
+    : args_(std::move(args)) {}
+
+  /// --help or -h was seen anywhere.
+  bool help = false;
+
+  bool at_end() const { return next_ >= args_.size(); }
+
+  /// Global flags before the subcommand's name.
+  exit_code globals_before_subcommand(global_options& g) {
+    for (; !at_end() && is_flag(args_[next_]); ++next_) {
+      auto [name, inline_value] = split_flag(args_[next_]);
+      if (name == "--help" || name == "-h") {
+        help = true;
+        continue;
+      }
+      auto* f = find_flag(global_flags(), name);
+      if (f == nullptr)
+        return usage_error("", "unknown flag '" + name + "'");
+      std::string value;
+      if (auto r = take_value("", *f, inline_value, value); r != exit_code::ok)
+        return r;
+      if (!apply_global("", name, value, g))
+        return exit_code::usage;
+    }
+    return exit_code::ok;
+  }
+
+  /// `help SUBCOMMAND` is `SUBCOMMAND --help`; a bare `help` leaves
+  /// nothing to parse.
+  void rewrite_help_subcommand() {
+    if (args_[next_] != "help")
+      return;
+    ++next_;
+    help = help || !at_end();
+  }
+
+  /// The subcommand (a group such as "dead-letters" takes its action from
+  /// the next word). `spec` stays null when a group's help was printed.
+  exit_code pick_command(const command_spec*& spec) {
+    auto word = args_[next_++];
+    auto group = group_of(word);
+    if (group.empty())
+      return usage_error("", "unknown subcommand '" + word + "'");
+    if (group.size() == 1 && group[0]->name == word) {
+      spec = group[0];
+      return exit_code::ok;
+    }
+    std::string action = !at_end() && !is_flag(args_[next_]) ? args_[next_]
+                                                              : "";
+    for (auto* c : group)
+      if (c->name == word + " " + action)
+        spec = c;
+    if (spec != nullptr) {
+      ++next_;
+      return exit_code::ok;
+    }
+    for (auto i = next_; i < args_.size(); ++i)
+      help = help || args_[i] == "--help" || args_[i] == "-h";
+    if (help) {
+      for (auto* c : group) {
+        print_command_help(*c, std::cout);
+        std::cout << "\n";
+      }
+      return exit_code::ok;
+    }
+    std::string actions;
+    for (auto* c : group)
+      actions += (actions.empty() ? "" : ", ") + c->name.substr(word.size() + 1);
+    return usage_error(word, action.empty()
+                               ? "missing action (one of: " + actions + ")"
+                               : "unknown action '" + action + "' (one of: "
+                                   + actions + ")");
+  }
+
+  /// The rest: the subcommand's flags and positionals, and global flags.
+  exit_code command_args(const command_spec& spec, global_options& g,
+                         parsed_args& out) {
+    bool only_positionals = false;
+    for (; !at_end(); ++next_) {
+      auto& a = args_[next_];
+      if (only_positionals || !is_flag(a)) {
+        out.positionals.push_back(a);
+        continue;
+      }
+      if (a == "--") {
+        only_positionals = true;
+        continue;
+      }
+      auto [name, inline_value] = split_flag(a);
+      if (name == "--help" || name == "-h") {
+        help = true;
+        continue;
+      }
+      const flag_spec* f = find_flag(spec.flags, name);
+      bool global = f == nullptr;
+      if (global)
+        f = find_flag(global_flags(), name);
+      if (f == nullptr)
+        return usage_error(spec.name, "unknown flag '" + name + "'");
+      if (f->value_name.empty()) {
+        if (inline_value)
+          return usage_error(spec.name, name + " takes no value");
+        out.switches.insert(name);
+        continue;
+      }
+      std::string value;
+      if (auto r = take_value(spec.name, *f, inline_value, value);
+          r != exit_code::ok)
+        return r;
+      if (!global)
+        out.values[name] = value;
+      else if (!apply_global(spec.name, name, value, g))
+        return exit_code::usage;
+    }
+    return exit_code::ok;
+  }
+
+private:
+  /// A flag's value: after '=' or the next argument (even one that starts
+  /// with '-', so "--interval -1" is refused by name, not as a flag).
+  exit_code take_value(const std::string& where, const flag_spec& f,
+                       const std::optional<std::string>& inline_value,
+                       std::string& value) {
+    if (inline_value) {
+      value = *inline_value;
+      return exit_code::ok;
+    }
+    if (next_ + 1 >= args_.size())
+      return usage_error(where, f.name + " needs a value (" + f.value_name
+                                  + ")");
+    value = args_[++next_];
+    return exit_code::ok;
+  }
+
+  std::vector<std::string> args_;
+  std::size_t next_ = 0;
+};
+
 } // namespace
 
 std::optional<std::string> parsed_args::value(const std::string& flag) const {
@@ -190,6 +332,22 @@ exit_code usage_error(const std::string& subcommand,
   return exit_code::usage;
 }
 
+std::optional<int64_t> parse_int(const std::string& subcommand,
+                                 const std::string& what,
+                                 const std::string& text, int64_t min,
+                                 int64_t max) {
+  errno = 0;
+  char* end = nullptr;
+  auto v = std::strtoll(text.c_str(), &end, 10);
+  if (text.empty() || *end != '\0' || errno != 0 || v < min || v > max) {
+    usage_error(subcommand, what + ": expected an integer from "
+                              + std::to_string(min) + " to "
+                              + std::to_string(max) + ", got '" + text + "'");
+    return std::nullopt;
+  }
+  return v;
+}
+
 std::optional<int64_t> int_flag(const std::string& subcommand,
                                 const parsed_args& args,
                                 const std::string& flag, int64_t fallback,
@@ -197,17 +355,7 @@ std::optional<int64_t> int_flag(const std::string& subcommand,
   auto text = args.value(flag);
   if (!text)
     return fallback;
-  errno = 0;
-  char* end = nullptr;
-  auto v = std::strtoll(text->c_str(), &end, 10);
-  if (text->empty() || *end != '\0' || errno != 0 || v < min || v > max) {
-    usage_error(subcommand, flag + ": expected an integer from "
-                              + std::to_string(min) + " to "
-                              + std::to_string(max) + ", got '" + *text
-                              + "'");
-    return std::nullopt;
-  }
-  return v;
+  return parse_int(subcommand, flag, *text, min, max);
 }
 
 std::optional<std::chrono::milliseconds>
@@ -236,130 +384,25 @@ exit_code run(const std::vector<std::string>& args) {
   global_options g;
   auto* env = std::getenv("SHOUTFLOW_ADMIN_ADDRESS");
   g.address = env != nullptr && *env != '\0' ? env : default_admin_address;
-
-  // Global flags up to the subcommand's name.
-  std::size_t i = 0;
-  bool help = false;
-  for (; i < args.size() && is_flag(args[i]); ++i) {
-    auto [name, inline_value] = split_flag(args[i]);
-    if (name == "--help" || name == "-h") {
-      help = true;
-      continue;
-    }
-    auto* f = find_flag(global_flags(), name);
-    if (f == nullptr)
-      return usage_error("", "unknown flag '" + name + "'");
-    std::string value;
-    if (inline_value)
-      value = *inline_value;
-    else if (i + 1 < args.size())
-      value = args[++i];
-    else
-      return usage_error("", name + " needs a value (" + f->value_name + ")");
-    if (!apply_global("", name, value, g))
-      return exit_code::usage;
+  command_line line{args};
+  if (auto r = line.globals_before_subcommand(g); r != exit_code::ok)
+    return r;
+  if (line.at_end()) {
+    print_tool_help(line.help ? std::cout : std::cerr);
+    return line.help ? exit_code::ok : exit_code::usage;
   }
-  if (i == args.size()) {
-    print_tool_help(help ? std::cout : std::cerr);
-    return help ? exit_code::ok : exit_code::usage;
+  line.rewrite_help_subcommand();
+  if (line.at_end()) {
+    print_tool_help(std::cout);
+    return exit_code::ok;
   }
-  // `help SUBCOMMAND` is `SUBCOMMAND --help`.
-  std::vector<std::string> rest(args.begin() + static_cast<long>(i),
-                                args.end());
-  if (rest[0] == "help") {
-    rest.erase(rest.begin());
-    if (rest.empty()) {
-      print_tool_help(std::cout);
-      return exit_code::ok;
-    }
-    rest.push_back("--help");
-  }
-
-  auto group = group_of(rest[0]);
-  if (group.empty())
-    return usage_error("", "unknown subcommand '" + rest[0] + "'");
   const command_spec* spec = nullptr;
-  std::size_t first_arg = 1;
-  if (group.size() == 1 && group[0]->name == rest[0]) {
-    spec = group[0];
-  } else {
-    // A group ("dead-letters list"): the next word picks the action.
-    std::string action
-      = rest.size() > 1 && !is_flag(rest[1]) ? rest[1] : std::string{};
-    for (auto* c : group)
-      if (c->name == rest[0] + " " + action)
-        spec = c;
-    if (spec == nullptr) {
-      bool wants_help = false;
-      for (auto& a : rest)
-        wants_help = wants_help || a == "--help" || a == "-h";
-      if (wants_help || help) {
-        for (auto* c : group) {
-          print_command_help(*c, std::cout);
-          std::cout << "\n";
-        }
-        return exit_code::ok;
-      }
-      std::string actions;
-      for (auto* c : group)
-        actions += (actions.empty() ? "" : ", ")
-                   + c->name.substr(rest[0].size() + 1);
-      return usage_error(rest[0],
-                         action.empty()
-                           ? "missing action (one of: " + actions + ")"
-                           : "unknown action '" + action + "' (one of: "
-                               + actions + ")");
-    }
-    first_arg = 2;
-  }
-
+  if (auto r = line.pick_command(spec); r != exit_code::ok || spec == nullptr)
+    return r;
   parsed_args parsed;
-  bool only_positionals = false;
-  for (std::size_t k = first_arg; k < rest.size(); ++k) {
-    auto& a = rest[k];
-    if (only_positionals || !is_flag(a)) {
-      parsed.positionals.push_back(a);
-      continue;
-    }
-    if (a == "--") {
-      only_positionals = true;
-      continue;
-    }
-    auto [name, inline_value] = split_flag(a);
-    if (name == "--help" || name == "-h") {
-      help = true;
-      continue;
-    }
-    const flag_spec* f = find_flag(spec->flags, name);
-    bool global = false;
-    if (f == nullptr) {
-      f = find_flag(global_flags(), name);
-      global = f != nullptr;
-    }
-    if (f == nullptr)
-      return usage_error(spec->name, "unknown flag '" + name + "'");
-    if (f->value_name.empty()) {
-      if (inline_value)
-        return usage_error(spec->name, name + " takes no value");
-      parsed.switches.insert(name);
-      continue;
-    }
-    std::string value;
-    if (inline_value)
-      value = *inline_value;
-    else if (k + 1 < rest.size())
-      value = rest[++k];
-    else
-      return usage_error(spec->name,
-                         name + " needs a value (" + f->value_name + ")");
-    if (global) {
-      if (!apply_global(spec->name, name, value, g))
-        return exit_code::usage;
-    } else {
-      parsed.values[name] = value;
-    }
-  }
-  if (help) {
+  if (auto r = line.command_args(*spec, g, parsed); r != exit_code::ok)
+    return r;
+  if (line.help) {
     print_command_help(*spec, std::cout);
     return exit_code::ok;
   }

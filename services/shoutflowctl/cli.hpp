@@ -14,7 +14,7 @@
 //      INVALID_ARGUMENT from the server (which only checks what we pass on)
 //   3  unreachable: no connection, UNAVAILABLE or DEADLINE_EXCEEDED — the
 //      only code where trying again later may help
-//   4  not found: unknown user, projection, dead letter (NOT_FOUND)
+//   4  not found: unknown user or projection, NOT_FOUND from the node
 //   5  the operation ran and did not succeed: a rebuild that was abandoned
 //      before it went live, a retried dead letter that failed again
 // Errors go to stderr as "shoutflowctl: SUBCOMMAND: message", with the gRPC
@@ -107,8 +107,15 @@ exit_code fail(const std::string& subcommand, exit_code code,
 exit_code usage_error(const std::string& subcommand,
                       const std::string& message);
 
-/// Parses an integer flag within [min, max]; nothing (after a usage
-/// message naming the flag) when it is not one.
+/// Parses `text`, the argument `what` ("ID", "--limit"), as an integer
+/// within [min, max]; nothing (after a usage message naming it) when it is
+/// not one.
+std::optional<int64_t> parse_int(const std::string& subcommand,
+                                 const std::string& what,
+                                 const std::string& text, int64_t min,
+                                 int64_t max);
+
+/// parse_int for a flag that may be absent (then `fallback`).
 std::optional<int64_t> int_flag(const std::string& subcommand,
                                 const parsed_args& args,
                                 const std::string& flag, int64_t fallback,

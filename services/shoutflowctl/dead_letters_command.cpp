@@ -68,9 +68,7 @@ exit_code run_list(const global_options& g, const parsed_args& args) {
 }
 
 exit_code run_retry(const global_options& g, const parsed_args& args) {
-  parsed_args as_flag;
-  as_flag.values["ID"] = args.positionals[0];
-  auto id = int_flag(retry_name, as_flag, "ID", 0, 1, INT64_MAX);
+  auto id = parse_int(retry_name, "ID", args.positionals[0], 1, INT64_MAX);
   if (!id)
     return exit_code::usage;
   admin_client client{g};

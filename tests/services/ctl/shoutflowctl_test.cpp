@@ -323,7 +323,10 @@ TEST_F(shoutflowctl_test, cluster_shows_the_member_and_its_shard_map) {
   ASSERT_EQ(expected.members_size(), 1);
   auto& me = expected.members(0);
 
-  auto r = run_ctl({"--address", admin_address(), "cluster"});
+  // --address wins over the environment.
+  loopback_socket closed{false};
+  auto r = run_ctl({"--address", admin_address(), "cluster"},
+                   {{"SHOUTFLOW_ADMIN_ADDRESS", closed.address()}});
   ASSERT_EQ(r.exit_code, 0) << show(r);
   EXPECT_THAT(r.err, IsEmpty());
   auto lines = lines_of(r.out);
