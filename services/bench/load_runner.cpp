@@ -334,7 +334,10 @@ struct load_runner::impl {
         v1::PostShoutRequest req;
         req.set_command_id("ps-" + run_id + "-" + std::to_string(n));
         req.set_user_id(users.user_id(random_user()));
-        req.set_text("shout " + std::to_string(n) + " from shoutflow-bench");
+        // The text of the earlier write_bench, so payloads (and the pgbench
+        // baseline sized after them) stay comparable across runs.
+        req.set_text("shout " + std::to_string(n)
+                     + " from the write benchmark client");
         unary<v1::CommandResult>(
           std::move(req), deadline,
           [&](auto* ctx, auto* rq, auto* rs, auto cb) {
@@ -406,6 +409,9 @@ struct load_runner::impl {
     run_result out;
     auto cpu0 = cpu_seconds();
     run_state st{clock_type::now(), opt.mix};
+    out.started_unix_ms = duration_cast<milliseconds>(
+                            std::chrono::system_clock::now().time_since_epoch())
+                            .count();
     st.open_loop = opt.rate > 0;
     st.window_begin = st.start + duration_cast<nanoseconds>(
                                    duration<double>(opt.warmup_s));

@@ -55,7 +55,9 @@ struct run_result {
   uint64_t sent = 0;          // every request of the run, warm-up included
   double client_cpu_s = 0;    // this process, over the run
   double elapsed_s = 0;       // start of warm-up to the last completion
-  uint64_t still_in_flight = 0;  // not completed when the run gave up waiting
+  /// Wall clock at the start of the load (series t = 0), in ms since the
+  /// epoch: lines events of other processes (a SIGKILL) up with the series.
+  int64_t started_unix_ms = 0;
 };
 
 class load_runner {

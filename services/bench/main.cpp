@@ -46,8 +46,8 @@ int main(int argc, char** argv) {
   r.load_start = load_average();
   r.started_at = utc_timestamp();
 
-  bool writes = mix_writes(opt.mix) || opt.prepare;
-  bool reads = mix_reads(opt.mix) || opt.probe_rate > 0;
+  bool writes = mix_writes(opt.mix) || opt.prepare || opt.ready_only;
+  bool reads = mix_reads(opt.mix) || opt.probe_rate > 0 || opt.ready_only;
   target_pool pool{writes ? opt.command_targets : std::vector<std::string>{},
                    reads ? opt.query_targets : std::vector<std::string>{},
                    opt.channels};
@@ -63,6 +63,8 @@ int main(int argc, char** argv) {
       return 1;
     }
   }
+  if (opt.ready_only)
+    return 0;
 
   load_runner runner{opt, pool};
   if (opt.prepare) {

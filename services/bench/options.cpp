@@ -44,6 +44,8 @@ prepare (idempotent: command ids derive from user ids)
   --prepare-inflight K  requests in flight while preparing (default 64)
   --no-prepare      skip it (the users exist already)
   --prepare-only    prepare, report, and stop
+  --ready-only      wait until every target is ready (--wait-ready), exit 0
+                    when it is, 1 when not; no load, no report
 output
   --run-id STR      part of the load's command ids (default: random)
   --label STR       free text recorded in the report
@@ -110,6 +112,8 @@ options parse_options(int argc, char** argv) {
       o.prepare = false;
     else if (name == "prepare-only")
       o.prepare_only = true;
+    else if (name == "ready-only")
+      o.ready_only = true;
     else if (name == "run-id")
       o.run_id = flag.text();
     else if (name == "label")

@@ -38,6 +38,8 @@ struct options {
   double wait_ready_s = 30;
   bool prepare = true;
   bool prepare_only = false;
+  /// Only wait for the targets to be ready (--wait-ready), then exit.
+  bool ready_only = false;
   /// Requests in flight during the prepare phase.
   int prepare_inflight = 64;
   /// Open loop: bound on requests in flight (memory); reaching it delays

@@ -94,6 +94,7 @@ std::string to_json(const report& r) {
     w.field("mode", o.rate > 0 ? "open" : "closed");
     w.field("warmup_s", o.warmup_s).field("duration_s", o.duration_s);
     w.field("elapsed_s", run.elapsed_s).field("sent", run.sent);
+    w.field("started_unix_ms", run.started_unix_ms);
     w.field("client_cpu_s", run.client_cpu_s);
     w.field("client_cpu_us_per_request",
             run.sent == 0 ? 0.0 : 1e6 * run.client_cpu_s

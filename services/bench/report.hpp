@@ -8,6 +8,7 @@
 //   prepare      phases [{name, requests, duplicates, failed, seconds}],
 //                read_wait_s, ok
 //   run          mode (closed|open), warmup_s, duration_s, elapsed_s,
+//                started_unix_ms (wall clock at series t = 0),
 //                sent (every request, warm-up and probes included),
 //                client_cpu_s, client_cpu_us_per_request
 //   totals       ok, errors, throughput (ok per measured second),
