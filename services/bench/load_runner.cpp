@@ -114,7 +114,7 @@ struct load_runner::impl {
     while (pos > seen && !max_position.compare_exchange_weak(seen, pos))
       ;
     if (!r.shout_id().empty())
-      shouts.add(r.shout_id());
+      shouts.add(r.shout_id(), r.global_position());
   }
 
   int random_user() {
@@ -346,7 +346,7 @@ struct load_runner::impl {
           [this, &st, finish](const grpc::Status& s, auto&,
                               const v1::CommandResult& r) {
             if (s.ok()) {
-              shouts.add(r.shout_id());
+              shouts.add(r.shout_id(), r.global_position());
               maybe_probe(st, r, clock_type::now());
             }
             finish(s.ok(), s.error_code());
@@ -369,7 +369,10 @@ struct load_runner::impl {
       }
       case op_kind::get_shout: {
         v1::GetShoutRequest req;
-        req.set_shout_id(shouts.any(rng).value_or(""));
+        if (auto shout = shouts.any(rng)) {
+          req.set_shout_id(shout->id);
+          req.set_min_position(shout->position);
+        }
         unary<v1::ShoutView>(
           std::move(req), deadline,
           [&](auto* ctx, auto* rq, auto* rs, auto cb) {

@@ -106,17 +106,17 @@ op_kind op_picker::pick(std::mt19937_64& rng) const {
   return weights_.back().first;
 }
 
-void shout_ids::add(const std::string& id) {
+void shout_ids::add(const std::string& id, int64_t position) {
   std::lock_guard<std::mutex> guard{mu_};
   if (ids_.size() < capacity_) {
-    ids_.push_back(id);
+    ids_.push_back({id, position});
   } else {
-    ids_[next_] = id;
+    ids_[next_] = {id, position};
     next_ = (next_ + 1) % capacity_;
   }
 }
 
-std::optional<std::string> shout_ids::any(std::mt19937_64& rng) {
+std::optional<known_shout> shout_ids::any(std::mt19937_64& rng) {
   std::lock_guard<std::mutex> guard{mu_};
   if (ids_.empty())
     return std::nullopt;

@@ -65,21 +65,30 @@ private:
   int total_ = 0;
 };
 
-/// Shout ids seen by this run: a bounded ring, newest overwriting oldest,
-/// shared by every callback thread.
+/// A shout this run created and the global position of its write.
+struct known_shout {
+  std::string id;
+  int64_t position = 0;
+};
+
+/// Shouts created by this run: a bounded ring, newest overwriting oldest,
+/// shared by every callback thread. GetShout reads one with min_position =
+/// its position, as a client that learnt the id from its own write would
+/// (without it, a shout acknowledged a moment ago is NOT_FOUND until the
+/// projection has it: read-your-writes is on request, DESIGN.md G6).
 class shout_ids {
 public:
   explicit shout_ids(std::size_t capacity = 65536) : capacity_(capacity) {}
-  void add(const std::string& id);
-  /// A random known id; nullopt while none is known.
-  std::optional<std::string> any(std::mt19937_64& rng);
+  void add(const std::string& id, int64_t position);
+  /// A random known shout; nullopt while none is known.
+  std::optional<known_shout> any(std::mt19937_64& rng);
   std::size_t size();
 
 private:
   std::mutex mu_;
   std::size_t capacity_;
   std::size_t next_ = 0;
-  std::vector<std::string> ids_;
+  std::vector<known_shout> ids_;
 };
 
 /// The user ids, handles and follow targets of the prepare phase. Every id

@@ -84,8 +84,13 @@ int64_t histogram::percentile(double q) const {
   uint64_t seen = 0;
   for (std::size_t i = 0; i < counts_.size(); ++i) {
     seen += counts_[i];
-    if (seen >= rank)
+    if (seen >= rank) {
+      // The last bucket also holds everything above max_value: its highest
+      // value is then only known as max_.
+      if (i + 1 == counts_.size())
+        return max_;
       return std::clamp(highest_in(i), min_, max_);
+    }
   }
   return max_;
 }

@@ -98,18 +98,18 @@ protected:
   void SetUp() override {
     ASSERT_FALSE(bench_binary().empty())
       << "SHOUTFLOW_BENCH must name the shoutflow-bench binary (ctest sets it)";
-    node_ = std::make_unique<testing::test_node>(
-      db_.url(), [](node::node_config& cfg) { testing::with_read_side(cfg); });
+    node_ = std::make_unique<shoutflow::testing::test_node>(
+      db_.url(), [](node::node_config& cfg) { shoutflow::testing::with_read_side(cfg); });
   }
 
   std::string targets() const {
-    auto& n = const_cast<testing::test_node&>(*node_).get();
+    auto& n = const_cast<shoutflow::testing::test_node&>(*node_).get();
     return "--targets 127.0.0.1:" + std::to_string(n.command_port())
            + " --query-targets 127.0.0.1:" + std::to_string(n.query_port());
   }
 
-  testing::test_database db_;
-  std::unique_ptr<testing::test_node> node_;
+  shoutflow::testing::test_database db_;
+  std::unique_ptr<shoutflow::testing::test_node> node_;
 };
 
 } // namespace
