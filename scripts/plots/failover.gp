@@ -11,6 +11,8 @@ set y2label "p99 latency of the second (ms)"
 set ytics nomirror
 set y2tics
 set grid
+set yrange [0:*]
+set y2range [0:*]
 set key top right
 set datafile missing "NaN"
 set arrow from kill_at, graph 0 to kill_at, graph 1 nohead linecolor "red" linewidth 2

@@ -11,6 +11,8 @@ set y2label "commands/s"
 set ytics nomirror
 set y2tics
 set grid
+set yrange [0:*]
+set y2range [0:*]
 set key top left
 set datafile missing "NaN"
 set arrow from warmup, graph 0 to warmup, graph 1 nohead dashtype 2

@@ -1,8 +1,9 @@
 // What the benchmark programs in tests/bench/ share with shoutflow-bench:
 // the command line (services/bench/lib/flags.hpp: flags, --help, usage
 // errors with exit status 2), the machine facts and client CPU time
-// (machine.hpp) and latency percentiles from the log-linear histogram
-// (histogram.hpp), so every figure in docs/benchmarks.md is computed one way.
+// (machine.hpp), JSON literals (json_writer.hpp) and latency percentiles
+// from the log-linear histogram (histogram.hpp), so every figure in
+// docs/benchmarks.md is computed one way.
 
 #pragma once
 
@@ -11,6 +12,7 @@
 
 #include "services/bench/lib/flags.hpp"
 #include "services/bench/lib/histogram.hpp"
+#include "services/bench/lib/json_writer.hpp"
 #include "services/bench/lib/machine.hpp"
 
 namespace shoutflow::bench {

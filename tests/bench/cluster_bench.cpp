@@ -292,29 +292,14 @@ std::string read_file(const std::string& path) {
   return out.str();
 }
 
-// -- JSON (just enough to write it) -------------------------------------------
+// -- JSON (just enough to write it; literals from the bench library) ---------
 
 std::string jstr(const std::string& s) {
-  std::string out = "\"";
-  for (unsigned char c : s) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += static_cast<char>(c);
-    } else if (c < 0x20) {
-      out += format("\\u%04x", c);
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  return out + "\"";
+  return bench::json_quote(s);
 }
 
 std::string jnum(double x) {
-  if (!std::isfinite(x))
-    return "null";
-  if (x == std::floor(x) && std::fabs(x) < 1e15)
-    return format("%.0f", x);
-  return format("%.6g", x);
+  return bench::json_number(x);
 }
 
 /// A JSON object whose members keep their insertion order.
@@ -371,22 +356,13 @@ std::string percentiles_text(const bench::percentiles& p) {
 // -- the machine --------------------------------------------------------------
 
 std::string loadavg() {
-  std::istringstream in{read_file("/proc/loadavg")};
-  std::string a, b, c;
-  in >> a >> b >> c;
-  return a + " " + b + " " + c;
+  auto avg = bench::load_average();
+  return format("%.2f %.2f %.2f", avg[0], avg[1], avg[2]);
 }
 
 std::string cpu_model() {
-  std::istringstream in{read_file("/proc/cpuinfo")};
-  std::string line;
-  while (std::getline(in, line))
-    if (line.rfind("model name", 0) == 0) {
-      auto colon = line.find(':');
-      if (colon != std::string::npos)
-        return line.substr(line.find_first_not_of(' ', colon + 1));
-    }
-  return "unknown";
+  auto model = bench::read_machine().cpu_model;
+  return model.empty() ? "unknown" : model;
 }
 
 /// Machine-wide CPU time from /proc/stat (ticks): busy and total.

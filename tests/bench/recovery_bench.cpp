@@ -51,6 +51,7 @@
 #include "actors/journal/pg_session.hpp"
 #include "actors/user/user_codec.hpp"
 #include "actors/user/user_domain.hpp"
+#include "tests/bench/bench_support.hpp"
 #include "tests/support/test_db.hpp"
 #include "tests/support/test_node.hpp"
 
@@ -362,13 +363,13 @@ void pure_fold(benchmark::State& state, const subject* s,
   state.counters["events"] = static_cast<double>(data.events.size());
 }
 
-/// The q-quantile (nearest rank) of `v`; 0 for no samples.
-double quantile(std::vector<double> v, double q) {
-  if (v.empty())
-    return 0;
-  std::sort(v.begin(), v.end());
-  auto rank = static_cast<std::size_t>(q * static_cast<double>(v.size()));
-  return v[std::min(rank, v.size() - 1)];
+/// The q-quantile (nearest rank) of `v`, in ms, through the bench histogram
+/// that every benchmark's percentiles come from; 0 for no samples.
+double quantile(const std::vector<double>& v, double q) {
+  bench::histogram h;
+  for (double ms : v)
+    h.record(static_cast<int64_t>(ms * 1e6));
+  return static_cast<double>(h.percentile(q)) / 1e6;
 }
 
 } // namespace

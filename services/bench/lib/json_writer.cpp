@@ -68,37 +68,49 @@ json_writer& json_writer::key(const std::string& k) {
     out_ += ',';
   stack_.back().second = true;
   newline();
-  append_string(k);
+  out_ += json_quote(k);
   out_ += indent_ ? ": " : ":";
   after_key_ = true;
   return *this;
 }
 
-void json_writer::append_string(const std::string& s) {
-  out_ += '"';
+std::string json_quote(const std::string& s) {
+  std::string out = "\"";
   for (unsigned char c : s) {
     switch (c) {
-      case '"': out_ += "\\\""; break;
-      case '\\': out_ += "\\\\"; break;
-      case '\n': out_ += "\\n"; break;
-      case '\r': out_ += "\\r"; break;
-      case '\t': out_ += "\\t"; break;
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
       default:
         if (c < 0x20) {
           char buf[8];
           std::snprintf(buf, sizeof buf, "\\u%04x", c);
-          out_ += buf;
+          out += buf;
         } else {
-          out_ += static_cast<char>(c);
+          out += static_cast<char>(c);
         }
     }
   }
-  out_ += '"';
+  out += '"';
+  return out;
+}
+
+std::string json_number(double x) {
+  if (!std::isfinite(x))
+    return "null";
+  char buf[32];
+  if (x == std::floor(x) && std::fabs(x) < 1e15)
+    std::snprintf(buf, sizeof buf, "%.0f", x);
+  else
+    std::snprintf(buf, sizeof buf, "%.10g", x);
+  return buf;
 }
 
 json_writer& json_writer::value(const std::string& s) {
   before_value();
-  append_string(s);
+  out_ += json_quote(s);
   return *this;
 }
 
@@ -108,13 +120,7 @@ json_writer& json_writer::value(const char* s) {
 
 json_writer& json_writer::value(double x) {
   before_value();
-  if (!std::isfinite(x)) {
-    out_ += "null";
-    return *this;
-  }
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.10g", x);
-  out_ += buf;
+  out_ += json_number(x);
   return *this;
 }
 

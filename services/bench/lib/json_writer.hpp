@@ -11,6 +11,12 @@
 
 namespace shoutflow::bench {
 
+/// A string as a JSON string literal (quotes included, escaped per RFC 8259).
+std::string json_quote(const std::string& s);
+/// A number as JSON: whole numbers below 1e15 without a fraction, others
+/// with 10 significant digits; null when not finite.
+std::string json_number(double x);
+
 class json_writer {
 public:
   explicit json_writer(bool indent = true) : indent_(indent) {}
@@ -45,7 +51,6 @@ public:
 private:
   void before_value();
   void newline();
-  void append_string(const std::string& s);
 
   bool indent_;
   std::string out_;
