@@ -3,7 +3,7 @@
 // phase registers.
 //
 // Mixes (weights per 100 picks unless said):
-//   write         PostShout only: the write path's load (write_bench's).
+//   write         PostShout only: the write path's load (the earlier write_bench's).
 //   timeline      a read-heavy mix after Twitter's: per PostShout, 50 reads
 //                 (GetTimeline page of 20 x 30, GetUser x 10, GetShout x 10).
 //   post          PostShout (the same as write; kept for symmetry).

@@ -823,7 +823,7 @@ struct load_result {
 };
 
 /// PostShout load over the CommandServices of several nodes, with the gRPC
-/// callback API (like write_bench): closed loop (chain k always uses node
+/// callback API (like shoutflow-bench): closed loop (chain k always uses node
 /// k mod n) or open loop (request i goes to node i mod n), latency from
 /// the intended send time (no coordinated omission). Requests are not
 /// retried: in a steady cluster nothing should fail, and errors are

@@ -9,7 +9,7 @@
 //                        [--lag-rate=R] [--settle=SECONDS]
 //
 // Users are `<prefix><i>` for i in [0, N) (default "bench-user-", as
-// write_bench and rebuild_bench --mode=generate name them).
+// shoutflow-bench and rebuild_bench --mode=generate name them).
 //
 // timeline, user (closed loop): exactly K requests (default 64) in flight
 //   for warm-up + duration seconds over uniformly random users: GetTimeline
@@ -43,7 +43,7 @@
 //   bracket commit -> visible; both are reported (p50/p99/max), with each
 //   projection's share and the count of posts never seen within `settle`
 //   seconds after the run (default 5). The probe's own write load (R/s) is
-//   small beside the write load the caller runs meanwhile (write_bench).
+//   small beside the write load the caller runs meanwhile (shoutflow-bench).
 //
 // Output: a human summary and one machine-readable line,
 //   RESULT mode=timeline|user|floor inflight=K users=N seconds=D ok=.. errors=..

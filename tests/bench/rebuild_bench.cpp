@@ -23,8 +23,8 @@
 //           journal's columns (chunks of 5,000 rows, one transaction each),
 //           with the claims it makes, so the projections apply all of them
 //           and the entities recover from them. Users are `<prefix><i>`
-//           (default "bench-user-", handle "b<i>"), as write_bench names them,
-//           so write_bench --no-register can load the same node afterwards.
+//           (default "bench-user-", handle "b<i>"), as shoutflow-bench names them,
+//           so shoutflow-bench --no-prepare can load the same node afterwards.
 //           Ends with VACUUM ANALYZE of events and claims.
 // scan      The raw read cost of the log, in the readers' order:
 //           (a) one SELECT of every row ORDER BY tx_id, global_position (the
@@ -297,7 +297,7 @@ private:
     v1::UserCommand c;
     auto* r = c.mutable_register_user();
     auto id = user_id(i);
-    r->set_command_id("reg-" + id); // what write_bench would have used
+    r->set_command_id("reg-" + id); // what shoutflow-bench uses
     r->set_user_id(id);
     r->set_handle("b" + std::to_string(i));
     r->set_display_name("Bench User " + std::to_string(i));
