@@ -13,6 +13,8 @@
 #include <cstdio>
 #include <filesystem>
 #include <memory>
+#include <optional>
+#include <regex>
 #include <set>
 #include <sstream>
 #include <string>
@@ -271,6 +273,52 @@ TEST_F(prometheus_test, the_rules_file_is_valid_and_every_rule_evaluates) {
     },
     30s, 250ms))
     << last;
+}
+
+// Last: it kills and restarts a node (gtest runs a file's tests in order).
+TEST_F(prometheus_test, a_fail_over_and_the_hand_off_back_are_timed) {
+  auto ttl_seconds = cluster_->options().lease_ttl.count() / 1000.0;
+  auto value_of = [&](const std::string& expr) -> std::optional<double> {
+    auto r = prometheus_->query(expr);
+    static const std::regex value_re{R"re("value":\[[0-9.]+,"([^"]+)"\])re"};
+    std::smatch m;
+    if (!std::regex_search(r.body, m, value_re))
+      return std::nullopt;
+    return std::stod(m[1].str());
+  };
+  auto count_of = [&](const std::string& family) {
+    return value_of("sum(" + family + "_count)").value_or(-1);
+  };
+  ASSERT_TRUE(wait_until([&] { return count_of("shoutflow_cluster_failover_seconds") >= 0; },
+                         30s, 200ms));
+  auto failovers = count_of("shoutflow_cluster_failover_seconds");
+  auto handoffs = count_of("shoutflow_cluster_handoff_seconds");
+
+  cluster_->kill(2);
+  // The survivors take node 2's leases once they expire, and time it from
+  // node 2's last renewal: at least the TTL.
+  EXPECT_TRUE(wait_until(
+    [&] { return count_of("shoutflow_cluster_failover_seconds") > failovers; },
+    60s, 250ms))
+    << prometheus_->query("shoutflow_cluster_failover_seconds_count").body;
+  auto mean = value_of(
+    "sum(shoutflow_cluster_failover_seconds_sum) / "
+    "sum(shoutflow_cluster_failover_seconds_count)");
+  ASSERT_TRUE(mean.has_value());
+  EXPECT_GE(*mean, ttl_seconds - 0.1);
+  EXPECT_LT(*mean, ttl_seconds + 30);
+
+  // Back again: the survivors hand its share off to it, gracefully.
+  ASSERT_TRUE(cluster_->start(2));
+  ASSERT_TRUE(cluster_->wait_ready(2, 60s));
+  ASSERT_TRUE(cluster_->wait_cluster_settled(60s));
+  EXPECT_TRUE(wait_until(
+    [&] { return count_of("shoutflow_cluster_handoff_seconds") > handoffs; },
+    30s, 250ms))
+    << prometheus_->query("shoutflow_cluster_handoff_seconds_count").body;
+  EXPECT_TRUE(wait_until(
+    [&] { return instances_of("shoutflow_build_info") == targets(); }, 30s,
+    250ms));
 }
 
 } // namespace
