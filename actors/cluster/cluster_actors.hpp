@@ -27,6 +27,7 @@
 #include <string>
 #include <vector>
 
+#include "actors/cluster/cluster_metrics.hpp"
 #include "actors/cluster/cluster_types.hpp"
 #include "actors/cluster/membership.hpp"
 #include "actors/common/atoms.hpp"
@@ -78,6 +79,8 @@ struct keeper_config {
   /// Told (round_atom) when this node released leases, to make the other
   /// nodes take them at once (the peers actor; may be invalid).
   caf::actor nudge;
+  /// Optional; outlives the keeper.
+  cluster_metrics* metrics = nullptr;
 };
 
 /// Spawns the keeper and its worker. The node must have joined (the

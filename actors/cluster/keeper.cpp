@@ -138,7 +138,29 @@ void check_waiters(pointer self) {
   }
 }
 
-void release(pointer self, const lease_grant& g) {
+/// The leases held here, by resource, into the owned gauges.
+void count_owned(pointer self) {
+  auto* m = self->state.cfg.metrics;
+  if (m == nullptr)
+    return;
+  std::map<std::string, int> owned;
+  for (auto& [key, h] : self->state.held)
+    ++owned[key.first];
+  m->shards_owned.Set(owned[shard_resource]);
+  for (auto& [resource, holder] : self->state.cfg.holders)
+    if (!projection_of(resource).empty())
+      m->partitions_owned(resource).Set(owned[resource]);
+}
+
+void lost(pointer self, std::size_t n) {
+  if (auto* m = self->state.cfg.metrics; m != nullptr && n > 0)
+    m->leases_lost.Increment(static_cast<double>(n));
+}
+
+/// `handoff_started`: when its hand-off was asked for (epoch: not a
+/// hand-off).
+void release(pointer self, const lease_grant& g,
+             clock_type::time_point handoff_started = {}) {
   auto& st = self->state;
   self
     ->request(st.worker, st.cfg.membership.lease_ttl, release_atom::value, g)
@@ -150,6 +172,12 @@ void release(pointer self, const lease_grant& g) {
           st.held.erase(it);
         st.released.emplace(g.resource, g.part, g.epoch);
         log_debug(component, "released " + label(g));
+        if (st.cfg.metrics != nullptr
+            && handoff_started != clock_type::time_point{})
+          st.cfg.metrics->handoff_seconds.Observe(
+            std::chrono::duration<double>(clock_type::now() - handoff_started)
+              .count());
+        count_owned(self);
         // Every release, at once: the new owner takes it in the round this
         // starts instead of waiting for its timer (receivers coalesce).
         if (st.cfg.nudge) {
@@ -199,13 +227,16 @@ void start_hand_off(pointer self, const lease_grant& g) {
     --self->state.handoffs_running;
     pump_hand_offs(self);
   };
+  auto started = clock_type::now();
   self->request(holder, st.cfg.handoff_timeout, handoff_atom::value, g)
     .then(
       [=](bool) {
-        release(self, g);
+        release(self, g, started);
         done();
       },
       [=](caf::error& err) {
+        if (auto* m = self->state.cfg.metrics)
+          m->handoff_failures.Increment();
         log_warn(component, "hand-off of " + label(g) + " failed ("
                               + self->system().render(err)
                               + "); stopping it at once");
@@ -232,7 +263,9 @@ void revoke_all(pointer self, const std::string& why) {
     log_warn(component, "lost " + label(g) + ": " + why);
     revoke(self, g);
   }
+  lost(self, st.held.size());
   st.held.clear();
+  count_owned(self);
 }
 
 void publish(pointer self) {
@@ -265,6 +298,21 @@ void apply_round(pointer self, round_result& r,
     log_info(component, std::string{"this node is "} + to_string(r.state));
   st.state = r.state;
   st.view = std::move(r.view);
+  if (auto* m = st.cfg.metrics) {
+    std::vector<int> by_state(m->members.size(), 0);
+    for (auto& mem : st.view.members)
+      ++by_state[static_cast<std::size_t>(mem.state)];
+    for (std::size_t i = 0; i < by_state.size(); ++i)
+      m->members[i]->Set(by_state[i]);
+    std::size_t renewed = 0;
+    for (auto& g : r.held) {
+      auto it = st.held.find({g.resource, g.part});
+      renewed += it != st.held.end() && it->second.epoch == g.epoch;
+    }
+    m->renewals.Increment(static_cast<double>(renewed));
+    for (auto seconds : r.failover_seconds)
+      m->failover_seconds.Observe(seconds);
+  }
   if (st.leaving)
     st.left_round = true;
   auto valid_until = started + st.cfg.membership.lease_ttl
@@ -282,6 +330,7 @@ void apply_round(pointer self, round_result& r,
     log_warn(component, "lost " + label(g)
                           + ": not renewed (it expired in the database)");
     revoke(self, g);
+    lost(self, 1);
     it = st.held.erase(it);
   }
   std::size_t acquired = 0;
@@ -312,6 +361,7 @@ void apply_round(pointer self, round_result& r,
                           + std::to_string(st.held.size()));
   if (st.released.size() > 100000)
     st.released.clear();
+  count_owned(self);
   publish(self);
   check_waiters(self);
 }
@@ -340,6 +390,8 @@ void run_round(pointer self) {
       [=](caf::error& err) {
         self->state.in_round = false;
         self->state.wake_pending = false;
+        if (auto* m = self->state.cfg.metrics)
+          m->renewal_failures.Increment();
         log_warn(component, "membership round failed: "
                               + self->system().render(err));
       });
@@ -359,7 +411,9 @@ void check_validity(pointer self) {
     log_error(component, "could not renew " + label(g)
                            + " in time: stopping it");
     revoke(self, g);
+    lost(self, 1);
     it = st.held.erase(it);
+    count_owned(self);
   }
   check_waiters(self);
 }

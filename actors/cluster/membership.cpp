@@ -57,14 +57,23 @@ constexpr const char* sql_acquire
   = "UPDATE leases l"
     "   SET owner_node = $1, owner_incarnation = $2, epoch = l.epoch + 1,"
     "       expires_at = clock_timestamp() + $3 * interval '1 millisecond'"
-    "  FROM (SELECT resource, part FROM leases"
+    "  FROM (SELECT resource, part, owner_node, owner_incarnation,"
+    "               expires_at FROM leases"
     "         WHERE (resource, part) IN"
     "               (SELECT * FROM unnest($4::text[], $5::int[]))"
     "           AND (owner_node IS NULL OR expires_at <= clock_timestamp())"
     "         ORDER BY resource, part"
     "           FOR UPDATE SKIP LOCKED) f"
     " WHERE l.resource = f.resource AND l.part = f.part"
-    " RETURNING l.resource, l.part, l.epoch";
+    " RETURNING l.resource, l.part, l.epoch,"
+    // A fail-over: the previous owner neither released the lease nor had
+    // its leases expired by a restart of its node (expires_at -infinity):
+    // seconds since its last renewal (its expiry minus the TTL).
+    "   CASE WHEN f.owner_node IS NOT NULL"
+    "         AND f.owner_incarnation IS DISTINCT FROM $2"
+    "         AND f.expires_at > '-infinity'"
+    "        THEN extract(epoch FROM clock_timestamp() - f.expires_at)::float8"
+    "             + $3::float8 / 1000.0 END";
 
 constexpr const char* sql_history
   = "INSERT INTO lease_history (resource, part, epoch, owner_node,"
@@ -340,9 +349,13 @@ journal::db_result membership_table::round(bool leaving, round_result& out) {
       }
     }
     if (!want_parts.empty()) {
-      auto got = read_grants(tx.exec_prepared(
+      auto acquired = tx.exec_prepared(
         "acquire", me.node_id, me.incarnation, ttl,
-        journal::text_array(want_resources), journal::int_array(want_parts)));
+        journal::text_array(want_resources), journal::int_array(want_parts));
+      for (const auto& row : acquired)
+        if (!row[3].is_null())
+          out.failover_seconds.push_back(row[3].as<double>());
+      auto got = read_grants(acquired);
       if (!got.empty()) {
         std::vector<std::string> rs;
         std::vector<int64_t> ps, es;

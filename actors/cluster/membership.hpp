@@ -58,11 +58,15 @@ struct round_result {
   std::vector<lease_grant> give_up;
   /// Nodes this round declared down.
   std::vector<int32_t> declared_down;
+  /// Per lease this round took from a node that had not released it:
+  /// seconds since that node's last renewal.
+  std::vector<double> failover_seconds;
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, round_result& x) {
-  return f(x.member, x.state, x.view, x.held, x.give_up, x.declared_down);
+  return f(x.member, x.state, x.view, x.held, x.give_up, x.declared_down,
+           x.failover_seconds);
 }
 
 class membership_table {

@@ -26,7 +26,8 @@ prometheus::Family<prometheus::Counter>& failures(prometheus::Registry& r) {
 
 } // namespace
 
-journal_metrics::journal_metrics(prometheus::Registry& r)
+journal_metrics::journal_metrics(prometheus::Registry& r,
+                                 const std::vector<std::string>& event_types)
   : batches(counter(r, "shoutflow_journal_batches_total",
                     "Transactions committed by the journal")),
     writes(counter(r, "shoutflow_journal_writes_total",
@@ -44,6 +45,18 @@ journal_metrics::journal_metrics(prometheus::Registry& r)
     conflicts(failures(r).Add({{"reason", "conflict"}})),
     unavailable(failures(r).Add({{"reason", "unavailable"}})),
     fenced(failures(r).Add({{"reason", "fenced"}})) {
+  auto& by_type = prometheus::BuildCounter()
+                    .Name("shoutflow_journal_events_appended_total")
+                    .Help("Events committed, by event type")
+                    .Register(r);
+  other_type_ = &by_type.Add({{"type", "other"}});
+  for (auto& t : event_types)
+    by_type_.emplace(t, &by_type.Add({{"type", t}}));
+}
+
+prometheus::Counter& journal_metrics::appended(const std::string& type) const {
+  auto it = by_type_.find(type);
+  return it == by_type_.end() ? *other_type_ : *it->second;
 }
 
 } // namespace shoutflow::journal

@@ -6,10 +6,18 @@
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 
+#include <string>
+#include <unordered_map>
+#include <vector>
+
 namespace shoutflow::journal {
 
 struct journal_metrics {
-  explicit journal_metrics(prometheus::Registry& registry);
+  /// `event_types`: the event types the journal will see (the aggregate's
+  /// closed set); their series of shoutflow_journal_events_appended_total
+  /// are resolved here, any other type counts as "other".
+  explicit journal_metrics(prometheus::Registry& registry,
+                           const std::vector<std::string>& event_types = {});
 
   prometheus::Counter& batches;
   prometheus::Counter& writes;
@@ -24,6 +32,14 @@ struct journal_metrics {
   prometheus::Counter& unavailable;
   /// Refused because the shard lease moved on (docs/cluster.md).
   prometheus::Counter& fenced;
+
+  /// shoutflow_journal_events_appended_total{type}: a read of an immutable
+  /// map, no registry lock (the commit path calls it per event).
+  prometheus::Counter& appended(const std::string& type) const;
+
+private:
+  prometheus::Counter* other_type_ = nullptr;
+  std::unordered_map<std::string, prometheus::Counter*> by_type_;
 };
 
 } // namespace shoutflow::journal

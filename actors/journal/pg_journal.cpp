@@ -447,6 +447,9 @@ void record_commit(batch_state& st, const attempt_state& a,
         a.positions.at({w.persistence_id, e.seq_nr}));
     ++committed;
     events += w.events.size();
+    if (metrics != nullptr)
+      for (auto& e : w.events)
+        metrics->appended(e.type).Increment();
   }
   if (metrics != nullptr && committed > 0) {
     metrics->batches.Increment();
@@ -736,7 +739,7 @@ void dispatch(coordinator_pointer self) {
                   st.metrics->unavailable.Increment();
                   break;
                 case write_status::fenced:
-                  // journal_metrics has no counter for fenced writes (yet).
+                  st.metrics->fenced.Increment();
                   break;
               }
             appended = appended

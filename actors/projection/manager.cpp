@@ -137,6 +137,8 @@ void start_runner(pointer self, const key& k, int64_t epoch) {
   pc.sink = st.cfg.sink;
   pc.fence = {"live", cluster::partition_resource(k.first), epoch,
               st.cfg.incarnation};
+  pc.metrics = st.cfg.metrics != nullptr ? st.cfg.metrics->of(proj->name())
+                                         : nullptr;
   run.partition = spawn_partition(sys, std::move(pc));
   reader_config rc;
   rc.proj = proj;

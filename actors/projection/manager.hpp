@@ -46,6 +46,7 @@
 #include "actors/projection/generations.hpp"
 #include "actors/projection/projection.hpp"
 #include "actors/projection/projection_actors.hpp"
+#include "actors/projection/projection_metrics.hpp"
 
 namespace shoutflow::projection {
 
@@ -85,6 +86,9 @@ struct manager_config {
   /// fences).
   int32_t node_id = 0;
   std::string incarnation;
+  /// Counts what the live partitions commit (optional; outlives the
+  /// manager).
+  projection_metrics* metrics = nullptr;
 };
 
 manager_actor spawn_manager(caf::actor_system& sys, manager_config cfg);

@@ -29,6 +29,7 @@
 
 #include "actors/projection/projection.hpp"
 #include "actors/projection/projection_actors.hpp"
+#include "actors/projection/projection_metrics.hpp"
 #include "actors/projection/watch_hub.hpp"
 
 namespace shoutflow::projection {
@@ -55,6 +56,9 @@ struct partition_config {
   /// the reader, in log order.
   caf::actor sink;
   partition_fence fence;
+  /// Live partitions count what they commit (null: not counted, as for a
+  /// rebuild, whose replay would read as a burst of traffic).
+  const projection_metrics::per_projection* metrics = nullptr;
 };
 
 partition_actor spawn_partition(caf::actor_system& sys, partition_config cfg);

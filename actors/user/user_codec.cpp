@@ -24,6 +24,14 @@ const FieldDescriptor* field_for_type(const std::string& type) {
 
 } // namespace
 
+std::vector<std::string> event_types() {
+  std::vector<std::string> out;
+  auto& oneof = event_oneof();
+  for (int i = 0; i < oneof.field_count(); ++i)
+    out.push_back(oneof.field(i)->message_type()->name());
+  return out;
+}
+
 encoded_event encode_event(const v1::UserEvent& event) {
   auto* refl = event.GetReflection();
   auto* field = refl->GetOneofFieldDescriptor(event, &event_oneof());

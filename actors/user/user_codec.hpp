@@ -6,6 +6,7 @@
 
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "actors/user/user_state.hpp"
 #include "shoutflow/v1/entity.pb.h"
@@ -23,6 +24,10 @@ constexpr int current_event_version = 1;
 constexpr int current_state_version = 1;
 
 encoded_event encode_event(const v1::UserEvent& event);
+
+/// Every event type encode_event can name (the UserEvent oneof), for
+/// metrics labelled by type.
+std::vector<std::string> event_types();
 
 /// Nothing for an unknown type, an unsupported version or a corrupt payload.
 std::optional<v1::UserEvent> decode_event(const std::string& type, int version,

@@ -72,12 +72,14 @@ command_service::raw command_service::dispatch(ctx* c, const char* method,
   auto started = clock_type::now();
   // Set once the request is known valid, before it is sent anywhere.
   auto correlation_of_log = std::make_shared<std::string>();
-  auto finish = [reactor, started, method, metrics = metrics_,
+  const auto* series
+    = metrics_ != nullptr ? &metrics_->requests.method(method) : nullptr;
+  auto finish = [reactor, started, method, series,
                  corr = correlation_of_log](const grpc::Status& status) {
-    if (metrics != nullptr)
-      metrics->record(method, code_label(status.error_code()),
-                      std::chrono::duration<double>(clock_type::now() - started)
-                        .count());
+    if (series != nullptr)
+      series->record(status.error_code(),
+                     std::chrono::duration<double>(clock_type::now() - started)
+                       .count());
     if (!status.ok())
       log_outcome(method, status, *corr);
     reactor->Finish(status);

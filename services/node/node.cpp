@@ -22,6 +22,7 @@
 #include "actors/journal/migrations.hpp"
 #include "actors/journal/pg_journal.hpp"
 #include "actors/journal/pg_store.hpp"
+#include "actors/projection/lag_probe.hpp"
 #include "actors/user/user_aggregate.hpp"
 #include "actors/read_models/shouts_projection.hpp"
 #include "actors/read_models/timelines_projection.hpp"
@@ -40,8 +41,12 @@ constexpr const char* component = "node";
 std::unique_ptr<grpc::Server> serve(grpc::Service* service,
                                     const std::string& bind, int port,
                                     int max_message_bytes, const char* name,
-                                    int* bound) {
+                                    int* bound,
+                                    services::in_flight_metrics& in_flight,
+                                    prometheus::Gauge& counted_in) {
   grpc::ServerBuilder builder;
+  builder.experimental().SetInterceptorCreators(
+    in_flight.interceptors(counted_in, in_flight.watch));
   auto address = bind + ":" + std::to_string(port);
   builder.AddListeningPort(address, grpc::InsecureServerCredentials(), bound);
   builder.SetMaxReceiveMessageSize(max_message_bytes);
@@ -95,10 +100,7 @@ void node::start() {
                         + std::to_string(report.current_version) + " ("
                         + std::to_string(report.applied) + " applied now)");
 
-  registry_ = std::make_shared<prometheus::Registry>();
-  journal_metrics_ = std::make_unique<journal::journal_metrics>(*registry_);
-  entity_metrics_ = std::make_unique<entity::entity_metrics>(*registry_);
-  command_metrics_ = std::make_unique<services::command_metrics>(*registry_);
+  metrics_ = std::make_unique<node_metrics>();
 
   actor_cfg_ = std::make_unique<caf::actor_system_config>();
   // CAF's own default is larger than the core count; "0" means one per
@@ -150,7 +152,7 @@ void node::start() {
                                       "violations_total")
                                 .Help("Events whose seq_nr did not follow "
                                       "the last one applied for their stream")
-                                .Register(*registry_)
+                                .Register(*metrics_->registry)
                                 .Add({});
     projection::manager_config mcfg;
     mcfg.db_url = cfg_.db_url;
@@ -166,6 +168,7 @@ void node::start() {
     mcfg.sink = caf::actor_cast<caf::actor>(peers_);
     mcfg.node_id = cfg_.node_id;
     mcfg.incarnation = incarnation_;
+    mcfg.metrics = &metrics_->projections;
     projections_ = mcfg.projections;
     projection::prepare_generations(
       {cfg_.db_url, mcfg.projections, cfg_.projection_partitions,
@@ -173,6 +176,9 @@ void node::start() {
     manager_ = projection::spawn_manager(sys, std::move(mcfg));
     caf::anon_send(peers_, subscribe_atom::value,
                    caf::actor_cast<caf::actor>(manager_), true);
+    lag_probe_ = projection::spawn_lag_probe(
+      sys, {cfg_.db_url, cfg_.node_id, incarnation_},
+      &metrics_->projections);
     log_info(component, "projections up: users, shouts, timelines, "
                           + std::to_string(cfg_.projection_partitions)
                           + " partitions each");
@@ -187,7 +193,7 @@ void node::start() {
   // A commit wakes the readers here and on every other projections node.
   jcfg.on_commit = caf::actor_cast<caf::actor>(peers_);
   jcfg.incarnation = incarnation_;
-  journal_ = journal::spawn_pg_journal(sys, jcfg, journal_metrics_.get());
+  journal_ = journal::spawn_pg_journal(sys, jcfg, &metrics_->journal);
   store_ = journal::spawn_pg_store(sys, {cfg_.db_url, cfg_.store_readers});
   log_info(component, "journal up: " + std::to_string(jcfg.writers)
                         + " writers, batch window "
@@ -213,7 +219,7 @@ void node::start() {
   deps.env = env;
   deps.cfg.snapshot_every = cfg_.snapshot_every;
   deps.cfg.io_timeout = cfg_.request_timeout * 2;
-  deps.metrics = entity_metrics_.get();
+  deps.metrics = &metrics_->entity;
   auto factory = [deps](caf::actor_system& sys, const std::string& id,
                         int32_t shard, int64_t epoch) mutable {
     auto d = deps;
@@ -226,7 +232,7 @@ void node::start() {
     region_ = entity::spawn_shard_region(
       sys, factory,
       {cfg_.shards, cfg_.passivate_after, cfg_.max_active_entities},
-      entity_metrics_.get());
+      &metrics_->entity);
     log_info(component, "entities up: " + std::to_string(cfg_.shards)
                           + " shards in the cluster, snapshot every "
                           + std::to_string(cfg_.snapshot_every)
@@ -247,10 +253,11 @@ void node::start() {
   if (cfg_.has_role("command")) {
     command_service_ = std::make_unique<services::command_service>(
       sys, router_, services::command_service_config{cfg_.request_timeout},
-      command_metrics_.get());
+      &metrics_->command);
     command_server_ = serve(command_service_.get(), cfg_.bind,
                             cfg_.command_port, cfg_.max_message_bytes,
-                            "CommandService", &command_port_);
+                            "CommandService", &command_port_,
+                            metrics_->in_flight, metrics_->in_flight.command);
   }
   if (cfg_.has_role("query")) {
     query_pool_ = std::make_shared<services::query_pool>(
@@ -259,10 +266,12 @@ void node::start() {
     query_workers_ = services::spawn_query_front(sys, query_pool_);
     query_service_ = std::make_unique<services::query_service>(
       sys, query_pool_, query_workers_, hub_,
-      services::query_service_config{cfg_.query_max_wait, cfg_.watch_buffer});
+      services::query_service_config{cfg_.query_max_wait, cfg_.watch_buffer,
+                                     &metrics_->query});
     query_server_ = serve(query_service_.get(), cfg_.bind, cfg_.query_port,
                           cfg_.max_message_bytes, "QueryService",
-                          &query_port_);
+                          &query_port_, metrics_->in_flight,
+                          metrics_->in_flight.query);
   }
   admin_service_ = std::make_unique<services::admin_service>(
     sys, cfg_.db_url,
@@ -270,7 +279,8 @@ void node::start() {
                               cfg_.bind, cfg_.roles, cfg_.shards},
     manager_);
   admin_server_ = serve(admin_service_.get(), cfg_.bind, cfg_.admin_port,
-                        cfg_.max_message_bytes, "AdminService", &admin_port_);
+                        cfg_.max_message_bytes, "AdminService", &admin_port_,
+                        metrics_->in_flight, metrics_->in_flight.admin);
 
 
   if (cfg_.metrics_port >= 0) {
@@ -281,7 +291,7 @@ void node::start() {
       throw std::runtime_error("cannot listen on " + address
                                + " for metrics: " + e.what());
     }
-    exposer_->RegisterCollectable(registry_);
+    exposer_->RegisterCollectable(metrics_->registry);
     auto ports = exposer_->GetListeningPorts();
     metrics_port_ = ports.empty() ? cfg_.metrics_port : ports.front();
     log_info(component, "metrics on http://" + cfg_.bind + ":"
@@ -361,6 +371,7 @@ void node::join_cluster() {
                     caf::actor_cast<caf::actor>(peers_),
                     health_->start(sys, cfg_.node_id)};
   kc.nudge = caf::actor_cast<caf::actor>(peers_);
+  kc.metrics = &metrics_->cluster;
   if (manager_)
     kc.subscribers.push_back(caf::actor_cast<caf::actor>(manager_));
   keeper_ = cluster::spawn_keeper(sys, kc);
@@ -453,7 +464,7 @@ void node::shutdown(std::chrono::milliseconds grace) {
     }
     for (auto h : {caf::actor_cast<caf::actor>(router_),
                    caf::actor_cast<caf::actor>(peers_), endpoint_,
-                   caf::actor_cast<caf::actor>(manager_),
+                   caf::actor_cast<caf::actor>(manager_), lag_probe_,
                    caf::actor_cast<caf::actor>(hub_),
                    caf::actor_cast<caf::actor>(query_workers_),
                    caf::actor_cast<caf::actor>(region_),
@@ -473,6 +484,7 @@ void node::shutdown(std::chrono::milliseconds grace) {
   peers_ = nullptr;
   endpoint_ = nullptr;
   manager_ = nullptr;
+  lag_probe_ = nullptr;
   hub_ = nullptr;
   query_workers_ = nullptr;
   // Queued reads are answered (the front's callbacks message an actor, so

@@ -33,14 +33,12 @@
 #include "actors/common/clock.hpp"
 #include "actors/common/id_generator.hpp"
 #include "actors/entity/entity_actors.hpp"
-#include "actors/entity/entity_metrics.hpp"
 #include "actors/journal/journal_actors.hpp"
-#include "actors/journal/journal_metrics.hpp"
-#include "services/command/command_metrics.hpp"
 #include "actors/projection/manager.hpp"
 #include "actors/projection/watch_hub.hpp"
 #include "services/node/health.hpp"
 #include "services/node/node_config.hpp"
+#include "services/node/node_metrics.hpp"
 #include "services/query/query_workers.hpp"
 
 namespace shoutflow::services {
@@ -79,7 +77,7 @@ public:
 
   const node_config& config() const { return cfg_; }
   caf::actor_system& system() { return *system_; }
-  prometheus::Registry& registry() { return *registry_; }
+  prometheus::Registry& registry() { return *metrics_->registry; }
   entity::router_actor router() const { return router_; }
   entity::region_actor region() const { return region_; }
   journal::journal_actor journal() const { return journal_; }
@@ -99,10 +97,7 @@ private:
   system_clock system_clock_;
   const clock* clock_;
   std::unique_ptr<snowflake_generator> ids_;
-  std::shared_ptr<prometheus::Registry> registry_;
-  std::unique_ptr<journal::journal_metrics> journal_metrics_;
-  std::unique_ptr<entity::entity_metrics> entity_metrics_;
-  std::unique_ptr<services::command_metrics> command_metrics_;
+  std::unique_ptr<node_metrics> metrics_;
   std::unique_ptr<caf::actor_system_config> actor_cfg_;
   std::unique_ptr<caf::actor_system> system_;
   journal::journal_actor journal_;
@@ -119,6 +114,8 @@ private:
   std::unique_ptr<grpc::Server> command_server_;
   projection::hub_actor hub_;
   projection::manager_actor manager_;
+  /// Samples projection lag for the metrics (projections role).
+  caf::actor lag_probe_;
   std::vector<projection::projection_ptr> projections_;
   std::shared_ptr<services::query_pool> query_pool_;
   services::query_actor query_workers_;

@@ -48,8 +48,17 @@ struct read_call {
   projection::hub_actor hub;
   grpc::ServerUnaryReactor* reactor = nullptr;
   grpc::ByteBuffer* response = nullptr;
+  /// The method's metrics (null: none) and the request's arrival.
+  const rpc_metrics::method_series* series = nullptr;
+  clock_type::time_point started;
 
-  void finish(const grpc::Status& s) { reactor->Finish(s); }
+  void finish(const grpc::Status& s) {
+    if (series != nullptr)
+      series->record(
+        s.error_code(),
+        std::chrono::duration<double>(clock_type::now() - started).count());
+    reactor->Finish(s);
+  }
 };
 
 using call_ptr = std::shared_ptr<read_call>;
@@ -147,7 +156,10 @@ class watch_stream;
 /// the reactor; the reactor detaches it when the call is over.
 class watch_outbox {
 public:
-  explicit watch_outbox(std::size_t capacity) : capacity_(capacity) {}
+  watch_outbox(std::size_t capacity, query_metrics* metrics)
+    : capacity_(capacity), metrics_(metrics) {}
+
+  query_metrics* metrics() const { return metrics_; }
 
   /// Messages pushed before the stream exists wait for it.
   void attach(watch_stream* r);
@@ -175,6 +187,7 @@ private:
 
   std::mutex mtx_;
   std::size_t capacity_;
+  query_metrics* metrics_;
   std::deque<grpc::ByteBuffer> queue_;
   bool writing_ = false;
   bool over_ = false;
@@ -228,6 +241,8 @@ bool watch_outbox::push(std::string bytes) {
   if (over_)
     return false;
   if (queue_.size() >= capacity_) {
+    if (metrics_ != nullptr)
+      metrics_->watch_dropped_slow_client.Increment();
     finish_locked({grpc::StatusCode::RESOURCE_EXHAUSTED,
                    "watch: the client fell more than "
                      + std::to_string(capacity_)
@@ -276,6 +291,8 @@ void watch_outbox::on_write_done(bool ok) {
   writing_ = false;
   if (!queue_.empty())
     queue_.pop_front();
+  if (ok && metrics_ != nullptr)
+    metrics_->watch_changes_sent.Increment();
   if (pending_finish_) {
     auto status = std::move(*pending_finish_);
     pending_finish_.reset();
@@ -536,6 +553,8 @@ caf::behavior session(session_pointer self, std::shared_ptr<watch_outbox> out,
         return;
       }
       if (st.to_send.size() >= st.max_pending) {
+        if (auto* m = st.outbox->metrics())
+          m->watch_dropped_backlog.Increment();
         st.outbox->finish({grpc::StatusCode::RESOURCE_EXHAUSTED,
                            "watch: too many changes pending; resubscribe"});
         self->quit();
@@ -575,26 +594,30 @@ query_service::query_service(caf::actor_system& sys,
 
 query_service::raw query_service::dispatch(ctx* c, const char* method,
                                            const buf* request, buf* response) {
-  auto* reactor = c->DefaultReactor();
+  auto call = std::make_shared<read_call>();
+  call->reactor = c->DefaultReactor();
+  call->started = clock_type::now();
+  if (cfg_.metrics != nullptr)
+    call->series = &cfg_.metrics->requests.method(method);
+  auto* reactor = call->reactor;
   auto* m = query_method(method);
   auto parsed = new_query_message(*m, true);
   std::string bytes;
   if (!buffer_bytes(*request, &bytes) || !parse_lenient(bytes, parsed.get())) {
-    reactor->Finish({grpc::StatusCode::INVALID_ARGUMENT,
-                     std::string{"request: not a valid "}
-                       + m->input_type()->name()});
+    call->finish({grpc::StatusCode::INVALID_ARGUMENT,
+                  std::string{"request: not a valid "}
+                    + m->input_type()->name()});
     return reactor;
   }
   if (auto field = invalid_utf8_field(*parsed); !field.empty()) {
-    reactor->Finish({grpc::StatusCode::INVALID_ARGUMENT,
-                     field + ": must be valid UTF-8"});
+    call->finish({grpc::StatusCode::INVALID_ARGUMENT,
+                  field + ": must be valid UTF-8"});
     return reactor;
   }
   if (auto bad = validate_query(method, *parsed, query_limits{})) {
-    reactor->Finish(to_status(*bad));
+    call->finish(to_status(*bad));
     return reactor;
   }
-  auto call = std::make_shared<read_call>();
   call->method = method;
   call->min_position = min_position_of(*parsed);
   call->request = std::move(parsed);
@@ -604,8 +627,8 @@ query_service::raw query_service::dispatch(ctx* c, const char* method,
     auto left = std::chrono::duration_cast<milliseconds>(
       c->deadline() - std::chrono::system_clock::now());
     if (left.count() <= 0) {
-      reactor->Finish({grpc::StatusCode::DEADLINE_EXCEEDED,
-                       "deadline already passed"});
+      call->finish({grpc::StatusCode::DEADLINE_EXCEEDED,
+                    "deadline already passed"});
       return reactor;
     }
     timeout = std::min(timeout, left);
@@ -614,7 +637,6 @@ query_service::raw query_service::dispatch(ctx* c, const char* method,
   call->pool = pool_.get();
   call->workers = workers_;
   call->hub = hub_;
-  call->reactor = reactor;
   call->response = response;
   if (call->min_position == 0) {
     query(call);
@@ -670,7 +692,7 @@ query_service::raw query_service::SearchUsers(ctx* c, const buf* req,
 
 grpc::ServerWriteReactor<grpc::ByteBuffer>*
 query_service::Watch(ctx*, const buf* request) {
-  auto outbox = std::make_shared<watch_outbox>(cfg_.watch_buffer);
+  auto outbox = std::make_shared<watch_outbox>(cfg_.watch_buffer, cfg_.metrics);
   auto refuse = [&](grpc::Status status) {
     outbox->finish(std::move(status));
     return new watch_stream(outbox, caf::actor{});

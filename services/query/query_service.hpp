@@ -27,6 +27,7 @@
 #include <memory>
 
 #include "actors/projection/watch_hub.hpp"
+#include "services/query/query_metrics.hpp"
 #include "services/query/query_workers.hpp"
 #include "shoutflow/v1/queries.grpc.pb.h"
 
@@ -37,6 +38,8 @@ struct query_service_config {
   std::chrono::milliseconds max_wait{std::chrono::seconds(5)};
   /// DocumentChanges a Watch stream may have unsent.
   std::size_t watch_buffer = 256;
+  /// Optional; outlives the service.
+  query_metrics* metrics = nullptr;
 };
 
 using query_service_base = v1::QueryService::WithRawCallbackMethod_GetUser<

@@ -1,0 +1,31 @@
+#pragma once
+
+// Prometheus metrics of the QueryService, declared together and injected:
+//   shoutflow_query_requests_total{method, code}
+//   shoutflow_query_duration_seconds{method}   (gRPC in -> reply, including
+//                                                a min_position wait)
+//   shoutflow_watch_changes_sent_total         DocumentChanges written
+//   shoutflow_watch_dropped_total{reason}      streams ended because the
+//                                              client fell behind
+// Open Watch streams are shoutflow_grpc_requests_in_flight{service="watch"}
+// (services/common/in_flight.hpp).
+
+#include <prometheus/counter.h>
+#include <prometheus/registry.h>
+
+#include "services/common/rpc_metrics.hpp"
+
+namespace shoutflow::services {
+
+struct query_metrics {
+  explicit query_metrics(prometheus::Registry& registry);
+
+  rpc_metrics requests;
+  prometheus::Counter& watch_changes_sent;
+  /// The gRPC outbox overflowed: the client reads too slowly.
+  prometheus::Counter& watch_dropped_slow_client;
+  /// Changes piled up faster than their documents could be read.
+  prometheus::Counter& watch_dropped_backlog;
+};
+
+} // namespace shoutflow::services
