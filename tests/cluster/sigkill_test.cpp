@@ -27,16 +27,11 @@ namespace {
 class sigkill_test : public cluster_scenario {
 protected:
   void run(int nodes, bool cluster_flags, int cycles) {
-    ASSERT_NO_FATAL_FAILURE(start_cluster(
-      nodes, [&](cluster_options& o) { o.cluster_flags = cluster_flags; }));
-    ASSERT_NO_FATAL_FAILURE(start_load());
-    std::vector<int> all;
-    for (int i = 0; i < nodes; ++i)
-      all.push_back(i);
     // The probe's node is never a victim (with one node there is none).
-    auto watch_node = nodes > 1 ? pick(all) : -1;
-    ASSERT_NO_FATAL_FAILURE(start_watch(watch_node));
-    ASSERT_NO_FATAL_FAILURE(expect_progress(100));
+    std::vector<int> all;
+    int watch_node = -1;
+    ASSERT_NO_FATAL_FAILURE(
+      start_watched_load(nodes, cluster_flags, &all, &watch_node));
     auto ttl = cluster_->options().lease_ttl;
     std::vector<std::chrono::milliseconds> failovers;
     for (int cycle = 0; cycle < cycles; ++cycle) {

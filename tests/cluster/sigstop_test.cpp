@@ -21,18 +21,13 @@ namespace {
 class sigstop_test : public cluster_scenario {
 protected:
   void run(int nodes, bool cluster_flags, int rounds) {
-    ASSERT_NO_FATAL_FAILURE(start_cluster(
-      nodes, [&](cluster_options& o) { o.cluster_flags = cluster_flags; }));
-    ASSERT_NO_FATAL_FAILURE(start_load());
-    std::vector<int> all;
-    for (int i = 0; i < nodes; ++i)
-      all.push_back(i);
     // The probe's node is never frozen. With one node there is no such
     // node: the probe reopens its stream if the frozen node ends it (a
     // node that lost its leases may tell watchers to resubscribe).
-    auto watch_node = nodes > 1 ? pick(all) : -1;
-    ASSERT_NO_FATAL_FAILURE(start_watch(watch_node));
-    ASSERT_NO_FATAL_FAILURE(expect_progress(100));
+    std::vector<int> all;
+    int watch_node = -1;
+    ASSERT_NO_FATAL_FAILURE(
+      start_watched_load(nodes, cluster_flags, &all, &watch_node));
     auto ttl = cluster_->options().lease_ttl;
     // Without leases (today's single node) a short freeze shows only that
     // the harness and the node survive it.

@@ -1231,6 +1231,20 @@ void cluster_scenario::start_load(
   load_->start();
 }
 
+void cluster_scenario::start_watched_load(int nodes, bool cluster_flags,
+                                          std::vector<int>* all,
+                                          int* watch_node) {
+  ASSERT_NO_FATAL_FAILURE(start_cluster(
+    nodes, [&](cluster_options& o) { o.cluster_flags = cluster_flags; }));
+  ASSERT_NO_FATAL_FAILURE(start_load());
+  all->clear();
+  for (int i = 0; i < nodes; ++i)
+    all->push_back(i);
+  *watch_node = nodes > 1 ? pick(*all) : -1;
+  ASSERT_NO_FATAL_FAILURE(start_watch(*watch_node));
+  ASSERT_NO_FATAL_FAILURE(expect_progress(100));
+}
+
 void cluster_scenario::start_watch(int node) {
   ASSERT_TRUE(load_) << "start_load first: the probe records through it";
   watch_options opts;

@@ -282,6 +282,13 @@ protected:
   /// A random element (seeded: replays with SHOUTFLOW_SEED).
   int pick(const std::vector<int>& from);
 
+  /// The opening of the fault scenarios: `nodes` nodes (cluster flags on
+  /// or off), the load, a Watch probe on a random node that the scenario
+  /// must spare (with one node: any node, -1), and first progress. Fills
+  /// `all` with the node indices and `watch_node`.
+  void start_watched_load(int nodes, bool cluster_flags, std::vector<int>* all,
+                          int* watch_node);
+
   uint64_t seed_ = 0;
   std::mt19937_64 rng_;
   std::unique_ptr<test_database> db_;
