@@ -3,7 +3,7 @@
 // The vocabulary between an aggregate's pure functions and the generic entity
 // runtime (no CAF, libpqxx or gRPC here).
 //
-//   needs(state, command)          -> fact requests (may be empty)
+//   needs(state, command, known)   -> fact requests (may be empty)
 //   decide(state, command, facts)  -> effect: a rejection, or events plus the
 //                                     claims/releases/guards that must hold
 //                                     in the same transaction
@@ -15,6 +15,12 @@
 // be stale by the time the events are written, every fact decide relies on is
 // restated as a guard, claim or release; if the journal finds it no longer
 // holds, the runtime resolves the facts again and decides again.
+//
+// needs() sees the facts resolved so far and is asked again until it wants
+// nothing new, so an expensive fact can wait for a cheap one: registration
+// asks for the handle's owner first and hashes the password only if the
+// handle is free. Facts that depend on their request alone (is_stable) are
+// kept across the attempts of one command: it hashes its password once.
 
 #include <cstdint>
 #include <optional>
@@ -37,15 +43,30 @@ enum class fact_kind : uint8_t {
   password_verify,
 };
 
+/// Whether a fact follows from its request alone and so never goes stale
+/// (a hash, a verification); claim owners change.
+inline bool is_stable(fact_kind k) {
+  return k != fact_kind::claim_owner;
+}
+
 struct fact_request {
   fact_kind kind = fact_kind::claim_owner;
   std::string a;
   std::string b;
+  /// claim_owner only: the command takes this claim if it is free. On one
+  /// node, one such command per key goes ahead at a time and the others
+  /// wait until it has finished (fact_resolver.hpp), so a contended key is
+  /// decided once instead of by every contender in parallel.
+  bool exclusive = false;
+
+  bool operator==(const fact_request& o) const {
+    return kind == o.kind && a == o.a && b == o.b && exclusive == o.exclusive;
+  }
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, fact_request& x) {
-  return f(x.kind, x.a, x.b);
+  return f(x.kind, x.a, x.b, x.exclusive);
 }
 
 struct fact {

@@ -79,7 +79,9 @@ using router_actor = caf::typed_actor<
 /// Resolves the facts decide() needs, off the actor scheduler.
 using resolver_actor = caf::typed_actor<
   caf::replies_to<facts_atom, std::vector<fact_request>>::with<
-    std::vector<fact>>>;
+    std::vector<fact>>,
+  // The sender's command is done with the claims it asked for exclusively.
+  caf::reacts_to<release_atom>>;
 
 /// Registers this module's message types.
 void add_message_types(caf::actor_system_config& cfg);

@@ -9,6 +9,14 @@ prometheus::Counter& counter(prometheus::Registry& r, const std::string& name,
   return prometheus::BuildCounter().Name(name).Help(help).Register(r).Add({});
 }
 
+prometheus::Family<prometheus::Counter>& passwords(prometheus::Registry& r) {
+  return prometheus::BuildCounter()
+    .Name("shoutflow_password_operations_total")
+    .Help("argon2id password hashes and verifications (CPU-heavy), by "
+          "operation")
+    .Register(r);
+}
+
 prometheus::Family<prometheus::Counter>& commands(prometheus::Registry& r) {
   return prometheus::BuildCounter()
     .Name("shoutflow_entity_commands_total")
@@ -50,7 +58,12 @@ entity_metrics::entity_metrics(prometheus::Registry& r)
     spawned(counter(r, "shoutflow_entity_spawned_total",
                     "Entities started (each recovers)")),
     passivated(counter(r, "shoutflow_entity_passivated_total",
-                       "Entities passivated (idle or over the cap)")) {
+                       "Entities passivated (idle or over the cap)")),
+    password_hashes(passwords(r).Add({{"operation", "hash"}})),
+    password_verifies(passwords(r).Add({{"operation", "verify"}})),
+    claim_waits(counter(r, "shoutflow_entity_claim_waits_total",
+                        "Commands that waited for another command on this "
+                        "node to finish with a claim key they both want")) {
 }
 
 } // namespace shoutflow::entity

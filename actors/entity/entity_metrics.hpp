@@ -27,6 +27,11 @@ struct entity_metrics {
   prometheus::Gauge& active;
   prometheus::Counter& spawned;
   prometheus::Counter& passivated;
+  /// argon2id work of the fact resolver's hashers.
+  prometheus::Counter& password_hashes;
+  prometheus::Counter& password_verifies;
+  /// Exclusive claim lookups that queued behind another command's.
+  prometheus::Counter& claim_waits;
 };
 
 } // namespace shoutflow::entity

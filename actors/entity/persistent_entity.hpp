@@ -9,7 +9,7 @@
 //   A::persistence_id(id)                       -> std::string
 //   A::command_of(const v1::EntityCommand&)     -> const command_type&
 //   A::command_id(command)                      -> std::string
-//   A::needs(state, command, env)               -> std::vector<fact_request>
+//   A::needs(state, command, known facts, env)  -> std::vector<fact_request>
 //   A::decide(state, command, facts, env)       -> effect<event_type>
 //   A::evolve(state, event)                     -> state_type
 //   A::reply_for(id, events, seq_nr, position)  -> v1::EntityReply
@@ -59,6 +59,7 @@
 
 #include <caf/all.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <deque>
 #include <memory>
@@ -150,6 +151,12 @@ struct entity_state {
     v1::EntityCommand envelope;
     caf::typed_response_promise<std::string> promise;
     int attempts = 0;
+    /// Stable facts (is_stable) resolved for this command, kept across its
+    /// attempts: a retry after a stale claim does not hash again.
+    std::vector<std::pair<fact_request, fact>> stable = {};
+    /// It asked for an exclusive claim fact: the resolver holds that key
+    /// for it until it finishes.
+    bool holds_claims = false;
   };
 
   std::string id;
@@ -382,20 +389,66 @@ private:
       finish(self, as_duplicate(*first));
       return;
     }
-    auto requests = A::needs(st.state, cmd, *st.deps.env);
-    if (requests.empty()) {
-      decide(self, {});
+    gather_facts(self, {}, 0);
+  }
+
+  /// Asks needs() for the facts it wants given those `known` so far (it only
+  /// ever appends), resolves the new ones — stable ones from this command's
+  /// earlier attempts when it has them — and repeats until needs() asks for
+  /// nothing new; then decides.
+  static void gather_facts(pointer self, std::vector<fact> known, int round) {
+    constexpr int max_rounds = 8;
+    auto& st = self->state;
+    auto& p = st.queue.front();
+    auto requests = A::needs(st.state, A::command_of(p.envelope), known,
+                             *st.deps.env);
+    if (requests.size() <= known.size()) {
+      known.resize(requests.size());
+      decide(self, known);
+      return;
+    }
+    if (round == max_rounds) {
+      finish(self, rejection_reply(v1::REJECTION_CODE_INTERNAL, "",
+                                   "internal: the facts needed never settled"));
+      return;
+    }
+    std::vector<fact_request> ask;
+    std::vector<std::size_t> slots; // index in `known` of each of `ask`
+    for (auto i = known.size(); i < requests.size(); ++i) {
+      auto& r = requests[i];
+      auto kept = std::find_if(p.stable.begin(), p.stable.end(),
+                               [&](auto& s) { return s.first == r; });
+      if (kept != p.stable.end()) {
+        known.push_back(kept->second);
+        continue;
+      }
+      p.holds_claims = p.holds_claims || r.exclusive;
+      slots.push_back(known.size());
+      known.emplace_back();
+      ask.push_back(r);
+    }
+    if (ask.empty()) {
+      gather_facts(self, std::move(known), round + 1);
       return;
     }
     self
       ->request(st.deps.resolver, st.deps.cfg.io_timeout, facts_atom::value,
-                std::move(requests))
-      .then([=](std::vector<fact>& facts) { decide(self, facts); },
-            [=](caf::error& err) {
-              finish(self, rejection_reply(v1::REJECTION_CODE_UNAVAILABLE, "",
-                                           "could not check the command: "
-                                             + render(self, err)));
-            });
+                ask)
+      .then(
+        [=](std::vector<fact>& got) mutable {
+          auto& p = self->state.queue.front();
+          for (std::size_t j = 0; j < got.size() && j < slots.size(); ++j) {
+            if (is_stable(ask[j].kind))
+              p.stable.emplace_back(ask[j], got[j]);
+            known[slots[j]] = std::move(got[j]);
+          }
+          gather_facts(self, std::move(known), round + 1);
+        },
+        [=](caf::error& err) {
+          finish(self, rejection_reply(v1::REJECTION_CODE_UNAVAILABLE, "",
+                                       "could not check the command: "
+                                         + render(self, err)));
+        });
   }
 
   static void decide(pointer self, const std::vector<fact>& facts) {
@@ -632,6 +685,8 @@ private:
   /// Answers the command in progress and moves on to the next.
   static void finish(pointer self, std::string reply) {
     auto& st = self->state;
+    if (st.queue.front().holds_claims)
+      self->send(st.deps.resolver, release_atom::value);
     st.queue.front().promise.deliver(std::move(reply));
     st.queue.pop_front();
     st.ph = phase::ready;

@@ -34,8 +34,9 @@ struct user_aggregate {
   }
 
   static std::vector<entity::fact_request>
-  needs(const state_type& s, const command_type& c, const environment& env) {
-    return user::needs(s, c, env);
+  needs(const state_type& s, const command_type& c, const entity::facts& known,
+        const environment& env) {
+    return user::needs(s, c, known, env);
   }
 
   static user_effect decide(const state_type& s, const command_type& c,

@@ -67,12 +67,14 @@ user_effect decide_register(const user_state& s,
     return reject(v1::REJECTION_CODE_ALREADY_EXISTS, "user_id",
                   "user_id: '" + r.user_id() + "' is already registered");
   auto* owner = find_fact(facts, fact_kind::claim_owner);
-  auto* hash = find_fact(facts, fact_kind::password_hash);
-  if (owner == nullptr || hash == nullptr)
+  if (owner == nullptr)
     return missing_fact();
   if (owner->found && owner->value != r.user_id())
     return reject(v1::REJECTION_CODE_ALREADY_EXISTS, "handle",
                   "handle: '" + r.handle() + "' is taken");
+  auto* hash = find_fact(facts, fact_kind::password_hash);
+  if (hash == nullptr)
+    return missing_fact();
   if (!hash->found)
     return reject(v1::REJECTION_CODE_UNAVAILABLE, "password",
                   "password: hashing failed (out of memory); retry");
@@ -312,6 +314,7 @@ user_effect decide_login(const user_state& s, const v1::LoginRequest& r,
 
 std::vector<fact_request> needs(const user_state& s,
                                 const v1::UserCommand& command,
+                                const entity::facts& known,
                                 const user_environment& env) {
   auto claim = [](const char* ns, std::string key) {
     return std::vector<fact_request>{{fact_kind::claim_owner, ns, std::move(key)}};
@@ -321,8 +324,15 @@ std::vector<fact_request> needs(const user_state& s,
       auto& r = command.register_user();
       if (s.registered)
         return {};
-      return {{fact_kind::claim_owner, handle_claim, ascii_lower(r.handle())},
-              {fact_kind::password_hash, r.password(), {}}};
+      // The owner first: a taken handle is refused without hashing, and
+      // contenders for one handle queue behind each other (exclusive).
+      std::vector<fact_request> asked{
+        {fact_kind::claim_owner, handle_claim, ascii_lower(r.handle()), true}};
+      auto* owner = find_fact(known, fact_kind::claim_owner);
+      if (owner == nullptr || (owner->found && owner->value != r.user_id()))
+        return asked;
+      asked.push_back({fact_kind::password_hash, r.password(), {}});
+      return asked;
     }
     case v1::UserCommand::kFollow: {
       auto& r = command.follow();

@@ -2,7 +2,8 @@
 
 // The user aggregate's domain logic: pure functions, no I/O, no actors.
 //
-//   needs(state, command, env)          facts to resolve before deciding
+//   needs(state, command, known, env)   facts to resolve before deciding,
+//                                       given those resolved so far
 //   decide(state, command, facts, env)  -> rejection | events + claims
 //   evolve(state, event)                -> state (total: never fails)
 //   reply_for(user, events, seq, pos)   the reply a command's events imply
@@ -55,8 +56,11 @@ struct user_environment {
 
 using user_effect = entity::effect<v1::UserEvent>;
 
+/// Every fact decide() will need, in a stable order; asked again with the
+/// answers so far (`known`, in request order) until it asks for nothing new.
 std::vector<entity::fact_request> needs(const user_state& state,
                                         const v1::UserCommand& command,
+                                        const entity::facts& known,
                                         const user_environment& env);
 
 user_effect decide(const user_state& state, const v1::UserCommand& command,

@@ -202,7 +202,8 @@ void node::start() {
 
   auto hasher = std::make_shared<const password_hasher>(cfg_.pwhash);
   resolver_ = entity::spawn_fact_resolver(
-    sys, store_, hasher, {cfg_.hashers, cfg_.request_timeout * 2});
+    sys, store_, hasher,
+    {cfg_.hashers, cfg_.request_timeout * 2, &metrics_->entity});
 
   ids_ = std::make_unique<snowflake_generator>(*clock_, cfg_.node_id);
   auto env = std::make_shared<user::user_environment>();

@@ -361,34 +361,41 @@ private:
     return c;
   }
 
-  /// The facts `needs` asks for, answered from what the generator wrote.
+  /// The facts `needs` asks for, answered from what the generator wrote
+  /// (asked again with the answers until it asks for nothing new).
   entity::facts facts_for(const user::user_state& s,
                           const v1::UserCommand& cmd) {
     entity::facts out;
-    for (auto& req : user::needs(s, cmd, env_)) {
-      entity::fact f;
-      f.kind = req.kind;
-      if (req.kind == entity::fact_kind::password_hash) {
-        f.found = true;
-        f.value = password_hash_;
-      } else if (req.kind == entity::fact_kind::claim_owner) {
-        if (req.a == user::user_claim) {
-          f.found = true;
-          f.value = req.b;
-        } else if (req.a == user::shout_claim) {
-          auto it = shout_index_.find(req.b);
-          if (it != shout_index_.end()) {
-            f.found = true;
-            f.value = shouts_[it->second].author;
-            f.detail = shouts_[it->second].parent;
-          }
-        } // handles: never taken before their registration
-      } else {
-        fail("unexpected fact request");
-      }
-      out.push_back(std::move(f));
-    }
+    for (auto asked = user::needs(s, cmd, out, env_);
+         asked.size() > out.size(); asked = user::needs(s, cmd, out, env_))
+      for (auto i = out.size(); i < asked.size(); ++i)
+        out.push_back(answer(asked[i]));
     return out;
+  }
+
+  /// One fact, from what the generator wrote.
+  entity::fact answer(const entity::fact_request& req) {
+    entity::fact f;
+    f.kind = req.kind;
+    if (req.kind == entity::fact_kind::password_hash) {
+      f.found = true;
+      f.value = password_hash_;
+    } else if (req.kind == entity::fact_kind::claim_owner) {
+      if (req.a == user::user_claim) {
+        f.found = true;
+        f.value = req.b;
+      } else if (req.a == user::shout_claim) {
+        auto it = shout_index_.find(req.b);
+        if (it != shout_index_.end()) {
+          f.found = true;
+          f.value = shouts_[it->second].author;
+          f.detail = shouts_[it->second].parent;
+        }
+      } // handles: never taken before their registration
+    } else {
+      fail("unexpected fact request");
+    }
+    return f;
   }
 
   void add(pqxx::connection& conn, int who, const v1::UserCommand& cmd) {

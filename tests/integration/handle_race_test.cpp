@@ -17,7 +17,10 @@
 #include <thread>
 #include <vector>
 
+#include <pqxx/pqxx>
+
 #include "tests/support/test_db.hpp"
+#include "tests/support/wait.hpp"
 #include "tests/support/test_node.hpp"
 
 using namespace shoutflow;
@@ -205,6 +208,70 @@ TEST(handle_race, exactly_one_registration_wins_each_round) {
               " GROUP BY persistence_id"
               " HAVING min(seq_nr) <> 1 OR max(seq_nr) <> count(*)) broken"),
             0);
+}
+
+double hashes(test_node& n) {
+  return metric_value(n, "shoutflow_password_operations_total", "operation",
+                      "hash");
+}
+
+// Issue 14's hot key: contenders for one handle on one node queue behind the
+// first (the resolver's exclusive claim lookups), so exactly one password is
+// hashed — the winner's — and each loser is refused on the owner alone.
+// Counted, not timed: with the production cost every hash is ~100 ms of CPU.
+TEST(handle_race, a_hot_handle_hashes_one_password) {
+  test_database db;
+  test_node n{db.url()};
+  auto before = hashes(n);
+  auto results = race(n, "hot", "HotHandle", true, 4242);
+  expect_exactly_one_winner(db, results, "hot", "HotHandle", true);
+  EXPECT_EQ(hashes(n) - before, 1) << "only the winner's password is hashed";
+  EXPECT_GE(metric_value(n, "shoutflow_entity_claim_waits_total"), 1)
+    << "the racers must have queued behind each other";
+
+  // A registration of a handle already taken is refused before hashing.
+  auto late = n.send(register_user("late-hot", "late_hot", "hothandle"));
+  ASSERT_TRUE(late.has_rejection()) << late.DebugString();
+  EXPECT_EQ(late.rejection().code(), v1::REJECTION_CODE_ALREADY_EXISTS);
+  EXPECT_EQ(hashes(n) - before, 1);
+}
+
+// A claim that appears between the lookup and the write (another node's
+// registration, here an uncommitted row of the test's own transaction that
+// commits while the journal waits on it) fails the write; the command is
+// decided again and refused on the owner, without a second hash.
+TEST(handle_race, a_stale_owner_lookup_is_retried_without_hashing_again) {
+  test_database db;
+  test_node n{db.url()};
+  pqxx::connection other{db.url()};
+  pqxx::work tx{other};
+  tx.exec("INSERT INTO claims (namespace, key, owner_id, value)"
+          " VALUES ('handle', 'contested', 'elsewhere', 'elsewhere')");
+  auto before = hashes(n);
+  auto retries = metric_value(n, "shoutflow_entity_fact_retries_total");
+  std::thread committer([&] {
+    // Commit once the journal's INSERT waits on our row's lock.
+    EXPECT_TRUE(wait_until(
+      [&] {
+        return db.scalar<int64_t>(
+                 "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a"
+                 "    ON a.pid = l.pid"
+                 " WHERE NOT l.granted AND a.datname = current_database()")
+               > 0;
+      },
+      10s))
+      << "the registration never waited on the uncommitted claim";
+    tx.commit();
+  });
+  auto r = n.send(register_user("c-contested", "contender", "Contested"), 20s);
+  committer.join();
+  ASSERT_TRUE(r.has_rejection()) << r.DebugString();
+  EXPECT_EQ(r.rejection().code(), v1::REJECTION_CODE_ALREADY_EXISTS);
+  EXPECT_EQ(r.rejection().field(), "handle");
+  EXPECT_EQ(metric_value(n, "shoutflow_entity_fact_retries_total") - retries,
+            1);
+  EXPECT_EQ(hashes(n) - before, 1) << "the retry must not hash again";
+  EXPECT_EQ(db.scalar<int64_t>("SELECT count(*) FROM events"), 0);
 }
 
 TEST(handle_race, the_winner_may_retry_and_losers_stay_out) {

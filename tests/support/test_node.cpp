@@ -1,6 +1,7 @@
 #include "tests/support/test_node.hpp"
 
 #include <caf/all.hpp>
+#include <gtest/gtest.h>
 
 #include "actors/common/text.hpp"
 #include "actors/user/user_domain.hpp"
@@ -44,6 +45,24 @@ test_node::~test_node() {
 void test_node::stop() {
   if (node_)
     node_->shutdown(std::chrono::seconds(5));
+}
+
+double metric_value(test_node& n, const std::string& name,
+                    const std::string& label, const std::string& value) {
+  for (auto& family : n.get().registry().Collect()) {
+    if (family.name != name)
+      continue;
+    for (auto& m : family.metric) {
+      bool match = label.empty();
+      for (auto& l : m.label)
+        match = match || (l.name == label && l.value == value);
+      if (match)
+        return family.type == prometheus::MetricType::Gauge ? m.gauge.value
+                                                            : m.counter.value;
+    }
+  }
+  ADD_FAILURE() << "no metric " << name << "{" << label << "=" << value << "}";
+  return -1;
 }
 
 std::unique_ptr<v1::CommandService::Stub> test_node::command_stub() const {

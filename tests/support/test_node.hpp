@@ -55,6 +55,13 @@ private:
   std::unique_ptr<node::node> node_;
 };
 
+/// The value of a counter or gauge of the node's registry: the child whose
+/// label `label` is `value` (the first child when `label` is empty).
+/// ADD_FAILUREs and returns -1 when there is no such metric.
+double metric_value(test_node& n, const std::string& name,
+                    const std::string& label = {},
+                    const std::string& value = {});
+
 /// A client context with a deadline.
 std::unique_ptr<grpc::ClientContext>
 context_with_deadline(std::chrono::milliseconds timeout

@@ -85,7 +85,7 @@ TEST_F(user_domain, register_user_records_hash_and_claims_user_and_handle) {
   auto r = alice.run(cmd, {no_owner(), hashed(stored_hash)});
 
   std::vector<fact_request> expected_needs = {
-    {fact_kind::claim_owner, handle_claim, "alice_w"},
+    {fact_kind::claim_owner, handle_claim, "alice_w", true},
     {fact_kind::password_hash, "correct horse", ""}};
   EXPECT_EQ(r.needs, expected_needs);
   ASSERT_FALSE(r.rejected()) << r.rejection->ShortDebugString();
@@ -140,9 +140,11 @@ TEST_F(user_domain, register_user_twice_is_already_exists_on_user_id) {
 }
 
 TEST_F(user_domain, register_user_with_a_handle_owned_by_another_user) {
-  auto r = alice.run(register_user_cmd("c1", "alice", "Bob"),
-                     {owner("bob"), hashed(stored_hash)});
+  // Refused on the owner alone: the password is never hashed.
+  auto r = alice.run(register_user_cmd("c1", "alice", "Bob"), {owner("bob")});
+  ASSERT_EQ(r.needs.size(), 1u);
   EXPECT_EQ(r.needs[0].b, "bob");
+  EXPECT_TRUE(r.needs[0].exclusive);
   expect_rejection(r, v1::REJECTION_CODE_ALREADY_EXISTS, "handle");
   EXPECT_EQ(r.state_after, user_state{});
 }
@@ -162,7 +164,7 @@ TEST_F(user_domain, register_user_handle_claim_is_case_insensitive) {
 
   user_testkit carol{"carol"};
   auto taken = carol.run(register_user_cmd("c1", "carol", "bob_99"),
-                         {owner("alice"), hashed(stored_hash)});
+                         {owner("alice")});
   EXPECT_EQ(taken.needs[0].b, "bob_99");
   expect_rejection(taken, v1::REJECTION_CODE_ALREADY_EXISTS, "handle");
 }
@@ -173,6 +175,20 @@ TEST_F(user_domain, register_user_when_the_handle_is_already_its_own) {
                      {owner("alice"), hashed(stored_hash)});
   EXPECT_FALSE(r.rejected());
   EXPECT_EQ(r.events.size(), 1u);
+}
+
+TEST_F(user_domain, register_user_asks_for_the_owner_before_the_hash) {
+  user_testkit kit{"dora"};
+  auto cmd = register_user_cmd("c1", "dora", "Dora");
+  auto first = needs(kit.state(), cmd, {}, kit.env());
+  ASSERT_EQ(first.size(), 1u) << "the owner alone, before any hashing";
+  EXPECT_EQ(first[0].kind, fact_kind::claim_owner);
+  auto second = needs(kit.state(), cmd, {no_owner()}, kit.env());
+  ASSERT_EQ(second.size(), 2u);
+  EXPECT_EQ(second[0], first[0]) << "needs() only ever appends";
+  EXPECT_EQ(second[1].kind, fact_kind::password_hash);
+  EXPECT_EQ(needs(kit.state(), cmd, {owner("erin")}, kit.env()).size(), 1u)
+    << "a handle owned by another user needs no hash";
 }
 
 TEST_F(user_domain, register_user_when_hashing_failed_is_unavailable) {
@@ -790,7 +806,7 @@ TEST_F(user_domain, lock_expiring_between_needs_and_decide_fails_as_locked) {
   auto until = alice.state().locked_until_ms;
   alice.clock().set_ms(until - 1);
   auto cmd = login_cmd("edge", "alice", "correct horse");
-  auto asked = needs(alice.state(), cmd, alice.env());
+  auto asked = needs(alice.state(), cmd, {}, alice.env());
   EXPECT_TRUE(asked.empty());
   alice.clock().set_ms(until);
   auto eff = decide(alice.state(), cmd, {}, alice.env());

@@ -79,15 +79,11 @@ inline void PrintTo(const claim_op& c, std::ostream* os) {
 
 namespace shoutflow::entity {
 
-inline bool operator==(const fact_request& a, const fact_request& b) {
-  return a.kind == b.kind && a.a == b.a && a.b == b.b;
-}
-
 inline void PrintTo(const fact_request& r, std::ostream* os) {
   static const char* names[] = {"claim_owner", "password_hash",
                                 "password_verify"};
   *os << "{" << names[static_cast<int>(r.kind)] << ", " << r.a << ", " << r.b
-      << "}";
+      << (r.exclusive ? ", exclusive" : "") << "}";
 }
 
 } // namespace shoutflow::entity
@@ -290,10 +286,18 @@ public:
   /// One command. By default the facts must answer needs() kind for kind (a
   /// test that supplies facts the domain did not ask for is a broken test);
   /// `check_facts = false` feeds decide() deliberately mismatched facts.
+  /// needs() is asked as the runtime asks it: again with the answers so
+  /// far (taken from `facts` in order) until it asks for nothing new.
   run_result run(const v1::UserCommand& command, entity::facts facts = {},
                  bool check_facts = true) {
     run_result out;
-    out.needs = needs(state_, command, env_);
+    entity::facts known;
+    for (;;) {
+      out.needs = needs(state_, command, known, env_);
+      if (out.needs.size() <= known.size() || known.size() >= facts.size())
+        break;
+      known.push_back(facts[known.size()]);
+    }
     if (check_facts) {
       std::vector<fact_kind> asked;
       std::vector<fact_kind> given;

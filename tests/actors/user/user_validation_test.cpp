@@ -448,7 +448,7 @@ TEST(user_validation, decide_rejects_what_validate_rejects) {
     SCOPED_TRACE(c.ShortDebugString());
     set_string(c, "command_id", "");
     auto facts = entity::facts{};
-    for (auto& need : needs(kit.state(), c, kit.env()))
+    for (auto& need : needs(kit.state(), c, {}, kit.env()))
       facts.push_back({need.kind, true, "alice"});
     auto out = kit.run(c, facts);
     EXPECT_TRUE(rejects(out.rejection, "command_id"));
