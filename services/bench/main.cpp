@@ -46,8 +46,11 @@ int main(int argc, char** argv) {
   r.load_start = load_average();
   r.started_at = utc_timestamp();
 
-  bool writes = mix_writes(opt.mix) || opt.prepare || opt.ready_only;
-  bool reads = mix_reads(opt.mix) || opt.probe_rate > 0 || opt.ready_only;
+  bool racing = opt.race > 0;
+  bool writes
+    = mix_writes(opt.mix) || opt.prepare || opt.ready_only || racing;
+  bool reads = !racing
+               && (mix_reads(opt.mix) || opt.probe_rate > 0 || opt.ready_only);
   target_pool pool{writes ? opt.command_targets : std::vector<std::string>{},
                    reads ? opt.query_targets : std::vector<std::string>{},
                    opt.channels};
@@ -65,6 +68,13 @@ int main(int argc, char** argv) {
   }
   if (opt.ready_only)
     return 0;
+  if (opt.race > 0) {
+    r.race = run_race(opt, pool);
+    r.raced = true;
+    r.load_end = load_average();
+    r.finished_at = utc_timestamp();
+    return emit(r) && r.race.ok > 0 ? 0 : 1;
+  }
 
   load_runner runner{opt, pool};
   if (opt.prepare) {

@@ -46,6 +46,11 @@ prepare (idempotent: command ids derive from user ids)
   --prepare-only    prepare, report, and stop
   --ready-only      wait until every target is ready (--wait-ready), exit 0
                     when it is, 1 when not; no load, no report
+race (instead of prepare and load; services/bench/race.hpp)
+  --race N          N RegisterUser calls at once for ONE new handle, distinct
+                    user ids; reports how many won, were ALREADY_EXISTS or
+                    failed otherwise, and the slowest answer
+  --race-distinct   the baseline: the same N calls with N distinct handles
 output
   --run-id STR      part of the load's command ids (default: random)
   --label STR       free text recorded in the report
@@ -122,6 +127,10 @@ options parse_options(int argc, char** argv) {
       o.json_path = flag.text();
     else if (name == "quiet")
       o.quiet = true;
+    else if (name == "race")
+      o.race = flag.integer<int>(1, 100000);
+    else if (name == "race-distinct")
+      o.race_distinct = true;
     else
       flag.unknown();
   }
@@ -136,6 +145,8 @@ options parse_options(int argc, char** argv) {
                     "themselves)");
   if (!o.prepare && o.prepare_only)
     cli.usage_error("--no-prepare and --prepare-only contradict each other");
+  if (o.race_distinct && o.race == 0)
+    cli.usage_error("--race-distinct needs --race N");
   if (o.probe_rate > 0 && !mix_writes(o.mix))
     cli.usage_error("--probe-rate needs a mix that posts shouts");
   return o;

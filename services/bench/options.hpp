@@ -47,6 +47,9 @@ struct options {
   int max_outstanding = 20000;
   std::string json_path;  // "" or "-": stdout
   bool quiet = false;
+  /// The hot-key race instead of a load (race.hpp): calls sent at once.
+  int race = 0;
+  bool race_distinct = false;
 };
 
 /// Parses argv; exits with status 2 and the usage on a bad command line.

@@ -88,6 +88,20 @@ std::string to_json(const report& r) {
     w.field("error", r.prepare.error);
   w.end_object();
 
+  if (r.raced) {
+    const auto& x = r.race;
+    w.key("race").begin_object();
+    w.field("calls", x.calls).field("one_handle", x.one_handle);
+    w.field("ok", x.ok).field("already_exists", x.already_exists);
+    w.key("errors_by_code").begin_object();
+    for (auto& [code, n] : x.errors_by_code)
+      w.field(code, n);
+    w.end_object();
+    w.field("p50_ms", x.p50_ms).field("max_ms", x.max_ms);
+    w.field("seconds", x.seconds);
+    w.end_object();
+  }
+
   if (r.ran) {
     const auto& run = r.run;
     w.key("run").begin_object();
@@ -171,6 +185,20 @@ std::string to_summary(const report& r) {
                     static_cast<unsigned long long>(p.failed));
       out += buf;
     }
+  if (r.raced) {
+    int errors = 0;
+    for (auto& [code, n] : r.race.errors_by_code)
+      errors += n;
+    std::snprintf(buf, sizeof buf,
+                  "race: %d RegisterUser at once, %s: %d ok, %d "
+                  "ALREADY_EXISTS, %d other errors; p50 %.0f ms, slowest "
+                  "%.0f ms\n",
+                  r.race.calls,
+                  r.race.one_handle ? "one handle" : "distinct handles",
+                  r.race.ok, r.race.already_exists, errors, r.race.p50_ms,
+                  r.race.max_ms);
+    out += buf;
+  }
   if (!r.ran)
     return out;
   const auto& o = r.opt;

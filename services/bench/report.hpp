@@ -18,6 +18,9 @@
 //   series       [{t (second since the load began; the window is
 //                 [warmup_s, warmup_s + duration_s)), ok, errors,
 //                 ops {op: {ok, errors, p50_ms, p99_ms, max_ms}}}]
+//   race         (--race only, instead of prepare/run/totals/operations/
+//                series) calls, one_handle, ok, already_exists,
+//                errors_by_code {CODE: n}, p50_ms, max_ms, seconds
 // Latencies in milliseconds; in the open loop from the scheduled time.
 
 #pragma once
@@ -28,6 +31,7 @@
 #include "services/bench/lib/machine.hpp"
 #include "services/bench/load_runner.hpp"
 #include "services/bench/options.hpp"
+#include "services/bench/race.hpp"
 
 namespace shoutflow::bench {
 
@@ -40,6 +44,8 @@ struct report {
   prepare_result prepare;
   bool ran = false;
   run_result run;
+  bool raced = false;
+  race_result race;
 };
 
 std::string to_json(const report& r);

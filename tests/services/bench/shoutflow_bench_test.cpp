@@ -203,6 +203,28 @@ TEST_F(shoutflow_bench_test, open_loop_rerun_prepares_idempotently) {
   expect_latency(post, "post_shout");
 }
 
+TEST_F(shoutflow_bench_test, race_reports_one_winner_and_the_refused) {
+  auto hot = run_bench(targets() + " --race 12");
+  ASSERT_EQ(hot.exit_status, 0) << hot.stderr_text;
+  auto hot_doc = parse(hot.json);
+  const auto& race = obj(hot_doc, "race");
+  EXPECT_EQ(num(race, "calls"), 12);
+  EXPECT_TRUE(at(race, "one_handle").bool_value());
+  EXPECT_EQ(num(race, "ok"), 1);
+  EXPECT_EQ(num(race, "already_exists"), 11);
+  EXPECT_TRUE(obj(race, "errors_by_code").fields().empty());
+  EXPECT_LE(num(race, "p50_ms"), num(race, "max_ms"));
+  EXPECT_GT(num(race, "max_ms"), 0);
+
+  auto distinct = run_bench(targets() + " --race 5 --race-distinct");
+  ASSERT_EQ(distinct.exit_status, 0) << distinct.stderr_text;
+  auto distinct_doc = parse(distinct.json);
+  const auto& all = obj(distinct_doc, "race");
+  EXPECT_FALSE(at(all, "one_handle").bool_value());
+  EXPECT_EQ(num(all, "ok"), 5);
+  EXPECT_EQ(num(all, "already_exists"), 0);
+}
+
 TEST_F(shoutflow_bench_test, bad_flags_and_unreachable_targets) {
   EXPECT_EQ(run_bench("--mix nope").exit_status, 2);
   EXPECT_EQ(run_bench("--inflight 0").exit_status, 2);
