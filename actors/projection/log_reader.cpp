@@ -22,42 +22,48 @@ namespace shoutflow::projection {
 // bare ORDER BY name to an output column first, and ordering by the xid's
 // text puts 10000 before 9999 — events out of order, skipped and applied
 // twice whenever the xid counter gains a digit.
+//
+// One statement, run in autocommit (no BEGIN, SET TRANSACTION, ROLLBACK):
+// the events up to the horizon, then one row with a NULL tx that says
+// whether committed events wait behind the horizon (rows at or past it: the
+// cursor is always below it, as the horizon only moves up). That last test
+// is an index range scan from the horizon, not EXISTS: once the statement is
+// prepared, PostgreSQL's generic plan for EXISTS expects an early hit and
+// scans the whole table — every idle poll read the log (113 ms at 300,000
+// events). Five round trips per poll became one (docs/benchmarks.md, the
+// issue 14 profile).
 const char* const log_fetch_sql = R"sql(
-SELECT tx_id::text AS tx, global_position, persistence_id, seq_nr, event_type,
-       event_version, payload,
-       (extract(epoch FROM recorded_at) * 1000)::bigint
-  FROM events
- WHERE (tx_id, global_position) > ($1::text::xid8, $2::bigint)
-   AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
-   AND ($4::bigint = 0 OR global_position <= $4)
-   AND ($5::bigint = 0
-        OR recorded_at <= 'epoch'::timestamptz + $5 * interval '1 millisecond')
- ORDER BY tx_id, global_position
- LIMIT $3
+WITH h AS MATERIALIZED (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin)
+SELECT * FROM (
+  SELECT tx_id::text AS tx, global_position, persistence_id, seq_nr,
+         event_type, event_version, payload,
+         (extract(epoch FROM recorded_at) * 1000)::bigint, NULL::boolean
+    FROM events
+   WHERE (tx_id, global_position) > ($1::text::xid8, $2::bigint)
+     AND tx_id < (SELECT xmin FROM h)
+     AND ($4::bigint = 0 OR global_position <= $4)
+     AND ($5::bigint = 0
+          OR recorded_at <= 'epoch'::timestamptz + $5 * interval '1 millisecond')
+   ORDER BY tx_id, global_position
+   LIMIT $3) AS visible
+UNION ALL
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+       (SELECT 1 FROM events
+         WHERE tx_id >= (SELECT xmin FROM h)
+           AND ($4::bigint = 0 OR global_position <= $4)
+           AND ($5::bigint = 0
+                OR recorded_at <= 'epoch'::timestamptz
+                                  + $5 * interval '1 millisecond')
+         ORDER BY tx_id, global_position
+         LIMIT 1) IS NOT NULL
 )sql";
 
 namespace {
 
 // -- fetcher -------------------------------------------------------------------
 
-// Any row past the cursor at all (committed behind the horizon, or still
-// running)? Not `SELECT EXISTS (...)`: once the statement is prepared,
-// PostgreSQL's generic plan for EXISTS expects an early hit and scans the
-// whole table — every idle poll read the log (113 ms at 300,000 events).
-// The ORDER BY keeps it a walk of the (tx_id, global_position) index.
-constexpr const char* horizon_sql = R"sql(
-SELECT 1 FROM events
- WHERE (tx_id, global_position) > ($1::text::xid8, $2::bigint)
-   AND ($3::bigint = 0 OR global_position <= $3)
-   AND ($4::bigint = 0
-        OR recorded_at <= 'epoch'::timestamptz + $4 * interval '1 millisecond')
- ORDER BY tx_id, global_position
- LIMIT 1
-)sql";
-
 void prepare_fetcher(pqxx::connection& c) {
   c.prepare("fetch", log_fetch_sql);
-  c.prepare("horizon", horizon_sql);
   c.prepare("head", "SELECT coalesce(max(global_position), 0) FROM events");
 }
 
@@ -77,11 +83,15 @@ fetcher(fetcher_actor::stateful_pointer<fetcher_state> self,
       fetch_result out;
       auto r = self->state.session->run([&](pqxx::connection& conn) {
         out.events.clear();
-        pqxx::read_transaction tx{conn};
+        pqxx::nontransaction tx{conn};
         auto tx_text = std::to_string(after.tx);
         for (const auto& row : tx.exec_prepared("fetch", tx_text,
                                                 after.position, limit,
                                                 until_pos, until_ms)) {
+          if (row[0].is_null()) {
+            out.behind_horizon = row[8].as<bool>();
+            continue;
+          }
           raw_event e;
           e.at = {std::stoull(row[0].as<std::string>()), row[1].as<int64_t>()};
           e.persistence_id = row[2].as<std::string>();
@@ -92,14 +102,6 @@ fetcher(fetcher_actor::stateful_pointer<fetcher_state> self,
           e.recorded_at_ms = row[7].as<int64_t>();
           out.events.push_back(std::move(e));
         }
-        if (static_cast<int64_t>(out.events.size()) < limit) {
-          auto last = out.events.empty() ? after : out.events.back().at;
-          out.behind_horizon = !tx.exec_prepared("horizon",
-                                                 std::to_string(last.tx),
-                                                 last.position, until_pos,
-                                                 until_ms)
-                                   .empty();
-        }
       });
       if (!r)
         return journal::make_error(journal::db_errc::unavailable, r.detail);
@@ -108,7 +110,7 @@ fetcher(fetcher_actor::stateful_pointer<fetcher_state> self,
     [=](head_atom) -> caf::result<int64_t> {
       int64_t head = 0;
       auto r = self->state.session->run([&](pqxx::connection& conn) {
-        pqxx::read_transaction tx{conn};
+        pqxx::nontransaction tx{conn};
         head = tx.exec_prepared1("head")[0].as<int64_t>();
       });
       if (!r)
@@ -120,7 +122,13 @@ fetcher(fetcher_actor::stateful_pointer<fetcher_state> self,
 
 // -- reader --------------------------------------------------------------------
 
+// Committed events wait behind an older open transaction: look again after
+// 2 ms, doubling up to 16 ms while they still wait. The journal's commits
+// wake the reader at once; the retry covers transactions that do not (a
+// projection's, a lease renewal's). At 2 ms flat, caught-up readers polled
+// 100+ times a second each under write load (the issue 14 profile).
 constexpr auto horizon_retry = std::chrono::milliseconds(2);
+constexpr auto horizon_retry_max = std::chrono::milliseconds(16);
 constexpr auto failure_retry = std::chrono::milliseconds(200);
 constexpr auto progress_every = std::chrono::seconds(5);
 
@@ -149,6 +157,8 @@ struct reader_state {
   /// polls, back to one on a wake or an event. Wake-ups (this node's
   /// journal, other nodes' through the peers) make polling a fallback.
   std::chrono::milliseconds idle_poll{0};
+  /// The next retry while events wait behind the horizon (doubling).
+  std::chrono::milliseconds horizon_wait = horizon_retry;
   uint64_t next_batch = 0;
   std::unique_ptr<routed_batch> prefetched;
   std::size_t pending_acks = 0;
@@ -382,7 +392,8 @@ void fetch(pointer self) {
             return;
           }
           if (res.behind_horizon) {
-            schedule_poll(self, horizon_retry);
+            schedule_poll(self, st.horizon_wait);
+            st.horizon_wait = std::min(st.horizon_wait * 2, horizon_retry_max);
             return;
           }
           st.idle_poll = std::min(std::max(st.idle_poll * 2, st.cfg.poll),
@@ -391,6 +402,7 @@ void fetch(pointer self) {
           return;
         }
         st.idle_poll = std::chrono::milliseconds(0);
+        st.horizon_wait = horizon_retry;
         st.read_cursor = res.events.back().at;
         auto batch = route(self, res.events);
         if (st.applying || st.held) {
@@ -466,6 +478,7 @@ reader_actor::behavior_type reader(pointer self, reader_config cfg) {
     [=](wake_atom) {
       auto& st = self->state;
       st.idle_poll = std::chrono::milliseconds(0);
+      st.horizon_wait = horizon_retry;
       if (st.idle)
         fetch(self);
     },

@@ -65,7 +65,8 @@ struct reader_config {
 /// The fetcher's query: $1 cursor tx (text), $2 cursor position, $3 limit,
 /// $4 until position (0: none), $5 until time in ms (0: none). Columns: tx
 /// (text), position, persistence id, seq_nr, type, version, payload,
-/// recorded_at (ms).
+/// recorded_at (ms), behind; the last row has a NULL tx and only `behind`:
+/// whether committed events wait behind the horizon.
 extern const char* const log_fetch_sql;
 
 fetcher_actor spawn_fetcher(caf::actor_system& sys, const std::string& db_url);
