@@ -24,6 +24,14 @@ prometheus::Family<prometheus::Counter>& failures(prometheus::Registry& r) {
     .Register(r);
 }
 
+prometheus::Family<prometheus::Counter>& paths(prometheus::Registry& r) {
+  return prometheus::BuildCounter()
+    .Name("shoutflow_journal_append_paths_total")
+    .Help("Batches by how they were written: one_statement (one round trip), "
+          "refused (not the common case: the step-by-step transaction)")
+    .Register(r);
+}
+
 } // namespace
 
 journal_metrics::journal_metrics(prometheus::Registry& r,
@@ -44,7 +52,9 @@ journal_metrics::journal_metrics(prometheus::Registry& r,
     precondition_failures(failures(r).Add({{"reason", "precondition"}})),
     conflicts(failures(r).Add({{"reason", "conflict"}})),
     unavailable(failures(r).Add({{"reason", "unavailable"}})),
-    fenced(failures(r).Add({{"reason", "fenced"}})) {
+    fenced(failures(r).Add({{"reason", "fenced"}})),
+    one_statement_batches(paths(r).Add({{"path", "one_statement"}})),
+    refused_appends(paths(r).Add({{"path", "refused"}})) {
   auto& by_type = prometheus::BuildCounter()
                     .Name("shoutflow_journal_events_appended_total")
                     .Help("Events committed, by event type")

@@ -32,6 +32,10 @@ struct journal_metrics {
   prometheus::Counter& unavailable;
   /// Refused because the shard lease moved on (docs/cluster.md).
   prometheus::Counter& fenced;
+  /// Batches committed by the one-statement append, and batches it refused
+  /// (they went through the step-by-step transaction).
+  prometheus::Counter& one_statement_batches;
+  prometheus::Counter& refused_appends;
 
   /// shoutflow_journal_events_appended_total{type}: a read of an immutable
   /// map, no registry lock (the commit path calls it per event).

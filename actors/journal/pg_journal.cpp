@@ -89,6 +89,67 @@ constexpr const char* sql_fences
     " ORDER BY l.part"
     "   FOR KEY SHARE OF l";
 
+// The common case in ONE statement, run in autocommit (no BEGIN, no COMMIT
+// round trip): fences, earlier executions, claims, events and no-op replies
+// of a batch without guards or releases. Anything unusual — a fence not
+// held, a command id seen before, a claim taken — makes it call
+// journal_refuse (SQLSTATE SF001, migration 0009), which aborts it with
+// nothing written; the batch then goes through the step-by-step
+// transaction below, which sorts out which write fails and why. All CTEs
+// read one snapshot taken before the statement gets its xid, as the
+// step-by-step path's reads do.
+constexpr const char* sql_append
+  = "WITH fenced AS ("
+    "  SELECT l.part FROM leases l"
+    "    JOIN unnest($1::int[], $2::bigint[]) AS q(p, e)"
+    "      ON l.resource = 'shard' AND l.part = q.p AND l.epoch = q.e"
+    "   WHERE l.owner_incarnation = $3 AND l.expires_at > clock_timestamp()"
+    "   ORDER BY l.part"
+    "     FOR KEY SHARE OF l),"
+    " applied AS ("
+    "  SELECT 1 FROM unnest($4::text[], $5::text[]) AS q(pid, cid)"
+    "    JOIN events e ON e.persistence_id = q.pid AND e.command_id = q.cid"
+    "  UNION ALL"
+    "  SELECT 1 FROM unnest($4::text[], $5::text[]) AS q(pid, cid)"
+    "    JOIN noop_commands n"
+    "      ON n.persistence_id = q.pid AND n.command_id = q.cid),"
+    " go AS MATERIALIZED ("
+    "  SELECT (SELECT count(*) FROM fenced) = cardinality($1::int[])"
+    "         AND NOT EXISTS (SELECT 1 FROM applied) AS ok),"
+    " claimed AS ("
+    "  INSERT INTO claims (namespace, key, owner_id, value)"
+    "  SELECT * FROM unnest($6::text[], $7::text[], $8::text[], $9::text[])"
+    "    AS q(ns, k, o, v)"
+    "   WHERE (SELECT ok FROM go)"
+    "   ORDER BY ns, k"
+    "  ON CONFLICT DO NOTHING"
+    "  RETURNING 1),"
+    " all_claimed AS MATERIALIZED ("
+    "  SELECT (SELECT ok FROM go)"
+    "         AND (SELECT count(*) FROM claimed) = cardinality($6::text[])"
+    "         AS ok),"
+    " appended AS ("
+    "  INSERT INTO events (persistence_id, seq_nr, event_type, event_version,"
+    "                      payload, command_id, correlation_id, causation_id,"
+    "                      node_id, lease_epoch)"
+    "  SELECT u.pid, u.seq, u.type, u.version, u.payload, u.cid, u.corr,"
+    "         u.cause, $18::text, nullif(u.epoch, 0)"
+    "    FROM unnest($10::text[], $11::bigint[], $12::text[], $13::int[],"
+    "                $14::bytea[], $15::text[], $16::text[], $17::text[],"
+    "                $19::bigint[])"
+    "      AS u(pid, seq, type, version, payload, cid, corr, cause, epoch)"
+    "   WHERE (SELECT ok FROM all_claimed)"
+    "  RETURNING persistence_id, seq_nr, global_position),"
+    " noops AS ("
+    "  INSERT INTO noop_commands (persistence_id, command_id, reply)"
+    "  SELECT * FROM unnest($20::text[], $21::text[], $22::bytea[])"
+    "   WHERE (SELECT ok FROM all_claimed)"
+    "  RETURNING 1)"
+    " SELECT persistence_id, seq_nr, global_position FROM appended"
+    " UNION ALL"
+    " SELECT NULL, NULL, journal_refuse('journal: not the common case')"
+    "  WHERE NOT (SELECT ok FROM all_claimed)";
+
 constexpr const char* sql_stream_heads
   = "SELECT persistence_id, max(seq_nr) FROM events"
     " WHERE persistence_id = ANY($1::text[]) GROUP BY persistence_id";
@@ -101,6 +162,7 @@ void prepare_statements(pqxx::connection& c) {
   c.prepare("fences", sql_fences);
   c.prepare("noops", sql_noops);
   c.prepare("stream_heads", sql_stream_heads);
+  c.prepare("append", sql_append);
 }
 
 using claim_key = std::tuple<std::string, std::string, std::string>;
@@ -127,6 +189,27 @@ struct claim_columns {
     value.push_back(c.value);
   }
   bool empty() const { return ns.empty(); }
+};
+
+/// The distinct (shard, lease epoch) pairs the live writes are fenced by.
+struct fence_columns {
+  std::vector<int64_t> parts, epochs;
+};
+
+/// (persistence id, command id) of the live writes that carry a command id.
+struct command_columns {
+  std::vector<std::string> pids, cids;
+};
+
+/// One row per event of the live writes.
+struct event_columns {
+  std::vector<std::string> pids, types, payloads, cids, corrs, causes;
+  std::vector<int64_t> seqs, versions, epochs;
+};
+
+/// The replies of the live writes that append nothing.
+struct noop_columns {
+  std::vector<std::string> pids, cids, replies;
 };
 
 constexpr int max_transient_retries = 5;
@@ -160,11 +243,80 @@ struct batch_state {
   }
 };
 
+fence_columns fences_of(const batch_state& st) {
+  std::set<std::pair<int64_t, int64_t>> wanted;
+  for (std::size_t i = 0; i < st.size(); ++i)
+    if (st.live[i] && st.batch[i].shard >= 0)
+      wanted.emplace(st.batch[i].shard, st.batch[i].lease_epoch);
+  fence_columns out;
+  for (auto& [p, e] : wanted) {
+    out.parts.push_back(p);
+    out.epochs.push_back(e);
+  }
+  return out;
+}
+
+command_columns commands_of(const batch_state& st) {
+  command_columns out;
+  for (std::size_t i = 0; i < st.size(); ++i)
+    if (st.live[i] && !st.batch[i].command_id.empty()) {
+      out.pids.push_back(st.batch[i].persistence_id);
+      out.cids.push_back(st.batch[i].command_id);
+    }
+  return out;
+}
+
+claim_columns claims_of(const batch_state& st) {
+  claim_columns out;
+  for (std::size_t i = 0; i < st.size(); ++i)
+    if (st.live[i])
+      for (auto& c : st.batch[i].claims)
+        out.add(c);
+  return out;
+}
+
+event_columns events_of(const batch_state& st) {
+  event_columns out;
+  for (std::size_t i = 0; i < st.size(); ++i) {
+    if (!st.live[i])
+      continue;
+    auto& w = st.batch[i];
+    for (auto& e : w.events) {
+      out.epochs.push_back(w.shard >= 0 ? w.lease_epoch : 0);
+      out.pids.push_back(w.persistence_id);
+      out.seqs.push_back(e.seq_nr);
+      out.types.push_back(e.type);
+      out.versions.push_back(e.version);
+      out.payloads.push_back(e.payload);
+      out.cids.push_back(w.command_id);
+      out.corrs.push_back(w.correlation_id);
+      out.causes.push_back(w.causation_id);
+    }
+  }
+  return out;
+}
+
+noop_columns noops_of(const batch_state& st) {
+  noop_columns out;
+  for (std::size_t i = 0; i < st.size(); ++i) {
+    auto& w = st.batch[i];
+    if (st.live[i] && w.events.empty() && !w.command_id.empty()) {
+      out.pids.push_back(w.persistence_id);
+      out.cids.push_back(w.command_id);
+      out.replies.push_back(w.noop_reply);
+    }
+  }
+  return out;
+}
+
 /// What one attempt (one transaction) found.
 struct attempt_state {
   /// A write failed whose side effects are in the transaction: it was rolled
   /// back, and the next attempt runs without that write.
   bool retry = false;
+  /// The one-statement append refused the batch (not the common case):
+  /// nothing was written; run the step-by-step attempt.
+  bool refused = false;
   /// (persistence_id, seq_nr) -> global position of each inserted event.
   std::map<std::pair<std::string, int64_t>, int64_t> positions;
   std::chrono::steady_clock::time_point started
@@ -209,20 +361,13 @@ void check_within_batch(batch_state& st) {
 /// write's epoch fails as `fenced`, before anything of it is written.
 void check_fences(pqxx::work& tx, batch_state& st,
                   const std::string& incarnation) {
-  std::set<std::pair<int64_t, int64_t>> wanted;
-  for (std::size_t i = 0; i < st.size(); ++i)
-    if (st.live[i] && st.batch[i].shard >= 0)
-      wanted.emplace(st.batch[i].shard, st.batch[i].lease_epoch);
-  if (wanted.empty())
+  auto wanted = fences_of(st);
+  if (wanted.parts.empty())
     return;
-  std::vector<int64_t> parts, epochs;
-  for (auto& [p, e] : wanted) {
-    parts.push_back(p);
-    epochs.push_back(e);
-  }
   std::set<std::pair<int64_t, int64_t>> held;
-  for (const auto& row : tx.exec_prepared("fences", int_array(parts),
-                                          int_array(epochs), incarnation))
+  for (const auto& row :
+       tx.exec_prepared("fences", int_array(wanted.parts),
+                        int_array(wanted.epochs), incarnation))
     held.emplace(row[0].as<int64_t>(), row[1].as<int64_t>());
   for (std::size_t i = 0; i < st.size(); ++i) {
     auto& w = st.batch[i];
@@ -239,19 +384,15 @@ void check_fences(pqxx::work& tx, batch_state& st,
 void fail_duplicates(pqxx::work& tx, batch_state& st) {
   auto n = st.size();
   auto& batch = st.batch;
-  std::vector<std::string> pids, cids;
-  for (std::size_t i = 0; i < n; ++i)
-    if (st.live[i] && !batch[i].command_id.empty()) {
-      pids.push_back(batch[i].persistence_id);
-      cids.push_back(batch[i].command_id);
-    }
-  if (pids.empty())
+  auto keys = commands_of(st);
+  if (keys.pids.empty())
     return;
   std::map<std::pair<std::string, std::string>, std::vector<event_record>>
     found;
   std::map<std::pair<std::string, std::string>, std::string> replies;
   for (const auto& row :
-       tx.exec_prepared("duplicates", text_array(pids), text_array(cids))) {
+       tx.exec_prepared("duplicates", text_array(keys.pids),
+                        text_array(keys.cids))) {
     if (!row[7].is_null()) {
       replies[{row[0].as<std::string>(), row[1].as<std::string>()}]
         = pqxx::binarystring{row[7]}.str();
@@ -331,11 +472,7 @@ bool guard_and_release(pqxx::work& tx, batch_state& st) {
 bool insert_claims(pqxx::work& tx, batch_state& st) {
   auto n = st.size();
   auto& batch = st.batch;
-  claim_columns cols;
-  for (std::size_t i = 0; i < n; ++i)
-    if (st.live[i])
-      for (auto& c : batch[i].claims)
-        cols.add(c);
+  auto cols = claims_of(st);
   if (cols.empty())
     return false;
   auto done = claim_rows(tx.exec_prepared(
@@ -367,30 +504,13 @@ std::map<std::pair<std::string, int64_t>, int64_t>
 insert_events(pqxx::work& tx, const batch_state& st,
               const std::string& node_id) {
   std::map<std::pair<std::string, int64_t>, int64_t> positions;
-  std::vector<std::string> pids, types, payloads, cids, corrs, causes;
-  std::vector<int64_t> seqs, versions, epochs;
-  for (std::size_t i = 0; i < st.size(); ++i) {
-    if (!st.live[i])
-      continue;
-    auto& w = st.batch[i];
-    for (auto& e : w.events) {
-      epochs.push_back(w.shard >= 0 ? w.lease_epoch : 0);
-      pids.push_back(w.persistence_id);
-      seqs.push_back(e.seq_nr);
-      types.push_back(e.type);
-      versions.push_back(e.version);
-      payloads.push_back(e.payload);
-      cids.push_back(w.command_id);
-      corrs.push_back(w.correlation_id);
-      causes.push_back(w.causation_id);
-    }
-  }
-  if (!pids.empty()) {
+  auto e = events_of(st);
+  if (!e.pids.empty()) {
     for (const auto& row : tx.exec_prepared(
-           "events", text_array(pids), int_array(seqs), text_array(types),
-           int_array(versions), bytea_array(payloads),
-           nullable_text_array(cids), nullable_text_array(corrs),
-           nullable_text_array(causes), node_id, int_array(epochs)))
+           "events", text_array(e.pids), int_array(e.seqs),
+           text_array(e.types), int_array(e.versions), bytea_array(e.payloads),
+           nullable_text_array(e.cids), nullable_text_array(e.corrs),
+           nullable_text_array(e.causes), node_id, int_array(e.epochs)))
       positions[{row[0].as<std::string>(), row[1].as<int64_t>()}]
         = row[2].as<int64_t>();
   }
@@ -399,18 +519,56 @@ insert_events(pqxx::work& tx, const batch_state& st,
 
 /// 5. Commands that append nothing keep their reply.
 void keep_noop_replies(pqxx::work& tx, const batch_state& st) {
-  auto& batch = st.batch;
-  std::vector<std::string> noop_pids, noop_cids, noop_replies;
+  auto noops = noops_of(st);
+  if (!noops.pids.empty())
+    tx.exec_prepared("noops", text_array(noops.pids), text_array(noops.cids),
+                     bytea_array(noops.replies));
+}
+
+/// Whether the batch can go through the one-statement append: it has no
+/// guards or releases (those need the step-by-step attempt's checks).
+bool one_statement_fits(const batch_state& st) {
   for (std::size_t i = 0; i < st.size(); ++i)
-    if (st.live[i] && batch[i].events.empty()
-        && !batch[i].command_id.empty()) {
-      noop_pids.push_back(batch[i].persistence_id);
-      noop_cids.push_back(batch[i].command_id);
-      noop_replies.push_back(batch[i].noop_reply);
-    }
-  if (!noop_pids.empty())
-    tx.exec_prepared("noops", text_array(noop_pids), text_array(noop_cids),
-                     bytea_array(noop_replies));
+    if (st.live[i]
+        && (!st.batch[i].guards.empty() || !st.batch[i].releases.empty()))
+      return false;
+  return true;
+}
+
+/// Steps 0 to 5 of the common case in one autocommit statement (sql_append):
+/// one round trip. Sets a.refused when the statement found something
+/// unusual and wrote nothing.
+void append_in_one_statement(pqxx::connection& conn, const batch_state& st,
+                             attempt_state& a, const std::string& node_id,
+                             const std::string& incarnation) {
+  auto f = fences_of(st);
+  auto k = commands_of(st);
+  auto c = claims_of(st);
+  auto e = events_of(st);
+  auto n = noops_of(st);
+  pqxx::nontransaction tx{conn};
+  try {
+    for (const auto& row : tx.exec_prepared(
+           "append", int_array(f.parts), int_array(f.epochs), incarnation,
+           text_array(k.pids), text_array(k.cids), text_array(c.ns),
+           text_array(c.key), text_array(c.owner), text_array(c.value),
+           text_array(e.pids), int_array(e.seqs), text_array(e.types),
+           int_array(e.versions), bytea_array(e.payloads),
+           nullable_text_array(e.cids), nullable_text_array(e.corrs),
+           nullable_text_array(e.causes), node_id, int_array(e.epochs),
+           text_array(n.pids), text_array(n.cids), bytea_array(n.replies)))
+      a.positions[{row[0].as<std::string>(), row[1].as<int64_t>()}]
+        = row[2].as<int64_t>();
+  } catch (const pqxx::sql_error& err) {
+    if (err.sqlstate() != "SF001")
+      throw;
+    a.positions.clear();
+    a.refused = true;
+  } catch (const pqxx::broken_connection& err) {
+    // The statement commits by itself: a connection lost during it leaves
+    // the outcome unknown, as a lost COMMIT does.
+    throw pqxx::in_doubt_error{err.what()};
+  }
 }
 
 /// One attempt: steps 0 to 5 over the live writes in ONE transaction, then
@@ -559,7 +717,10 @@ batch_writer::batch_writer(std::string db_url, std::string node_id,
 
 // The steps, in order:
 //   check_within_batch   writes that contradict an earlier one of the batch
-//   then attempts, each ONE transaction over the writes still live
+//   a batch without guards or releases first tries append_in_one_statement:
+//   steps 0 to 5 in one autocommit statement that refuses (writing nothing)
+//   whenever one of them would fail a write; then, or otherwise,
+//   attempts, each ONE transaction over the writes still live
 //   (run_attempt):
 //     0. check_fences        shard leases no longer held at the epoch
 //     1. fail_duplicates     command ids applied before
@@ -583,14 +744,30 @@ batch_writer::write(const std::vector<journal_write>& batch) {
   // deadlock or serialization failure repeats an attempt (bounded).
   int transient_retries = 0;
   bool reconnected = false;
+  // The first attempt is one statement when the batch fits; once refused,
+  // or after any failure, the step-by-step transaction takes over.
+  bool one_statement = one_statement_fits(st);
   for (std::size_t attempt = 0; attempt <= st.size(); ++attempt) {
     if (std::none_of(st.live.begin(), st.live.end(), [](bool b) { return b; }))
       return std::move(st.out);
     attempt_state a;
     auto result = session_.run([&](pqxx::connection& conn) {
-      run_attempt(conn, st, a, node_id_, incarnation_);
+      if (one_statement)
+        append_in_one_statement(conn, st, a, node_id_, incarnation_);
+      else
+        run_attempt(conn, st, a, node_id_, incarnation_);
     });
+    auto was_one_statement = one_statement;
+    one_statement = false;
+    if (result && a.refused) {
+      if (metrics_ != nullptr)
+        metrics_->refused_appends.Increment();
+      --attempt; // nothing was written and no write failed
+      continue;
+    }
     if (result && !a.retry) {
+      if (metrics_ != nullptr && was_one_statement)
+        metrics_->one_statement_batches.Increment();
       record_commit(st, a, metrics_);
       return std::move(st.out);
     }
