@@ -36,7 +36,7 @@ ARG RUNTIME_PACKAGES="\
     libgrpc++1.51 libgrpc29 libprotobuf32 \
     libpqxx-6.4 libpq5 \
     libprometheus-cpp-core1.0 libprometheus-cpp-pull1.0 \
-    libsodium23 \
+    libsodium23 libtcmalloc-minimal4 \
     ca-certificates"
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ${RUNTIME_PACKAGES} \

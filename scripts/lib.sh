@@ -17,7 +17,7 @@ SF_PACKAGES=(
   libpqxx-dev postgresql-15 postgresql-contrib
   prometheus-cpp-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  libsodium-dev
+  libsodium-dev libgoogle-perftools-dev
   prometheus gnuplot-nox jq
 )
 
