@@ -108,7 +108,8 @@ void release_claims(resolver_pointer self, const caf::actor_addr& who) {
 }
 
 /// The owner of a claim. An exclusive lookup that finds the claim taken
-/// lets the next command in at once: the key is no longer contended.
+/// lets the next command in at once: the key is no longer contended. (It
+/// releases every key its command holds: a registration holds one.)
 void lookup_claim(resolver_pointer self, const claim_key& key, claim_turn t) {
   auto& st = self->state;
   auto g = t.g;
