@@ -77,6 +77,18 @@ constexpr const char* change_log_sql
     " VALUES ($1, $2, $3, $4::text::xid8, $5, $6::text::xid8, $7, $8)"
     " ON CONFLICT DO NOTHING";
 
+/// The statements every batch runs, prepared once per connection (parsed
+/// and planned on every batch before: 7-13 % of the partitions' backends in
+/// the issue 14 profile). The read models' own statements are expanded per
+/// generation and stay unprepared.
+void prepare_partition(pqxx::connection& c) {
+  c.prepare("p_fence", fence_sql);
+  c.prepare("p_save_offset", save_offset_sql);
+  c.prepare("p_change_log", change_log_sql);
+  c.prepare("p_load_offset", load_offset_sql);
+  c.prepare("p_blocked", blocked_sql);
+}
+
 /// Thrown inside a transaction whose fence failed: nothing is written.
 struct fenced_error : std::runtime_error {
   using std::runtime_error::runtime_error;
@@ -105,9 +117,9 @@ void check_fence(pointer self, pqxx::transaction_base& tx) {
   auto& f = c.fence;
   if (f.generation_state.empty())
     return;
-  auto row = tx.exec_params1(fence_sql, c.proj->name(), c.generation,
-                             f.generation_state, f.lease_resource, c.index,
-                             f.lease_epoch, f.incarnation);
+  auto row = tx.exec_prepared1("p_fence", c.proj->name(), c.generation,
+                               f.generation_state, f.lease_resource, c.index,
+                               f.lease_epoch, f.incarnation);
   if (row[0].as<int64_t>() == 0)
     throw fenced_error(c.proj->name() + " generation "
                        + std::to_string(c.generation) + " is no longer "
@@ -163,14 +175,14 @@ void ensure_loaded(pointer self, pqxx::connection& conn) {
     return;
   pqxx::read_transaction tx{conn};
   auto& c = st.cfg;
-  auto rows = tx.exec_params(load_offset_sql, c.proj->name(), c.generation,
-                             c.index);
+  auto rows = tx.exec_prepared("p_load_offset", c.proj->name(),
+                               c.generation, c.index);
   st.offset = rows.empty() ? cursor{}
                            : cursor{std::stoull(rows[0][0].as<std::string>()),
                                     rows[0][1].as<int64_t>()};
   st.blocked.clear();
   for (const auto& row :
-       tx.exec_params(blocked_sql, c.proj->name(), c.generation, c.index))
+       tx.exec_prepared("p_blocked", c.proj->name(), c.generation, c.index))
     st.blocked.insert(row[0].as<std::string>());
   st.loaded = true;
 }
@@ -182,19 +194,19 @@ void save_offset(pointer self, pqxx::transaction_base& tx, const cursor& end,
                  uint64_t events, std::vector<change>& changes) {
   auto& st = self->state;
   auto& c = st.cfg;
-  tx.exec_params(save_offset_sql, c.proj->name(), c.generation, c.index,
-                 std::to_string(end.tx), end.position,
-                 static_cast<int64_t>(events));
+  tx.exec_prepared("p_save_offset", c.proj->name(), c.generation, c.index,
+                   std::to_string(end.tx), end.position,
+                   static_cast<int64_t>(events));
   for (auto& ch : changes)
     ch.partition = c.index;
   if (changes.empty() || c.fence.generation_state != "live")
     return;
-  tx.exec_params(change_log_sql, c.proj->name(), c.generation, c.index,
-                 std::to_string(st.offset.tx), st.offset.position,
-                 std::to_string(end.tx), end.position,
-                 pqxx::binarystring{encode_batch(c.proj->name(), c.generation,
-                                                 c.count, {c.index}, st.offset,
-                                                 end, changes)});
+  auto batch = encode_batch(c.proj->name(), c.generation, c.count, {c.index},
+                            st.offset, end, changes);
+  tx.exec_prepared("p_change_log", c.proj->name(), c.generation, c.index,
+                   std::to_string(st.offset.tx), st.offset.position,
+                   std::to_string(end.tx), end.position,
+                   pqxx::binarystring{batch});
 }
 
 /// Records `e` as a dead letter of `key` in partition `index` (this one
@@ -465,7 +477,7 @@ partition_actor::behavior_type partition(pointer self, partition_config cfg) {
   st.session = std::make_unique<journal::pg_session>(
     cfg.db_url,
     "projection-" + cfg.proj->name() + "-" + std::to_string(cfg.index),
-    nullptr);
+    prepare_partition);
   st.cfg = std::move(cfg);
   return {
     [=](apply_atom, const partition_batch& batch) {
