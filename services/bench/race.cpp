@@ -1,5 +1,7 @@
 #include "services/bench/race.hpp"
 
+#include "services/bench/recorder.hpp"
+
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
@@ -13,22 +15,6 @@ namespace shoutflow::bench {
 namespace {
 
 using clock_type = std::chrono::steady_clock;
-
-const char* code_name(grpc::StatusCode c) {
-  switch (c) {
-    case grpc::StatusCode::OK: return "OK";
-    case grpc::StatusCode::CANCELLED: return "CANCELLED";
-    case grpc::StatusCode::INVALID_ARGUMENT: return "INVALID_ARGUMENT";
-    case grpc::StatusCode::DEADLINE_EXCEEDED: return "DEADLINE_EXCEEDED";
-    case grpc::StatusCode::NOT_FOUND: return "NOT_FOUND";
-    case grpc::StatusCode::ALREADY_EXISTS: return "ALREADY_EXISTS";
-    case grpc::StatusCode::RESOURCE_EXHAUSTED: return "RESOURCE_EXHAUSTED";
-    case grpc::StatusCode::FAILED_PRECONDITION: return "FAILED_PRECONDITION";
-    case grpc::StatusCode::INTERNAL: return "INTERNAL";
-    case grpc::StatusCode::UNAVAILABLE: return "UNAVAILABLE";
-    default: return "OTHER";
-  }
-}
 
 /// One registration in flight.
 struct racer {
@@ -82,7 +68,7 @@ race_result run_race(const options& opt, target_pool& pool) {
         else if (s.error_code() == grpc::StatusCode::ALREADY_EXISTS)
           ++out.already_exists;
         else
-          ++out.errors_by_code[code_name(s.error_code())];
+          ++out.errors_by_code[status_code_name(s.error_code())];
         if (--left == 0)
           cv.notify_one();
       });

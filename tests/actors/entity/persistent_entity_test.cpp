@@ -169,14 +169,6 @@ void passivate_and_wait(test_node& n, const std::string& id) {
   })) << "entity " << id << " was not passivated";
 }
 
-double counter_value(test_node& n, const std::string& name) {
-  for (auto& family : n.get().registry().Collect())
-    if (family.name == name && !family.metric.empty())
-      return family.metric.front().counter.value;
-  ADD_FAILURE() << "no metric " << name;
-  return -1;
-}
-
 int64_t event_count(const test_database& db, const std::string& user = {}) {
   if (user.empty())
     return db.scalar<int64_t>("SELECT count(*) FROM events");
@@ -590,11 +582,11 @@ TEST(persistent_entity, recovery_from_snapshot_and_tail_equals_full_replay) {
       // than snapshot_every events) is replayed.
       passivate_and_wait(n, main);
       auto spawned = region_stats_of(n).spawned;
-      auto replayed = counter_value(n, "shoutflow_entity_recovered_events_total");
+      auto replayed = metric_value(n, "shoutflow_entity_recovered_events_total");
       d.probe("probe" + std::to_string(round));
       ASSERT_FALSE(HasFailure()) << "after recovery in round " << round;
       EXPECT_EQ(region_stats_of(n).spawned, spawned + 1);
-      EXPECT_LT(counter_value(n, "shoutflow_entity_recovered_events_total")
+      EXPECT_LT(metric_value(n, "shoutflow_entity_recovered_events_total")
                   - replayed,
                 10)
         << "recovery replayed more than the tail after the snapshot";
@@ -625,7 +617,7 @@ TEST(persistent_entity, recovery_from_snapshot_and_tail_equals_full_replay) {
   {
     test_node n{db.url(), with_snapshots(0)};
     driver d{n, m, w, 1, "replay"};
-    auto replayed = counter_value(n, "shoutflow_entity_recovered_events_total");
+    auto replayed = metric_value(n, "shoutflow_entity_recovered_events_total");
     auto answers = d.probe("final-replay");
     ASSERT_EQ(answers.size(), snapshot_node_answers.size());
     for (std::size_t i = 0; i < answers.size(); ++i) {
@@ -637,7 +629,7 @@ TEST(persistent_entity, recovery_from_snapshot_and_tail_equals_full_replay) {
         << a.DebugString() << "snapshot recovery answered\n"
         << b.DebugString();
     }
-    EXPECT_EQ(counter_value(n, "shoutflow_entity_recovered_events_total")
+    EXPECT_EQ(metric_value(n, "shoutflow_entity_recovered_events_total")
                 - replayed,
               static_cast<double>(m.seq))
       << "the full-replay node did not replay the whole history";
