@@ -13,7 +13,9 @@
 // for their acks before the next (the next batch is fetched meanwhile). A
 // live generation runs one reader per partition, on the node holding that
 // partition's lease (manager.hpp), so a slow or dead partition owner holds
-// back only its own partition; a rebuild runs one reader for all of them.
+// back only its own partition (the live readers of a node share one log
+// tail, log_tail.hpp, so the log is still read once per node); a rebuild
+// runs one reader for all of them.
 // Its watermark — everything up to it applied by its partitions — answers
 // `await`. After each batch it publishes what its partitions committed (a
 // ChangeBatch: the partitions, the cursors before and after, the changes in

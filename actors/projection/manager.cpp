@@ -10,6 +10,7 @@
 #include "actors/journal/journal_actors.hpp"
 #include "actors/journal/pg_session.hpp"
 #include "actors/projection/log_reader.hpp"
+#include "actors/projection/log_tail.hpp"
 #include "actors/projection/partition.hpp"
 #include "actors/projection/read_side_codec.hpp"
 
@@ -39,7 +40,6 @@ struct runner {
   int32_t index = 0;
   int64_t epoch = 0;
   int32_t generation = 0;
-  fetcher_actor fetcher;
   partition_actor partition;
   reader_actor reader;
 };
@@ -61,6 +61,8 @@ struct build {
 struct manager_state {
   manager_config cfg;
   std::unique_ptr<journal::pg_session> session;
+  /// The log tail every live runner here reads through (log_tail.hpp).
+  fetcher_actor tail;
   /// Partition leases held here: (projection, index) -> epoch.
   std::map<key, int64_t> leases;
   std::map<key, runner> runners;
@@ -99,7 +101,6 @@ void stop_runner(pointer self, const key& k) {
   st.runner_of.erase(r.reader.address());
   self->demonitor(r.reader.address());
   stop_actors(self, {caf::actor_cast<caf::actor>(r.reader),
-                     caf::actor_cast<caf::actor>(r.fetcher),
                      caf::actor_cast<caf::actor>(r.partition)});
   st.runners.erase(it);
 }
@@ -127,7 +128,6 @@ void start_runner(pointer self, const key& k, int64_t epoch) {
   run.index = k.second;
   run.epoch = epoch;
   run.generation = live->first;
-  run.fetcher = spawn_fetcher(sys, st.cfg.db_url);
   partition_config pc;
   pc.db_url = st.cfg.db_url;
   pc.proj = proj;
@@ -146,7 +146,7 @@ void start_runner(pointer self, const key& k, int64_t epoch) {
   rc.role = "live";
   rc.partitions.resize(static_cast<std::size_t>(live->second));
   rc.partitions[static_cast<std::size_t>(k.second)] = run.partition;
-  rc.fetcher = run.fetcher;
+  rc.fetcher = st.tail;
   rc.batch_size = st.cfg.batch_size;
   rc.poll = st.cfg.poll;
   rc.sink = st.cfg.sink;
@@ -394,6 +394,13 @@ manager_actor::behavior_type manager(pointer self, manager_config cfg) {
                                                      "projection-manager",
                                                      nullptr);
   st.cfg = std::move(cfg);
+  st.tail = spawn_log_tail(self->system(),
+                           {st.cfg.db_url,
+                            static_cast<std::size_t>(4 * st.cfg.batch_size),
+                            st.cfg.metrics});
+  self->attach_functor([tail = st.tail] {
+    caf::anon_send_exit(tail, caf::exit_reason::user_shutdown);
+  });
   self->set_down_handler([=](caf::down_msg& dm) {
     auto& st = self->state;
     auto it = st.runner_of.find(dm.source);
@@ -407,8 +414,7 @@ manager_actor::behavior_type manager(pointer self, manager_config cfg) {
     st.runner_of.erase(it);
     auto r = st.runners.find(k);
     if (r != st.runners.end() && r->second.reader.address() == dm.source) {
-      stop_actors(self, {caf::actor_cast<caf::actor>(r->second.fetcher),
-                         caf::actor_cast<caf::actor>(r->second.partition)});
+      stop_actors(self, {caf::actor_cast<caf::actor>(r->second.partition)});
       st.runners.erase(r);
     }
   });

@@ -4,8 +4,9 @@
 //
 // Live generations run by lease (docs/cluster.md): the manager is the lease
 // holder of "projection/<name>". For each partition lease this node holds
-// it runs a partition runner — a fetcher, the partition and a reader that
-// applies that partition only — fenced by the lease's epoch and by the
+// it runs a partition runner — the partition and a reader that applies
+// that partition only, reading through the node's one shared log tail
+// (log_tail.hpp) — fenced by the lease's epoch and by the
 // generation being live. A hand-off holds the reader at a batch boundary and
 // stops the runner; a revoked lease stops it at once; a runner whose
 // partition is fenced (its generation was swapped out) starts again on the

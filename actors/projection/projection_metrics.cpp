@@ -45,6 +45,12 @@ projection_metrics::projection_metrics(prometheus::Registry& r)
                            "the gap-safe horizon")
                      .Register(r)
                      .Add({})),
+    log_reads(prometheus::BuildCounter()
+                .Name("shoutflow_projection_log_reads_total")
+                .Help("Log reads of the live partitions' shared tail, by "
+                      "source: database (extends the shared window), direct "
+                      "(a reader behind it), shared (answered from it)")
+                .Register(r)),
     applied_(prometheus::BuildCounter()
                .Name("shoutflow_projection_events_applied_total")
                .Help("Events applied to read models by the live partitions "

@@ -19,6 +19,10 @@
 //   shoutflow_projection_horizon_blocker_age_seconds
 //   shoutflow_projection_horizon_blocker_pid
 //   shoutflow_projection_horizon_stalls_total  (probes that found it behind)
+// Counted by the node's shared log tail (log_tail.hpp):
+//   shoutflow_projection_log_reads_total{source}: "database" (a fetch that
+//   extends the shared window), "direct" (for a reader behind the window),
+//   "shared" (a reader's fetch answered from the window)
 
 #include <prometheus/counter.h>
 #include <prometheus/family.h>
@@ -52,6 +56,7 @@ struct projection_metrics {
   prometheus::Gauge& horizon_blocker_age;
   prometheus::Gauge& horizon_blocker_pid;
   prometheus::Counter& horizon_stalls;
+  prometheus::Family<prometheus::Counter>& log_reads;
 
 private:
   prometheus::Family<prometheus::Counter>& applied_;

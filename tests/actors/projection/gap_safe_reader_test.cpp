@@ -27,6 +27,7 @@
 
 #include "actors/journal/journal_actors.hpp"
 #include "actors/projection/log_reader.hpp"
+#include "actors/projection/log_tail.hpp"
 #include "actors/projection/partition.hpp"
 #include "actors/user/user_codec.hpp"
 #include "tests/support/test_db.hpp"
@@ -304,6 +305,14 @@ protected:
     auto f = projection::spawn_fetcher(*sys_, db_.url());
     spawned_.push_back(caf::actor_cast<caf::actor>(f));
     return f;
+  }
+
+  /// The node's shared tail (log_tail.hpp), counting into `metrics`.
+  projection::fetcher_actor spawn_tail(projection::projection_metrics& metrics,
+                                       std::size_t capacity) {
+    auto t = projection::spawn_log_tail(*sys_, {db_.url(), capacity, &metrics});
+    spawned_.push_back(caf::actor_cast<caf::actor>(t));
+    return t;
   }
 
   engine spawn_engine(projection::projection_ptr proj, int32_t count,
@@ -597,6 +606,111 @@ TEST_F(engine_test, fetcher_reads_a_late_commit_with_a_lower_position) {
   ASSERT_EQ(late.events.size(), 1u);
   EXPECT_EQ(late.events[0].at, (cursor{xa, pa}));
   EXPECT_LT(late.events[0].at.position, first.events[0].at.position);
+}
+
+// -- the shared log tail ------------------------------------------------------------
+
+double log_reads(projection::projection_metrics& m, const std::string& source) {
+  return m.log_reads.Add({{"source", source}}).Value();
+}
+
+// The tail answers as a fetcher would (late commits held back behind the
+// horizon, then read in (tx_id, position) order), and a second reader at a
+// cursor it has read past is answered from its window, without PostgreSQL.
+TEST_F(engine_test, log_tail_holds_back_late_commits_and_shares_what_it_read) {
+  prometheus::Registry registry;
+  projection::projection_metrics metrics{registry};
+  auto tail = spawn_tail(metrics, 100);
+  pqxx::connection ca{db_.url()}, cb{db_.url()};
+  pqxx::work a{ca};
+  pqxx::work b{cb};
+  auto pa = insert_event(a, "u1", 1, registered("u1"));
+  auto pb = insert_event(b, "u2", 1, registered("u2"));
+  auto xa = tx_of(a);
+  auto xb = tx_of(b);
+  ASSERT_LT(xa, xb);
+  b.commit();
+
+  auto held = fetch(tail, {});
+  EXPECT_TRUE(held.events.empty())
+    << "read position " << held.events.front().at.position
+    << " while an older transaction was still open";
+  EXPECT_TRUE(held.behind_horizon);
+
+  a.commit();
+  projection::fetch_result both;
+  ASSERT_TRUE(eventually([&] {
+    both = fetch(tail, {});
+    return !both.events.empty();
+  })) << "the late commit never became readable";
+  ASSERT_EQ(both.events.size(), 2u);
+  EXPECT_EQ(both.events[0].at, (cursor{xa, pa}));
+  EXPECT_EQ(both.events[1].at, (cursor{xb, pb}));
+
+  auto database = log_reads(metrics, "database");
+  auto shared = log_reads(metrics, "shared");
+  auto again = fetch(tail, {});
+  auto rest = fetch(tail, both.events[0].at);
+  ASSERT_EQ(again.events.size(), 2u);
+  EXPECT_EQ(again.events[1].at, (cursor{xb, pb}));
+  EXPECT_EQ(again.events[1].payload, both.events[1].payload);
+  ASSERT_EQ(rest.events.size(), 1u);
+  EXPECT_EQ(rest.events[0].at, (cursor{xb, pb}));
+  EXPECT_EQ(log_reads(metrics, "database"), database)
+    << "read again from PostgreSQL what the window holds";
+  EXPECT_EQ(log_reads(metrics, "shared"), shared + 2);
+}
+
+// Live partitions as a node runs them: one reader per partition, all
+// reading through one tail whose window (30 events) is smaller than the
+// log. Two readers catch up together; the third starts only then, far
+// behind the window (fetched for alone until it reaches it), while
+// transactions commit out of order. Every key gets exactly its events, once,
+// in log order.
+TEST_F(engine_test, readers_sharing_a_log_tail_apply_everything_once_in_log_order) {
+  prometheus::Registry registry;
+  projection::projection_metrics metrics{registry};
+  auto proj = std::make_shared<recorder>();
+  create_tables(*proj);
+  prewrite_log(db_, 12, 400, 21);
+  auto tail = spawn_tail(metrics, 30);
+  constexpr int32_t count = 3;
+  std::vector<projection::partition_actor> partitions;
+  for (int32_t i = 0; i < count; ++i)
+    partitions.push_back(spawn_partition(proj, i, count));
+  auto reader_of = [&](int32_t i) {
+    std::vector<projection::partition_actor> only(count);
+    only[static_cast<std::size_t>(i)] = partitions[static_cast<std::size_t>(i)];
+    return spawn_reader(proj, only, tail, 7);
+  };
+  auto r0 = reader_of(0);
+  auto r2 = reader_of(2);
+  auto prewritten = log_end(db_);
+  ASSERT_TRUE(await(r0, prewritten));
+  ASSERT_TRUE(await(r2, prewritten));
+  EXPECT_GT(log_reads(metrics, "shared"), 0.0);
+
+  std::thread late([&] {
+    pqxx::connection ca{db_.url()}, cb{db_.url()};
+    for (int i = 0; i < 20; ++i) {
+      pqxx::work a{ca};
+      pqxx::work b{cb};
+      auto ua = "la" + std::to_string(i);
+      auto ub = "lb" + std::to_string(i);
+      insert_event(a, ua, 1, registered(ua));
+      insert_event(b, ub, 1, registered(ub));
+      b.commit();
+      a.commit(); // older transaction id, lower position, committed last
+    }
+  });
+  auto r1 = reader_of(1);
+  late.join();
+  auto end = log_end(db_);
+  for (auto& r : {r0, r1, r2})
+    ASSERT_TRUE(await(r, end));
+  EXPECT_GT(log_reads(metrics, "direct"), 0.0)
+    << "precondition: the late reader never started behind the window";
+  expect_each_key_exactly_once_in_log_order(db_);
 }
 
 // -- partitions --------------------------------------------------------------------
