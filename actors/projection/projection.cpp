@@ -1,5 +1,7 @@
 #include "actors/projection/projection.hpp"
 
+#include <functional>
+
 namespace shoutflow::projection {
 
 std::string expand_ddl(const std::string& ddl, const std::string& suffix) {
@@ -13,6 +15,15 @@ std::string expand_ddl(const std::string& ddl, const std::string& suffix) {
       out += ddl[i];
     }
   }
+  return out;
+}
+
+std::string prepared_name(const std::string& sql) {
+  static const char* digits = "0123456789abcdef";
+  auto h = std::hash<std::string>{}(sql);
+  std::string out = "rm";
+  for (int shift = 60; shift >= 0; shift -= 4)
+    out += digits[(h >> shift) & 0xf];
   return out;
 }
 
