@@ -61,7 +61,8 @@ command_service::command_service(caf::actor_system& sys,
                                  entity::router_actor router,
                                  command_service_config cfg,
                                  command_metrics* metrics)
-  : sys_(sys), router_(std::move(router)), cfg_(cfg), metrics_(metrics) {
+  : sys_(sys), router_(std::move(router)), cfg_(cfg), metrics_(metrics),
+    edge_(sys, cfg.edge_actors) {
 }
 
 command_service::raw command_service::dispatch(ctx* c, const char* method,
@@ -142,11 +143,7 @@ command_service::raw command_service::dispatch(ctx* c, const char* method,
   auto on_error = [finish, sys](caf::error& err) {
     finish(to_status(rejection_from(err, *sys)));
   };
-  // The router travels as a spawn argument: CAF 0.17 binds a reference to
-  // a null tuple when a function-based actor is spawned without arguments
-  // (undefined behaviour that UBSan reports).
-  sys_.spawn(
-    [=](caf::event_based_actor* self, const entity::router_actor& router) {
+  edge_.run([=, router = router_](caf::event_based_actor* self) {
     if (handle.empty())
       self->request(router, timeout, cmd_atom::value, user_id, bytes)
         .then(on_reply, on_error);
@@ -156,8 +153,7 @@ command_service::raw command_service::dispatch(ctx* c, const char* method,
                   std::string{user::handle_claim}, handle,
                   std::string{"handle"}, bytes)
         .then(on_reply, on_error);
-    },
-    router_);
+  });
   return reactor;
 }
 

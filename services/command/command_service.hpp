@@ -6,8 +6,9 @@
 // map the reply once (services/common/grpc_status.hpp), record metrics. No
 // business logic lives here.
 //
-// The CAF side is asked from a short-lived actor per request, so no gRPC
-// thread ever blocks on the actor system.
+// The CAF side is asked from the service's actor edge
+// (services/common/actor_edge.hpp), so no gRPC thread ever blocks on the
+// actor system.
 
 #include <chrono>
 
@@ -15,6 +16,7 @@
 
 #include "actors/entity/entity_actors.hpp"
 #include "services/command/command_metrics.hpp"
+#include "services/common/actor_edge.hpp"
 #include "shoutflow/v1/commands.grpc.pb.h"
 #include "shoutflow/v1/entity.pb.h"
 
@@ -24,6 +26,8 @@ struct command_service_config {
   /// Upper bound for one request inside the node; a client deadline can
   /// only shorten it.
   std::chrono::milliseconds request_timeout{std::chrono::seconds(5)};
+  /// Long-lived actors that ask the router for the gRPC threads.
+  std::size_t edge_actors = 4;
 };
 
 /// Every method takes raw bytes (see services/common/lenient_proto.hpp).
@@ -66,6 +70,7 @@ private:
   entity::router_actor router_;
   command_service_config cfg_;
   command_metrics* metrics_;
+  actor_edge edge_;
 };
 
 } // namespace shoutflow::services
