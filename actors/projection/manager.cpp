@@ -200,7 +200,7 @@ build start_build(pointer self, projection_ptr proj, int32_t generation,
   rc.role = b.point_in_time ? "point-in-time" : "building";
   rc.partitions = b.partitions;
   rc.fetcher = b.fetcher;
-  rc.batch_size = st.cfg.batch_size;
+  rc.batch_size = st.cfg.rebuild_batch_size;
   rc.poll = st.cfg.poll;
   rc.until_position = until_position;
   rc.until_ms = until_ms;

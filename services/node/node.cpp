@@ -164,6 +164,7 @@ void node::start() {
                                      cfg_.timeline_cap})};
     mcfg.partitions = cfg_.projection_partitions;
     mcfg.batch_size = cfg_.projection_batch;
+    mcfg.rebuild_batch_size = cfg_.projection_rebuild_batch;
     mcfg.poll = cfg_.projection_poll;
     mcfg.sink = caf::actor_cast<caf::actor>(peers_);
     mcfg.node_id = cfg_.node_id;
