@@ -189,11 +189,8 @@ protected:
   int64_t count(const std::string& sql) { return db_.scalar<int64_t>(sql); }
 
   double continuity_violations() {
-    for (auto& family : node_.get().registry().Collect())
-      if (family.name == "shoutflow_projection_continuity_violations_total")
-        return family.metric.empty() ? 0 : family.metric[0].counter.value;
-    ADD_FAILURE() << "no continuity metric";
-    return -1;
+    return metric_value(node_,
+                        "shoutflow_projection_continuity_violations_total");
   }
 
   /// A well-formed shout id the node never handed out.

@@ -469,11 +469,7 @@ int32_t live_generation(const test_database& db, const std::string& name) {
 }
 
 double continuity_violations(test_node& n) {
-  for (auto& family : n.get().registry().Collect())
-    if (family.name == "shoutflow_projection_continuity_violations_total")
-      return family.metric.empty() ? 0 : family.metric[0].counter.value;
-  ADD_FAILURE() << "no continuity metric";
-  return -1;
+  return metric_value(n, "shoutflow_projection_continuity_violations_total");
 }
 
 /// Every page of a user's home timeline, through the QueryService.
