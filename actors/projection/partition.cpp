@@ -80,7 +80,7 @@ constexpr const char* change_log_sql
 /// The statements every batch runs, prepared once per connection (parsed
 /// and planned on every batch before: 7-13 % of the partitions' backends in
 /// the issue 14 profile). The read models' own statements are expanded per
-/// generation and stay unprepared.
+/// generation and prepared on first use instead (exec_model_sql).
 void prepare_partition(pqxx::connection& c) {
   c.prepare("p_fence", fence_sql);
   c.prepare("p_save_offset", save_offset_sql);
