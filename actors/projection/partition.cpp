@@ -77,18 +77,6 @@ constexpr const char* change_log_sql
     " VALUES ($1, $2, $3, $4::text::xid8, $5, $6::text::xid8, $7, $8)"
     " ON CONFLICT DO NOTHING";
 
-/// The statements every batch runs, prepared once per connection (parsed
-/// and planned on every batch before: 7-13 % of the partitions' backends in
-/// the issue 14 profile). The read models' own statements are expanded per
-/// generation and prepared on first use instead (exec_model_sql).
-void prepare_partition(pqxx::connection& c) {
-  c.prepare("p_fence", fence_sql);
-  c.prepare("p_save_offset", save_offset_sql);
-  c.prepare("p_change_log", change_log_sql);
-  c.prepare("p_load_offset", load_offset_sql);
-  c.prepare("p_blocked", blocked_sql);
-}
-
 /// Thrown inside a transaction whose fence failed: nothing is written.
 struct fenced_error : std::runtime_error {
   using std::runtime_error::runtime_error;
@@ -117,9 +105,10 @@ void check_fence(pointer self, pqxx::transaction_base& tx) {
   auto& f = c.fence;
   if (f.generation_state.empty())
     return;
-  auto row = tx.exec_prepared1("p_fence", c.proj->name(), c.generation,
+  auto row = exec_prepared_sql(tx, fence_sql, c.proj->name(), c.generation,
                                f.generation_state, f.lease_resource, c.index,
-                               f.lease_epoch, f.incarnation);
+                               f.lease_epoch, f.incarnation)
+               .at(0);
   if (row[0].as<int64_t>() == 0)
     throw fenced_error(c.proj->name() + " generation "
                        + std::to_string(c.generation) + " is no longer "
@@ -175,14 +164,14 @@ void ensure_loaded(pointer self, pqxx::connection& conn) {
     return;
   pqxx::read_transaction tx{conn};
   auto& c = st.cfg;
-  auto rows = tx.exec_prepared("p_load_offset", c.proj->name(),
+  auto rows = exec_prepared_sql(tx, load_offset_sql, c.proj->name(),
                                c.generation, c.index);
   st.offset = rows.empty() ? cursor{}
                            : cursor{std::stoull(rows[0][0].as<std::string>()),
                                     rows[0][1].as<int64_t>()};
   st.blocked.clear();
   for (const auto& row :
-       tx.exec_prepared("p_blocked", c.proj->name(), c.generation, c.index))
+       exec_prepared_sql(tx, blocked_sql, c.proj->name(), c.generation, c.index))
     st.blocked.insert(row[0].as<std::string>());
   st.loaded = true;
 }
@@ -194,7 +183,7 @@ void save_offset(pointer self, pqxx::transaction_base& tx, const cursor& end,
                  uint64_t events, std::vector<change>& changes) {
   auto& st = self->state;
   auto& c = st.cfg;
-  tx.exec_prepared("p_save_offset", c.proj->name(), c.generation, c.index,
+  exec_prepared_sql(tx, save_offset_sql, c.proj->name(), c.generation, c.index,
                    std::to_string(end.tx), end.position,
                    static_cast<int64_t>(events));
   for (auto& ch : changes)
@@ -203,7 +192,7 @@ void save_offset(pointer self, pqxx::transaction_base& tx, const cursor& end,
     return;
   auto batch = encode_batch(c.proj->name(), c.generation, c.count, {c.index},
                             st.offset, end, changes);
-  tx.exec_prepared("p_change_log", c.proj->name(), c.generation, c.index,
+  exec_prepared_sql(tx, change_log_sql, c.proj->name(), c.generation, c.index,
                    std::to_string(st.offset.tx), st.offset.position,
                    std::to_string(end.tx), end.position,
                    pqxx::binarystring{batch});
@@ -477,7 +466,7 @@ partition_actor::behavior_type partition(pointer self, partition_config cfg) {
   st.session = std::make_unique<journal::pg_session>(
     cfg.db_url,
     "projection-" + cfg.proj->name() + "-" + std::to_string(cfg.index),
-    prepare_partition);
+    nullptr);
   st.cfg = std::move(cfg);
   return {
     [=](apply_atom, const partition_batch& batch) {

@@ -145,13 +145,14 @@ std::string prepared_name(const std::string& sql);
 
 /// Runs `sql` as a prepared statement of `tx`'s connection, prepared on
 /// its first use there (libpqxx remembers the definition per connection;
-/// a new connection prepares it again). The read models' statements are
-/// expanded per generation, so they cannot be prepared when the connection
-/// opens; parsed and planned on every batch, they took a third of the
-/// partitions' PostgreSQL time (the issue 14 profile).
+/// a new connection prepares it again). Every statement a partition runs
+/// goes through here: its own (offsets, fence, change log) and the read
+/// models', which are expanded per generation and so cannot be prepared
+/// when the connection opens. Parsed and planned on every batch, they took
+/// a third of the partitions' PostgreSQL time (the issue 14 profile).
 template <class... Args>
-pqxx::result exec_model_sql(pqxx::transaction_base& tx, const std::string& sql,
-                            Args&&... args) {
+pqxx::result exec_prepared_sql(pqxx::transaction_base& tx,
+                               const std::string& sql, Args&&... args) {
   auto name = prepared_name(sql);
   tx.conn().prepare(name, sql);
   return tx.exec_prepared(name, std::forward<Args>(args)...);

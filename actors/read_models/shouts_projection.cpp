@@ -14,7 +14,7 @@ using journal::bool_array;
 using journal::int_array;
 using journal::text_array;
 using projection::change;
-using projection::exec_model_sql;
+using projection::exec_prepared_sql;
 using projection::expand_ddl;
 using projection::keyed_event;
 using projection::raw_event;
@@ -104,7 +104,7 @@ void shouts_projection::apply(pqxx::transaction_base& tx,
   for (auto& k : events)
     wanted.insert(k.key);
   std::map<std::string, shout_doc> docs;
-  for (const auto& row : exec_model_sql(tx,
+  for (const auto& row : exec_prepared_sql(tx,
          expand_ddl(load_sql, suffix),
          text_array({wanted.begin(), wanted.end()}))) {
     auto& d = docs[row[0].as<std::string>()];
@@ -178,7 +178,7 @@ void shouts_projection::apply(pqxx::transaction_base& tx,
     deleted.push_back(d.deleted);
     positions.push_back(d.position);
   }
-  exec_model_sql(tx, expand_ddl(store_sql, suffix), text_array(ids),
+  exec_prepared_sql(tx, expand_ddl(store_sql, suffix), text_array(ids),
                  text_array(authors), text_array(texts), int_array(created),
                  int_array(likes), int_array(replies), text_array(parents),
                  bool_array(deleted), int_array(positions));

@@ -12,7 +12,7 @@ namespace shoutflow::read_models {
 namespace {
 
 using projection::change;
-using projection::exec_model_sql;
+using projection::exec_prepared_sql;
 using projection::expand_ddl;
 using projection::keyed_event;
 using projection::raw_event;
@@ -259,7 +259,7 @@ void timelines_projection::apply(pqxx::transaction_base& tx,
       shouts.push_back(p.shout);
     }
     std::size_t announced = 0; // posts (1-based) whose author changes are out
-    for (const auto& row : exec_model_sql(tx, posts, journal::text_array(authors),
+    for (const auto& row : exec_prepared_sql(tx, posts, journal::text_array(authors),
                                           journal::text_array(shouts),
                                           cfg_.celebrity_threshold)) {
       auto ord = row[0].as<std::size_t>();
@@ -296,14 +296,14 @@ void timelines_projection::apply(pqxx::transaction_base& tx,
       apply_run();
     switch (e.event_case()) {
       case v1::UserEvent::kUserFollowed:
-        follow_changes(exec_model_sql(tx, follow, k.key,
+        follow_changes(exec_prepared_sql(tx, follow, k.key,
                                       e.user_followed().user_id(), pos,
                                       cfg_.cap),
                        change::feed_added, change::timeline_add, k.key,
                        e.user_followed().user_id(), raw.at, changes);
         break;
       case v1::UserEvent::kUserUnfollowed:
-        follow_changes(exec_model_sql(tx, unfollow, k.key,
+        follow_changes(exec_prepared_sql(tx, unfollow, k.key,
                                       e.user_unfollowed().user_id(),
                                       cfg_.cap),
                        change::feed_removed, change::timeline_remove, k.key,
@@ -312,7 +312,7 @@ void timelines_projection::apply(pqxx::transaction_base& tx,
       case v1::UserEvent::kShoutDeleted: {
         auto& author = k.key;
         auto& shout = e.shout_deleted().shout_id();
-        auto rows = exec_model_sql(tx, remove, author, shout);
+        auto rows = exec_prepared_sql(tx, remove, author, shout);
         if (!rows[0][0].is_null() && !rows[0][0].as<bool>())
           changes.push_back({change::author_remove, author, shout, pos,
                              raw.at.tx});

@@ -14,7 +14,7 @@ namespace {
 using journal::int_array;
 using journal::text_array;
 using projection::change;
-using projection::exec_model_sql;
+using projection::exec_prepared_sql;
 using projection::expand_ddl;
 using projection::keyed_event;
 using projection::raw_event;
@@ -160,7 +160,7 @@ void users_projection::apply(pqxx::transaction_base& tx,
   for (auto& k : events)
     wanted.insert(k.key);
   std::map<std::string, user_doc> docs;
-  for (const auto& row : exec_model_sql(tx,
+  for (const auto& row : exec_prepared_sql(tx,
          expand_ddl(load_sql, suffix),
          text_array({wanted.begin(), wanted.end()}))) {
     auto& d = docs[row[0].as<std::string>()];
@@ -291,7 +291,7 @@ void users_projection::apply(pqxx::transaction_base& tx,
       seqs.push_back(d.source_seq);
       positions.push_back(d.position);
     }
-    exec_model_sql(tx, expand_ddl(store_sql, suffix), text_array(ids),
+    exec_prepared_sql(tx, expand_ddl(store_sql, suffix), text_array(ids),
                    text_array(handles), text_array(names), text_array(avatars),
                    text_array(bios), int_array(created), int_array(shouts),
                    int_array(followers), int_array(following), int_array(given),
@@ -310,7 +310,7 @@ void users_projection::apply(pqxx::transaction_base& tx,
       ips.push_back(l.client_ip);
       agents.push_back(l.user_agent);
     }
-    exec_model_sql(tx, expand_ddl(logins_sql, suffix), text_array(ids),
+    exec_prepared_sql(tx, expand_ddl(logins_sql, suffix), text_array(ids),
                    int_array(positions), int_array(ats),
                    journal::bool_array(oks), text_array(ips),
                    text_array(agents));
