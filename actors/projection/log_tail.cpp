@@ -4,8 +4,10 @@
 
 #include <algorithm>
 #include <deque>
+#include <memory>
 #include <vector>
 
+#include "actors/common/log.hpp"
 #include "actors/projection/log_reader.hpp"
 
 namespace shoutflow::projection {
@@ -23,6 +25,8 @@ struct waiter {
 struct tail_state {
   log_tail_config cfg;
   fetcher_actor db;
+  /// The fetcher to stop when the tail stops (shared with its exit hook).
+  std::shared_ptr<fetcher_actor> db_to_stop;
   /// The window (lo, hi] (log_tail.hpp); empty until the first fetch.
   bool anchored = false;
   cursor lo;
@@ -163,6 +167,15 @@ void fetch_window(pointer self, int64_t limit) {
       });
 }
 
+/// Spawns the database fetcher and watches it (see log_tail_config).
+void start_db(pointer self) {
+  auto& st = self->state;
+  st.db = st.cfg.spawn_db ? st.cfg.spawn_db(self->system())
+                          : spawn_fetcher(self->system(), st.cfg.db_url);
+  *st.db_to_stop = st.db;
+  self->monitor(st.db);
+}
+
 fetcher_actor::behavior_type tail(pointer self, log_tail_config cfg) {
   auto& st = self->state;
   st.cfg = std::move(cfg);
@@ -173,9 +186,20 @@ fetcher_actor::behavior_type tail(pointer self, log_tail_config cfg) {
     st.window_fetches = &reads.Add({{"source", "database"}});
     st.direct_fetches = &reads.Add({{"source", "direct"}});
   }
-  st.db = spawn_fetcher(self->system(), st.cfg.db_url);
-  self->attach_functor([db = st.db] {
-    caf::anon_send_exit(db, caf::exit_reason::user_shutdown);
+  st.db_to_stop = std::make_shared<fetcher_actor>();
+  start_db(self);
+  self->attach_functor([db = st.db_to_stop] {
+    caf::anon_send_exit(*db, caf::exit_reason::user_shutdown);
+  });
+  // Requests in flight to a stopped fetcher fail; their readers retry
+  // (log_reader.cpp) and reach the new one.
+  self->set_down_handler([=](caf::down_msg& msg) {
+    if (msg.source != self->state.db.address())
+      return;
+    log_warn("projection", "log tail: its database fetcher stopped ("
+                             + self->system().render(msg.reason)
+                             + "); starting another");
+    start_db(self);
   });
   return {
     [=](fetch_atom, const cursor& after, int64_t limit, int64_t until_pos,

@@ -37,6 +37,7 @@
 #include <caf/actor_system.hpp>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "actors/projection/projection_actors.hpp"
@@ -50,6 +51,11 @@ struct log_tail_config {
   std::size_t capacity = 8000;
   /// Counts where the answers came from (null: not counted).
   projection_metrics* metrics = nullptr;
+  /// Spawns the database fetcher the tail reads through; empty:
+  /// spawn_fetcher(sys, db_url). The tail monitors it and spawns another
+  /// when it stops (an exception outside pg_session, say): one dead
+  /// fetcher would otherwise stall every live partition of the node.
+  std::function<fetcher_actor(caf::actor_system&)> spawn_db;
 };
 
 /// Spawns the tail and the fetcher it reads through (linked to it).

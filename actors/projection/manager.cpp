@@ -397,7 +397,7 @@ manager_actor::behavior_type manager(pointer self, manager_config cfg) {
   st.tail = spawn_log_tail(self->system(),
                            {st.cfg.db_url,
                             static_cast<std::size_t>(4 * st.cfg.batch_size),
-                            st.cfg.metrics});
+                            st.cfg.metrics, {}});
   self->attach_functor([tail = st.tail] {
     caf::anon_send_exit(tail, caf::exit_reason::user_shutdown);
   });

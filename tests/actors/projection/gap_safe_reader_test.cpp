@@ -310,7 +310,7 @@ protected:
   /// The node's shared tail (log_tail.hpp), counting into `metrics`.
   projection::fetcher_actor spawn_tail(projection::projection_metrics& metrics,
                                        std::size_t capacity) {
-    auto t = projection::spawn_log_tail(*sys_, {db_.url(), capacity, &metrics});
+    auto t = projection::spawn_log_tail(*sys_, {db_.url(), capacity, &metrics, {}});
     spawned_.push_back(caf::actor_cast<caf::actor>(t));
     return t;
   }
@@ -659,6 +659,74 @@ TEST_F(engine_test, log_tail_holds_back_late_commits_and_shares_what_it_read) {
   EXPECT_EQ(log_reads(metrics, "database"), database)
     << "read again from PostgreSQL what the window holds";
   EXPECT_EQ(log_reads(metrics, "shared"), shared + 2);
+}
+
+// The tail's database fetcher stops (killed here; in a node, an exception
+// outside pg_session): the tail spawns another, and a reader's next fetch
+// (its retry, after the failed one) gets what was committed meanwhile.
+TEST_F(engine_test, log_tail_replaces_a_fetcher_that_stopped) {
+  prometheus::Registry registry;
+  projection::projection_metrics metrics{registry};
+  std::mutex mtx;
+  std::vector<projection::fetcher_actor> fetchers;
+  projection::log_tail_config cfg{db_.url(), 100, &metrics, {}};
+  cfg.spawn_db = [&](caf::actor_system& sys) {
+    auto f = projection::spawn_fetcher(sys, db_.url());
+    std::lock_guard<std::mutex> guard{mtx};
+    fetchers.push_back(f);
+    return f;
+  };
+  auto tail = projection::spawn_log_tail(*sys_, cfg);
+  spawned_.push_back(caf::actor_cast<caf::actor>(tail));
+  {
+    pqxx::connection c{db_.url()};
+    pqxx::work tx{c};
+    insert_event(tx, "u1", 1, registered("u1"));
+    tx.commit();
+  }
+  auto first = fetch(tail, {});
+  ASSERT_EQ(first.events.size(), 1u);
+  projection::fetcher_actor dead;
+  {
+    std::lock_guard<std::mutex> guard{mtx};
+    ASSERT_EQ(fetchers.size(), 1u);
+    dead = fetchers.front();
+  }
+  {
+    caf::scoped_actor self{*sys_};
+    self->monitor(dead);
+    self->send_exit(dead, caf::exit_reason::kill);
+    self->receive([](caf::down_msg&) {});
+  }
+  int64_t second_position = 0;
+  {
+    pqxx::connection c{db_.url()};
+    pqxx::work tx{c};
+    second_position = insert_event(tx, "u2", 1, registered("u2"));
+    tx.commit();
+  }
+  auto after = first.events.back().at;
+  projection::fetch_result next;
+  ASSERT_TRUE(eventually([&] {
+    caf::scoped_actor self{*sys_};
+    bool ok = false;
+    self
+      ->request(tail, 10s, fetch_atom::value, after, int64_t{100}, int64_t{0},
+                int64_t{0})
+      .receive(
+        [&](projection::fetch_result& r) {
+          next = std::move(r);
+          ok = !next.events.empty();
+        },
+        [&](caf::error&) {}); // the request that met the dead fetcher
+    return ok;
+  })) << "the tail never read again after its fetcher stopped";
+  ASSERT_EQ(next.events.size(), 1u);
+  EXPECT_EQ(next.events[0].at.position, second_position);
+  std::lock_guard<std::mutex> guard{mtx};
+  EXPECT_EQ(fetchers.size(), 2u);
+  for (auto& f : fetchers)
+    spawned_.push_back(caf::actor_cast<caf::actor>(f));
 }
 
 // Live partitions as a node runs them: one reader per partition, all
