@@ -165,13 +165,14 @@ void ensure_loaded(pointer self, pqxx::connection& conn) {
   pqxx::read_transaction tx{conn};
   auto& c = st.cfg;
   auto rows = exec_prepared_sql(tx, load_offset_sql, c.proj->name(),
-                               c.generation, c.index);
+                                c.generation, c.index);
   st.offset = rows.empty() ? cursor{}
                            : cursor{std::stoull(rows[0][0].as<std::string>()),
                                     rows[0][1].as<int64_t>()};
   st.blocked.clear();
   for (const auto& row :
-       exec_prepared_sql(tx, blocked_sql, c.proj->name(), c.generation, c.index))
+       exec_prepared_sql(tx, blocked_sql, c.proj->name(), c.generation,
+                         c.index))
     st.blocked.insert(row[0].as<std::string>());
   st.loaded = true;
 }
@@ -183,19 +184,19 @@ void save_offset(pointer self, pqxx::transaction_base& tx, const cursor& end,
                  uint64_t events, std::vector<change>& changes) {
   auto& st = self->state;
   auto& c = st.cfg;
-  exec_prepared_sql(tx, save_offset_sql, c.proj->name(), c.generation, c.index,
-                   std::to_string(end.tx), end.position,
-                   static_cast<int64_t>(events));
+  exec_prepared_sql(tx, save_offset_sql, c.proj->name(), c.generation,
+                    c.index, std::to_string(end.tx), end.position,
+                    static_cast<int64_t>(events));
   for (auto& ch : changes)
     ch.partition = c.index;
   if (changes.empty() || c.fence.generation_state != "live")
     return;
   auto batch = encode_batch(c.proj->name(), c.generation, c.count, {c.index},
                             st.offset, end, changes);
-  exec_prepared_sql(tx, change_log_sql, c.proj->name(), c.generation, c.index,
-                   std::to_string(st.offset.tx), st.offset.position,
-                   std::to_string(end.tx), end.position,
-                   pqxx::binarystring{batch});
+  exec_prepared_sql(tx, change_log_sql, c.proj->name(), c.generation,
+                    c.index, std::to_string(st.offset.tx), st.offset.position,
+                    std::to_string(end.tx), end.position,
+                    pqxx::binarystring{batch});
 }
 
 /// Records `e` as a dead letter of `key` in partition `index` (this one

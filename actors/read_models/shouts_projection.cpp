@@ -179,9 +179,9 @@ void shouts_projection::apply(pqxx::transaction_base& tx,
     positions.push_back(d.position);
   }
   exec_prepared_sql(tx, expand_ddl(store_sql, suffix), text_array(ids),
-                 text_array(authors), text_array(texts), int_array(created),
-                 int_array(likes), int_array(replies), text_array(parents),
-                 bool_array(deleted), int_array(positions));
+                    text_array(authors), text_array(texts), int_array(created),
+                    int_array(likes), int_array(replies), text_array(parents),
+                    bool_array(deleted), int_array(positions));
 }
 
 } // namespace shoutflow::read_models

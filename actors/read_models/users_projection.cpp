@@ -292,11 +292,13 @@ void users_projection::apply(pqxx::transaction_base& tx,
       positions.push_back(d.position);
     }
     exec_prepared_sql(tx, expand_ddl(store_sql, suffix), text_array(ids),
-                   text_array(handles), text_array(names), text_array(avatars),
-                   text_array(bios), int_array(created), int_array(shouts),
-                   int_array(followers), int_array(following), int_array(given),
-                   int_array(received), int_array(last_login), int_array(seqs),
-                   int_array(positions));
+                      text_array(handles), text_array(names),
+                      text_array(avatars), text_array(bios),
+                      int_array(created), int_array(shouts),
+                      int_array(followers), int_array(following),
+                      int_array(given), int_array(received),
+                      int_array(last_login), int_array(seqs),
+                      int_array(positions));
   }
   if (!logins.empty()) {
     std::vector<std::string> ids, ips, agents;
@@ -311,9 +313,9 @@ void users_projection::apply(pqxx::transaction_base& tx,
       agents.push_back(l.user_agent);
     }
     exec_prepared_sql(tx, expand_ddl(logins_sql, suffix), text_array(ids),
-                   int_array(positions), int_array(ats),
-                   journal::bool_array(oks), text_array(ips),
-                   text_array(agents));
+                      int_array(positions), int_array(ats),
+                      journal::bool_array(oks), text_array(ips),
+                      text_array(agents));
   }
 }
 
