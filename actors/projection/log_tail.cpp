@@ -24,9 +24,9 @@ struct waiter {
 
 struct tail_state {
   log_tail_config cfg;
-  fetcher_actor db;
-  /// The fetcher to stop when the tail stops (shared with its exit hook).
-  std::shared_ptr<fetcher_actor> db_to_stop;
+  /// The current database fetcher; shared with the exit hook that stops
+  /// it when the tail stops (start_db replaces it).
+  std::shared_ptr<fetcher_actor> db = std::make_shared<fetcher_actor>();
   /// The window (lo, hi] (log_tail.hpp); empty until the first fetch.
   bool anchored = false;
   cursor lo;
@@ -88,7 +88,7 @@ void fetch_direct(pointer self, caf::typed_response_promise<fetch_result> promis
                   const cursor& after, int64_t limit) {
   count(self->state.direct_fetches);
   self
-    ->request(self->state.db, fetch_timeout, fetch_atom::value, after, limit,
+    ->request(*self->state.db, fetch_timeout, fetch_atom::value, after, limit,
               int64_t{0}, int64_t{0})
     .then(
       [=](fetch_result& res) mutable {
@@ -133,7 +133,7 @@ void fetch_window(pointer self, int64_t limit) {
   count(st.window_fetches);
   auto after = st.hi;
   self
-    ->request(st.db, fetch_timeout, fetch_atom::value, after, limit,
+    ->request(*st.db, fetch_timeout, fetch_atom::value, after, limit,
               int64_t{0}, int64_t{0})
     .then(
       [=](fetch_result& res) {
@@ -170,10 +170,9 @@ void fetch_window(pointer self, int64_t limit) {
 /// Spawns the database fetcher and watches it (see log_tail_config).
 void start_db(pointer self) {
   auto& st = self->state;
-  st.db = st.cfg.spawn_db ? st.cfg.spawn_db(self->system())
-                          : spawn_fetcher(self->system(), st.cfg.db_url);
-  *st.db_to_stop = st.db;
-  self->monitor(st.db);
+  *st.db = st.cfg.spawn_db ? st.cfg.spawn_db(self->system())
+                           : spawn_fetcher(self->system(), st.cfg.db_url);
+  self->monitor(*st.db);
 }
 
 fetcher_actor::behavior_type tail(pointer self, log_tail_config cfg) {
@@ -186,15 +185,14 @@ fetcher_actor::behavior_type tail(pointer self, log_tail_config cfg) {
     st.window_fetches = &reads.Add({{"source", "database"}});
     st.direct_fetches = &reads.Add({{"source", "direct"}});
   }
-  st.db_to_stop = std::make_shared<fetcher_actor>();
   start_db(self);
-  self->attach_functor([db = st.db_to_stop] {
+  self->attach_functor([db = st.db] {
     caf::anon_send_exit(*db, caf::exit_reason::user_shutdown);
   });
   // Requests in flight to a stopped fetcher fail; their readers retry
   // (log_reader.cpp) and reach the new one.
   self->set_down_handler([=](caf::down_msg& msg) {
-    if (msg.source != self->state.db.address())
+    if (msg.source != self->state.db->address())
       return;
     log_warn("projection", "log tail: its database fetcher stopped ("
                              + self->system().render(msg.reason)
@@ -206,7 +204,7 @@ fetcher_actor::behavior_type tail(pointer self, log_tail_config cfg) {
         int64_t until_ms) -> caf::result<fetch_result> {
       auto promise = self->make_response_promise<fetch_result>();
       if (until_pos != 0 || until_ms != 0)
-        promise.delegate(self->state.db, fetch_atom::value, after, limit,
+        promise.delegate(*self->state.db, fetch_atom::value, after, limit,
                          until_pos, until_ms);
       else
         handle(self, promise, after, limit);
@@ -214,7 +212,7 @@ fetcher_actor::behavior_type tail(pointer self, log_tail_config cfg) {
     },
     [=](head_atom) -> caf::result<int64_t> {
       auto promise = self->make_response_promise<int64_t>();
-      promise.delegate(self->state.db, head_atom::value);
+      promise.delegate(*self->state.db, head_atom::value);
       return promise;
     },
   };
