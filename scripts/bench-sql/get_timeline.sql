@@ -1,5 +1,6 @@
--- GetTimeline, first page of 20: the QueryService's q_timeline
--- (services/query/read_queries.cpp), one statement in autocommit. pgbench
+-- GetTimeline, first page of 20: the page the QueryService's q_timelines
+-- (services/query/read_queries.cpp) computes for each request, here for one
+-- request a statement (the ceiling of a read run alone). pgbench
 -- binds only the user id (-M prepared turns :uid into a parameter); the
 -- page token (''), page size (20) and timeline cap (800, the node's
 -- default) are literals, since pgbench cannot bind an empty string.

@@ -89,7 +89,7 @@ std::vector<query_pool::job> query_pool::take_locked() {
   queue_.pop_front();
   // A copy: `jobs` grows below.
   const std::string method = jobs.front().method;
-  if (!is_point_read(method))
+  if (!is_batched_read(method))
     return jobs;
   for (auto it = queue_.begin();
        it != queue_.end() && jobs.size() < max_batch_;) {
@@ -164,7 +164,7 @@ void query_pool::run(journal::pg_session& session, std::vector<job>& jobs) {
     // Every read is one statement: autocommit gives it one snapshot.
     pqxx::nontransaction tx{conn};
     if (live.size() > 1)
-      rejections = run_point_reads(tx, method, requests, outs);
+      rejections = run_batched_reads(tx, method, requests, outs, limits_);
     else
       rejections = {run_query(tx, method, *requests[0], *outs[0], limits_)};
   });

@@ -6,10 +6,11 @@
 //
 // A gRPC handler hands a parsed request to `read`; a pool thread runs it and
 // calls `done`, which may finish the RPC right there: a plain read crosses one
-// thread boundary each way, no actor in between. Point reads (GetUser,
-// GetShout) that wait in the queue together are coalesced: one statement
-// answers up to `max_batch` of them, as the journal group-commits writes.
-// Requests of other methods keep their place in the queue.
+// thread boundary each way, no actor in between. Reads of one batched method
+// (GetUser, GetShout, GetTimeline; read_queries.hpp) that wait in the queue
+// together are coalesced: one statement answers up to `max_batch` of them,
+// as the journal group-commits writes. Requests of other methods keep their
+// place in the queue.
 //
 // Contract: `done` is called exactly once per job, on a pool thread or, once
 // the pool has stopped, on the caller's: with the answer, with `expired` when
@@ -88,7 +89,7 @@ public:
   std::size_t queued() const;
 
   /// Reads answered from the database, and the statements that answered
-  /// them (fewer when point reads were coalesced).
+  /// them (fewer when reads were coalesced).
   uint64_t reads_run() const { return reads_run_.load(); }
   uint64_t statements_run() const { return statements_run_.load(); }
 
@@ -104,7 +105,7 @@ private:
 
   void enqueue(job j);
   void loop(std::size_t index);
-  /// The next jobs to run together: the oldest, plus the point reads of the
+  /// The next jobs to run together: the oldest, plus the batched reads of the
   /// same method queued behind it. Requires the lock.
   std::vector<job> take_locked();
   void run(journal::pg_session& session, std::vector<job>& jobs);

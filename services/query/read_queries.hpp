@@ -60,16 +60,19 @@ query_rejection run_query(pqxx::transaction_base& tx, const std::string& method,
                           google::protobuf::Message& response,
                           const query_limits& limits);
 
-/// Keyed reads (GetUser, GetShout) that one statement can answer for many
-/// requests at once: the query pool coalesces those waiting together.
-bool is_point_read(const std::string& method);
+/// Reads that one statement can answer for many requests at once (GetUser
+/// and GetShout by key, GetTimeline a page per request): the query pool
+/// coalesces those waiting together.
+bool is_batched_read(const std::string& method);
 
-/// Answers `requests` (all of `method`, a point read) with one statement,
+/// Answers `requests` (all of `method`, a batched read) with one statement
+/// (and, for empty pages, one more each to tell NOT_FOUND from empty),
 /// filling `responses` (same order); one outcome per request.
 std::vector<query_rejection>
-run_point_reads(pqxx::transaction_base& tx, const std::string& method,
-                const std::vector<const google::protobuf::Message*>& requests,
-                const std::vector<google::protobuf::Message*>& responses);
+run_batched_reads(pqxx::transaction_base& tx, const std::string& method,
+                  const std::vector<const google::protobuf::Message*>& requests,
+                  const std::vector<google::protobuf::Message*>& responses,
+                  const query_limits& limits);
 
 std::string encode_page_token(const std::string& key);
 /// Nothing for a malformed token.

@@ -1,5 +1,6 @@
-// The query pool against real PostgreSQL: point reads that wait together are
-// answered by one statement, each with its own document or its own NOT_FOUND;
+// The query pool against real PostgreSQL: batched reads that wait together
+// are answered by one statement, each with its own document, page or
+// NOT_FOUND;
 // other reads keep their place; a job past its deadline is not run; stopping
 // and an unreachable database answer every job, exactly once.
 //
@@ -20,6 +21,7 @@
 
 #include "actors/projection/manager.hpp"
 #include "actors/read_models/shouts_projection.hpp"
+#include "actors/read_models/timelines_projection.hpp"
 #include "actors/read_models/users_projection.hpp"
 #include "services/query/query_pool.hpp"
 #include "tests/support/test_db.hpp"
@@ -70,6 +72,16 @@ std::unique_ptr<google::protobuf::Message> get_logins(const std::string& id) {
   return r;
 }
 
+std::unique_ptr<google::protobuf::Message>
+get_timeline(const std::string& id, int32_t size, const std::string& after = "") {
+  auto r = std::make_unique<v1::GetTimelineRequest>();
+  r->set_user_id(id);
+  r->set_page_size(size);
+  if (!after.empty())
+    r->set_page_token(encode_page_token(after));
+  return r;
+}
+
 clock_type::time_point later() { return clock_type::now() + seconds(30); }
 
 class query_pool_test : public ::testing::Test {
@@ -79,7 +91,9 @@ protected:
     cfg.db_url = db_.url();
     cfg.projections = {
       std::make_shared<read_models::users_projection>(nullptr),
-      std::make_shared<read_models::shouts_projection>()};
+      std::make_shared<read_models::shouts_projection>(),
+      std::make_shared<read_models::timelines_projection>(
+        read_models::timeline_config{})};
     projection::prepare_generations(cfg);
     for (auto id : {"alice", "bob"})
       db_.exec(std::string{"INSERT INTO rm_users (user_id, handle,"
@@ -113,6 +127,18 @@ v1::UserView user_of(const query_answer& a) {
   EXPECT_EQ(a.kind, query_answer::ok) << a.bytes;
   EXPECT_TRUE(v.ParseFromString(a.bytes));
   return v;
+}
+
+/// The shout ids of a timeline page, and its next page token.
+std::pair<std::vector<std::string>, std::string>
+page_of(const query_answer& a) {
+  v1::TimelinePage p;
+  EXPECT_EQ(a.kind, query_answer::ok) << a.bytes;
+  EXPECT_TRUE(p.ParseFromString(a.bytes));
+  std::vector<std::string> ids;
+  for (auto& s : p.shouts())
+    ids.push_back(s.shout_id());
+  return {ids, p.next_page_token()};
 }
 
 v1::Rejection rejection_of(const query_answer& a) {
@@ -154,6 +180,59 @@ TEST_F(query_pool_test, point_reads_waiting_together_share_one_statement) {
   EXPECT_TRUE(logins.ParseFromString(by_slot[1].bytes));
   EXPECT_EQ(logins.entries_size(), 0);
   EXPECT_EQ(pool.reads_run(), 5u);
+  EXPECT_EQ(pool.statements_run(), 2u);
+}
+
+TEST_F(query_pool_test, timelines_waiting_together_share_one_statement) {
+  // alice's home: s1..s5 by bob; bob's home: his own s1..s5; carol (who
+  // exists) has an empty home.
+  db_.exec("INSERT INTO rm_users (user_id, handle, display_name, avatar_hash,"
+           " bio, shout_count, follower_count, following_count, likes_given,"
+           " likes_received, source_seq, position)"
+           " VALUES ('carol', 'carol_h', '', '', '', 0, 0, 0, 0, 0, 1, 1)");
+  for (int i = 1; i <= 5; ++i) {
+    auto id = "s" + std::to_string(i);
+    db_.exec("INSERT INTO rm_shouts VALUES ('" + id
+             + "', 'bob', 'text', now(), 0, 0, '', false, " + std::to_string(i)
+             + ")");
+    for (auto owner : {"alice", "bob"})
+      db_.exec(std::string{"INSERT INTO rm_home VALUES ('"} + owner + "', '"
+               + id + "', 'bob')");
+  }
+  query_pool pool{db_.url(), 1, query_limits{}};
+  answers got;
+  auto release = hold(pool);
+  pool.read("GetTimeline", get_timeline("alice", 2), later(), got.slot(0));
+  pool.read("GetUser", get_user("alice"), later(), got.slot(1));
+  pool.read("GetTimeline", get_timeline("nobody", 2), later(), got.slot(2));
+  pool.read("GetTimeline", get_timeline("bob", 10, "s4"), later(), got.slot(3));
+  pool.read("GetTimeline", get_timeline("carol", 3), later(), got.slot(4));
+  pool.read("GetTimeline", get_timeline("alice", 5), later(), got.slot(5));
+  release.set_value();
+
+  auto all = got.wait(6);
+  ASSERT_EQ(all.size(), 6u);
+  std::vector<std::size_t> order;
+  for (auto& [i, a] : all)
+    order.push_back(i);
+  EXPECT_EQ(order, (std::vector<std::size_t>{0, 2, 3, 4, 5, 1}));
+  std::map<std::size_t, query_answer> by_slot(all.begin(), all.end());
+  using ids = std::vector<std::string>;
+  auto [first, token] = page_of(by_slot[0]);
+  EXPECT_EQ(first, (ids{"s5", "s4"}));
+  EXPECT_EQ(decode_page_token(token), "s4");
+  auto missing = rejection_of(by_slot[2]);
+  EXPECT_EQ(missing.code(), v1::REJECTION_CODE_NOT_FOUND);
+  EXPECT_EQ(missing.field(), "user_id");
+  EXPECT_EQ(page_of(by_slot[3]), std::make_pair(ids{"s3", "s2", "s1"},
+                                                std::string{}));
+  EXPECT_EQ(page_of(by_slot[4]), std::make_pair(ids{}, std::string{}));
+  EXPECT_EQ(page_of(by_slot[5]).first, (ids{"s5", "s4", "s3", "s2", "s1"}));
+  EXPECT_EQ(user_of(by_slot[1]).handle(), "alice_h");
+  // One batch statement for the five timelines (the empty pages of carol
+  // and nobody add an existence check each, not counted), one for the
+  // GetUser.
+  EXPECT_EQ(pool.reads_run(), 6u);
   EXPECT_EQ(pool.statements_run(), 2u);
 }
 
