@@ -66,8 +66,10 @@ struct call {
 };
 
 /// Starts one unary call with the callback API. `start(ctx, req, resp, cb)`
-/// invokes the stub; `done(status, req, resp)` runs on a gRPC thread, with
-/// the call's storage alive until it returns.
+/// invokes the stub; `done(status, req, resp)` runs on a gRPC thread. The
+/// call's ClientContext is gone before `done` runs: `done` counts the call
+/// finished, after which the runner may return and its channels go, and a
+/// context freed after them was a double free at exit.
 template <class Resp, class Req, class Start, class Done>
 void unary(Req req, milliseconds deadline, Start start, Done done) {
   auto* c = new call<Req, Resp>;
@@ -75,8 +77,10 @@ void unary(Req req, milliseconds deadline, Start start, Done done) {
   c->ctx.set_deadline(std::chrono::system_clock::now() + deadline);
   start(&c->ctx, &c->req, &c->resp,
         [c, done = std::move(done)](grpc::Status s) mutable {
-          std::unique_ptr<call<Req, Resp>> owned{c};
-          done(s, owned->req, owned->resp);
+          Req rq = std::move(c->req);
+          Resp rs = std::move(c->resp);
+          delete c;
+          done(s, rq, rs);
         });
 }
 

@@ -909,6 +909,9 @@ public:
                            }
                          }
                          issue();
+                         // The context goes before the count (after it the
+                         // channels may go: a double free at exit).
+                         own.reset();
                          flight.down();
                        });
     };
@@ -1003,6 +1006,7 @@ public:
                         spec.on_ack(own->resp, done, counted);
                       if (closed && !stopping.load() && done < window_end)
                         issue(steady::now(), own->chain, true);
+                      own.reset(); // before the count, as above
                       flight.down();
                     });
     };

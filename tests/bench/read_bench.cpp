@@ -279,6 +279,10 @@ public:
         }
         if (!stopping.load() && now < window_end)
           issue();
+        // The call (its ClientContext) goes before the count: once it is
+        // zero, run() returns and the stubs and channels go, and a context
+        // freed after them was a double free at exit (seen once).
+        owned.reset();
         flight.down();
       };
       auto& stub = next_stub();
@@ -570,6 +574,7 @@ public:
             std::lock_guard<std::mutex> guard{mu};
             ++write_errors[static_cast<int>(s.error_code())];
           }
+          owned.reset(); // before the count: see the closed loop
           flight.down();
         });
     }
