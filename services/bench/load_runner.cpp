@@ -2,12 +2,11 @@
 
 #include <algorithm>
 #include <atomic>
-#include <condition_variable>
 #include <cstdio>
 #include <functional>
-#include <mutex>
 #include <thread>
 
+#include "services/bench/lib/in_flight.hpp"
 #include "services/bench/lib/machine.hpp"
 
 namespace shoutflow::bench {
@@ -20,43 +19,13 @@ using std::chrono::duration_cast;
 using std::chrono::milliseconds;
 using std::chrono::nanoseconds;
 
-/// Counts requests in flight, so a phase can wait until all have completed.
-class in_flight {
-public:
-  void up() {
-    std::lock_guard<std::mutex> guard{mu_};
-    ++n_;
-  }
-  void down() {
-    std::lock_guard<std::mutex> guard{mu_};
-    if (--n_ < limit_)
-      cv_.notify_all();
-  }
-  uint64_t count() {
-    std::lock_guard<std::mutex> guard{mu_};
-    return n_;
-  }
-  /// Every request has a deadline, so this ends; it says so while waiting.
-  void wait_zero(const char* what) {
-    std::unique_lock<std::mutex> lock{mu_};
-    limit_ = 1;
-    while (!cv_.wait_for(lock, std::chrono::seconds(10),
-                         [&] { return n_ == 0; }))
-      std::fprintf(stderr, "shoutflow-bench: %s: %llu requests in flight\n",
-                   what, static_cast<unsigned long long>(n_));
-  }
-  void wait_below(uint64_t limit) {
-    std::unique_lock<std::mutex> lock{mu_};
-    limit_ = limit;
-    cv_.wait(lock, [&] { return n_ < limit; });
-  }
-
-private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  uint64_t n_ = 0;
-  uint64_t limit_ = 1;
-};
+/// Waits until `flight` has none in flight, saying so every 10 s (every
+/// request has a deadline, so this ends).
+void drain(in_flight& flight, const char* what) {
+  while (!flight.wait_zero(std::chrono::seconds(10)))
+    std::fprintf(stderr, "shoutflow-bench: %s: %llu requests in flight\n",
+                 what, static_cast<unsigned long long>(flight.count()));
+}
 
 template <class Req, class Resp>
 struct call {
@@ -183,7 +152,7 @@ struct load_runner::impl {
     };
     for (int k = 0; k < opt.prepare_inflight; ++k)
       issue_next();
-    flight.wait_zero(name);
+    drain(flight, name);
     r.duplicates = duplicates;
     r.failed = failed;
     r.seconds = duration<double>(clock_type::now() - t0).count();
@@ -454,12 +423,14 @@ struct load_runner::impl {
           break;
         if (intended > clock_type::now())
           std::this_thread::sleep_until(intended);
-        st.flight.wait_below(static_cast<uint64_t>(opt.max_outstanding));
+        while (!st.flight.wait_below(static_cast<uint64_t>(opt.max_outstanding),
+                                     std::chrono::seconds(10))) {
+        }
         st.issue(intended, false);
       }
     }
     st.stopping = true;
-    st.flight.wait_zero("draining");
+    drain(st.flight, "draining");
     out.elapsed_s = duration<double>(clock_type::now() - st.start).count();
     out.client_cpu_s = cpu_seconds() - cpu0;
     out.sent = st.sent;

@@ -91,6 +91,7 @@
 #include <utility>
 #include <vector>
 
+#include "services/bench/lib/in_flight.hpp"
 #include "shoutflow/v1/commands.grpc.pb.h"
 #include "shoutflow/v1/queries.grpc.pb.h"
 #include "tests/bench/bench_support.hpp"
@@ -754,37 +755,6 @@ bool retryable(grpc::StatusCode code) {
          || code == grpc::StatusCode::DEADLINE_EXCEEDED;
 }
 
-/// Counts requests in flight; wait_zero() returns once all have completed.
-class in_flight {
-public:
-  void up() {
-    std::lock_guard<std::mutex> guard{mu_};
-    ++n_;
-  }
-  void down() {
-    std::lock_guard<std::mutex> guard{mu_};
-    if (--n_ == 0)
-      cv_.notify_all();
-  }
-  int count() {
-    std::lock_guard<std::mutex> guard{mu_};
-    return n_;
-  }
-  bool wait_zero(std::chrono::milliseconds timeout) {
-    std::unique_lock<std::mutex> lock{mu_};
-    return cv_.wait_for(lock, timeout, [&] { return n_ == 0; });
-  }
-  bool wait_below(int limit, std::chrono::milliseconds timeout) {
-    std::unique_lock<std::mutex> lock{mu_};
-    return cv_.wait_for(lock, timeout, [&] { return n_ < limit; });
-  }
-
-private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  int n_ = 0;
-};
-
 std::string user_id(int i) {
   return "cb-u" + std::to_string(i);
 }
@@ -863,7 +833,7 @@ public:
     registration out;
     std::mutex mtx;
     std::atomic<int> next{0};
-    in_flight flight;
+    bench::in_flight flight;
     auto started = steady::now();
     struct call {
       grpc::ClientContext ctx;
@@ -942,7 +912,7 @@ public:
     std::mutex mtx;
     std::vector<int64_t> latencies;
     std::map<std::string, std::size_t> errors;
-    in_flight flight;
+    bench::in_flight flight;
     std::atomic<bool> stopping{false};
     std::atomic<uint64_t> counter{0};
     auto cpu_start = bench::cpu_seconds();
@@ -1030,7 +1000,8 @@ public:
       stopping = true;
     }
     if (!flight.wait_zero(milliseconds(spec.deadline_ms + 30000)))
-      progress(format("%d requests still in flight", flight.count()));
+      progress(format("%d requests still in flight",
+                      static_cast<int>(flight.count())));
     if (window_hook.joinable())
       window_hook.join();
     load_result r;
@@ -1168,8 +1139,9 @@ private:
       node = static_cast<std::size_t>(rng_() % stubs_.size());
     }
     auto done = [this, c](grpc::Status s) {
-      std::unique_ptr<call> own{c};
-      finish(own->p, s);
+      auto p = c->p;
+      delete c; // before finish() counts it done (in_flight.hpp)
+      finish(p, s);
     };
     auto& stub = *stubs_[node];
     if (p->shout) {
@@ -1208,7 +1180,7 @@ private:
   std::mt19937_64 rng_;
   result result_;
   std::atomic<uint64_t> samples_{0};
-  in_flight flight_;
+  bench::in_flight flight_;
 };
 
 // -- scenario bookkeeping -----------------------------------------------------

@@ -70,6 +70,7 @@
 #include <thread>
 #include <vector>
 
+#include "services/bench/lib/in_flight.hpp"
 #include "shoutflow/v1/commands.grpc.pb.h"
 #include "shoutflow/v1/queries.grpc.pb.h"
 #include "tests/bench/bench_support.hpp"
@@ -153,33 +154,6 @@ options parse(int argc, char** argv) {
   return o;
 }
 
-/// Counts requests in flight; wait_zero() returns once all have completed.
-class in_flight {
-public:
-  void up() {
-    std::lock_guard<std::mutex> guard{mu_};
-    ++n_;
-  }
-  void down() {
-    std::lock_guard<std::mutex> guard{mu_};
-    if (--n_ == 0)
-      cv_.notify_all();
-  }
-  int count() {
-    std::lock_guard<std::mutex> guard{mu_};
-    return n_;
-  }
-  bool wait_zero(std::chrono::seconds timeout) {
-    std::unique_lock<std::mutex> lock{mu_};
-    return cv_.wait_for(lock, timeout, [&] { return n_ == 0; });
-  }
-
-private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  int n_ = 0;
-};
-
 std::vector<std::shared_ptr<grpc::Channel>> open_channels(
   const std::string& target, int count) {
   std::vector<std::shared_ptr<grpc::Channel>> out;
@@ -219,7 +193,7 @@ public:
     int64_t items = 0;
     int64_t full_pages = 0;
     int64_t mismatches = 0;
-    in_flight flight;
+    bench::in_flight flight;
     std::atomic<bool> stopping{false};
     std::atomic<uint64_t> counter{0};
     auto cpu_start = bench::cpu_seconds();
@@ -301,7 +275,7 @@ public:
     stopping = true;
     if (!flight.wait_zero(std::chrono::seconds(opt_.deadline_ms / 1000 + 30)))
       std::fprintf(stderr, "read_bench: %d requests still in flight\n",
-                   flight.count());
+                   static_cast<int>(flight.count()));
     auto cpu = bench::cpu_seconds() - cpu_start;
     std::lock_guard<std::mutex> guard{mu};
     auto ok = latencies.size();
@@ -530,7 +504,7 @@ public:
       }
     auto changes_before = tracker.changes();
 
-    in_flight flight;
+    bench::in_flight flight;
     std::mutex mu;
     std::map<int, std::size_t> write_errors;
     auto cpu_start = bench::cpu_seconds();
@@ -580,7 +554,7 @@ public:
     }
     if (!flight.wait_zero(std::chrono::seconds(opt_.deadline_ms / 1000 + 30)))
       std::fprintf(stderr, "read_bench: %d posts still in flight\n",
-                   flight.count());
+                   static_cast<int>(flight.count()));
     tracker.wait_all(clock_type::now()
                      + duration_cast<nanoseconds>(
                        duration<double>(opt_.settle_s)));
