@@ -60,6 +60,15 @@ private:
   std::vector<std::pair<std::size_t, query_answer>> got_;
 };
 
+/// The slots of `all` (as answers::wait returns them), in arrival order.
+std::vector<std::size_t>
+order_of(const std::vector<std::pair<std::size_t, query_answer>>& all) {
+  std::vector<std::size_t> out;
+  for (auto& [i, a] : all)
+    out.push_back(i);
+  return out;
+}
+
 std::unique_ptr<google::protobuf::Message> get_user(const std::string& id) {
   auto r = std::make_unique<v1::GetUserRequest>();
   r->set_user_id(id);
@@ -96,12 +105,15 @@ protected:
         read_models::timeline_config{})};
     projection::prepare_generations(cfg);
     for (auto id : {"alice", "bob"})
-      db_.exec(std::string{"INSERT INTO rm_users (user_id, handle,"
-                           " display_name, avatar_hash, bio, shout_count,"
-                           " follower_count, following_count, likes_given,"
-                           " likes_received, source_seq, position)"
-                           " VALUES ('"}
-               + id + "', '" + id + "_h', '', '', '', 0, 0, 0, 0, 0, 1, 1)");
+      add_user(id);
+  }
+
+  /// A user document with handle `<id>_h`.
+  void add_user(const std::string& id) {
+    db_.exec("INSERT INTO rm_users (user_id, handle, display_name, avatar_hash,"
+             " bio, shout_count, follower_count, following_count, likes_given,"
+             " likes_received, source_seq, position) VALUES ('"
+             + id + "', '" + id + "_h', '', '', '', 0, 0, 0, 0, 0, 1, 1)");
   }
 
   /// Holds the pool's thread until the returned promise is set.
@@ -163,10 +175,7 @@ TEST_F(query_pool_test, point_reads_waiting_together_share_one_statement) {
   auto all = got.wait(5);
   ASSERT_EQ(all.size(), 5u);
   // The four GetUsers first (one statement), then the login history.
-  std::vector<std::size_t> order;
-  for (auto& [i, a] : all)
-    order.push_back(i);
-  EXPECT_EQ(order, (std::vector<std::size_t>{0, 2, 3, 4, 1}));
+  EXPECT_EQ(order_of(all), (std::vector<std::size_t>{0, 2, 3, 4, 1}));
   std::map<std::size_t, query_answer> by_slot(all.begin(), all.end());
   EXPECT_EQ(user_of(by_slot[0]).handle(), "alice_h");
   EXPECT_EQ(user_of(by_slot[3]).handle(), "bob_h");
@@ -186,10 +195,7 @@ TEST_F(query_pool_test, point_reads_waiting_together_share_one_statement) {
 TEST_F(query_pool_test, timelines_waiting_together_share_one_statement) {
   // alice's home: s1..s5 by bob; bob's home: his own s1..s5; carol (who
   // exists) has an empty home.
-  db_.exec("INSERT INTO rm_users (user_id, handle, display_name, avatar_hash,"
-           " bio, shout_count, follower_count, following_count, likes_given,"
-           " likes_received, source_seq, position)"
-           " VALUES ('carol', 'carol_h', '', '', '', 0, 0, 0, 0, 0, 1, 1)");
+  add_user("carol");
   for (int i = 1; i <= 5; ++i) {
     auto id = "s" + std::to_string(i);
     db_.exec("INSERT INTO rm_shouts VALUES ('" + id
@@ -212,10 +218,7 @@ TEST_F(query_pool_test, timelines_waiting_together_share_one_statement) {
 
   auto all = got.wait(6);
   ASSERT_EQ(all.size(), 6u);
-  std::vector<std::size_t> order;
-  for (auto& [i, a] : all)
-    order.push_back(i);
-  EXPECT_EQ(order, (std::vector<std::size_t>{0, 2, 3, 4, 5, 1}));
+  EXPECT_EQ(order_of(all), (std::vector<std::size_t>{0, 2, 3, 4, 5, 1}));
   std::map<std::size_t, query_answer> by_slot(all.begin(), all.end());
   using ids = std::vector<std::string>;
   auto [first, token] = page_of(by_slot[0]);
