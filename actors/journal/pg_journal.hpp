@@ -1,15 +1,11 @@
 #pragma once
 
-// The PostgreSQL journal: group commit of entity writes.
+// The PostgreSQL journal: one batch of entity writes in ONE transaction.
 //
-// One coordinator actor per node gathers journal_writes from many entities
-// for at most `batch_window` (or until `max_batch` writes are waiting) and
-// hands the batch to one of `writers` detached worker actors, each owning a
-// connection. A worker writes the whole batch in ONE transaction with
-// unnest()-based multi-row statements, then the coordinator replies to every
-// entity after COMMIT. synchronous_commit stays on: an acknowledged write is
-// durable. While all workers are busy, new writes queue and form the next
-// batch: that is where batching comes from under load.
+// batch_writer writes a whole batch with unnest()-based multi-row
+// statements; the coordinator actor (journal_coordinator.hpp) gathers the
+// batches and replies to every entity after COMMIT. synchronous_commit stays
+// on: an acknowledged write is durable.
 //
 // A write that cannot commit (fenced: its shard lease moved on; duplicate
 // command id; failed claim/guard/release; stale seq_nr) fails alone: the worker rolls the transaction back,
@@ -67,10 +63,5 @@ private:
   pg_session session_;
   journal_metrics* metrics_;
 };
-
-/// Spawns the coordinator and its workers. `metrics` may be null and must
-/// otherwise outlive the actors.
-journal_actor spawn_pg_journal(caf::actor_system& sys, journal_config cfg,
-                               journal_metrics* metrics);
 
 } // namespace shoutflow::journal

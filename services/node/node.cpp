@@ -20,7 +20,7 @@
 #include "actors/entity/router.hpp"
 #include "actors/entity/shard_region.hpp"
 #include "actors/journal/migrations.hpp"
-#include "actors/journal/pg_journal.hpp"
+#include "actors/journal/journal_coordinator.hpp"
 #include "actors/journal/pg_store.hpp"
 #include "actors/projection/lag_probe.hpp"
 #include "actors/user/user_aggregate.hpp"

@@ -22,6 +22,7 @@
 #include "actors/common/atoms.hpp"
 #include "actors/journal/journal_actors.hpp"
 #include "actors/journal/journal_metrics.hpp"
+#include "actors/journal/journal_coordinator.hpp"
 #include "actors/journal/pg_journal.hpp"
 #include "tests/support/test_db.hpp"
 

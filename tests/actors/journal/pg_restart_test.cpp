@@ -37,7 +37,7 @@
 #include "actors/common/atoms.hpp"
 #include "actors/journal/journal_actors.hpp"
 #include "actors/journal/migrations.hpp"
-#include "actors/journal/pg_journal.hpp"
+#include "actors/journal/journal_coordinator.hpp"
 #include "actors/journal/pg_store.hpp"
 
 using namespace shoutflow;
