@@ -17,6 +17,7 @@ using verify_atom = caf::atom_constant<caf::atom("verify")>;
 using write_atom = caf::atom_constant<caf::atom("write")>;
 using batch_atom = caf::atom_constant<caf::atom("batch")>;
 using flush_atom = caf::atom_constant<caf::atom("flush")>;
+using expire_atom = caf::atom_constant<caf::atom("expire")>;
 using drain_atom = caf::atom_constant<caf::atom("drain")>;
 using fence_atom = caf::atom_constant<caf::atom("fence")>;
 using recover_atom = caf::atom_constant<caf::atom("recover")>;

@@ -80,7 +80,8 @@ struct entity_config {
   int64_t snapshot_every = 100;
   /// Command ids (with their replies) kept for fast duplicate detection.
   std::size_t recent_commands = 64;
-  /// Bound on each journal, store and resolver request.
+  /// Bound on each store, resolver and fence request (journal writes are
+  /// bounded by the journal's write_timeout).
   std::chrono::milliseconds io_timeout{10000};
   /// Decide attempts when facts change between resolving and writing.
   int max_attempts = 3;
@@ -493,9 +494,12 @@ private:
     w.shard = st.deps.shard;
     w.lease_epoch = st.deps.lease_epoch;
     auto noop_reply = w.noop_reply;
-    self
-      ->request(st.deps.journal, st.deps.cfg.io_timeout, write_atom::value,
-                std::move(w))
+    // No timeout of our own: the journal answers every write within its
+    // write_timeout (as in doubt if need be), a bound it keeps for all
+    // writes at once — a timed request here cost a clock entry, and later a
+    // stale timeout message, per command.
+    self->request(st.deps.journal, caf::infinite, write_atom::value,
+                  std::move(w))
       .then(
         [=, events = std::move(eff.events)](journal::write_outcome& out) {
           written(self, command_id, events, noop_reply, out);

@@ -60,11 +60,10 @@ void park(pointer self, routed_command cmd, const std::string& why) {
 }
 
 template <class Handle>
-void send_to(pointer self, const Handle& dest, routed_command cmd) {
+void send_to(pointer self, const Handle& dest, caf::duration timeout,
+             routed_command cmd) {
   auto promise = cmd.promise;
-  self
-    ->request(dest, self->state.cfg.hop_timeout, cmd_atom::value, cmd.id,
-              cmd.bytes)
+  self->request(dest, timeout, cmd_atom::value, cmd.id, cmd.bytes)
     .then(
       [=](std::string& reply) mutable {
         if (is_moved(reply))
@@ -79,13 +78,16 @@ void route(pointer self, routed_command cmd) {
   auto& st = self->state;
   auto owner = st.owners[static_cast<std::size_t>(cmd.shard)];
   if (owner == st.cfg.self && st.local) {
-    send_to(self, st.local, std::move(cmd));
+    // No timeout on the local hop: this node's entities answer every
+    // command, and the caller's request carries the client's deadline.
+    send_to(self, st.local, caf::infinite, std::move(cmd));
     return;
   }
   if (owner >= 0 && owner != st.cfg.self) {
     auto it = st.endpoints.find(owner);
     if (it != st.endpoints.end()) {
-      send_to(self, it->second, std::move(cmd));
+      send_to(self, it->second, caf::duration{st.cfg.hop_timeout},
+              std::move(cmd));
       return;
     }
     park(self, std::move(cmd),

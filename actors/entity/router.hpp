@@ -32,8 +32,11 @@ struct router_config {
   std::chrono::milliseconds lookup_timeout{5000};
   /// Longest a command is routed again and again (moved, no owner).
   std::chrono::milliseconds route_timeout{5000};
-  /// Bound on one hop to a region (local or remote): past the entity's own
-  /// I/O timeout, so an entity's UNAVAILABLE answer arrives first.
+  /// Bound on one hop to another node's region (a node may die with the
+  /// command): past the entity's own I/O timeout, so an entity's
+  /// UNAVAILABLE answer arrives first. The hop to this node's region has
+  /// none: its entities answer every command, and the caller's request
+  /// carries the client's deadline.
   std::chrono::milliseconds hop_timeout{10500};
   std::chrono::milliseconds retry_pause{25};
 };

@@ -34,7 +34,7 @@ using journal_actor = caf::typed_actor<
   // incarnation that timed out but still commits is part of what it reads.
   caf::replies_to<fence_atom, std::string>::with<bool>,
   caf::replies_to<stats_atom>::with<journal_stats>,
-  caf::reacts_to<flush_atom>>;
+  caf::reacts_to<flush_atom>, caf::reacts_to<expire_atom>>;
 
 using store_actor = caf::typed_actor<
   caf::replies_to<recover_atom, std::string>::with<recovery_data>,

@@ -2,6 +2,8 @@
 
 #include <caf/all.hpp>
 
+#include <algorithm>
+#include <chrono>
 #include <deque>
 #include <memory>
 #include <string>
@@ -33,9 +35,39 @@ writer(writer_actor::stateful_pointer<writer_state> self, journal_config cfg,
   };
 }
 
+using clock_type = std::chrono::steady_clock;
+
+/// An entity waiting for the outcome of its write. Answered at most once:
+/// with the outcome, or — once `deadline` is near — as in doubt.
+struct answer {
+  caf::typed_response_promise<write_outcome> promise;
+  clock_type::time_point deadline;
+  bool answered = false;
+
+  void deliver(write_outcome out) {
+    if (!answered)
+      promise.deliver(std::move(out));
+    answered = true;
+  }
+
+  /// The entity treats an error as "outcome unknown" and stops (its next
+  /// incarnation recovers behind the fence, so a late commit is read).
+  void deliver_in_doubt() {
+    if (!answered)
+      promise.deliver(caf::make_error(caf::sec::request_timeout));
+    answered = true;
+  }
+};
+
 struct pending_write {
   journal_write write;
-  caf::typed_response_promise<write_outcome> promise;
+  answer reply;
+};
+
+/// A batch a worker is writing: its entities' answers, by write.
+struct flight {
+  std::vector<answer> answers;
+  std::vector<std::string> pids;
 };
 
 struct coordinator_state {
@@ -44,7 +76,9 @@ struct coordinator_state {
   std::vector<writer_actor> idle;
   std::size_t busy = 0;
   std::deque<pending_write> queue;
+  std::vector<std::shared_ptr<flight>> flying;
   bool flush_armed = false;
+  bool expiry_armed = false;
   journal_stats stats;
   std::vector<caf::typed_response_promise<bool>> drain_waiters;
   /// Writes queued or in flight per persistence id, and who waits for none.
@@ -58,6 +92,42 @@ struct coordinator_state {
 using coordinator_pointer
   = journal_actor::stateful_pointer<coordinator_state>;
 
+/// How often waiting writes are checked against their deadline: a write is
+/// answered in doubt at most this much before its write_timeout, never
+/// after it.
+clock_type::duration expiry_period(const journal_config& cfg) {
+  return std::max<clock_type::duration>(cfg.write_timeout / 20,
+                                        std::chrono::milliseconds(5));
+}
+
+void arm_expiry(coordinator_pointer self) {
+  auto& st = self->state;
+  if (st.expiry_armed || (st.queue.empty() && st.flying.empty()))
+    return;
+  st.expiry_armed = true;
+  self->delayed_send(self, expiry_period(st.cfg), expire_atom::value);
+}
+
+/// Answers in doubt every write whose deadline falls before the next check.
+void expire(coordinator_pointer self) {
+  auto& st = self->state;
+  st.expiry_armed = false;
+  auto horizon = clock_type::now() + expiry_period(st.cfg);
+  auto check = [&](answer& a) {
+    if (!a.answered && a.deadline <= horizon) {
+      a.deliver_in_doubt();
+      if (st.metrics != nullptr)
+        st.metrics->in_doubt.Increment();
+    }
+  };
+  for (auto& w : st.queue)
+    check(w.reply);
+  for (auto& f : st.flying)
+    for (auto& a : f->answers)
+      check(a);
+  arm_expiry(self);
+}
+
 void check_drained(coordinator_pointer self) {
   auto& st = self->state;
   if (st.queue.empty() && st.busy == 0) {
@@ -67,7 +137,8 @@ void check_drained(coordinator_pointer self) {
   }
 }
 
-/// One write of `pid` is answered: release fences once none is left.
+/// One write of `pid` is finished: release fences once none is left. A
+/// write answered in doubt stays open until its worker is done with it.
 void close_write(coordinator_pointer self, const std::string& pid) {
   auto& st = self->state;
   auto it = st.open.find(pid);
@@ -82,22 +153,78 @@ void close_write(coordinator_pointer self, const std::string& pid) {
   st.fences.erase(waiting);
 }
 
+void count(journal_metrics* metrics, write_status status) {
+  if (metrics == nullptr)
+    return;
+  switch (status) {
+    case write_status::ok:
+      break;
+    case write_status::duplicate:
+      metrics->duplicates.Increment();
+      break;
+    case write_status::precondition_failed:
+      metrics->precondition_failures.Increment();
+      break;
+    case write_status::conflict:
+      metrics->conflicts.Increment();
+      break;
+    case write_status::unavailable:
+      metrics->unavailable.Increment();
+      break;
+    case write_status::fenced:
+      metrics->fenced.Increment();
+      break;
+  }
+}
+
+void dispatch(coordinator_pointer self);
+
+/// A worker is done with `f`: answer its writes (those not answered in
+/// doubt already) and hand the worker the next batch.
+void land(coordinator_pointer self, const std::shared_ptr<flight>& f,
+          const writer_actor& worker,
+          std::vector<write_outcome>* outcomes, const std::string& failure) {
+  auto& st = self->state;
+  st.idle.push_back(worker);
+  --st.busy;
+  st.flying.erase(std::find(st.flying.begin(), st.flying.end(), f));
+  bool appended = false;
+  for (std::size_t i = 0; i < f->answers.size(); ++i) {
+    write_outcome out;
+    if (outcomes != nullptr) {
+      out = std::move((*outcomes)[i]);
+    } else {
+      out.status = write_status::unavailable;
+      out.detail = failure;
+    }
+    count(st.metrics, out.status);
+    appended = appended
+               || (out.status == write_status::ok && !out.positions.empty());
+    f->answers[i].deliver(std::move(out));
+    close_write(self, f->pids[i]);
+  }
+  if (appended && st.cfg.on_commit)
+    caf::anon_send(st.cfg.on_commit, wake_atom::value);
+  dispatch(self);
+  check_drained(self);
+}
+
 void dispatch(coordinator_pointer self) {
   auto& st = self->state;
   while (!st.idle.empty() && !st.queue.empty()) {
     auto n = std::min(st.queue.size(), st.cfg.max_batch);
     std::vector<journal_write> writes;
-    std::vector<caf::typed_response_promise<write_outcome>> promises;
-    std::vector<std::string> pids;
+    auto f = std::make_shared<flight>();
     writes.reserve(n);
-    promises.reserve(n);
-    pids.reserve(n);
+    f->answers.reserve(n);
+    f->pids.reserve(n);
     for (std::size_t i = 0; i < n; ++i) {
-      pids.push_back(st.queue.front().write.persistence_id);
+      f->pids.push_back(st.queue.front().write.persistence_id);
       writes.push_back(std::move(st.queue.front().write));
-      promises.push_back(std::move(st.queue.front().promise));
+      f->answers.push_back(std::move(st.queue.front().reply));
       st.queue.pop_front();
     }
+    st.flying.push_back(f);
     auto worker = st.idle.back();
     st.idle.pop_back();
     ++st.busy;
@@ -105,65 +232,21 @@ void dispatch(coordinator_pointer self) {
     for (auto& w : writes)
       events += w.events.size();
     // No timeout: a worker bounds its own statements (statement_timeout,
-    // TCP keepalives); entities time out their own requests.
+    // TCP keepalives); the entities' deadlines are kept by expire().
     self->request(worker, caf::infinite, batch_atom::value, std::move(writes))
       .then(
-        [=](std::vector<write_outcome>& outcomes) mutable {
+        [=](std::vector<write_outcome>& outcomes) {
           auto& st = self->state;
-          st.idle.push_back(worker);
-          --st.busy;
           st.stats.batches += 1;
           st.stats.writes += n;
           st.stats.events += events;
           st.stats.largest_batch = std::max<uint64_t>(st.stats.largest_batch,
                                                       n);
-          bool appended = false;
-          for (std::size_t i = 0; i < promises.size(); ++i) {
-            if (st.metrics != nullptr)
-              switch (outcomes[i].status) {
-                case write_status::ok:
-                  break;
-                case write_status::duplicate:
-                  st.metrics->duplicates.Increment();
-                  break;
-                case write_status::precondition_failed:
-                  st.metrics->precondition_failures.Increment();
-                  break;
-                case write_status::conflict:
-                  st.metrics->conflicts.Increment();
-                  break;
-                case write_status::unavailable:
-                  st.metrics->unavailable.Increment();
-                  break;
-                case write_status::fenced:
-                  st.metrics->fenced.Increment();
-                  break;
-              }
-            appended = appended
-                       || (outcomes[i].status == write_status::ok
-                           && !outcomes[i].positions.empty());
-            promises[i].deliver(std::move(outcomes[i]));
-            close_write(self, pids[i]);
-          }
-          if (appended && st.cfg.on_commit)
-            caf::anon_send(st.cfg.on_commit, wake_atom::value);
-          dispatch(self);
-          check_drained(self);
+          land(self, f, worker, &outcomes, {});
         },
-        [=](caf::error& err) mutable {
-          auto& st = self->state;
-          st.idle.push_back(worker);
-          --st.busy;
-          for (std::size_t i = 0; i < promises.size(); ++i) {
-            write_outcome out;
-            out.status = write_status::unavailable;
-            out.detail = "journal worker failed: "
-                         + self->system().render(err);
-            promises[i].deliver(std::move(out));
-            close_write(self, pids[i]);
-          }
-          dispatch(self);
-          check_drained(self);
+        [=](caf::error& err) {
+          land(self, f, worker, nullptr,
+               "journal worker failed: " + self->system().render(err));
         });
   }
 }
@@ -182,7 +265,9 @@ journal_actor::behavior_type coordinator(coordinator_pointer self,
       auto& st = self->state;
       auto promise = self->make_response_promise<write_outcome>();
       ++st.open[w.persistence_id];
-      st.queue.push_back({std::move(w), promise});
+      st.queue.push_back(
+        {std::move(w), {promise, clock_type::now() + st.cfg.write_timeout}});
+      arm_expiry(self);
       if (st.queue.size() >= st.cfg.max_batch
           || st.cfg.batch_window.count() == 0) {
         dispatch(self);
@@ -196,6 +281,7 @@ journal_actor::behavior_type coordinator(coordinator_pointer self,
       self->state.flush_armed = false;
       dispatch(self);
     },
+    [=](expire_atom) { expire(self); },
     [=](drain_atom) {
       auto promise = self->make_response_promise<bool>();
       self->state.drain_waiters.push_back(promise);

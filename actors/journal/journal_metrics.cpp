@@ -54,7 +54,10 @@ journal_metrics::journal_metrics(prometheus::Registry& r,
     unavailable(failures(r).Add({{"reason", "unavailable"}})),
     fenced(failures(r).Add({{"reason", "fenced"}})),
     one_statement_batches(paths(r).Add({{"path", "one_statement"}})),
-    refused_appends(paths(r).Add({{"path", "refused"}})) {
+    refused_appends(paths(r).Add({{"path", "refused"}})),
+    in_doubt(counter(r, "shoutflow_journal_writes_in_doubt_total",
+                     "Entity writes answered as in doubt: still queued or "
+                     "being written when their write timeout came")) {
   auto& by_type = prometheus::BuildCounter()
                     .Name("shoutflow_journal_events_appended_total")
                     .Help("Events committed, by event type")

@@ -36,6 +36,8 @@ struct journal_metrics {
   /// (they went through the step-by-step transaction).
   prometheus::Counter& one_statement_batches;
   prometheus::Counter& refused_appends;
+  /// Writes answered in doubt (write_timeout) before their outcome was known.
+  prometheus::Counter& in_doubt;
 
   /// shoutflow_journal_events_appended_total{type}: a read of an immutable
   /// map, no registry lock (the commit path calls it per event).

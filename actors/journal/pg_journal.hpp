@@ -39,6 +39,11 @@ struct journal_config {
   std::chrono::microseconds batch_window{500};
   std::size_t max_batch = 256;
   std::size_t writers = 2;
+  /// Every write is answered within this long: with its outcome, or as in
+  /// doubt (an error) while it is still queued or being written. Kept by
+  /// the coordinator for all writes at once, so an entity's request needs
+  /// no timeout of its own.
+  std::chrono::milliseconds write_timeout{10000};
   /// Told (wake) after every commit that appended events: the read side's
   /// readers wake on it instead of polling (may be invalid).
   caf::actor on_commit;

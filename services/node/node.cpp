@@ -191,6 +191,7 @@ void node::start() {
   jcfg.batch_window = cfg_.journal_batch_window;
   jcfg.max_batch = cfg_.journal_max_batch;
   jcfg.writers = cfg_.journal_writers;
+  jcfg.write_timeout = cfg_.request_timeout * 2;
   // A commit wakes the readers here and on every other projections node.
   jcfg.on_commit = caf::actor_cast<caf::actor>(peers_);
   jcfg.incarnation = incarnation_;

@@ -927,13 +927,16 @@ protected:
   journal_actor journal;
 
   void start(std::chrono::microseconds window, std::size_t max_batch = 256,
-             std::size_t writers = 2, journal_metrics* metrics = nullptr) {
+             std::size_t writers = 2, journal_metrics* metrics = nullptr,
+             std::chrono::milliseconds write_timeout
+             = std::chrono::seconds(10)) {
     journal_config cfg;
     cfg.db_url = db.url();
     cfg.node_id = "node-actor-test";
     cfg.batch_window = window;
     cfg.max_batch = max_batch;
     cfg.writers = writers;
+    cfg.write_timeout = write_timeout;
     journal = spawn_pg_journal(*env.sys, cfg, metrics);
   }
 
@@ -1101,4 +1104,63 @@ TEST_F(journal_actor_test, failures_reach_their_own_writer_and_metrics) {
   EXPECT_EQ(metrics.precondition_failures.Value(), 1.0);
   EXPECT_EQ(metrics.writes.Value(), 1.0) << "only committed writes count";
   EXPECT_EQ(db.scalar<int64_t>("SELECT count(*) FROM events"), 1);
+}
+
+// Entities ask the journal without a timeout of their own: the journal
+// answers every write within write_timeout. Writes held up (the events
+// table locked: one in flight, two queued behind the single worker) are
+// answered in doubt — not before their deadline's last check, once each —
+// yet their entities' fence holds until the worker is really done with
+// them, and they commit when the lock goes (in doubt: maybe written).
+TEST_F(journal_actor_test, held_writes_are_answered_in_doubt_by_write_timeout) {
+  using namespace std::chrono_literals;
+  prometheus::Registry registry;
+  journal_metrics metrics{registry};
+  constexpr auto write_timeout = 300ms;
+  start(std::chrono::milliseconds(1), 1, 1, &metrics, write_timeout);
+  caf::scoped_actor self{*env.sys};
+  pqxx::connection locker{db.url()};
+  pqxx::work lock{locker};
+  lock.exec("LOCK TABLE events IN EXCLUSIVE MODE");
+  auto started = std::chrono::steady_clock::now();
+  // Our own bound (10 s) only ends the test if the journal never answers.
+  using handle = decltype(self->request(journal, 10s, write_atom::value,
+                                        journal_write{}));
+  std::vector<handle> pending;
+  for (int i = 0; i < 3; ++i)
+    pending.push_back(self->request(
+      journal, 10s, write_atom::value,
+      make_write("held-" + std::to_string(i), 1, 1,
+                 "hc-" + std::to_string(i))));
+  for (auto& h : pending)
+    h.receive(
+      [&](write_outcome& out) {
+        ADD_FAILURE() << "answered while the table was locked: "
+                      << out.detail;
+      },
+      [&](caf::error& err) { EXPECT_EQ(err, caf::sec::request_timeout); });
+  auto waited = std::chrono::steady_clock::now() - started;
+  // The checks run every write_timeout / 20: none answers earlier than the
+  // last check before its deadline, and none waits past the deadline by
+  // more than the scheduling noise of a loaded machine.
+  EXPECT_GE(waited, write_timeout - write_timeout / 20);
+  EXPECT_LT(waited, 5s);
+  EXPECT_EQ(metrics.in_doubt.Value(), 3.0);
+  // Still being written: a recovering entity must wait behind the fence.
+  bool fenced_early = false;
+  self->request(journal, 200ms, fence_atom::value, std::string{"held-0"})
+    .receive([&](bool) { fenced_early = true; }, [&](caf::error&) {});
+  EXPECT_FALSE(fenced_early)
+    << "the fence opened while the in-doubt write was still in flight";
+  lock.commit();
+  bool fenced = false;
+  self->request(journal, 10s, fence_atom::value, std::string{"held-2"})
+    .receive([&](bool b) { fenced = b; },
+             [&](caf::error& err) { ADD_FAILURE() << env.sys->render(err); });
+  EXPECT_TRUE(fenced);
+  EXPECT_TRUE(drain(*env.sys, journal));
+  EXPECT_EQ(db.scalar<int64_t>("SELECT count(*) FROM events"), 3)
+    << "the in-doubt writes commit once the lock is gone";
+  EXPECT_EQ(metrics.writes.Value(), 3.0);
+  EXPECT_EQ(metrics.in_doubt.Value(), 3.0);
 }
