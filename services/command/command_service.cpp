@@ -2,6 +2,9 @@
 
 #include <caf/all.hpp>
 
+#include <memory>
+#include <utility>
+
 #include "actors/common/text.hpp"
 #include "actors/user/user_domain.hpp"
 #include "actors/user/user_validation.hpp"
@@ -143,17 +146,37 @@ command_service::raw command_service::dispatch(ctx* c, const char* method,
   auto on_error = [finish, sys](caf::error& err) {
     finish(to_status(rejection_from(err, *sys)));
   };
-  edge_.run([=, router = router_](caf::event_based_actor* self) {
-    if (handle.empty())
-      self->request(router, timeout, cmd_atom::value, user_id, bytes)
-        .then(on_reply, on_error);
-    else
-      self
-        ->request(router, timeout, alias_atom::value,
-                  std::string{user::handle_claim}, handle,
-                  std::string{"handle"}, bytes)
-        .then(on_reply, on_error);
-  });
+  // The reply and the deadline run in the same edge actor; the first one
+  // finishes the call. The request itself has no timeout (actor_edge.hpp).
+  auto answered = std::make_shared<bool>(false);
+  auto first = [answered] { return !std::exchange(*answered, true); };
+  edge_.run(
+    [=, router = router_](caf::event_based_actor* self) {
+      auto reply = [=](std::string& r) {
+        if (first())
+          on_reply(r);
+      };
+      auto error = [=](caf::error& err) {
+        if (first())
+          on_error(err);
+      };
+      if (handle.empty())
+        self->request(router, caf::infinite, cmd_atom::value, user_id, bytes)
+          .then(reply, error);
+      else
+        self
+          ->request(router, caf::infinite, alias_atom::value,
+                    std::string{user::handle_claim}, handle,
+                    std::string{"handle"}, bytes)
+          .then(reply, error);
+    },
+    clock_type::now() + timeout,
+    [=](caf::event_based_actor*) {
+      if (first()) {
+        auto err = caf::make_error(caf::sec::request_timeout);
+        on_error(err);
+      }
+    });
   return reactor;
 }
 
