@@ -17,6 +17,8 @@ v1::LogCursor to_proto(const cursor& c);
 cursor from_proto(const v1::LogCursor& c);
 
 v1::ReadModelChange to_proto(const change& c);
+/// Fills `out` in place (on its arena, if it has one).
+void to_proto(const change& c, v1::ReadModelChange* out);
 /// Nothing for a change kind this version does not know.
 std::optional<change> from_proto(const v1::ReadModelChange& c);
 
