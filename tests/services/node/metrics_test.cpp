@@ -129,6 +129,7 @@ const std::vector<std::string> required_families = {
   "shoutflow_journal_batch_writes",
   "shoutflow_journal_commit_seconds",
   "shoutflow_journal_write_failures_total",
+  "shoutflow_journal_writes_in_doubt_total",
   "shoutflow_entity_active",
   "shoutflow_entity_spawned_total",
   "shoutflow_entity_passivated_total",
