@@ -8,6 +8,7 @@
 #include <memory>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 namespace shoutflow::journal {
@@ -44,18 +45,18 @@ struct answer {
   clock_type::time_point deadline;
   bool answered = false;
 
-  void deliver(write_outcome out) {
+  /// An outcome, or an error (deliver_in_doubt); only the first counts.
+  template <class T>
+  void deliver(T&& x) {
     if (!answered)
-      promise.deliver(std::move(out));
+      promise.deliver(std::forward<T>(x));
     answered = true;
   }
 
   /// The entity treats an error as "outcome unknown" and stops (its next
   /// incarnation recovers behind the fence, so a late commit is read).
   void deliver_in_doubt() {
-    if (!answered)
-      promise.deliver(caf::make_error(caf::sec::request_timeout));
-    answered = true;
+    deliver(caf::make_error(caf::sec::request_timeout));
   }
 };
 
@@ -74,8 +75,8 @@ struct coordinator_state {
   journal_config cfg;
   journal_metrics* metrics = nullptr;
   std::vector<writer_actor> idle;
-  std::size_t busy = 0;
   std::deque<pending_write> queue;
+  /// The batches the workers are writing (one per busy worker).
   std::vector<std::shared_ptr<flight>> flying;
   bool flush_armed = false;
   bool expiry_armed = false;
@@ -130,7 +131,7 @@ void expire(coordinator_pointer self) {
 
 void check_drained(coordinator_pointer self) {
   auto& st = self->state;
-  if (st.queue.empty() && st.busy == 0) {
+  if (st.queue.empty() && st.flying.empty()) {
     for (auto& w : st.drain_waiters)
       w.deliver(true);
     st.drain_waiters.clear();
@@ -186,7 +187,6 @@ void land(coordinator_pointer self, const std::shared_ptr<flight>& f,
           std::vector<write_outcome>* outcomes, const std::string& failure) {
   auto& st = self->state;
   st.idle.push_back(worker);
-  --st.busy;
   st.flying.erase(std::find(st.flying.begin(), st.flying.end(), f));
   bool appended = false;
   for (std::size_t i = 0; i < f->answers.size(); ++i) {
@@ -227,7 +227,6 @@ void dispatch(coordinator_pointer self) {
     st.flying.push_back(f);
     auto worker = st.idle.back();
     st.idle.pop_back();
-    ++st.busy;
     auto events = std::size_t{0};
     for (auto& w : writes)
       events += w.events.size();
