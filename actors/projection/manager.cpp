@@ -4,7 +4,6 @@
 
 #include <functional>
 #include <memory>
-#include <set>
 
 #include "actors/common/log.hpp"
 #include "actors/journal/journal_actors.hpp"
@@ -12,14 +11,15 @@
 #include "actors/projection/log_reader.hpp"
 #include "actors/projection/log_tail.hpp"
 #include "actors/projection/partition.hpp"
-#include "actors/projection/read_side_codec.hpp"
+#include "actors/projection/rebuild.hpp"
 
 namespace shoutflow::projection {
 
 namespace {
 
 constexpr const char* component = "projection";
-/// Swap steps while a rebuild runs; restarts of fenced runners otherwise.
+/// Restarts of fenced runners: often while a rebuild runs (its swap fences
+/// the runners of the retired generation), seldom otherwise.
 constexpr auto tick_building = std::chrono::milliseconds(100);
 constexpr auto tick_idle = std::chrono::milliseconds(500);
 /// How long logged change batches stay (watch_hub.hpp) and how often the
@@ -44,18 +44,10 @@ struct runner {
   reader_actor reader;
 };
 
-/// A rebuild running here (manager.hpp).
-struct build {
-  enum class phase { building, holding, promoted };
-  projection_ptr proj;
+/// A rebuild running here: its actor and the generation it builds.
+struct running_build {
+  rebuild_actor actor;
   int32_t generation = 0;
-  bool point_in_time = false;
-  phase ph = phase::building;
-  cursor promoted_at;
-  bool swapping = false;
-  fetcher_actor fetcher;
-  std::vector<partition_actor> partitions;
-  reader_actor reader;
 };
 
 struct manager_state {
@@ -67,7 +59,8 @@ struct manager_state {
   std::map<key, int64_t> leases;
   std::map<key, runner> runners;
   std::map<caf::actor_addr, key> runner_of;
-  std::map<std::string, build> builds;
+  /// Rebuilds running here, by projection (rebuild.hpp).
+  std::map<std::string, running_build> builds;
   cluster::cluster_view view;
   std::map<int32_t, caf::actor> endpoints;
   std::chrono::steady_clock::time_point next_prune
@@ -165,182 +158,26 @@ void restart_runners(pointer self) {
       start_runner(self, k, epoch);
 }
 
-// -- rebuilds --------------------------------------------------------------------
-
-void stop_build(pointer self, build& b) {
-  std::vector<caf::actor> actors{caf::actor_cast<caf::actor>(b.reader),
-                                 caf::actor_cast<caf::actor>(b.fetcher)};
-  for (auto& p : b.partitions)
-    actors.push_back(caf::actor_cast<caf::actor>(p));
-  stop_actors(self, actors);
-}
-
-build start_build(pointer self, projection_ptr proj, int32_t generation,
-                  int64_t until_position, int64_t until_ms) {
-  auto& st = self->state;
-  auto& sys = self->system();
-  build b;
-  b.proj = proj;
-  b.generation = generation;
-  b.point_in_time = until_position > 0 || until_ms > 0;
-  b.fetcher = spawn_fetcher(sys, st.cfg.db_url);
-  for (int32_t i = 0; i < st.cfg.partitions; ++i) {
-    partition_config pc;
-    pc.db_url = st.cfg.db_url;
-    pc.proj = proj;
-    pc.generation = generation;
-    pc.index = i;
-    pc.count = st.cfg.partitions;
-    pc.fence = {"building", "", 0, ""};
-    b.partitions.push_back(spawn_partition(sys, std::move(pc)));
-  }
-  reader_config rc;
-  rc.proj = proj;
-  rc.generation = generation;
-  rc.role = b.point_in_time ? "point-in-time" : "building";
-  rc.partitions = b.partitions;
-  rc.fetcher = b.fetcher;
-  rc.batch_size = st.cfg.rebuild_batch_size;
-  rc.poll = st.cfg.poll;
-  rc.until_position = until_position;
-  rc.until_ms = until_ms;
-  rc.on_done = caf::actor_cast<caf::actor>(self);
-  rc.publish = false;
-  b.reader = spawn_reader(sys, std::move(rc));
-  return b;
-}
-
-/// The swap protocol's next step for a rebuild (manager.hpp).
-void advance_build(pointer self, const std::string& name) {
-  auto& st = self->state;
-  auto it = st.builds.find(name);
-  if (it == st.builds.end() || it->second.point_in_time || it->second.swapping)
-    return;
-  auto& b = it->second;
-  auto reader = b.reader;
-  auto generation = b.generation;
-  auto still = [=](pointer self) -> build* {
-    auto it = self->state.builds.find(name);
-    return it == self->state.builds.end() || it->second.reader != reader
-             ? nullptr
-             : &it->second;
-  };
-  if (b.ph == build::phase::building) {
-    // Caught up once the build's watermark reaches the lowest committed
-    // offset of the live generation.
-    cursor lowest;
-    bool known = false;
-    auto r = st.session->run([&](pqxx::connection& conn) {
-      pqxx::read_transaction tx{conn};
-      if (auto live = live_generation(tx, name)) {
-        auto offsets = offsets_of(tx, name, live->first, live->second);
-        if (!offsets.empty()) {
-          lowest = *std::min_element(offsets.begin(), offsets.end());
-          known = true;
-        }
-      }
-    });
-    if (!r || !known)
-      return;
-    b.swapping = true;
-    self->request(reader, std::chrono::seconds(5), status_atom::value)
-      .then(
-        [=](reader_status& s) {
-          auto* b = still(self);
-          if (b == nullptr)
-            return;
-          if (s.watermark < lowest) {
-            b->swapping = false;
-            return;
-          }
-          b->ph = build::phase::holding;
-          self->request(reader, std::chrono::seconds(30), hold_atom::value, true)
-            .then(
-              [=](cursor& at) {
-                auto* b = still(self);
-                if (b == nullptr)
-                  return;
-                // Publishes from `at` on: the hubs keep its changes aside
-                // until the swap.
-                b->promoted_at = at;
-                b->ph = build::phase::promoted;
-                b->swapping = false;
-                self->send(reader, promote_atom::value, self->state.cfg.sink,
-                           std::string{"building"});
-                log_info(component, name + " g" + std::to_string(generation)
-                                      + " caught up; promoted at position "
-                                      + std::to_string(at.position));
-              },
-              [=](caf::error&) {
-                if (auto* b = still(self)) {
-                  b->ph = build::phase::building;
-                  b->swapping = false;
-                  caf::anon_send(reader, hold_atom::value, false);
-                }
-              });
-        },
-        [=](caf::error&) {
-          if (auto* b = still(self))
-            b->swapping = false;
-        });
-    return;
-  }
-  if (b.ph != build::phase::promoted)
-    return;
-  swap_outcome out;
-  auto r = st.session->run([&](pqxx::connection& conn) {
-    out = try_swap(conn, *b.proj, b.generation, b.promoted_at);
-  });
-  if (!r) {
-    log_warn(component, "swap of " + name + " failed (" + r.detail
-                          + "); will retry");
-    return;
-  }
-  if (!out.swapped) {
-    log_debug(component, "swap of " + name + " not yet: " + out.why);
-    return;
-  }
-  log_info(component, name + ": generation " + std::to_string(b.generation)
-                        + " is live (rebuilt from zero), generation "
-                        + std::to_string(out.retired) + " retired");
-  if (st.cfg.sink)
-    caf::anon_send(st.cfg.sink, batch_atom::value,
-               encode_swap(name, out.retired, b.generation,
-                           out.retired_offsets));
-  auto proj = b.proj;
-  stop_build(self, b);
-  st.builds.erase(it);
-  // The retired generation's partitions are fenced (the swap waited for
-  // the transactions in flight): nothing writes its tables any more.
-  auto d = st.session->run([&](pqxx::connection& conn) {
-    drop_generation(conn, *proj, out.retired);
-  });
-  if (!d)
-    log_warn(component, "could not drop " + name + " g"
-                          + std::to_string(out.retired) + ": " + d.detail);
-  // This node's runners of the retired generation restart on the new one.
-  for (auto& [k, run] : st.runners)
-    if (k.first == name && run.generation == out.retired)
-      self->send(run.reader, wake_atom::value);
-}
-
 // -- dead letters ------------------------------------------------------------------
 
 using retry_done = std::function<void(caf::expected<retry_result>)>;
 
-/// The partition of `key` in this generation, if it runs here.
-partition_actor local_partition(pointer self, const std::string& name,
-                                int32_t generation, int32_t count,
-                                const std::string& key) {
+/// Whatever retries a key's dead letters: its partition, or a rebuild.
+using key_retrier = caf::typed_actor<
+  caf::replies_to<retry_atom, std::string>::with<retry_result>>;
+
+/// What retries `key` of this generation here: the runner of its partition
+/// or the rebuild of the generation; nothing if neither runs here.
+key_retrier local_partition(pointer self, const std::string& name,
+                            int32_t generation, int32_t count,
+                            const std::string& key) {
   auto& st = self->state;
-  auto p = partition_of(key, count);
-  auto r = st.runners.find({name, p});
+  auto r = st.runners.find({name, partition_of(key, count)});
   if (r != st.runners.end() && r->second.generation == generation)
-    return r->second.partition;
+    return caf::actor_cast<key_retrier>(r->second.partition);
   auto b = st.builds.find(name);
-  if (b != st.builds.end() && b->second.generation == generation
-      && static_cast<std::size_t>(p) < b->second.partitions.size())
-    return b->second.partitions[static_cast<std::size_t>(p)];
+  if (b != st.builds.end() && b->second.generation == generation)
+    return caf::actor_cast<key_retrier>(b->second.actor);
   return {};
 }
 
@@ -403,6 +240,18 @@ manager_actor::behavior_type manager(pointer self, manager_config cfg) {
   });
   self->set_down_handler([=](caf::down_msg& dm) {
     auto& st = self->state;
+    for (auto b = st.builds.begin(); b != st.builds.end(); ++b)
+      if (b->second.actor.address() == dm.source) {
+        // Swapped in (this node's runners of the retired generation are
+        // fenced: woken, they stop and start again on the new one),
+        // complete (point in time) or failed.
+        auto name = b->first;
+        st.builds.erase(b);
+        for (auto& [k, run] : st.runners)
+          if (k.first == name)
+            self->send(run.reader, wake_atom::value);
+        return;
+      }
     auto it = st.runner_of.find(dm.source);
     if (it == st.runner_of.end())
       return;
@@ -426,7 +275,7 @@ manager_actor::behavior_type manager(pointer self, manager_config cfg) {
     for (auto& k : keys)
       stop_runner(self, k);
     for (auto& kv : st.builds)
-      stop_build(self, kv.second);
+      self->send_exit(kv.second.actor, caf::exit_reason::user_shutdown);
     self->quit(msg.reason);
   });
   self->delayed_send(self, tick_idle, tick_atom::value);
@@ -435,15 +284,17 @@ manager_actor::behavior_type manager(pointer self, manager_config cfg) {
       for (auto& kv : self->state.runners)
         self->send(kv.second.reader, wake_atom::value);
       for (auto& kv : self->state.builds)
-        self->send(kv.second.reader, wake_atom::value);
+        self->send(kv.second.actor, wake_atom::value);
     },
     [=](status_atom) {
       auto& st = self->state;
-      std::vector<reader_actor> readers;
+      using status_source
+        = caf::typed_actor<caf::replies_to<status_atom>::with<reader_status>>;
+      std::vector<status_source> readers;
       for (auto& kv : st.runners)
-        readers.push_back(kv.second.reader);
+        readers.push_back(caf::actor_cast<status_source>(kv.second.reader));
       for (auto& kv : st.builds)
-        readers.push_back(kv.second.reader);
+        readers.push_back(caf::actor_cast<status_source>(kv.second.actor));
       auto promise = self->make_response_promise<std::vector<reader_status>>();
       auto out = std::make_shared<std::vector<reader_status>>();
       auto left = std::make_shared<std::size_t>(readers.size());
@@ -495,22 +346,20 @@ manager_actor::behavior_type manager(pointer self, manager_config cfg) {
       log_info(component, "rebuilding " + name + " into generation "
                             + std::to_string(g)
                             + (point_in_time ? " (point in time)" : ""));
-      st.builds[name] = start_build(self, proj, g, until_position, until_ms);
+      rebuild_config rc;
+      rc.db_url = st.cfg.db_url;
+      rc.proj = proj;
+      rc.generation = g;
+      rc.partitions = st.cfg.partitions;
+      rc.batch_size = st.cfg.rebuild_batch_size;
+      rc.poll = st.cfg.poll;
+      rc.until_position = until_position;
+      rc.until_ms = until_ms;
+      rc.sink = st.cfg.sink;
+      auto actor = spawn_rebuild(self->system(), std::move(rc));
+      self->monitor(actor);
+      st.builds[name] = {actor, g};
       return g;
-    },
-    [=](built_atom, const std::string& name, int32_t g) {
-      auto& st = self->state;
-      auto it = st.builds.find(name);
-      if (it == st.builds.end() || it->second.generation != g
-          || !it->second.point_in_time)
-        return;
-      auto r = st.session->run(
-        [&](pqxx::connection& conn) { mark_stopped(conn, name, g); });
-      if (!r)
-        log_warn(component, "could not record the end of " + name + " g"
-                              + std::to_string(g) + ": " + r.detail);
-      stop_build(self, it->second);
-      st.builds.erase(it);
     },
     [=](retry_atom, int64_t id) -> caf::result<uint64_t> {
       auto& st = self->state;
@@ -595,11 +444,6 @@ manager_actor::behavior_type manager(pointer self, manager_config cfg) {
           log_warn(component, "could not prune the change log: " + r.detail);
       }
       restart_runners(self);
-      std::vector<std::string> names;
-      for (auto& kv : self->state.builds)
-        names.push_back(kv.first);
-      for (auto& n : names)
-        advance_build(self, n);
       self->delayed_send(self,
                          self->state.builds.empty() ? tick_idle : tick_building,
                          tick_atom::value);

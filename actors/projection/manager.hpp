@@ -13,20 +13,12 @@
 // live generation while the lease is held. The new owner of a partition
 // resumes from its committed offset.
 //
-// Rebuilds run on the node that was asked: generation N+1 is created
-// (recording this node as its builder), and one reader replays the log from
-// zero into all its partitions while the live generation serves. Once the
-// build has caught up with the live partitions it is held at a batch
-// boundary W, promoted (it publishes its changes from W on), and the swap
-// transaction is tried until it succeeds (generations.hpp): then every hub
-// is told the retired generation's final offsets, the build's actors stop
-// (their fence fails from now on) and the partition leases' owners run the
-// new generation from its offsets. A point-in-time build (until a position
-// or a time) is left in place for inspection instead.
-//
-//   building ──caught up──▶ holding ──held at W──▶ promoted ──swap──▶ live
-//                                                     │   ▲
-//                                                     └───┘ condition not met yet
+// Rebuilds run on the node that was asked: the manager creates generation
+// N+1 (recording this node as its builder) and spawns a rebuild actor for
+// it (rebuild.hpp: replay, hold, promote, swap). When that actor stops —
+// swapped in, or a point-in-time build complete — this node's runners of
+// the retired generation are woken: fenced, they start again on the new
+// one, as do the partition leases' owners on other nodes, from its offsets.
 //
 // Dead-letter retries go to the partition that owns the key: a runner or
 // build here, or the node holding the partition's lease (through its
@@ -65,7 +57,6 @@ using manager_actor = caf::typed_actor<
   // (asked by another node's manager).
   caf::replies_to<retry_atom, std::string, int32_t, std::string>::with<
     retry_result>,
-  caf::reacts_to<built_atom, std::string, int32_t>,
   caf::reacts_to<tick_atom>,
   // The lease holder interface (actors/cluster/cluster_actors.hpp).
   caf::reacts_to<grant_atom, cluster::lease_grant>,

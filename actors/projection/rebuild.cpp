@@ -1,0 +1,231 @@
+#include "actors/projection/rebuild.hpp"
+
+#include <caf/all.hpp>
+
+#include <algorithm>
+#include <memory>
+#include <vector>
+
+#include "actors/common/log.hpp"
+#include "actors/journal/pg_session.hpp"
+#include "actors/projection/generations.hpp"
+#include "actors/projection/log_reader.hpp"
+#include "actors/projection/partition.hpp"
+#include "actors/projection/read_side_codec.hpp"
+
+namespace shoutflow::projection {
+
+namespace {
+
+constexpr const char* component = "projection";
+/// How often the next step of the protocol is tried.
+constexpr auto tick_every = std::chrono::milliseconds(100);
+
+struct rebuild_state {
+  rebuild_config cfg;
+  std::unique_ptr<journal::pg_session> session;
+  fetcher_actor fetcher;
+  std::vector<partition_actor> partitions;
+  reader_actor reader;
+  /// Where the reader was held and promoted (publishing from there on).
+  cursor promoted_at;
+  /// building: a look at the reader's watermark is under way.
+  bool checking = false;
+  static inline const char* name = "projection-rebuild";
+};
+
+using pointer = rebuild_actor::stateful_pointer<rebuild_state>;
+
+std::string label(pointer self) {
+  return self->state.cfg.proj->name() + " g"
+         + std::to_string(self->state.cfg.generation);
+}
+
+bool point_in_time(const rebuild_config& cfg) {
+  return cfg.until_position > 0 || cfg.until_ms > 0;
+}
+
+/// The handlers every phase shares, with the phase's step on a tick.
+template <class Step>
+rebuild_actor::behavior_type phase(pointer self, Step step) {
+  return {
+    [=](wake_atom) { self->send(self->state.reader, wake_atom::value); },
+    [=](status_atom) {
+      auto promise = self->make_response_promise<reader_status>();
+      promise.delegate(self->state.reader, status_atom::value);
+      return promise;
+    },
+    [=](retry_atom, const std::string& key) {
+      auto& st = self->state;
+      auto p = partition_of(key, st.cfg.partitions);
+      auto promise = self->make_response_promise<retry_result>();
+      promise.delegate(st.partitions[static_cast<std::size_t>(p)],
+                       retry_atom::value, key);
+      return promise;
+    },
+    [=](tick_atom) {
+      self->delayed_send(self, tick_every, tick_atom::value);
+      step();
+    },
+    [=](built_atom, const std::string&, int32_t generation) {
+      auto& st = self->state;
+      if (generation != st.cfg.generation || !point_in_time(st.cfg))
+        return;
+      auto r = st.session->run([&](pqxx::connection& conn) {
+        mark_stopped(conn, st.cfg.proj->name(), st.cfg.generation);
+      });
+      if (!r)
+        log_warn(component, "could not record the end of " + label(self)
+                              + ": " + r.detail);
+      self->quit();
+    },
+  };
+}
+
+rebuild_actor::behavior_type building(pointer self);
+
+/// Swaps in the build once the live generation allows it.
+rebuild_actor::behavior_type promoted(pointer self) {
+  return phase(self, [=] {
+    auto& st = self->state;
+    swap_outcome out;
+    auto r = st.session->run([&](pqxx::connection& conn) {
+      out = try_swap(conn, *st.cfg.proj, st.cfg.generation, st.promoted_at);
+    });
+    if (!r) {
+      log_warn(component, "swap of " + label(self) + " failed (" + r.detail
+                            + "); will retry");
+      return;
+    }
+    if (!out.swapped) {
+      log_debug(component, "swap of " + label(self) + " not yet: " + out.why);
+      return;
+    }
+    auto name = st.cfg.proj->name();
+    log_info(component, name + ": generation "
+                          + std::to_string(st.cfg.generation)
+                          + " is live (rebuilt from zero), generation "
+                          + std::to_string(out.retired) + " retired");
+    if (st.cfg.sink)
+      caf::anon_send(st.cfg.sink, batch_atom::value,
+                     encode_swap(name, out.retired, st.cfg.generation,
+                                 out.retired_offsets));
+    // The retired generation's partitions are fenced (the swap waited for
+    // the transactions in flight): nothing writes its tables any more.
+    auto d = st.session->run([&](pqxx::connection& conn) {
+      drop_generation(conn, *st.cfg.proj, out.retired);
+    });
+    if (!d)
+      log_warn(component, "could not drop " + name + " g"
+                            + std::to_string(out.retired) + ": " + d.detail);
+    self->quit();
+  });
+}
+
+/// Waits for the reader to stop at a batch boundary, then promotes it.
+rebuild_actor::behavior_type holding(pointer self) {
+  auto reader = self->state.reader;
+  self->request(reader, std::chrono::seconds(30), hold_atom::value, true)
+    .then(
+      [=](cursor& at) {
+        auto& st = self->state;
+        // Publishes from `at` on: the hubs keep its changes aside until the
+        // swap.
+        st.promoted_at = at;
+        self->send(reader, promote_atom::value, st.cfg.sink,
+                   std::string{"building"});
+        log_info(component, label(self) + " caught up; promoted at position "
+                              + std::to_string(at.position));
+        self->become(promoted(self));
+      },
+      [=](caf::error&) {
+        caf::anon_send(reader, hold_atom::value, false);
+        self->become(building(self));
+      });
+  return phase(self, [] {});
+}
+
+/// Replays the log until the watermark reaches the live generation's lowest
+/// committed offset.
+rebuild_actor::behavior_type building(pointer self) {
+  return phase(self, [=] {
+    auto& st = self->state;
+    if (point_in_time(st.cfg) || st.checking)
+      return;
+    auto name = st.cfg.proj->name();
+    cursor lowest;
+    bool known = false;
+    auto r = st.session->run([&](pqxx::connection& conn) {
+      pqxx::read_transaction tx{conn};
+      if (auto live = live_generation(tx, name)) {
+        auto offsets = offsets_of(tx, name, live->first, live->second);
+        if (!offsets.empty()) {
+          lowest = *std::min_element(offsets.begin(), offsets.end());
+          known = true;
+        }
+      }
+    });
+    if (!r || !known)
+      return;
+    st.checking = true;
+    self->request(st.reader, std::chrono::seconds(5), status_atom::value)
+      .then(
+        [=](reader_status& s) {
+          self->state.checking = false;
+          if (!(s.watermark < lowest))
+            self->become(holding(self));
+        },
+        [=](caf::error&) { self->state.checking = false; });
+  });
+}
+
+rebuild_actor::behavior_type rebuild(pointer self, rebuild_config cfg) {
+  auto& st = self->state;
+  st.cfg = std::move(cfg);
+  st.session = std::make_unique<journal::pg_session>(st.cfg.db_url,
+                                                     "projection-rebuild",
+                                                     nullptr);
+  auto& sys = self->system();
+  st.fetcher = spawn_fetcher(sys, st.cfg.db_url);
+  for (int32_t i = 0; i < st.cfg.partitions; ++i) {
+    partition_config pc;
+    pc.db_url = st.cfg.db_url;
+    pc.proj = st.cfg.proj;
+    pc.generation = st.cfg.generation;
+    pc.index = i;
+    pc.count = st.cfg.partitions;
+    pc.fence = {"building", "", 0, ""};
+    st.partitions.push_back(spawn_partition(sys, std::move(pc)));
+  }
+  reader_config rc;
+  rc.proj = st.cfg.proj;
+  rc.generation = st.cfg.generation;
+  rc.role = point_in_time(st.cfg) ? "point-in-time" : "building";
+  rc.partitions = st.partitions;
+  rc.fetcher = st.fetcher;
+  rc.batch_size = st.cfg.batch_size;
+  rc.poll = st.cfg.poll;
+  rc.until_position = st.cfg.until_position;
+  rc.until_ms = st.cfg.until_ms;
+  rc.on_done = caf::actor_cast<caf::actor>(self);
+  rc.publish = false;
+  st.reader = spawn_reader(sys, std::move(rc));
+  std::vector<caf::actor> children{caf::actor_cast<caf::actor>(st.reader),
+                                   caf::actor_cast<caf::actor>(st.fetcher)};
+  for (auto& p : st.partitions)
+    children.push_back(caf::actor_cast<caf::actor>(p));
+  self->attach_functor([children] {
+    for (auto& a : children)
+      caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
+  });
+  self->delayed_send(self, tick_every, tick_atom::value);
+  return building(self);
+}
+
+} // namespace
+
+rebuild_actor spawn_rebuild(caf::actor_system& sys, rebuild_config cfg) {
+  return sys.spawn<caf::detached>(rebuild, std::move(cfg));
+}
+
+} // namespace shoutflow::projection

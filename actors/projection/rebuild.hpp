@@ -1,0 +1,77 @@
+#pragma once
+
+// One rebuild of a projection on this node (manager.hpp): generation N+1,
+// created by the manager before it spawns this actor, replayed from zero by
+// one reader into all its partitions while the live generation serves, then
+// swapped in.
+//
+//   building ──caught up──▶ holding ──held at W──▶ promoted ──swapped──▶ done
+//      ▲                       │                     │   ▲
+//      └──────hold failed──────┘                     └───┘ not yet
+//
+// * building: caught up once the reader's watermark reaches the lowest
+//   committed offset of the live generation.
+// * holding: the reader stops at the next batch boundary W.
+// * promoted: the reader publishes its changes from W on (the hubs keep
+//   them aside until the swap) and goes on; the swap transaction
+//   (generations.hpp) is tried until its condition holds. Once swapped,
+//   every hub is told the retired generation's final offsets, and the
+//   retired generation's tables are dropped (the swap waited for its
+//   partitions' transactions in flight and fences every later one).
+// * done: the actor quits normally; its owner (the manager) sees it down
+//   and restarts its live runners on the new generation.
+//
+// A point-in-time build (until a position or a time) never swaps: once its
+// reader is done it is marked stopped, left in place for inspection, and
+// the actor quits. Whenever the actor stops, its reader, fetcher and
+// partitions stop with it; an interrupted rebuild is abandoned at the next
+// start of this node (generations.hpp).
+//
+// A detached actor: its bookkeeping (offsets, the swap, DROP TABLE) is
+// blocking SQL.
+
+#include <caf/actor.hpp>
+#include <caf/actor_system.hpp>
+#include <caf/replies_to.hpp>
+#include <caf/typed_actor.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+#include "actors/projection/projection.hpp"
+#include "actors/projection/projection_actors.hpp"
+
+namespace shoutflow::projection {
+
+using rebuild_actor = caf::typed_actor<
+  // After a journal commit: wake the reader.
+  caf::reacts_to<wake_atom>,
+  // The build's progress (its reader's status).
+  caf::replies_to<status_atom>::with<reader_status>,
+  // Retry the dead letters of a key in its partition of this generation.
+  caf::replies_to<retry_atom, std::string>::with<retry_result>,
+  // The next step of the swap protocol.
+  caf::reacts_to<tick_atom>,
+  // From the reader: a point-in-time build is complete.
+  caf::reacts_to<built_atom, std::string, int32_t>>;
+
+struct rebuild_config {
+  std::string db_url;
+  projection_ptr proj;
+  /// The generation being built (created by the caller) and its partitions.
+  int32_t generation = 0;
+  int32_t partitions = 2;
+  int64_t batch_size = 20000;
+  std::chrono::milliseconds poll{200};
+  /// A point-in-time build stops after this position / time (0: never).
+  int64_t until_position = 0;
+  int64_t until_ms = 0;
+  /// Receives (batch_atom, ReadSideMessage bytes) for every watch hub: the
+  /// build's changes from its promotion on, then the swap.
+  caf::actor sink;
+};
+
+rebuild_actor spawn_rebuild(caf::actor_system& sys, rebuild_config cfg);
+
+} // namespace shoutflow::projection
