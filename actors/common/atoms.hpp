@@ -40,6 +40,7 @@ using subscribe_atom = caf::atom_constant<caf::atom("subscribe")>;
 using unsub_atom = caf::atom_constant<caf::atom("unsub")>;
 using change_atom = caf::atom_constant<caf::atom("change")>;
 using built_atom = caf::atom_constant<caf::atom("built")>;
+using applied_atom = caf::atom_constant<caf::atom("applied")>;
 using promote_atom = caf::atom_constant<caf::atom("promote")>;
 using hold_atom = caf::atom_constant<caf::atom("hold")>;
 using retire_atom = caf::atom_constant<caf::atom("retire")>;

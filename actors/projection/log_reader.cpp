@@ -307,6 +307,8 @@ void on_share_done(pointer self) {
   st.events += static_cast<int64_t>(st.applying_events);
   st.last_event_ms = st.applying_last_ms;
   release_awaiting(self);
+  if (st.cfg.owner)
+    caf::anon_send(st.cfg.owner, applied_atom::value, st.watermark);
   auto now = std::chrono::steady_clock::now();
   if (st.cfg.role != "live" && now - st.last_progress > progress_every) {
     st.last_progress = now;
@@ -386,8 +388,8 @@ void fetch(pointer self) {
             log_info("projection", label(self) + ": point-in-time build "
                                      "complete at position "
                                      + std::to_string(st.watermark.position));
-            if (st.cfg.on_done)
-              caf::anon_send(st.cfg.on_done, built_atom::value,
+            if (st.cfg.owner)
+              caf::anon_send(st.cfg.owner, built_atom::value,
                              st.cfg.proj->name(), st.cfg.generation);
             return;
           }

@@ -55,9 +55,10 @@ struct reader_config {
   /// A point-in-time build stops after this position / time (0: never).
   int64_t until_position = 0;
   int64_t until_ms = 0;
-  /// Told (built_atom, projection name, generation) when an `until` build
-  /// is complete.
-  caf::actor on_done;
+  /// The rebuild this reader replays for (none for a live reader): told
+  /// (applied_atom, watermark) after every batch, and (built_atom,
+  /// projection name, generation) when an `until` build is complete.
+  caf::actor owner;
   /// Receives (batch_atom, ReadSideMessage bytes) after every batch while
   /// `publish` is on (a rebuild publishes from its promotion on).
   caf::actor sink;

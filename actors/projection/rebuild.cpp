@@ -18,7 +18,7 @@ namespace shoutflow::projection {
 namespace {
 
 constexpr const char* component = "projection";
-/// How often the next step of the protocol is tried.
+/// How often the next step of the protocol is tried when no batch comes.
 constexpr auto tick_every = std::chrono::milliseconds(100);
 
 struct rebuild_state {
@@ -27,10 +27,10 @@ struct rebuild_state {
   fetcher_actor fetcher;
   std::vector<partition_actor> partitions;
   reader_actor reader;
+  /// Everything up to here is applied (the reader's last word).
+  cursor watermark;
   /// Where the reader was held and promoted (publishing from there on).
   cursor promoted_at;
-  /// building: a look at the reader's watermark is under way.
-  bool checking = false;
   static inline const char* name = "projection-rebuild";
 };
 
@@ -67,6 +67,10 @@ rebuild_actor::behavior_type phase(pointer self, Step step) {
       self->delayed_send(self, tick_every, tick_atom::value);
       step();
     },
+    [=](applied_atom, const cursor& watermark) {
+      self->state.watermark = watermark;
+      step();
+    },
     [=](built_atom, const std::string&, int32_t generation) {
       auto& st = self->state;
       if (generation != st.cfg.generation || !point_in_time(st.cfg))
@@ -84,42 +88,46 @@ rebuild_actor::behavior_type phase(pointer self, Step step) {
 
 rebuild_actor::behavior_type building(pointer self);
 
-/// Swaps in the build once the live generation allows it.
-rebuild_actor::behavior_type promoted(pointer self) {
-  return phase(self, [=] {
-    auto& st = self->state;
-    swap_outcome out;
-    auto r = st.session->run([&](pqxx::connection& conn) {
-      out = try_swap(conn, *st.cfg.proj, st.cfg.generation, st.promoted_at);
-    });
-    if (!r) {
-      log_warn(component, "swap of " + label(self) + " failed (" + r.detail
-                            + "); will retry");
-      return;
-    }
-    if (!out.swapped) {
-      log_debug(component, "swap of " + label(self) + " not yet: " + out.why);
-      return;
-    }
-    auto name = st.cfg.proj->name();
-    log_info(component, name + ": generation "
-                          + std::to_string(st.cfg.generation)
-                          + " is live (rebuilt from zero), generation "
-                          + std::to_string(out.retired) + " retired");
-    if (st.cfg.sink)
-      caf::anon_send(st.cfg.sink, batch_atom::value,
-                     encode_swap(name, out.retired, st.cfg.generation,
-                                 out.retired_offsets));
-    // The retired generation's partitions are fenced (the swap waited for
-    // the transactions in flight): nothing writes its tables any more.
-    auto d = st.session->run([&](pqxx::connection& conn) {
-      drop_generation(conn, *st.cfg.proj, out.retired);
-    });
-    if (!d)
-      log_warn(component, "could not drop " + name + " g"
-                            + std::to_string(out.retired) + ": " + d.detail);
-    self->quit();
+/// Swaps in the build once the live generation allows it. Returns whether
+/// it did (and the actor quits).
+bool try_swap_in(pointer self) {
+  auto& st = self->state;
+  swap_outcome out;
+  auto r = st.session->run([&](pqxx::connection& conn) {
+    out = try_swap(conn, *st.cfg.proj, st.cfg.generation, st.promoted_at);
   });
+  if (!r) {
+    log_warn(component, "swap of " + label(self) + " failed (" + r.detail
+                          + "); will retry");
+    return false;
+  }
+  if (!out.swapped) {
+    log_debug(component, "swap of " + label(self) + " not yet: " + out.why);
+    return false;
+  }
+  auto name = st.cfg.proj->name();
+  log_info(component, name + ": generation "
+                        + std::to_string(st.cfg.generation)
+                        + " is live (rebuilt from zero), generation "
+                        + std::to_string(out.retired) + " retired");
+  if (st.cfg.sink)
+    caf::anon_send(st.cfg.sink, batch_atom::value,
+                   encode_swap(name, out.retired, st.cfg.generation,
+                               out.retired_offsets));
+  // The retired generation's partitions are fenced (the swap waited for
+  // the transactions in flight): nothing writes its tables any more.
+  auto d = st.session->run([&](pqxx::connection& conn) {
+    drop_generation(conn, *st.cfg.proj, out.retired);
+  });
+  if (!d)
+    log_warn(component, "could not drop " + name + " g"
+                          + std::to_string(out.retired) + ": " + d.detail);
+  self->quit();
+  return true;
+}
+
+rebuild_actor::behavior_type promoted(pointer self) {
+  return phase(self, [=] { try_swap_in(self); });
 }
 
 /// Waits for the reader to stop at a batch boundary, then promotes it.
@@ -136,7 +144,9 @@ rebuild_actor::behavior_type holding(pointer self) {
                    std::string{"building"});
         log_info(component, label(self) + " caught up; promoted at position "
                               + std::to_string(at.position));
-        self->become(promoted(self));
+        // At once: with the live generation idle the swap holds now.
+        if (!try_swap_in(self))
+          self->become(promoted(self));
       },
       [=](caf::error&) {
         caf::anon_send(reader, hold_atom::value, false);
@@ -150,7 +160,7 @@ rebuild_actor::behavior_type holding(pointer self) {
 rebuild_actor::behavior_type building(pointer self) {
   return phase(self, [=] {
     auto& st = self->state;
-    if (point_in_time(st.cfg) || st.checking)
+    if (point_in_time(st.cfg))
       return;
     auto name = st.cfg.proj->name();
     cursor lowest;
@@ -165,17 +175,8 @@ rebuild_actor::behavior_type building(pointer self) {
         }
       }
     });
-    if (!r || !known)
-      return;
-    st.checking = true;
-    self->request(st.reader, std::chrono::seconds(5), status_atom::value)
-      .then(
-        [=](reader_status& s) {
-          self->state.checking = false;
-          if (!(s.watermark < lowest))
-            self->become(holding(self));
-        },
-        [=](caf::error&) { self->state.checking = false; });
+    if (r && known && !(st.watermark < lowest))
+      self->become(holding(self));
   });
 }
 
@@ -207,7 +208,7 @@ rebuild_actor::behavior_type rebuild(pointer self, rebuild_config cfg) {
   rc.poll = st.cfg.poll;
   rc.until_position = st.cfg.until_position;
   rc.until_ms = st.cfg.until_ms;
-  rc.on_done = caf::actor_cast<caf::actor>(self);
+  rc.owner = caf::actor_cast<caf::actor>(self);
   rc.publish = false;
   st.reader = spawn_reader(sys, std::move(rc));
   std::vector<caf::actor> children{caf::actor_cast<caf::actor>(st.reader),

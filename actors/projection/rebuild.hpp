@@ -10,11 +10,13 @@
 //      └──────hold failed──────┘                     └───┘ not yet
 //
 // * building: caught up once the reader's watermark reaches the lowest
-//   committed offset of the live generation.
+//   committed offset of the live generation; looked at after every batch
+//   the reader applies (it tells its watermark) and on a timer.
 // * holding: the reader stops at the next batch boundary W.
 // * promoted: the reader publishes its changes from W on (the hubs keep
 //   them aside until the swap) and goes on; the swap transaction
-//   (generations.hpp) is tried until its condition holds. Once swapped,
+//   (generations.hpp) is tried at once, then after every batch and on the
+//   timer until its condition holds. Once swapped,
 //   every hub is told the retired generation's final offsets, and the
 //   retired generation's tables are dropped (the swap waited for its
 //   partitions' transactions in flight and fences every later one).
@@ -51,8 +53,10 @@ using rebuild_actor = caf::typed_actor<
   caf::replies_to<status_atom>::with<reader_status>,
   // Retry the dead letters of a key in its partition of this generation.
   caf::replies_to<retry_atom, std::string>::with<retry_result>,
-  // The next step of the swap protocol.
+  // The next step of the swap protocol: on a timer, and from the reader
+  // after every batch it applied (with its watermark).
   caf::reacts_to<tick_atom>,
+  caf::reacts_to<applied_atom, cursor>,
   // From the reader: a point-in-time build is complete.
   caf::reacts_to<built_atom, std::string, int32_t>>;
 
