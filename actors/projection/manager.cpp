@@ -242,14 +242,9 @@ manager_actor::behavior_type manager(pointer self, manager_config cfg) {
     auto& st = self->state;
     for (auto b = st.builds.begin(); b != st.builds.end(); ++b)
       if (b->second.actor.address() == dm.source) {
-        // Swapped in (this node's runners of the retired generation are
-        // fenced: woken, they stop and start again on the new one),
-        // complete (point in time) or failed.
-        auto name = b->first;
+        // Swapped in (retire_atom came first), complete (point in time)
+        // or failed.
         st.builds.erase(b);
-        for (auto& [k, run] : st.runners)
-          if (k.first == name)
-            self->send(run.reader, wake_atom::value);
         return;
       }
     auto it = st.runner_of.find(dm.source);
@@ -356,6 +351,7 @@ manager_actor::behavior_type manager(pointer self, manager_config cfg) {
       rc.until_position = until_position;
       rc.until_ms = until_ms;
       rc.sink = st.cfg.sink;
+      rc.owner = caf::actor_cast<caf::actor>(self);
       auto actor = spawn_rebuild(self->system(), std::move(rc));
       self->monitor(actor);
       st.builds[name] = {actor, g};
@@ -447,6 +443,20 @@ manager_actor::behavior_type manager(pointer self, manager_config cfg) {
       self->delayed_send(self,
                          self->state.builds.empty() ? tick_idle : tick_building,
                          tick_atom::value);
+    },
+    [=](retire_atom, const std::string& name, int32_t retired) {
+      // The swap fenced these runners' partitions; left alone, each would
+      // find out only when its next batch fails (nothing comes while the
+      // node is idle) and start again a tick later.
+      auto& st = self->state;
+      std::vector<std::pair<key, int64_t>> moved;
+      for (auto& [k, run] : st.runners)
+        if (k.first == name && run.generation == retired)
+          moved.emplace_back(k, run.epoch);
+      for (auto& [k, epoch] : moved) {
+        stop_runner(self, k);
+        start_runner(self, k, epoch);
+      }
     },
     [=](grant_atom, const cluster::lease_grant& g) {
       auto& st = self->state;

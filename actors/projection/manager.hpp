@@ -15,10 +15,11 @@
 //
 // Rebuilds run on the node that was asked: the manager creates generation
 // N+1 (recording this node as its builder) and spawns a rebuild actor for
-// it (rebuild.hpp: replay, hold, promote, swap). When that actor stops —
-// swapped in, or a point-in-time build complete — this node's runners of
-// the retired generation are woken: fenced, they start again on the new
-// one, as do the partition leases' owners on other nodes, from its offsets.
+// it (rebuild.hpp: replay, hold, promote, swap). Once it has swapped the
+// build in, it tells the manager, which restarts this node's runners of
+// the retired generation on the new one at once, from its offsets; on other
+// nodes the partition leases' owners do the same when their next batch
+// finds their generation fenced.
 //
 // Dead-letter retries go to the partition that owns the key: a runner or
 // build here, or the node holding the partition's lease (through its
@@ -58,6 +59,8 @@ using manager_actor = caf::typed_actor<
   caf::replies_to<retry_atom, std::string, int32_t, std::string>::with<
     retry_result>,
   caf::reacts_to<tick_atom>,
+  // (projection, retired generation): a rebuild here was swapped in.
+  caf::reacts_to<retire_atom, std::string, int32_t>,
   // The lease holder interface (actors/cluster/cluster_actors.hpp).
   caf::reacts_to<grant_atom, cluster::lease_grant>,
   caf::replies_to<handoff_atom, cluster::lease_grant>::with<bool>,

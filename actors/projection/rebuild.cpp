@@ -114,6 +114,8 @@ bool try_swap_in(pointer self) {
     caf::anon_send(st.cfg.sink, batch_atom::value,
                    encode_swap(name, out.retired, st.cfg.generation,
                                out.retired_offsets));
+  if (st.cfg.owner)
+    caf::anon_send(st.cfg.owner, retire_atom::value, name, out.retired);
   // The retired generation's partitions are fenced (the swap waited for
   // the transactions in flight): nothing writes its tables any more.
   auto d = st.session->run([&](pqxx::connection& conn) {

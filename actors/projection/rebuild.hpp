@@ -17,11 +17,11 @@
 //   them aside until the swap) and goes on; the swap transaction
 //   (generations.hpp) is tried at once, then after every batch and on the
 //   timer until its condition holds. Once swapped,
-//   every hub is told the retired generation's final offsets, and the
-//   retired generation's tables are dropped (the swap waited for its
-//   partitions' transactions in flight and fences every later one).
-// * done: the actor quits normally; its owner (the manager) sees it down
-//   and restarts its live runners on the new generation.
+//   every hub is told the retired generation's final offsets, the owner
+//   (the manager) is told to move its live runners to the new generation,
+//   and the retired generation's tables are dropped (the swap waited for
+//   its partitions' transactions in flight and fences every later one).
+// * done: the actor quits normally.
 //
 // A point-in-time build (until a position or a time) never swaps: once its
 // reader is done it is marked stopped, left in place for inspection, and
@@ -74,6 +74,9 @@ struct rebuild_config {
   /// Receives (batch_atom, ReadSideMessage bytes) for every watch hub: the
   /// build's changes from its promotion on, then the swap.
   caf::actor sink;
+  /// Told (retire_atom, projection name, retired generation) once the
+  /// build is swapped in.
+  caf::actor owner;
 };
 
 rebuild_actor spawn_rebuild(caf::actor_system& sys, rebuild_config cfg);

@@ -23,9 +23,11 @@
 #include <set>
 #include <thread>
 
+#include "actors/projection/projection_actors.hpp"
 #include "actors/user/user_codec.hpp"
 #include "tests/support/test_db.hpp"
 #include "tests/support/test_node.hpp"
+#include "tests/support/wait.hpp"
 
 using namespace shoutflow;
 using namespace shoutflow::testing;
@@ -956,4 +958,37 @@ TEST(projection_consistency, swapped_in_generation_is_reported_live) {
       << p.state() << "'";
   }
   EXPECT_EQ(users_entries, 1);
+}
+
+// Once a rebuild is swapped in, this node's live partitions run the new
+// generation at once — not when their next batch finds the retired one
+// fenced: on an idle node that batch never comes, and the first write after
+// a rebuild would wait for the fence and a restart.
+TEST(projection_consistency, live_partitions_move_to_the_swapped_in_generation_at_once) {
+  test_database db;
+  test_node n{db.url(), [](node::node_config& c) { with_read_side(c); }};
+  register_users(n, 3, "m");
+  ASSERT_TRUE(await_read_models(n, db));
+  ASSERT_EQ(rebuild(n, "users"), 2);
+  ASSERT_TRUE(await_swapped(db, {"users"}, 2));
+  // No event is written from here on.
+  std::string seen;
+  auto live_on_new = [&] {
+    caf::scoped_actor self{n.get().system()};
+    std::vector<projection::reader_status> status;
+    self->request(n.get().projections(), 5s, status_atom::value)
+      .receive([&](std::vector<projection::reader_status>& s) { status = s; },
+               [&](caf::error&) {});
+    seen.clear();
+    bool any = false, all_new = true;
+    for (auto& s : status)
+      if (s.projection == "users" && s.state == "live") {
+        seen += " g" + std::to_string(s.generation);
+        any = true;
+        all_new = all_new && s.generation == 2;
+      }
+    return any && all_new;
+  };
+  EXPECT_TRUE(wait_until(live_on_new, 5s))
+    << "the live users partitions still run:" << seen;
 }
