@@ -263,6 +263,8 @@ void start_batch(pointer self, std::unique_ptr<routed_batch> batch) {
   st.pending_acks = st.owned.size();
   for (auto p : st.owned) {
     auto i = static_cast<std::size_t>(p);
+    // Decided when the batch starts: a rebuild is promoted between batches.
+    batch->shares[i].changes_wanted = st.cfg.publish;
     send_share(self, i, std::move(batch->shares[i]));
   }
 }

@@ -291,7 +291,8 @@ caf::result<partition_ack> apply_batch(pointer self,
       pqxx::work tx{conn};
       check_fence(self, tx);
       try {
-        st.cfg.proj->apply(tx, st.suffix, live, changes);
+        st.cfg.proj->apply(tx, st.suffix, live,
+                           batch.changes_wanted ? &changes : nullptr);
         for (auto* k : parked)
           dead_letter(self, tx, batch.events[k->index], *k, "");
         save_offset(self, tx, batch.end, live.size(), changes);
@@ -331,7 +332,8 @@ caf::result<partition_ack> apply_batch(pointer self,
         if (k.unrouted)
           throw std::runtime_error(routing_error(self, e));
         pqxx::subtransaction sub{tx};
-        st.cfg.proj->apply(sub, st.suffix, {{&e, k.key}}, one);
+        st.cfg.proj->apply(sub, st.suffix, {{&e, k.key}},
+                           batch.changes_wanted ? &one : nullptr);
         sub.commit();
         changes.insert(changes.end(), one.begin(), one.end());
         ++ack.applied;
@@ -420,7 +422,7 @@ caf::result<retry_result> retry_key(pointer self, const std::string& key) {
         }
         pqxx::subtransaction sub{tx};
         if (!mine.empty())
-          c.proj->apply(sub, st.suffix, mine, one);
+          c.proj->apply(sub, st.suffix, mine, &one);
         for (auto& k : handed)
           dead_letter(self, sub, e, k, "", false, partition_of(k, c.count));
         sub.commit();

@@ -123,11 +123,13 @@ public:
   virtual std::vector<std::string> keys(const raw_event& e) const = 0;
 
   /// Applies events in order inside `tx`; tables carry `suffix`. Appends
-  /// the changes it made to `changes`. Throws to refuse an event (the
-  /// partition then isolates it into the dead letters).
+  /// the changes it made to `*changes`; with `changes` null nobody will
+  /// publish them (a rebuild before its promotion), and the projection may
+  /// skip working them out. Throws to refuse an event (the partition then
+  /// isolates it into the dead letters).
   virtual void apply(pqxx::transaction_base& tx, const std::string& suffix,
                      const std::vector<keyed_event>& events,
-                     std::vector<change>& changes) const = 0;
+                     std::vector<change>* changes) const = 0;
 };
 
 using projection_ptr = std::shared_ptr<const read_model>;

@@ -61,11 +61,14 @@ struct partition_batch {
   std::vector<raw_event> events;
   std::vector<keyed_ref> keyed;
   cursor end;
+  /// The reader publishes what this batch changes (false: a rebuild before
+  /// its promotion; the partition need not work the changes out).
+  bool changes_wanted = true;
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, partition_batch& x) {
-  return f(x.id, x.events, x.keyed, x.end);
+  return f(x.id, x.events, x.keyed, x.end, x.changes_wanted);
 }
 
 struct partition_ack {

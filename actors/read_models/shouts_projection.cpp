@@ -99,7 +99,7 @@ std::vector<std::string> shouts_projection::keys(const raw_event& raw) const {
 void shouts_projection::apply(pqxx::transaction_base& tx,
                               const std::string& suffix,
                               const std::vector<keyed_event>& events,
-                              std::vector<change>& changes) const {
+                              std::vector<change>* changes) const {
   std::set<std::string> wanted;
   for (auto& k : events)
     wanted.insert(k.key);
@@ -159,7 +159,9 @@ void shouts_projection::apply(pqxx::transaction_base& tx,
     }
     d.position = raw.at.position;
     dirty.insert(k.key);
-    changes.push_back({change::shout, k.key, {}, raw.at.position, raw.at.tx});
+    if (changes != nullptr)
+      changes->push_back(
+        {change::shout, k.key, {}, raw.at.position, raw.at.tx});
   }
   if (dirty.empty())
     return;

@@ -154,7 +154,7 @@ std::vector<std::string> users_projection::keys(const raw_event& raw) const {
 void users_projection::apply(pqxx::transaction_base& tx,
                              const std::string& suffix,
                              const std::vector<keyed_event>& events,
-                             std::vector<change>& changes) const {
+                             std::vector<change>* changes) const {
   // Load every document the batch touches, apply in memory, store back.
   std::set<std::string> wanted;
   for (auto& k : events)
@@ -268,7 +268,9 @@ void users_projection::apply(pqxx::transaction_base& tx,
     }
     d.position = raw.at.position;
     dirty.insert(k.key);
-    changes.push_back({change::user, k.key, {}, raw.at.position, raw.at.tx});
+    if (changes != nullptr)
+      changes->push_back(
+        {change::user, k.key, {}, raw.at.position, raw.at.tx});
   }
   if (!dirty.empty()) {
     std::vector<std::string> ids, handles, names, avatars, bios;

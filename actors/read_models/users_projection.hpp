@@ -28,7 +28,7 @@ public:
   std::vector<std::string> keys(const projection::raw_event& e) const override;
   void apply(pqxx::transaction_base& tx, const std::string& suffix,
              const std::vector<projection::keyed_event>& events,
-             std::vector<projection::change>& changes) const override;
+             std::vector<projection::change>* changes) const override;
 
 private:
   prometheus::Counter* violations_;

@@ -167,7 +167,7 @@ public:
   }
   void apply(pqxx::transaction_base& tx, const std::string& suffix,
              const std::vector<projection::keyed_event>& events,
-             std::vector<projection::change>&) const override {
+             std::vector<projection::change>*) const override {
     if (delay_ms_ > 0 && !events.empty())
       tx.exec("SELECT pg_sleep(" + std::to_string(delay_ms_ / 1000.0) + ")");
     for (auto& k : events)
