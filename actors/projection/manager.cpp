@@ -18,10 +18,9 @@ namespace shoutflow::projection {
 namespace {
 
 constexpr const char* component = "projection";
-/// Restarts of fenced runners: often while a rebuild runs (its swap fences
-/// the runners of the retired generation), seldom otherwise.
-constexpr auto tick_building = std::chrono::milliseconds(100);
-constexpr auto tick_idle = std::chrono::milliseconds(500);
+/// Restarts of runners that stopped (fenced by a lease change, failed);
+/// a swap here restarts its runners at once (retire_atom).
+constexpr auto tick_every = std::chrono::milliseconds(500);
 /// How long logged change batches stay (watch_hub.hpp) and how often the
 /// old ones go.
 constexpr auto change_log_retention = std::chrono::minutes(10);
@@ -273,7 +272,7 @@ manager_actor::behavior_type manager(pointer self, manager_config cfg) {
       self->send_exit(kv.second.actor, caf::exit_reason::user_shutdown);
     self->quit(msg.reason);
   });
-  self->delayed_send(self, tick_idle, tick_atom::value);
+  self->delayed_send(self, tick_every, tick_atom::value);
   return {
     [=](wake_atom) {
       for (auto& kv : self->state.runners)
@@ -440,9 +439,7 @@ manager_actor::behavior_type manager(pointer self, manager_config cfg) {
           log_warn(component, "could not prune the change log: " + r.detail);
       }
       restart_runners(self);
-      self->delayed_send(self,
-                         self->state.builds.empty() ? tick_idle : tick_building,
-                         tick_atom::value);
+      self->delayed_send(self, tick_every, tick_atom::value);
     },
     [=](retire_atom, const std::string& name, int32_t retired) {
       // The swap fenced these runners' partitions; left alone, each would

@@ -80,10 +80,9 @@ CREATE TABLE rm_home{g} (
 // time (not fanned out) and that therefore entered (left) the timeline too.
 // Both take the newest `cap` shouts, as the timeline shows no more.
 
-/// $1 authors, $2 followers, $3 positions (a run of follows), $4 cap →
-/// those rows, each with the follow's 1-based place in the run. A pair
-/// repeated in the run counts once (its first place).
-constexpr const char* follows_sql = R"sql(
+/// The writes of a run of follows: $1 authors, $2 followers, $3 positions,
+/// $4 cap; its last CTE (`homes`, the backfill) is left open.
+constexpr const char* follows_writes = R"sql(
 WITH f AS (
   SELECT author_id, follower_id, min(position) AS position, min(ord) AS ord
     FROM unnest($1::text[], $2::text[], $3::bigint[]) WITH ORDINALITY
@@ -105,7 +104,11 @@ WITH f AS (
     FROM added n CROSS JOIN LATERAL (
       SELECT shout_id FROM rm_author_shouts{g}
        WHERE author_id = n.author_id AND fanned_out AND NOT deleted
-       ORDER BY shout_id DESC LIMIT $4) s
+       ORDER BY shout_id DESC LIMIT $4) s)sql";
+
+/// follows_writes → the rows above, each with the follow's 1-based place
+/// in the run. A pair repeated in the run counts once (its first place).
+const std::string follows_sql = std::string{follows_writes} + R"sql(
   RETURNING owner_id, shout_id, author_id
 ), new AS (
   SELECT f.ord, f.author_id, f.follower_id
@@ -151,12 +154,11 @@ UNION ALL (SELECT 'merged', shout_id FROM rm_author_shouts{g}
             ORDER BY shout_id DESC LIMIT $3)
 )sql";
 
-/// $1 authors, $2 shouts (a run of posts), $3 celebrity threshold → per
-/// post (by its 1-based place in the run) whether it was fanned out, and
-/// one row per timeline it entered (owner; NULL if none). A post's mode
-/// depends only on its author's follower count, which no post changes: the
-/// whole run is one statement.
-constexpr const char* posts_sql = R"sql(
+/// The writes of a run of posts: $1 authors, $2 shouts, $3 celebrity
+/// threshold; its last CTE (`homes`, the fan-out) is left open. A post's
+/// mode depends only on its author's follower count, which no post
+/// changes: the whole run is one statement.
+constexpr const char* posts_writes = R"sql(
 WITH p AS (
   SELECT p.author_id, p.shout_id, p.ord,
          coalesce(a.follower_count, 0) < $3 AS fan_out
@@ -172,7 +174,12 @@ WITH p AS (
   SELECT f.follower_id, p.shout_id, p.author_id
     FROM p JOIN rm_followers{g} f ON f.author_id = p.author_id
    WHERE p.fan_out
-  UNION ALL SELECT author_id, shout_id, author_id FROM p
+  UNION ALL SELECT author_id, shout_id, author_id FROM p)sql";
+
+/// posts_writes → per post (by its 1-based place in the run) whether it
+/// was fanned out, and one row per timeline it entered (owner; NULL if
+/// none).
+const std::string posts_sql = std::string{posts_writes} + R"sql(
   RETURNING owner_id, shout_id
 )
 SELECT p.ord, p.fan_out, h.owner_id
@@ -186,55 +193,10 @@ SELECT p.ord, p.fan_out, h.owner_id
 // ~9 million rows in a rebuild of the bench's 1M-event log
 // (docs/benchmarks.md). A data-modifying WITH runs to completion whether or
 // not the query reads it.
-
-/// $1 authors, $2 followers, $3 positions, $4 cap → nothing.
-constexpr const char* follows_quiet_sql = R"sql(
-WITH f AS (
-  SELECT author_id, follower_id, min(position) AS position
-    FROM unnest($1::text[], $2::text[], $3::bigint[])
-           AS f(author_id, follower_id, position)
-   GROUP BY author_id, follower_id
-), added AS (
-  INSERT INTO rm_followers{g} (author_id, follower_id, position)
-  SELECT author_id, follower_id, position FROM f
-  ON CONFLICT DO NOTHING
-  RETURNING author_id, follower_id
-), counted AS (
-  INSERT INTO rm_authors{g} AS a (author_id, follower_count)
-  SELECT author_id, count(*) FROM added GROUP BY author_id
-  ON CONFLICT (author_id)
-    DO UPDATE SET follower_count = a.follower_count + excluded.follower_count
-), homes AS (
-  INSERT INTO rm_home{g} (owner_id, shout_id, author_id)
-  SELECT n.follower_id, s.shout_id, n.author_id
-    FROM added n CROSS JOIN LATERAL (
-      SELECT shout_id FROM rm_author_shouts{g}
-       WHERE author_id = n.author_id AND fanned_out AND NOT deleted
-       ORDER BY shout_id DESC LIMIT $4) s
-)
-SELECT 1
-)sql";
-
-/// $1 authors, $2 shouts, $3 celebrity threshold → nothing.
-constexpr const char* posts_quiet_sql = R"sql(
-WITH p AS (
-  SELECT p.author_id, p.shout_id,
-         coalesce(a.follower_count, 0) < $3 AS fan_out
-    FROM unnest($1::text[], $2::text[]) AS p(author_id, shout_id)
-    LEFT JOIN rm_authors{g} a ON a.author_id = p.author_id
-), stored AS (
-  INSERT INTO rm_author_shouts{g} (author_id, shout_id, fanned_out, deleted)
-  SELECT author_id, shout_id, fan_out, false FROM p
-  ON CONFLICT DO NOTHING
-), homes AS (
-  INSERT INTO rm_home{g} (owner_id, shout_id, author_id)
-  SELECT f.follower_id, p.shout_id, p.author_id
-    FROM p JOIN rm_followers{g} f ON f.author_id = p.author_id
-   WHERE p.fan_out
-  UNION ALL SELECT author_id, shout_id, author_id FROM p
-)
-SELECT 1
-)sql";
+const std::string follows_quiet_sql
+  = std::string{follows_writes} + "\n)\nSELECT 1";
+const std::string posts_quiet_sql
+  = std::string{posts_writes} + "\n)\nSELECT 1";
 
 /// $1 author, $2 shout → one row per timeline the shout left (owner; NULL
 /// if none), each with whether it had been fanned out (NULL if it was
