@@ -21,9 +21,14 @@ void point_views(pqxx::transaction_base& tx, const read_model& p,
   }
 }
 
+/// A rebuild's generation starts without its query indexes
+/// (`finish_build`).
 void create_tables(pqxx::transaction_base& tx, const read_model& p,
-                   int32_t generation) {
-  tx.exec(expand_ddl(p.ddl(), generation_suffix(generation)));
+                   int32_t generation, bool with_query_indexes) {
+  auto suffix = generation_suffix(generation);
+  tx.exec(expand_ddl(p.ddl(), suffix));
+  if (with_query_indexes && !p.query_indexes().empty())
+    tx.exec(expand_ddl(p.query_indexes(), suffix));
 }
 
 void drop_tables(pqxx::transaction_base& tx, const read_model& p,
@@ -96,7 +101,7 @@ void prepare_generations(const generations_config& cfg) {
         continue;
       }
       auto g = next_generation(tx, name);
-      create_tables(tx, *p, g);
+      create_tables(tx, *p, g, true);
       point_views(tx, *p, g);
       tx.exec_params("INSERT INTO projection_generations"
                      " (projection, generation, state, partitions)"
@@ -127,13 +132,24 @@ int32_t create_build(pqxx::connection& conn, const read_model& p,
       + running[0][0].as<std::string>() + " on node "
       + running[0][1].as<std::string>() + ")");
   auto g = next_generation(tx, p.name());
-  create_tables(tx, p, g);
+  create_tables(tx, p, g, false);
   tx.exec_params("INSERT INTO projection_generations (projection,"
                  " generation, state, partitions, until_position, builder)"
                  " VALUES ($1, $2, 'building', $3, $4, $5)",
                  p.name(), g, partitions, until_position, builder);
   tx.commit();
   return g;
+}
+
+void finish_build(pqxx::connection& conn, const read_model& p,
+                  int32_t generation) {
+  auto suffix = generation_suffix(generation);
+  pqxx::work tx{conn};
+  if (!p.query_indexes().empty())
+    tx.exec(expand_ddl(p.query_indexes(), suffix));
+  for (auto& base : p.tables())
+    tx.exec("ANALYZE " + base + suffix);
+  tx.commit();
 }
 
 void mark_stopped(pqxx::connection& conn, const std::string& name,

@@ -55,6 +55,14 @@ int32_t create_build(pqxx::connection& conn, const read_model& p,
                      int32_t partitions, int32_t builder,
                      std::optional<int64_t> until_position);
 
+/// Completes a build's tables for queries: creates the query indexes it was
+/// built without (read_model::query_indexes) and gathers the planner's
+/// statistics, so the first queries after the swap plan on real numbers.
+/// Idempotent. Long on a large generation: the caller's session needs a
+/// statement timeout to match.
+void finish_build(pqxx::connection& conn, const read_model& p,
+                  int32_t generation);
+
 /// Marks a point-in-time build complete.
 void mark_stopped(pqxx::connection& conn, const std::string& name,
                   int32_t generation);

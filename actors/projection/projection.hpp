@@ -117,6 +117,13 @@ public:
   /// ("_g3") goes.
   virtual std::string ddl() const = 0;
 
+  /// CREATE INDEX IF NOT EXISTS statements, with "{g}" for the suffix, for
+  /// the indexes only queries read and `apply` never needs. A new live
+  /// generation gets them with its tables; a rebuild creates them once it
+  /// has caught up, built in one sort from the finished table instead of one
+  /// B-tree insert per row it applies (generations.hpp). Empty: none.
+  virtual std::string query_indexes() const { return {}; }
+
   /// The keys an event affects (none: the projection ignores it). Throws
   /// std::runtime_error for an event it cannot decode: the reader then
   /// routes it to the key of its source stream as poison.

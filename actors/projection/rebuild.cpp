@@ -20,6 +20,9 @@ namespace {
 constexpr const char* component = "projection";
 /// How often the next step of the protocol is tried when no batch comes.
 constexpr auto tick_every = std::chrono::milliseconds(100);
+/// Statement timeout while the query indexes are built: one index over a
+/// large generation takes minutes, the bookkeeping's statements seconds.
+constexpr auto finish_timeout = std::chrono::minutes(30);
 
 struct rebuild_state {
   rebuild_config cfg;
@@ -31,6 +34,8 @@ struct rebuild_state {
   cursor watermark;
   /// Where the reader was held and promoted (publishing from there on).
   cursor promoted_at;
+  /// The query indexes are built and the tables analyzed (finish_build).
+  bool finished = false;
   static inline const char* name = "projection-rebuild";
 };
 
@@ -44,6 +49,8 @@ std::string label(pointer self) {
 bool point_in_time(const rebuild_config& cfg) {
   return cfg.until_position > 0 || cfg.until_ms > 0;
 }
+
+bool finish(pointer self);
 
 /// The handlers every phase shares, with the phase's step on a tick.
 template <class Step>
@@ -75,6 +82,9 @@ rebuild_actor::behavior_type phase(pointer self, Step step) {
       auto& st = self->state;
       if (generation != st.cfg.generation || !point_in_time(st.cfg))
         return;
+      // Left in place for inspection: complete, indexes included. A build
+      // that could not get them is still complete in its rows.
+      finish(self);
       auto r = st.session->run([&](pqxx::connection& conn) {
         mark_stopped(conn, st.cfg.proj->name(), st.cfg.generation);
       });
@@ -87,6 +97,32 @@ rebuild_actor::behavior_type phase(pointer self, Step step) {
 }
 
 rebuild_actor::behavior_type building(pointer self);
+
+/// Completes the tables for queries (generations.hpp, finish_build), once:
+/// a build is promoted only with them. Returns whether they are complete.
+bool finish(pointer self) {
+  auto& st = self->state;
+  if (st.finished)
+    return true;
+  auto started = std::chrono::steady_clock::now();
+  journal::pg_session session{st.cfg.db_url, "projection-rebuild", nullptr,
+                              finish_timeout};
+  auto r = session.run([&](pqxx::connection& conn) {
+    finish_build(conn, *st.cfg.proj, st.cfg.generation);
+  });
+  if (!r) {
+    log_warn(component, "could not build the query indexes of " + label(self)
+                          + " (" + r.detail + "); will retry");
+    return false;
+  }
+  st.finished = true;
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+              std::chrono::steady_clock::now() - started)
+              .count();
+  log_info(component, label(self) + ": query indexes built, tables analyzed in "
+                        + std::to_string(ms) + " ms");
+  return true;
+}
 
 /// Swaps in the build once the live generation allows it. Returns whether
 /// it did (and the actor quits).
@@ -139,6 +175,13 @@ rebuild_actor::behavior_type holding(pointer self) {
     .then(
       [=](cursor& at) {
         auto& st = self->state;
+        // Held, so no batch is in flight: the indexes are built from what
+        // is applied up to `at`, and the reader goes on after them.
+        if (!finish(self)) {
+          caf::anon_send(reader, hold_atom::value, false);
+          self->become(building(self));
+          return;
+        }
         // Publishes from `at` on: the hubs keep its changes aside until the
         // swap.
         st.promoted_at = at;

@@ -12,7 +12,10 @@
 // * building: caught up once the reader's watermark reaches the lowest
 //   committed offset of the live generation; looked at after every batch
 //   the reader applies (it tells its watermark) and on a timer.
-// * holding: the reader stops at the next batch boundary W.
+// * holding: the reader stops at the next batch boundary W; the tables get
+//   the query indexes they were built without, and their statistics
+//   (generations.hpp, finish_build) — a failure releases the reader and
+//   goes back to building.
 // * promoted: the reader publishes its changes from W on (the hubs keep
 //   them aside until the swap) and goes on; the swap transaction
 //   (generations.hpp) is tried at once, then after every batch and on the

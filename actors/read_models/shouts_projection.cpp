@@ -31,7 +31,6 @@ CREATE TABLE rm_shouts{g} (
   deleted           boolean     NOT NULL,
   position          bigint      NOT NULL
 );
-CREATE INDEX rm_shouts{g}_author ON rm_shouts{g} (author_id, shout_id DESC);
 )sql";
 
 constexpr const char* load_sql = R"sql(
@@ -72,6 +71,12 @@ std::vector<std::string> shouts_projection::tables() const {
 
 std::string shouts_projection::ddl() const {
   return shouts_ddl;
+}
+
+std::string shouts_projection::query_indexes() const {
+  // GetUserShouts; `apply` finds shouts by id.
+  return "CREATE INDEX IF NOT EXISTS rm_shouts{g}_author"
+         " ON rm_shouts{g} (author_id, shout_id DESC);";
 }
 
 std::vector<std::string> shouts_projection::keys(const raw_event& raw) const {

@@ -24,10 +24,6 @@ CREATE TABLE rm_followers{g} (
   position    bigint NOT NULL,
   PRIMARY KEY (author_id, follower_id)
 );
-CREATE INDEX rm_followers{g}_by_author
-  ON rm_followers{g} (author_id, position DESC, follower_id);
-CREATE INDEX rm_followers{g}_by_follower
-  ON rm_followers{g} (follower_id, position DESC, author_id);
 CREATE TABLE rm_authors{g} (
   author_id      text PRIMARY KEY,
   follower_count bigint NOT NULL
@@ -243,6 +239,19 @@ std::vector<std::string> timelines_projection::tables() const {
 
 std::string timelines_projection::ddl() const {
   return timelines_ddl;
+}
+
+std::string timelines_projection::query_indexes() const {
+  // ListFollowers and ListFollowing (and GetTimeline's merge, through the
+  // followed authors). `apply` reaches followers through the primary key.
+  // rm_author_shouts' partial index stays in the DDL: unfollows and the
+  // published follows read it.
+  return R"sql(
+CREATE INDEX IF NOT EXISTS rm_followers{g}_by_author
+  ON rm_followers{g} (author_id, position DESC, follower_id);
+CREATE INDEX IF NOT EXISTS rm_followers{g}_by_follower
+  ON rm_followers{g} (follower_id, position DESC, author_id);
+)sql";
 }
 
 std::vector<std::string>

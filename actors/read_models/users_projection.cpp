@@ -40,7 +40,6 @@ CREATE TABLE rm_users{g} (
   search          tsvector GENERATED ALWAYS AS (
     to_tsvector('simple', handle || ' ' || display_name || ' ' || bio)) STORED
 );
-CREATE INDEX rm_users{g}_search ON rm_users{g} USING gin (search);
 CREATE TABLE rm_logins{g} (
   user_id    text        NOT NULL,
   position   bigint      NOT NULL,
@@ -128,6 +127,13 @@ std::vector<std::string> users_projection::tables() const {
 
 std::string users_projection::ddl() const {
   return users_ddl;
+}
+
+std::string users_projection::query_indexes() const {
+  // SearchUsers only. A GIN insert per row version is the dearest write of
+  // a users batch, and a replay rewrites each document many times.
+  return "CREATE INDEX IF NOT EXISTS rm_users{g}_search"
+         " ON rm_users{g} USING gin (search);";
 }
 
 std::vector<std::string> users_projection::keys(const raw_event& raw) const {

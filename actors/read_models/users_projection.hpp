@@ -25,6 +25,7 @@ public:
   std::string name() const override { return "users"; }
   std::vector<std::string> tables() const override;
   std::string ddl() const override;
+  std::string query_indexes() const override;
   std::vector<std::string> keys(const projection::raw_event& e) const override;
   void apply(pqxx::transaction_base& tx, const std::string& suffix,
              const std::vector<projection::keyed_event>& events,

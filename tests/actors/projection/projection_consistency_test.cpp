@@ -464,6 +464,30 @@ int32_t rebuild(test_node& n, const std::string& projection,
   return resp.generation();
 }
 
+/// Every index of a generation's tables, as its definition with the
+/// generation's suffix written "{g}", sorted: what two generations of one
+/// projection must agree on.
+rows index_definitions(const test_database& db,
+                       const std::vector<std::string>& bases,
+                       int32_t generation) {
+  auto suffix = projection::generation_suffix(generation);
+  pqxx::connection conn{db.url()};
+  pqxx::read_transaction tx{conn};
+  rows out;
+  for (auto& base : bases)
+    for (const auto& row : tx.exec_params(
+           "SELECT indexdef FROM pg_indexes WHERE tablename = $1",
+           base + suffix)) {
+      auto def = row[0].as<std::string>();
+      for (auto at = def.find(suffix); at != std::string::npos;
+           at = def.find(suffix, at))
+        def.replace(at, suffix.size(), "{g}");
+      out.push_back(def);
+    }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
 int32_t live_generation(const test_database& db, const std::string& name) {
   return db.scalar<int32_t>(
     "SELECT generation FROM projection_generations WHERE projection = '" + name
@@ -919,6 +943,12 @@ TEST(projection_consistency, point_in_time_build_reflects_events_up_to_p) {
                                + std::to_string(p)),
             3);
 
+  // Complete for inspection: every index a live generation has.
+  for (auto& [name, bases] : tables_of)
+    EXPECT_TRUE(same_rows(name + " indexes, g2 vs g1",
+                          index_definitions(db, bases, 1),
+                          index_definitions(db, bases, 2)));
+
   // The live generation: still generation 1, unchanged, still the views.
   for (auto& [name, bases] : tables_of) {
     EXPECT_EQ(live_generation(db, name), 1) << name;
@@ -958,6 +988,41 @@ TEST(projection_consistency, swapped_in_generation_is_reported_live) {
       << p.state() << "'";
   }
   EXPECT_EQ(users_entries, 1);
+}
+
+// A rebuild applies its rows without the indexes only queries read (a
+// B-tree or GIN insert per row version) and builds them once it has caught
+// up, before it is promoted: the generation swapped in has every index the
+// one it replaces had, and the planner's statistics of its rows.
+TEST(projection_consistency, swapped_in_generation_has_every_index_and_statistics) {
+  test_database db;
+  test_node n{db.url(), [](node::node_config& c) { with_read_side(c); }};
+  auto users = register_users(n, 30, "x");
+  workload_stats stats;
+  run_workload(n, users, 8, 600, 11, stats, "x");
+  ASSERT_TRUE(await_read_models(n, db));
+  std::map<std::string, rows> before;
+  for (auto& [name, bases] : tables_of) {
+    before[name] = index_definitions(db, bases, 1);
+    ASSERT_FALSE(before[name].empty()) << name;
+  }
+  for (auto& [name, bases] : tables_of)
+    EXPECT_EQ(rebuild(n, name), 2) << name;
+  ASSERT_TRUE(await_swapped(db, {"users", "shouts", "timelines"}, 2));
+  for (auto& [name, bases] : tables_of) {
+    EXPECT_TRUE(same_rows(name + " indexes, g2 vs g1", before[name],
+                          index_definitions(db, bases, 2)));
+    for (auto& base : bases) {
+      auto table = base + "_g2";
+      if (db.scalar<int64_t>("SELECT count(*) FROM " + table) == 0)
+        continue;
+      EXPECT_GT(db.scalar<int64_t>(
+                  "SELECT count(*) FROM pg_stats WHERE tablename = '" + table
+                  + "'"),
+                0)
+        << table << " was swapped in without statistics";
+    }
+  }
 }
 
 // Once a rebuild is swapped in, this node's live partitions run the new
