@@ -76,8 +76,10 @@ struct manager_config {
   int64_t batch_size = 2000;
   /// A rebuild's batches: a read-model row touched by many events of a
   /// batch is written once per batch, so larger batches rebuild faster
-  /// (users 2,000 -> 20,000: 57k -> 105k events/s, docs/benchmarks.md).
-  int64_t rebuild_batch_size = 20000;
+  /// (users 2,000 -> 20,000: 57k -> 105k events/s; 20,000 -> 50,000 on
+  /// 1M events: 82-107k -> 111-123k, docs/benchmarks.md). Memory grows
+  /// with it: the node peaked at ~190 MB during a 50,000-event rebuild.
+  int64_t rebuild_batch_size = 50000;
   std::chrono::milliseconds poll{200};
   /// Receives (batch_atom, ReadSideMessage bytes) for every watch hub.
   caf::actor sink;

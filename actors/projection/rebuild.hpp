@@ -69,7 +69,7 @@ struct rebuild_config {
   /// The generation being built (created by the caller) and its partitions.
   int32_t generation = 0;
   int32_t partitions = 2;
-  int64_t batch_size = 20000;
+  int64_t batch_size = 50000;
   std::chrono::milliseconds poll{200};
   /// A point-in-time build stops after this position / time (0: never).
   int64_t until_position = 0;

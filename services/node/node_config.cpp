@@ -211,7 +211,7 @@ const std::vector<option>& options() {
     {"projection-rebuild-batch",
      "events a rebuild reads and applies at once (larger: fewer writes of "
      "each read-model row, more memory)",
-     "20000", int_setter(&node_config::projection_rebuild_batch, 1, 200000)},
+     "50000", int_setter(&node_config::projection_rebuild_batch, 1, 200000)},
     {"projection-poll", "projection polling interval when idle", "200ms",
      duration_setter(&node_config::projection_poll, milliseconds(1),
                      minutes(1))},

@@ -60,7 +60,7 @@ struct node_config {
   std::size_t scheduler_threads = 0; // 0: one per core
   int32_t projection_partitions = 2;
   int64_t projection_batch = 2000;
-  int64_t projection_rebuild_batch = 20000;
+  int64_t projection_rebuild_batch = 50000;
   std::chrono::milliseconds projection_poll{200};
   int64_t celebrity_threshold = 10000;
   int64_t timeline_cap = 800;
