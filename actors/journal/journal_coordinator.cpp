@@ -116,9 +116,10 @@ void expire(coordinator_pointer self) {
   auto horizon = clock_type::now() + expiry_period(st.cfg);
   auto check = [&](answer& a) {
     if (!a.answered && a.deadline <= horizon) {
-      a.deliver_in_doubt();
+      // Counted before the answer: whoever gets it sees the count include it.
       if (st.metrics != nullptr)
         st.metrics->in_doubt.Increment();
+      a.deliver_in_doubt();
     }
   };
   for (auto& w : st.queue)
