@@ -40,7 +40,11 @@ SELECT shout_id, author_id, text,
   FROM rm_shouts{g} WHERE shout_id = ANY($1::text[])
 )sql";
 
-constexpr const char* store_sql = R"sql(
+// New documents are inserted, existing ones upserted: a new shout's row
+// cannot exist (see apply), and an INSERT without ON CONFLICT skips the
+// speculative insertion. A duplicate would mean a corrupt log; the batch's
+// poison path isolates it as a dead letter.
+const std::string insert_sql = R"sql(
 INSERT INTO rm_shouts{g} (shout_id, author_id, text, created_at, like_count,
                           reply_count, reply_to_shout_id, deleted, position)
 SELECT id, a, t, 'epoch'::timestamptz + c * interval '1 millisecond', l, r,
@@ -48,6 +52,9 @@ SELECT id, a, t, 'epoch'::timestamptz + c * interval '1 millisecond', l, r,
   FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[],
               $5::bigint[], $6::bigint[], $7::text[], $8::boolean[],
               $9::bigint[]) AS u(id, a, t, c, l, r, p, d, ps)
+)sql";
+
+const std::string upsert_sql = insert_sql + R"sql(
 ON CONFLICT (shout_id) DO UPDATE SET
   author_id = excluded.author_id, text = excluded.text,
   created_at = excluded.created_at, like_count = excluded.like_count,
@@ -58,10 +65,41 @@ ON CONFLICT (shout_id) DO UPDATE SET
 
 struct shout_doc {
   bool exists = false;
+  /// Its row was loaded: it is updated, not inserted.
+  bool stored = false;
   std::string author_id, text, reply_to;
   int64_t created_at_ms = 0, like_count = 0, reply_count = 0, position = 0;
   bool deleted = false;
 };
+
+/// Writes the dirty documents that were (or were not) loaded.
+void store(pqxx::transaction_base& tx, const std::string& suffix,
+           const std::string& sql, const std::map<std::string, shout_doc>& docs,
+           const std::set<std::string>& dirty, bool stored) {
+  std::vector<std::string> ids, authors, texts, parents;
+  std::vector<int64_t> created, likes, replies, positions;
+  std::vector<bool> deleted;
+  for (auto& id : dirty) {
+    auto& d = docs.at(id);
+    if (d.stored != stored)
+      continue;
+    ids.push_back(id);
+    authors.push_back(d.author_id);
+    texts.push_back(d.text);
+    created.push_back(d.created_at_ms);
+    likes.push_back(d.like_count);
+    replies.push_back(d.reply_count);
+    parents.push_back(d.reply_to);
+    deleted.push_back(d.deleted);
+    positions.push_back(d.position);
+  }
+  if (ids.empty())
+    return;
+  exec_prepared_sql(tx, expand_ddl(sql, suffix), text_array(ids),
+                    text_array(authors), text_array(texts), int_array(created),
+                    int_array(likes), int_array(replies), text_array(parents),
+                    bool_array(deleted), int_array(positions));
+}
 
 } // namespace
 
@@ -105,28 +143,42 @@ void shouts_projection::apply(pqxx::transaction_base& tx,
                               const std::string& suffix,
                               const std::vector<keyed_event>& events,
                               std::vector<change>* changes) const {
-  std::set<std::string> wanted;
-  for (auto& k : events)
-    wanted.insert(k.key);
-  std::map<std::string, shout_doc> docs;
-  for (const auto& row : exec_prepared_sql(tx,
-         expand_ddl(load_sql, suffix),
-         text_array({wanted.begin(), wanted.end()}))) {
-    auto& d = docs[row[0].as<std::string>()];
-    d.exists = true;
-    d.author_id = row[1].as<std::string>();
-    d.text = row[2].as<std::string>();
-    d.created_at_ms = row[3].as<int64_t>();
-    d.like_count = row[4].as<int64_t>();
-    d.reply_count = row[5].as<int64_t>();
-    d.reply_to = row[6].as<std::string>();
-    d.deleted = row[7].as<bool>();
-    d.position = row[8].as<int64_t>();
-  }
-  std::set<std::string> dirty;
+  // A shout's first event is the post that creates it, applied once (G3):
+  // a key whose first event in the batch is that post has no document yet.
+  // Loading only the others skips an index probe per new shout — in a
+  // rebuild nearly every key — and the probes cost as much as the insert
+  // (docs/benchmarks.md, issue 14).
+  std::vector<v1::UserEvent> decoded;
+  decoded.reserve(events.size());
+  std::set<std::string> seen, wanted;
   for (auto& k : events) {
+    decoded.push_back(decode_or_throw(*k.event));
+    auto& e = decoded.back();
+    if (seen.insert(k.key).second
+        && !(e.has_shout_posted() && e.shout_posted().shout_id() == k.key))
+      wanted.insert(k.key);
+  }
+  std::map<std::string, shout_doc> docs;
+  if (!wanted.empty())
+    for (const auto& row : exec_prepared_sql(tx,
+           expand_ddl(load_sql, suffix),
+           text_array({wanted.begin(), wanted.end()}))) {
+      auto& d = docs[row[0].as<std::string>()];
+      d.exists = d.stored = true;
+      d.author_id = row[1].as<std::string>();
+      d.text = row[2].as<std::string>();
+      d.created_at_ms = row[3].as<int64_t>();
+      d.like_count = row[4].as<int64_t>();
+      d.reply_count = row[5].as<int64_t>();
+      d.reply_to = row[6].as<std::string>();
+      d.deleted = row[7].as<bool>();
+      d.position = row[8].as<int64_t>();
+    }
+  std::set<std::string> dirty;
+  for (std::size_t i = 0; i < events.size(); ++i) {
+    auto& k = events[i];
     auto& raw = *k.event;
-    auto e = decode_or_throw(raw);
+    auto& e = decoded[i];
     auto& d = docs[k.key];
     bool creates = e.has_shout_posted() && e.shout_posted().shout_id() == k.key;
     if (!d.exists && !creates)
@@ -168,27 +220,8 @@ void shouts_projection::apply(pqxx::transaction_base& tx,
       changes->push_back(
         {change::shout, k.key, {}, raw.at.position, raw.at.tx});
   }
-  if (dirty.empty())
-    return;
-  std::vector<std::string> ids, authors, texts, parents;
-  std::vector<int64_t> created, likes, replies, positions;
-  std::vector<bool> deleted;
-  for (auto& id : dirty) {
-    auto& d = docs[id];
-    ids.push_back(id);
-    authors.push_back(d.author_id);
-    texts.push_back(d.text);
-    created.push_back(d.created_at_ms);
-    likes.push_back(d.like_count);
-    replies.push_back(d.reply_count);
-    parents.push_back(d.reply_to);
-    deleted.push_back(d.deleted);
-    positions.push_back(d.position);
-  }
-  exec_prepared_sql(tx, expand_ddl(store_sql, suffix), text_array(ids),
-                    text_array(authors), text_array(texts), int_array(created),
-                    int_array(likes), int_array(replies), text_array(parents),
-                    bool_array(deleted), int_array(positions));
+  store(tx, suffix, insert_sql, docs, dirty, false);
+  store(tx, suffix, upsert_sql, docs, dirty, true);
 }
 
 } // namespace shoutflow::read_models
