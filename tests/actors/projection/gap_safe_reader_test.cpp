@@ -151,6 +151,9 @@ class recorder final : public projection::read_model {
 public:
   explicit recorder(int delay_ms = 0) : delay_ms_(delay_ms) {}
 
+  /// The pause each batch takes before its rows (changeable while it runs).
+  void set_delay(int delay_ms) { delay_ms_ = delay_ms; }
+
   std::string name() const override { return "recorder"; }
   std::vector<std::string> tables() const override { return {"rec_applied"}; }
   std::string ddl() const override {
@@ -168,8 +171,9 @@ public:
   void apply(pqxx::transaction_base& tx, const std::string& suffix,
              const std::vector<projection::keyed_event>& events,
              std::vector<projection::change>*) const override {
-    if (delay_ms_ > 0 && !events.empty())
-      tx.exec("SELECT pg_sleep(" + std::to_string(delay_ms_ / 1000.0) + ")");
+    auto delay_ms = delay_ms_.load();
+    if (delay_ms > 0 && !events.empty())
+      tx.exec("SELECT pg_sleep(" + std::to_string(delay_ms / 1000.0) + ")");
     for (auto& k : events)
       tx.exec_params("INSERT INTO rec_applied" + suffix
                        + " (key, tx, position, persistence_id, seq_nr)"
@@ -180,7 +184,7 @@ public:
   }
 
 private:
-  int delay_ms_;
+  std::atomic<int> delay_ms_;
 };
 
 /// Per key, the cursors of the events filed under it, in log order.
@@ -1001,7 +1005,12 @@ TEST_F(engine_test, concurrent_writers_are_applied_once_in_log_order_per_key) {
 // new one starts from the database alone. Nothing is applied twice, nothing
 // is missing, and per key the order stays the log order.
 TEST_F(engine_test, restarts_mid_stream_apply_nothing_twice) {
-  auto proj = std::make_shared<recorder>(2);
+  // Slow until the crash, so the engine is still mid-stream when it is
+  // stopped however late the test's thread gets there: with 2 ms a batch
+  // the engine once finished the whole log first on a loaded machine.
+  // At 100 ms a batch (three partitions, 20 events each) the rest of the
+  // log takes seconds; the fresh engine runs at full speed.
+  auto proj = std::make_shared<recorder>(100);
   create_tables(*proj);
   prewrite_log(db_, 20, 1600, 23);
   auto total = static_cast<int64_t>(0);
@@ -1022,6 +1031,7 @@ TEST_F(engine_test, restarts_mid_stream_apply_nothing_twice) {
   auto at_crash = recorded();
   EXPECT_LT(at_crash, total) << "the engine finished before it was killed";
 
+  proj->set_delay(0);
   auto fresh = spawn_engine(proj, 3, 20);
   ASSERT_TRUE(await(fresh.reader, end));
   EXPECT_EQ(recorded(), total);
