@@ -56,11 +56,15 @@ CREATE TABLE rm_home{g} (
 // out, in the homes of the author's current followers, nowhere else. Posts
 // and follows add them there only; an unfollow takes all of the author's
 // shouts out of the follower's home, a delete the shout out of every home.
-// So the fan-out and the follow backfill insert without ON CONFLICT (a
-// third of an insert's cost): a new shout is in no home yet, a new
-// follower has none of the author's, and no user follows itself. A
-// duplicate would mean a corrupt log; the batch's poison path isolates it
-// as a dead letter. And a delete finds its rows by probing those homes'
+// So the fan-out, the follow backfill and a post's row in the author's
+// shouts insert without ON CONFLICT (a third of an insert's cost): a new
+// shout is in no home yet and not among its author's, a new follower has
+// none of the author's, and no user follows itself. A duplicate would mean
+// a corrupt log; the batch's poison path isolates it as a dead letter.
+// The posts' rows go in sorted by key (bytewise: the order only groups
+// them), so consecutive inserts land on the same B-tree leaf: a batch's
+// fan-out reaches every follower's home, in log order a random walk over
+// an index far larger than shared_buffers. And a delete finds its rows by probing those homes'
 // primary keys, without an index on shout_id.
 
 // Few statements (data-modifying CTEs): the projection's cost is round trips
@@ -164,13 +168,15 @@ WITH p AS (
 ), stored AS (
   INSERT INTO rm_author_shouts{g} (author_id, shout_id, fanned_out, deleted)
   SELECT author_id, shout_id, fan_out, false FROM p
-  ON CONFLICT DO NOTHING
+   ORDER BY author_id COLLATE "C", shout_id COLLATE "C"
 ), homes AS (
   INSERT INTO rm_home{g} (owner_id, shout_id, author_id)
-  SELECT f.follower_id, p.shout_id, p.author_id
-    FROM p JOIN rm_followers{g} f ON f.author_id = p.author_id
-   WHERE p.fan_out
-  UNION ALL SELECT author_id, shout_id, author_id FROM p)sql";
+  SELECT * FROM (
+    SELECT f.follower_id, p.shout_id, p.author_id
+      FROM p JOIN rm_followers{g} f ON f.author_id = p.author_id
+     WHERE p.fan_out
+    UNION ALL SELECT author_id, shout_id, author_id FROM p) h (o, s, a)
+   ORDER BY o COLLATE "C", s COLLATE "C")sql";
 
 /// posts_writes → per post (by its 1-based place in the run) whether it
 /// was fanned out, and one row per timeline it entered (owner; NULL if
