@@ -43,6 +43,8 @@ using built_atom = caf::atom_constant<caf::atom("built")>;
 using applied_atom = caf::atom_constant<caf::atom("applied")>;
 using promote_atom = caf::atom_constant<caf::atom("promote")>;
 using hold_atom = caf::atom_constant<caf::atom("hold")>;
+/// Build a rebuilt generation's query indexes and statistics.
+using index_atom = caf::atom_constant<caf::atom("index")>;
 using retire_atom = caf::atom_constant<caf::atom("retire")>;
 using query_atom = caf::atom_constant<caf::atom("query")>;
 using following_atom = caf::atom_constant<caf::atom("following")>;

@@ -3,10 +3,12 @@
 #include <caf/all.hpp>
 
 #include <algorithm>
+#include <functional>
 #include <memory>
 #include <vector>
 
 #include "actors/common/log.hpp"
+#include "actors/journal/journal_actors.hpp"
 #include "actors/journal/pg_session.hpp"
 #include "actors/projection/generations.hpp"
 #include "actors/projection/log_reader.hpp"
@@ -50,7 +52,10 @@ bool point_in_time(const rebuild_config& cfg) {
   return cfg.until_position > 0 || cfg.until_ms > 0;
 }
 
-bool finish(pointer self);
+/// What `finish` does next: with whether the tables are complete.
+using finished_fn = std::function<void(bool)>;
+
+void finish(pointer self, finished_fn next);
 
 /// The handlers every phase shares, with the phase's step on a tick.
 template <class Step>
@@ -84,44 +89,80 @@ rebuild_actor::behavior_type phase(pointer self, Step step) {
         return;
       // Left in place for inspection: complete, indexes included. A build
       // that could not get them is still complete in its rows.
-      finish(self);
-      auto r = st.session->run([&](pqxx::connection& conn) {
-        mark_stopped(conn, st.cfg.proj->name(), st.cfg.generation);
+      finish(self, [=](bool) {
+        auto& st = self->state;
+        auto r = st.session->run([&](pqxx::connection& conn) {
+          mark_stopped(conn, st.cfg.proj->name(), st.cfg.generation);
+        });
+        if (!r)
+          log_warn(component, "could not record the end of " + label(self)
+                                + ": " + r.detail);
+        self->quit();
       });
-      if (!r)
-        log_warn(component, "could not record the end of " + label(self)
-                              + ": " + r.detail);
-      self->quit();
     },
   };
 }
 
 rebuild_actor::behavior_type building(pointer self);
 
+/// Builds a generation's query indexes and statistics (finish_build) on a
+/// session of its own with a long statement timeout, answers, and quits:
+/// the index step takes seconds to minutes, and the rebuild actor keeps
+/// answering status requests meanwhile (a manager waits 5 s for them).
+using finisher_actor
+  = caf::typed_actor<caf::replies_to<index_atom>::with<bool>>;
+
+finisher_actor::behavior_type
+finisher(finisher_actor::pointer self, std::string db_url, projection_ptr proj,
+         int32_t generation) {
+  return {
+    [=](index_atom) -> caf::result<bool> {
+      journal::pg_session session{db_url, "projection-rebuild", nullptr,
+                                  finish_timeout};
+      auto r = session.run([&](pqxx::connection& conn) {
+        finish_build(conn, *proj, generation);
+      });
+      self->quit();
+      if (!r)
+        return journal::make_error(journal::db_errc::unavailable, r.detail);
+      return true;
+    },
+  };
+}
+
 /// Completes the tables for queries (generations.hpp, finish_build), once:
-/// a build is promoted only with them. Returns whether they are complete.
-bool finish(pointer self) {
+/// a build is promoted only with them. Calls `next` with whether they are
+/// complete; the actor goes on serving in the meantime.
+void finish(pointer self, finished_fn next) {
   auto& st = self->state;
-  if (st.finished)
-    return true;
-  auto started = std::chrono::steady_clock::now();
-  journal::pg_session session{st.cfg.db_url, "projection-rebuild", nullptr,
-                              finish_timeout};
-  auto r = session.run([&](pqxx::connection& conn) {
-    finish_build(conn, *st.cfg.proj, st.cfg.generation);
-  });
-  if (!r) {
-    log_warn(component, "could not build the query indexes of " + label(self)
-                          + " (" + r.detail + "); will retry");
-    return false;
+  if (st.finished) {
+    next(true);
+    return;
   }
-  st.finished = true;
-  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-              std::chrono::steady_clock::now() - started)
-              .count();
-  log_info(component, label(self) + ": query indexes built, tables analyzed in "
-                        + std::to_string(ms) + " ms");
-  return true;
+  auto started = std::chrono::steady_clock::now();
+  auto helper = self->system().spawn<caf::detached>(
+    finisher, st.cfg.db_url, st.cfg.proj, st.cfg.generation);
+  // Stops with the rebuild (after its statement).
+  self->link_to(helper);
+  self->request(helper, finish_timeout + std::chrono::minutes(1),
+                index_atom::value)
+    .then(
+      [=](bool) {
+        self->state.finished = true;
+        auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                    std::chrono::steady_clock::now() - started)
+                    .count();
+        log_info(component, label(self)
+                              + ": query indexes built, tables analyzed in "
+                              + std::to_string(ms) + " ms");
+        next(true);
+      },
+      [=](caf::error& err) {
+        log_warn(component, "could not build the query indexes of "
+                              + label(self) + " ("
+                              + self->system().render(err) + "); will retry");
+        next(false);
+      });
 }
 
 /// Swaps in the build once the live generation allows it. Returns whether
@@ -174,24 +215,26 @@ rebuild_actor::behavior_type holding(pointer self) {
   self->request(reader, std::chrono::seconds(30), hold_atom::value, true)
     .then(
       [=](cursor& at) {
-        auto& st = self->state;
         // Held, so no batch is in flight: the indexes are built from what
         // is applied up to `at`, and the reader goes on after them.
-        if (!finish(self)) {
-          caf::anon_send(reader, hold_atom::value, false);
-          self->become(building(self));
-          return;
-        }
-        // Publishes from `at` on: the hubs keep its changes aside until the
-        // swap.
-        st.promoted_at = at;
-        self->send(reader, promote_atom::value, st.cfg.sink,
-                   std::string{"building"});
-        log_info(component, label(self) + " caught up; promoted at position "
-                              + std::to_string(at.position));
-        // At once: with the live generation idle the swap holds now.
-        if (!try_swap_in(self))
-          self->become(promoted(self));
+        finish(self, [=](bool complete) {
+          auto& st = self->state;
+          if (!complete) {
+            caf::anon_send(reader, hold_atom::value, false);
+            self->become(building(self));
+            return;
+          }
+          // Publishes from `at` on: the hubs keep its changes aside until
+          // the swap.
+          st.promoted_at = at;
+          self->send(reader, promote_atom::value, st.cfg.sink,
+                     std::string{"building"});
+          log_info(component, label(self) + " caught up; promoted at position "
+                                + std::to_string(at.position));
+          // At once: with the live generation idle the swap holds now.
+          if (!try_swap_in(self))
+            self->become(promoted(self));
+        });
       },
       [=](caf::error&) {
         caf::anon_send(reader, hold_atom::value, false);

@@ -15,7 +15,9 @@
 // * holding: the reader stops at the next batch boundary W; the tables get
 //   the query indexes they were built without, and their statistics
 //   (generations.hpp, finish_build) — a failure releases the reader and
-//   goes back to building.
+//   goes back to building. That step (seconds to minutes on a large
+//   generation) runs on a helper actor with its own session, so the
+//   rebuild keeps answering status requests meanwhile.
 // * promoted: the reader publishes its changes from W on (the hubs keep
 //   them aside until the swap) and goes on; the swap transaction
 //   (generations.hpp) is tried at once, then after every batch and on the
@@ -33,7 +35,7 @@
 // start of this node (generations.hpp).
 //
 // A detached actor: its bookkeeping (offsets, the swap, DROP TABLE) is
-// blocking SQL.
+// blocking SQL, short statements all.
 
 #include <caf/actor.hpp>
 #include <caf/actor_system.hpp>
