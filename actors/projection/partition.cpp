@@ -143,6 +143,18 @@ journal::db_result run_fenced(pointer self,
   return r;
 }
 
+/// Sets `sub`'s savepoint now. libpqxx 6 sends a subtransaction's
+/// SAVEPOINT lazily, with its first exec(); exec_prepared() and
+/// exec_params() skip that step. Every read-model statement is prepared,
+/// so an event that failed in SQL failed the whole transaction, and the
+/// subtransaction's rollback had no savepoint to return to: the next
+/// statement got 25P02 and the batch was retried forever instead of
+/// dead-lettered. The empty statement sets it (a round trip more, on the
+/// poison path only).
+void set_savepoint(pqxx::subtransaction& sub) {
+  sub.exec0("");
+}
+
 caf::error fenced_error_of(pointer self) {
   return journal::make_error(journal::db_errc::fenced, self->state.fenced);
 }
@@ -332,6 +344,7 @@ caf::result<partition_ack> apply_batch(pointer self,
         if (k.unrouted)
           throw std::runtime_error(routing_error(self, e));
         pqxx::subtransaction sub{tx};
+        set_savepoint(sub);
         st.cfg.proj->apply(sub, st.suffix, {{&e, k.key}},
                            batch.changes_wanted ? &one : nullptr);
         sub.commit();
@@ -421,6 +434,7 @@ caf::result<retry_result> retry_key(pointer self, const std::string& key) {
           }
         }
         pqxx::subtransaction sub{tx};
+        set_savepoint(sub);
         if (!mine.empty())
           c.proj->apply(sub, st.suffix, mine, &one);
         for (auto& k : handed)

@@ -6,7 +6,8 @@
 // that still fails keeps the key blocked and records the new error.
 //
 // Poison is planted with raw SQL into `events` (a payload that does not
-// decode for its type) and fixed with an UPDATE to a valid encoding from the
+// decode for its type, or a second post of a shout id, which fails in SQL)
+// and fixed with an UPDATE to a valid encoding from the
 // real codec; everything else goes through the node (commands via the
 // router, dead letters via the AdminService).
 
@@ -464,4 +465,66 @@ TEST_F(dead_letter_test, fixed_poison_shout_reaches_the_shouts_read_model) {
                   + "'"),
             1)
     << "the fixed shout never reached rm_shouts";
+}
+
+// A second post of a shout id the read models already hold means a corrupt
+// log: G3 applies each post once, so the shouts and timelines projections
+// insert a new shout's rows without ON CONFLICT. Such a post must fail as a
+// dead letter carrying the database's error, never overwrite the first
+// post's document or duplicate its timeline rows, and other keys go on.
+TEST_F(dead_letter_test, duplicate_post_is_a_dead_letter_not_an_overwrite) {
+  register_users({"alice", "bob", "carol"});
+  ok(follow(cid(), "bob", "alice"));
+  auto p0 = post("alice");
+  ASSERT_TRUE(caught_up());
+
+  auto dup = insert_event("alice", shout_posted("alice", p0, "posted again"));
+  auto c1 = post("carol");
+  ASSERT_TRUE(caught_up());
+
+  auto shouts = dead_letters("shouts");
+  ASSERT_EQ(shouts.size(), 1u);
+  EXPECT_EQ(shouts[0].global_position(), dup);
+  EXPECT_EQ(shouts[0].key(), p0);
+  EXPECT_NE(shouts[0].error().find("duplicate key"), std::string::npos)
+    << shouts[0].error();
+  auto timelines = dead_letters("timelines");
+  ASSERT_EQ(timelines.size(), 1u);
+  EXPECT_EQ(timelines[0].global_position(), dup);
+  EXPECT_EQ(timelines[0].key(), "alice");
+  EXPECT_NE(timelines[0].error().find("duplicate key"), std::string::npos)
+    << timelines[0].error();
+
+  // A retry fails the same way: the error is recorded, the key stays
+  // blocked, and the partition is not stuck retrying the transaction.
+  uint64_t applied = 99;
+  auto s = retry(shouts[0].id(), &applied);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(applied, 0u);
+  auto again = dead_letters("shouts");
+  ASSERT_EQ(again.size(), 1u);
+  EXPECT_NE(again[0].error().find("duplicate key"), std::string::npos)
+    << again[0].error();
+
+  // The first post's rows are as they were.
+  EXPECT_EQ(db_.scalar<std::string>("SELECT text FROM rm_shouts"
+                                    " WHERE shout_id = '"
+                                    + p0 + "'"),
+            "by alice");
+  EXPECT_EQ(count("SELECT count(*) FROM rm_author_shouts WHERE shout_id = '"
+                  + p0 + "'"),
+            1);
+  EXPECT_EQ(count("SELECT count(*) FROM rm_home WHERE shout_id = '" + p0
+                  + "'"),
+            2)
+    << "alice's and bob's homes hold alice's shout once each";
+
+  // Other keys went on, in both projections.
+  EXPECT_EQ(count("SELECT count(*) FROM rm_shouts WHERE shout_id = '" + c1
+                  + "'"),
+            1);
+  EXPECT_EQ(count("SELECT count(*) FROM rm_author_shouts WHERE shout_id = '"
+                  + c1 + "'"),
+            1);
+  EXPECT_EQ(continuity_violations(), 0);
 }
