@@ -15,7 +15,8 @@
 // a lease counts as held locally only until the start of its last
 // successful renewal plus the TTL minus a safety margin, so a node that
 // cannot reach the database stops serving before the database lets another
-// node take over. It never blocks: the worker does the SQL.
+// node take over; a lease revoked so is freed by the next round and taken
+// again only at a new epoch. It never blocks: the worker does the SQL.
 
 #include <caf/actor.hpp>
 #include <caf/actor_system.hpp>

@@ -27,7 +27,8 @@ std::string label(const lease_grant& g) {
 // -- worker: the blocking SQL ----------------------------------------------------
 
 using worker_actor = caf::typed_actor<
-  caf::replies_to<round_atom, bool>::with<round_result>,
+  caf::replies_to<round_atom, bool, std::vector<lease_grant>>::with<
+    round_result>,
   caf::replies_to<release_atom, lease_grant>::with<bool>,
   caf::replies_to<join_atom>::with<bool>>;
 
@@ -41,9 +42,10 @@ worker(worker_actor::stateful_pointer<worker_state> self,
        membership_config cfg) {
   self->state.table = std::make_unique<membership_table>(std::move(cfg));
   return {
-    [=](round_atom, bool leaving) -> caf::result<round_result> {
+    [=](round_atom, bool leaving,
+        const std::vector<lease_grant>& give_back) -> caf::result<round_result> {
       round_result out;
-      auto r = self->state.table->round(leaving, out);
+      auto r = self->state.table->round(leaving, give_back, out);
       if (!r)
         return journal::make_error(journal::db_errc::unavailable, r.detail);
       return out;
@@ -86,6 +88,10 @@ struct keeper_state {
   /// (resource, part, epoch) released after a hand-off: a round that
   /// started before the release must not grant it again.
   std::set<std::tuple<std::string, int32_t, int64_t>> released;
+  /// Leases stopped because their renewal was overdue, to be freed by the
+  /// next round (also in `released`: a late renewal must not grant one
+  /// again at the epoch its revoked holder may still be writing under).
+  std::vector<lease_grant> give_back;
   bool leaving = false;
   bool left_round = false;
   bool in_round = false;
@@ -377,11 +383,15 @@ void run_round(pointer self) {
   st.wake_pending = false;
   st.in_round = true;
   auto started = clock_type::now();
+  auto give_back = st.give_back;
   self
     ->request(st.worker, st.cfg.membership.lease_ttl, round_atom::value,
-              st.leaving)
+              st.leaving, give_back)
     .then(
       [=](round_result& r) {
+        auto& back = self->state.give_back;
+        back.erase(back.begin(), back.begin() + static_cast<std::ptrdiff_t>(
+                                                  give_back.size()));
         self->state.in_round = false;
         apply_round(self, r, started);
         if (self->state.wake_pending)
@@ -413,6 +423,11 @@ void check_validity(pointer self) {
     revoke(self, g);
     lost(self, 1);
     it = st.held.erase(it);
+    // The round still running may renew it at this epoch all the same,
+    // while the revoked holder finishes what it was writing: a grant at
+    // the same epoch would let a new holder write beside it, unfenced.
+    st.released.emplace(g.resource, g.part, g.epoch);
+    st.give_back.push_back(g);
     count_owned(self);
   }
   check_waiters(self);

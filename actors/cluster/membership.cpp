@@ -98,6 +98,26 @@ constexpr const char* sql_release
     " WHERE resource = $1 AND part = $2 AND epoch = $3"
     "   AND owner_node = $4 AND owner_incarnation = $5";
 
+// A lease this node stopped serving because its renewal was overdue (the
+// keeper, check_validity): freed at that epoch, whatever a late renewal
+// did, so that it is only taken again at a new epoch. The revoked holder
+// may still be finishing a transaction under the old one; its FOR KEY
+// SHARE on the row makes the next acquisition (FOR UPDATE SKIP LOCKED)
+// wait until that transaction has ended.
+constexpr const char* sql_give_back
+  = "WITH r AS ("
+    "  UPDATE leases l"
+    "     SET owner_node = NULL, owner_incarnation = NULL,"
+    "         expires_at = '-infinity'"
+    "    FROM unnest($1::text[], $2::int[], $3::bigint[]) AS q(r, p, e)"
+    "   WHERE l.resource = q.r AND l.part = q.p AND l.epoch = q.e"
+    "     AND l.owner_node = $4 AND l.owner_incarnation = $5"
+    "  RETURNING l.resource, l.part, l.epoch)"
+    " UPDATE lease_history h SET released_at = clock_timestamp()"
+    "   FROM r"
+    "  WHERE h.resource = r.resource AND h.part = r.part"
+    "    AND h.epoch = r.epoch";
+
 constexpr const char* sql_released
   = "UPDATE lease_history SET released_at = clock_timestamp()"
     " WHERE resource = $1 AND part = $2 AND epoch = $3";
@@ -114,6 +134,7 @@ void prepare(pqxx::connection& c) {
   c.prepare("leases", sql_leases);
   c.prepare("release", sql_release);
   c.prepare("released", sql_released);
+  c.prepare("give_back", sql_give_back);
 }
 
 std::vector<std::string> split(const std::string& s) {
@@ -304,7 +325,9 @@ void membership_table::join(std::chrono::milliseconds wait) {
   }
 }
 
-journal::db_result membership_table::round(bool leaving, round_result& out) {
+journal::db_result
+membership_table::round(bool leaving, const std::vector<lease_grant>& give_back,
+                        round_result& out) {
   auto& me = cfg_.self;
   auto ttl = static_cast<int64_t>(cfg_.lease_ttl.count());
   return session_.run([&](pqxx::connection& conn) {
@@ -323,6 +346,18 @@ journal::db_result membership_table::round(bool leaving, round_result& out) {
     tx.exec_prepared("forget_down");
     out.view.self = me.node_id;
     out.view.members = read_members(tx, tx.exec_prepared("members"));
+    if (!give_back.empty()) {
+      std::vector<std::string> rs;
+      std::vector<int64_t> ps, es;
+      for (auto& g : give_back) {
+        rs.push_back(g.resource);
+        ps.push_back(g.part);
+        es.push_back(g.epoch);
+      }
+      tx.exec_prepared("give_back", journal::text_array(rs),
+                       journal::int_array(ps), journal::int_array(es),
+                       me.node_id, me.incarnation);
+    }
     out.held = read_grants(tx.exec_prepared("renew", me.node_id,
                                             me.incarnation, ttl));
     std::set<lease_key> held;

@@ -82,7 +82,12 @@ public:
   void join(std::chrono::milliseconds wait);
 
   /// One round (see above). `leaving`: take nothing, give up everything.
-  journal::db_result round(bool leaving, round_result& out);
+  /// `give_back`: leases this node stopped serving at these epochs because
+  /// it could not renew them in time; they are freed before the renewal,
+  /// so that they can only be taken again at a new epoch.
+  journal::db_result round(bool leaving,
+                           const std::vector<lease_grant>& give_back,
+                           round_result& out);
 
   /// Frees a lease this node holds at that epoch (after its hand-off).
   journal::db_result release(const lease_grant& g);
