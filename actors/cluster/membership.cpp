@@ -186,6 +186,21 @@ std::vector<lease_grant> read_grants(const pqxx::result& rows) {
   return out;
 }
 
+/// Runs `statement` (parameters: resources, parts, epochs, node id,
+/// incarnation) for `grants` of node `me`.
+void exec_for_grants(pqxx::work& tx, const char* statement,
+                     const std::vector<lease_grant>& grants, const member& me) {
+  std::vector<std::string> rs;
+  std::vector<int64_t> ps, es;
+  for (auto& g : grants) {
+    rs.push_back(g.resource);
+    ps.push_back(g.part);
+    es.push_back(g.epoch);
+  }
+  tx.exec_prepared(statement, journal::text_array(rs), journal::int_array(ps),
+                   journal::int_array(es), me.node_id, me.incarnation);
+}
+
 using lease_key = std::pair<std::string, int32_t>;
 
 } // namespace
@@ -346,18 +361,8 @@ membership_table::round(bool leaving, const std::vector<lease_grant>& give_back,
     tx.exec_prepared("forget_down");
     out.view.self = me.node_id;
     out.view.members = read_members(tx, tx.exec_prepared("members"));
-    if (!give_back.empty()) {
-      std::vector<std::string> rs;
-      std::vector<int64_t> ps, es;
-      for (auto& g : give_back) {
-        rs.push_back(g.resource);
-        ps.push_back(g.part);
-        es.push_back(g.epoch);
-      }
-      tx.exec_prepared("give_back", journal::text_array(rs),
-                       journal::int_array(ps), journal::int_array(es),
-                       me.node_id, me.incarnation);
-    }
+    if (!give_back.empty())
+      exec_for_grants(tx, "give_back", give_back, me);
     out.held = read_grants(tx.exec_prepared("renew", me.node_id,
                                             me.incarnation, ttl));
     std::set<lease_key> held;
@@ -391,20 +396,12 @@ membership_table::round(bool leaving, const std::vector<lease_grant>& give_back,
         if (!row[3].is_null())
           out.failover_seconds.push_back(row[3].as<double>());
       auto got = read_grants(acquired);
-      if (!got.empty()) {
-        std::vector<std::string> rs;
-        std::vector<int64_t> ps, es;
-        for (auto& g : got) {
-          rs.push_back(g.resource);
-          ps.push_back(g.part);
-          es.push_back(g.epoch);
-          held.emplace(g.resource, g.part);
-          out.held.push_back(g);
-        }
-        tx.exec_prepared("history", journal::text_array(rs),
-                         journal::int_array(ps), journal::int_array(es),
-                         me.node_id, me.incarnation);
+      for (auto& g : got) {
+        held.emplace(g.resource, g.part);
+        out.held.push_back(g);
       }
+      if (!got.empty())
+        exec_for_grants(tx, "history", got, me);
     }
     for (auto& g : out.held)
       if (mine.count({g.resource, g.part}) == 0)
