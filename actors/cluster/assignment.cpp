@@ -45,11 +45,10 @@ std::vector<int32_t> assign(const std::string& resource, int32_t parts,
     for (auto node : candidates)
       pairs.emplace_back(score(resource, p, node), p, node);
   std::sort(pairs.begin(), pairs.end(), [](const auto& a, const auto& b) {
-    return std::get<0>(a) != std::get<0>(b) ? std::get<0>(a) > std::get<0>(b)
-                                            : std::tie(std::get<1>(a),
-                                                       std::get<2>(a))
-                                                < std::tie(std::get<1>(b),
-                                                           std::get<2>(b));
+    return std::get<0>(a) != std::get<0>(b)
+             ? std::get<0>(a) > std::get<0>(b)
+             : std::tie(std::get<1>(a), std::get<2>(a))
+                 < std::tie(std::get<1>(b), std::get<2>(b));
   });
   std::vector<int32_t> load(candidates.size(), 0);
   auto left = parts;

@@ -52,8 +52,7 @@ using lease_holder_actor = caf::typed_actor<
 using keeper_actor = caf::typed_actor<
   caf::reacts_to<round_atom>,
   // Run a round now (another node released leases); the timer is unchanged.
-  caf::reacts_to<wake_atom>,
-  caf::reacts_to<check_atom>,
+  caf::reacts_to<wake_atom>, caf::reacts_to<check_atom>,
   // Answers once this node holds everything assigned to it (state up), or
   // false after `timeout`.
   caf::replies_to<join_atom, caf::timespan>::with<bool>,

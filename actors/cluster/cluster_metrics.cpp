@@ -61,7 +61,8 @@ cluster_metrics::cluster_metrics(prometheus::Registry& r)
     members.push_back(&by_state.Add({{"state", to_string(s)}}));
 }
 
-prometheus::Gauge& cluster_metrics::partitions_owned(const std::string& resource) {
+prometheus::Gauge&
+cluster_metrics::partitions_owned(const std::string& resource) {
   auto it = partitions_.find(resource);
   if (it == partitions_.end())
     it = partitions_

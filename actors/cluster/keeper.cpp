@@ -24,11 +24,11 @@ std::string label(const lease_grant& g) {
          + std::to_string(g.epoch) + ")";
 }
 
-// -- worker: the blocking SQL ----------------------------------------------------
+// -- worker: the blocking SQL -------------------------------------------------
 
 using worker_actor = caf::typed_actor<
-  caf::replies_to<round_atom, bool, std::vector<lease_grant>>::with<
-    round_result>,
+  caf::replies_to<round_atom, bool,
+                  std::vector<lease_grant>>::with<round_result>,
   caf::replies_to<release_atom, lease_grant>::with<bool>,
   caf::replies_to<join_atom>::with<bool>>;
 
@@ -42,8 +42,8 @@ worker(worker_actor::stateful_pointer<worker_state> self,
        membership_config cfg) {
   self->state.table = std::make_unique<membership_table>(std::move(cfg));
   return {
-    [=](round_atom, bool leaving,
-        const std::vector<lease_grant>& give_back) -> caf::result<round_result> {
+    [=](round_atom, bool leaving, const std::vector<lease_grant>& give_back)
+      -> caf::result<round_result> {
       round_result out;
       auto r = self->state.table->round(leaving, give_back, out);
       if (!r)
@@ -68,7 +68,7 @@ worker(worker_actor::stateful_pointer<worker_state> self,
   };
 }
 
-// -- keeper ----------------------------------------------------------------------
+// -- keeper -------------------------------------------------------------------
 
 struct held_lease {
   int64_t epoch = 0;
@@ -168,8 +168,7 @@ void lost(pointer self, std::size_t n) {
 void release(pointer self, const lease_grant& g,
              clock_type::time_point handoff_started = {}) {
   auto& st = self->state;
-  self
-    ->request(st.worker, st.cfg.membership.lease_ttl, release_atom::value, g)
+  self->request(st.worker, st.cfg.membership.lease_ttl, release_atom::value, g)
     .then(
       [=](bool) {
         auto& st = self->state;
@@ -292,8 +291,8 @@ void apply_round(pointer self, round_result& r,
       .then([=](bool) { self->state.rejoining = false; },
             [=](caf::error& err) {
               self->state.rejoining = false;
-              log_error(component, "cannot join again: "
-                                     + self->system().render(err));
+              log_error(component,
+                        "cannot join again: " + self->system().render(err));
             });
     return;
   }
@@ -333,8 +332,8 @@ void apply_round(pointer self, round_result& r,
       continue;
     }
     lease_grant g{it->first.first, it->first.second, it->second.epoch};
-    log_warn(component, "lost " + label(g)
-                          + ": not renewed (it expired in the database)");
+    log_warn(component,
+             "lost " + label(g) + ": not renewed (it expired in the database)");
     revoke(self, g);
     lost(self, 1);
     it = st.held.erase(it);
@@ -390,8 +389,9 @@ void run_round(pointer self) {
     .then(
       [=](round_result& r) {
         auto& back = self->state.give_back;
-        back.erase(back.begin(), back.begin() + static_cast<std::ptrdiff_t>(
-                                                  give_back.size()));
+        back.erase(back.begin(),
+                   back.begin()
+                     + static_cast<std::ptrdiff_t>(give_back.size()));
         self->state.in_round = false;
         apply_round(self, r, started);
         if (self->state.wake_pending)
@@ -402,8 +402,8 @@ void run_round(pointer self) {
         self->state.wake_pending = false;
         if (auto* m = self->state.cfg.metrics)
           m->renewal_failures.Increment();
-        log_warn(component, "membership round failed: "
-                              + self->system().render(err));
+        log_warn(component,
+                 "membership round failed: " + self->system().render(err));
       });
 }
 
@@ -418,8 +418,8 @@ void check_validity(pointer self) {
       continue;
     }
     lease_grant g{it->first.first, it->first.second, it->second.epoch};
-    log_error(component, "could not renew " + label(g)
-                           + " in time: stopping it");
+    log_error(component,
+              "could not renew " + label(g) + " in time: stopping it");
     revoke(self, g);
     lost(self, 1);
     it = st.held.erase(it);
@@ -454,9 +454,9 @@ keeper_actor::behavior_type keeper(pointer self, keeper_config cfg) {
     [=](join_atom, caf::timespan timeout) {
       auto promise = self->make_response_promise<bool>();
       self->state.join_waiters.push_back(
-        {promise, clock_type::now()
-                    + std::chrono::duration_cast<clock_type::duration>(
-                      timeout)});
+        {promise,
+         clock_type::now()
+           + std::chrono::duration_cast<clock_type::duration>(timeout)});
       check_waiters(self);
       return promise;
     },

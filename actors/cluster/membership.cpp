@@ -34,7 +34,8 @@ constexpr const char* sql_declare_down
 
 constexpr const char* sql_forget_down
   = "DELETE FROM cluster_members"
-    " WHERE state = 'down' AND down_at < clock_timestamp() - interval '1 minute'";
+    " WHERE state = 'down' AND down_at < clock_timestamp() - interval '1 "
+    "minute'";
 
 constexpr const char* sql_members
   = "SELECT node_id, incarnation, host, caf_port, command_port, query_port,"
@@ -181,8 +182,8 @@ std::vector<lease> read_leases(const pqxx::result& rows) {
 std::vector<lease_grant> read_grants(const pqxx::result& rows) {
   std::vector<lease_grant> out;
   for (const auto& r : rows)
-    out.push_back({r[0].as<std::string>(), r[1].as<int32_t>(),
-                   r[2].as<int64_t>()});
+    out.push_back(
+      {r[0].as<std::string>(), r[1].as<int32_t>(), r[2].as<int64_t>()});
   return out;
 }
 
@@ -249,8 +250,7 @@ const member* cluster_view::find(int32_t node_id) const {
 }
 
 membership_table::membership_table(membership_config cfg)
-  : cfg_(std::move(cfg)),
-    session_(cfg_.db_url, "cluster-membership", prepare) {
+  : cfg_(std::move(cfg)), session_(cfg_.db_url, "cluster-membership", prepare) {
 }
 
 void membership_table::join(std::chrono::milliseconds wait) {
@@ -363,8 +363,8 @@ membership_table::round(bool leaving, const std::vector<lease_grant>& give_back,
     out.view.members = read_members(tx, tx.exec_prepared("members"));
     if (!give_back.empty())
       exec_for_grants(tx, "give_back", give_back, me);
-    out.held = read_grants(tx.exec_prepared("renew", me.node_id,
-                                            me.incarnation, ttl));
+    out.held
+      = read_grants(tx.exec_prepared("renew", me.node_id, me.incarnation, ttl));
     std::set<lease_key> held;
     for (auto& g : out.held)
       held.emplace(g.resource, g.part);
@@ -389,9 +389,9 @@ membership_table::round(bool leaving, const std::vector<lease_grant>& give_back,
       }
     }
     if (!want_parts.empty()) {
-      auto acquired = tx.exec_prepared(
-        "acquire", me.node_id, me.incarnation, ttl,
-        journal::text_array(want_resources), journal::int_array(want_parts));
+      auto acquired = tx.exec_prepared("acquire", me.node_id, me.incarnation,
+                                       ttl, journal::text_array(want_resources),
+                                       journal::int_array(want_parts));
       for (const auto& row : acquired)
         if (!row[3].is_null())
           out.failover_seconds.push_back(row[3].as<double>());

@@ -95,7 +95,9 @@ public:
   /// Frees every lease of this incarnation and deletes its member row.
   journal::db_result leave();
 
-  const membership_config& config() const { return cfg_; }
+  const membership_config& config() const {
+    return cfg_;
+  }
 
 private:
   membership_config cfg_;

@@ -15,7 +15,7 @@ namespace {
 
 constexpr const char* component = "peers";
 
-// -- endpoint --------------------------------------------------------------------
+// -- endpoint -----------------------------------------------------------------
 
 struct endpoint_state {
   /// This node's keeper, once it runs (the endpoint is published first).
@@ -65,7 +65,7 @@ caf::behavior endpoint(caf::stateful_actor<endpoint_state>* self,
   };
 }
 
-// -- peers -----------------------------------------------------------------------
+// -- peers --------------------------------------------------------------------
 
 /// Read-side messages kept for a member not connected (yet, or again): a
 /// hub that misses one must tell its Watch streams to resubscribe, so they
@@ -128,8 +128,8 @@ void connect(pointer self, int32_t node) {
         }
         it->second.handle = caf::actor_cast<caf::actor>(ptr);
         self->monitor(it->second.handle);
-        log_info(component, "connected to node " + std::to_string(node)
-                              + " at " + host + ":" + std::to_string(port));
+        log_info(component, "connected to node " + std::to_string(node) + " at "
+                              + host + ":" + std::to_string(port));
         for (auto& bytes : it->second.queued)
           caf::anon_send(it->second.handle, batch_atom::value,
                          std::move(bytes));
@@ -185,9 +185,8 @@ peers_actor::behavior_type peers(pointer self, peers_config cfg) {
   self->set_down_handler([=](caf::down_msg& dm) {
     for (auto& [id, p] : self->state.peers)
       if (p.handle && p.handle.address() == dm.source) {
-        log_warn(component, "lost the connection to node "
-                              + std::to_string(id) + ": "
-                              + self->system().render(dm.reason));
+        log_warn(component, "lost the connection to node " + std::to_string(id)
+                              + ": " + self->system().render(dm.reason));
         p.handle = nullptr;
         push(self);
         return;

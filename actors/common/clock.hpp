@@ -29,10 +29,17 @@ public:
 /// A clock that moves only when told to; thread-safe.
 class manual_clock final : public clock {
 public:
-  explicit manual_clock(int64_t start_ms) : now_(start_ms) {}
-  int64_t now_ms() const override { return now_.load(); }
-  void advance_ms(int64_t delta) { now_ += delta; }
-  void set_ms(int64_t value) { now_ = value; }
+  explicit manual_clock(int64_t start_ms) : now_(start_ms) {
+  }
+  int64_t now_ms() const override {
+    return now_.load();
+  }
+  void advance_ms(int64_t delta) {
+    now_ += delta;
+  }
+  void set_ms(int64_t value) {
+    now_ = value;
+  }
 
 private:
   std::atomic<int64_t> now_;

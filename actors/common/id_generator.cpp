@@ -14,8 +14,7 @@ constexpr uint64_t node_bits = 10;
 } // namespace
 
 snowflake_generator::snowflake_generator(const clock& clk, int node_id)
-  : clock_(clk),
-    node_bits_(static_cast<uint64_t>(node_id) << sequence_bits) {
+  : clock_(clk), node_bits_(static_cast<uint64_t>(node_id) << sequence_bits) {
   assert(node_id >= 0 && node_id <= max_node_id);
 }
 

@@ -62,8 +62,11 @@ std::shared_ptr<const std::string> current_node() {
 /// Length of the valid UTF-8 sequence starting at s[i], or 0.
 std::size_t utf8_length(std::string_view s, std::size_t i) {
   auto c = static_cast<unsigned char>(s[i]);
-  std::size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3
-                               : (c >> 3) == 0x1E ? 4 : 0;
+  std::size_t n = c < 0x80           ? 1
+                  : (c >> 5) == 0x6  ? 2
+                  : (c >> 4) == 0xE  ? 3
+                  : (c >> 3) == 0x1E ? 4
+                                     : 0;
   if (n == 0 || i + n > s.size())
     return 0;
   for (std::size_t k = 1; k < n; ++k)

@@ -18,8 +18,9 @@ pwhash_params pwhash_params::minimum() {
 std::optional<std::string> pwhash_params::check() const {
   if (opslimit < crypto_pwhash_OPSLIMIT_MIN
       || opslimit > crypto_pwhash_OPSLIMIT_MAX)
-    return "opslimit must be between " + std::to_string(crypto_pwhash_OPSLIMIT_MIN)
-           + " and " + std::to_string(crypto_pwhash_OPSLIMIT_MAX);
+    return "opslimit must be between "
+           + std::to_string(crypto_pwhash_OPSLIMIT_MIN) + " and "
+           + std::to_string(crypto_pwhash_OPSLIMIT_MAX);
   if (memlimit < crypto_pwhash_MEMLIMIT_MIN
       || memlimit > crypto_pwhash_MEMLIMIT_MAX)
     return "memlimit must be between "
@@ -36,8 +37,8 @@ password_hasher::password_hasher(pwhash_params params) : params_(params) {
 std::optional<std::string>
 password_hasher::hash(const std::string& password) const {
   char out[crypto_pwhash_STRBYTES];
-  if (crypto_pwhash_str(out, password.data(), password.size(),
-                        params_.opslimit, params_.memlimit)
+  if (crypto_pwhash_str(out, password.data(), password.size(), params_.opslimit,
+                        params_.memlimit)
       != 0)
     return std::nullopt;
   return std::string{out};

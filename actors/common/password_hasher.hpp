@@ -34,7 +34,9 @@ public:
   /// Constant-time verification against a stored hash string.
   bool verify(const std::string& password, const std::string& hash) const;
 
-  const pwhash_params& params() const { return params_; }
+  const pwhash_params& params() const {
+    return params_;
+  }
 
 private:
   pwhash_params params_;

@@ -92,7 +92,9 @@ struct effect {
   std::vector<claim_op> releases;
   std::vector<claim_op> guards;
 
-  bool rejected() const { return rejection.has_value(); }
+  bool rejected() const {
+    return rejection.has_value();
+  }
 };
 
 inline v1::Rejection make_rejection(v1::RejectionCode code, std::string field,

@@ -52,8 +52,7 @@ using region_actor = caf::typed_actor<
   caf::replies_to<cmd_atom, std::string, std::string>::with<std::string>,
   caf::replies_to<stats_atom>::with<region_stats>,
   // Passivate one entity now (operators, tests).
-  caf::reacts_to<passivate_atom, std::string>,
-  caf::reacts_to<tick_atom>,
+  caf::reacts_to<passivate_atom, std::string>, caf::reacts_to<tick_atom>,
   // The lease holder interface (actors/cluster/cluster_actors.hpp), for
   // resource "shard": serve a shard at an epoch; hand it off (stop taking
   // its commands, finish those in flight, snapshot and passivate its
@@ -78,8 +77,8 @@ using router_actor = caf::typed_actor<
 
 /// Resolves the facts decide() needs, off the actor scheduler.
 using resolver_actor = caf::typed_actor<
-  caf::replies_to<facts_atom, std::vector<fact_request>>::with<
-    std::vector<fact>>,
+  caf::replies_to<facts_atom,
+                  std::vector<fact_request>>::with<std::vector<fact>>,
   // The sender's command is done with the claims it asked for exclusively.
   caf::reacts_to<release_atom>>;
 

@@ -29,13 +29,14 @@ prometheus::Family<prometheus::Counter>& commands(prometheus::Registry& r) {
 entity_metrics::entity_metrics(prometheus::Registry& r)
   : recoveries(counter(r, "shoutflow_entity_recoveries_total",
                        "Entity recoveries (snapshot + tail replay)")),
-    recovery_seconds(prometheus::BuildHistogram()
-                       .Name("shoutflow_entity_recovery_seconds")
-                       .Help("Seconds to recover one entity")
-                       .Register(r)
-                       .Add({}, prometheus::Histogram::BucketBoundaries{
-                                  0.0005, 0.001, 0.002, 0.005, 0.01, 0.02,
-                                  0.05, 0.1, 0.5})),
+    recovery_seconds(
+      prometheus::BuildHistogram()
+        .Name("shoutflow_entity_recovery_seconds")
+        .Help("Seconds to recover one entity")
+        .Register(r)
+        .Add({}, prometheus::Histogram::BucketBoundaries{0.0005, 0.001, 0.002,
+                                                         0.005, 0.01, 0.02,
+                                                         0.05, 0.1, 0.5})),
     recovered_events(counter(r, "shoutflow_entity_recovered_events_total",
                              "Events replayed during recoveries")),
     applied(commands(r).Add({{"outcome", "applied"}})),

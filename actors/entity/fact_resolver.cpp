@@ -115,8 +115,9 @@ void lookup_claim(resolver_pointer self, const claim_key& key, claim_turn t) {
   auto g = t.g;
   auto i = t.index;
   auto who = t.who;
-  self->request(st.store, st.cfg.timeout, claim_atom::value, key.first,
-                key.second)
+  self
+    ->request(st.store, st.cfg.timeout, claim_atom::value, key.first,
+              key.second)
     .then(
       [=](journal::claim_lookup& c) {
         auto found = c.found;
@@ -147,19 +148,17 @@ void take_turn(resolver_pointer self, const claim_key& key, claim_turn t) {
   h.waiting.push_back(std::move(t));
 }
 
-resolver_actor::behavior_type resolver(resolver_pointer self,
-                                       journal::store_actor store,
-                                       std::shared_ptr<const password_hasher> h,
-                                       resolver_config cfg) {
+resolver_actor::behavior_type
+resolver(resolver_pointer self, journal::store_actor store,
+         std::shared_ptr<const password_hasher> h, resolver_config cfg) {
   auto& st = self->state;
   st.store = std::move(store);
   for (std::size_t i = 0; i < std::max<std::size_t>(cfg.hashers, 1); ++i)
     st.hashers.push_back(
       self->spawn<caf::detached + caf::linked>(hasher, h, cfg.metrics));
   st.cfg = cfg;
-  self->set_down_handler([=](caf::down_msg& dm) {
-    release_claims(self, dm.source);
-  });
+  self->set_down_handler(
+    [=](caf::down_msg& dm) { release_claims(self, dm.source); });
   return {
     [=](facts_atom, std::vector<fact_request>& requests) {
       auto& st = self->state;
@@ -184,13 +183,15 @@ resolver_actor::behavior_type resolver(resolver_pointer self,
               lookup_claim(self, {r.a, r.b}, {{}, g, i});
             break;
           case fact_kind::password_hash:
-            self->request(st.hashers[st.next++ % st.hashers.size()],
-                          st.cfg.timeout, hash_atom::value, r.a)
+            self
+              ->request(st.hashers[st.next++ % st.hashers.size()],
+                        st.cfg.timeout, hash_atom::value, r.a)
               .then([g, i](fact& f) { g->set(i, std::move(f)); }, on_error);
             break;
           case fact_kind::password_verify:
-            self->request(st.hashers[st.next++ % st.hashers.size()],
-                          st.cfg.timeout, verify_atom::value, r.a, r.b)
+            self
+              ->request(st.hashers[st.next++ % st.hashers.size()],
+                        st.cfg.timeout, verify_atom::value, r.a, r.b)
               .then([g, i](fact& f) { g->set(i, std::move(f)); }, on_error);
             break;
         }
@@ -206,10 +207,10 @@ resolver_actor::behavior_type resolver(resolver_pointer self,
 
 } // namespace
 
-resolver_actor spawn_fact_resolver(caf::actor_system& sys,
-                                   journal::store_actor store,
-                                   std::shared_ptr<const password_hasher> hasher,
-                                   resolver_config cfg) {
+resolver_actor
+spawn_fact_resolver(caf::actor_system& sys, journal::store_actor store,
+                    std::shared_ptr<const password_hasher> hasher,
+                    resolver_config cfg) {
   return sys.spawn(resolver, std::move(store), std::move(hasher), cfg);
 }
 

@@ -34,9 +34,9 @@ struct resolver_config {
   entity_metrics* metrics = nullptr;
 };
 
-resolver_actor spawn_fact_resolver(caf::actor_system& sys,
-                                   journal::store_actor store,
-                                   std::shared_ptr<const password_hasher> hasher,
-                                   resolver_config cfg);
+resolver_actor
+spawn_fact_resolver(caf::actor_system& sys, journal::store_actor store,
+                    std::shared_ptr<const password_hasher> hasher,
+                    resolver_config cfg);
 
 } // namespace shoutflow::entity

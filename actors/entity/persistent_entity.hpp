@@ -103,7 +103,8 @@ struct entity_deps {
 /// Bounded FIFO of command id -> serialized first reply.
 class recent_commands {
 public:
-  explicit recent_commands(std::size_t cap = 64) : cap_(cap) {}
+  explicit recent_commands(std::size_t cap = 64) : cap_(cap) {
+  }
 
   const std::string* find(const std::string& command_id) const {
     auto i = replies_.find(command_id);
@@ -128,7 +129,9 @@ public:
       f(id, replies_.at(id));
   }
 
-  std::size_t size() const { return order_.size(); }
+  std::size_t size() const {
+    return order_.size();
+  }
 
 private:
   std::size_t cap_;
@@ -205,8 +208,8 @@ public:
           promise.deliver(rejection_reply(v1::REJECTION_CODE_UNAVAILABLE, "",
                                           "entity restarting; retry"));
         } else if (st.ph == phase::broken) {
-          promise.deliver(rejection_reply(v1::REJECTION_CODE_INTERNAL, "",
-                                          st.broken_reason));
+          promise.deliver(
+            rejection_reply(v1::REJECTION_CODE_INTERNAL, "", st.broken_reason));
         } else if (!envelope.ParseFromString(bytes)) {
           promise.deliver(rejection_reply(v1::REJECTION_CODE_INVALID_ARGUMENT,
                                           "command", "command: malformed"));
@@ -239,7 +242,7 @@ private:
     return self->system().render(err);
   }
 
-  // -- recovery ----------------------------------------------------------------
+  // -- recovery ---------------------------------------------------------------
 
   /// Recovery waits until the journal holds no write of this entity: a
   /// write of an earlier incarnation that timed out may still commit, and
@@ -357,14 +360,14 @@ private:
       auto& g = groups[i];
       std::vector<event_type> slice(events.begin() + g.begin,
                                     events.begin() + g.end);
-      st.recent.add(g.command_id,
-                    A::reply_for(st.id, slice, g.seq_nr, g.position)
-                      .SerializeAsString());
+      st.recent.add(
+        g.command_id,
+        A::reply_for(st.id, slice, g.seq_nr, g.position).SerializeAsString());
     }
     return {};
   }
 
-  // -- commands ----------------------------------------------------------------
+  // -- commands ---------------------------------------------------------------
 
   static void process_next(pointer self) {
     auto& st = self->state;
@@ -386,7 +389,7 @@ private:
     auto& cmd = A::command_of(st.queue.front().envelope);
     if (auto* first = st.recent.find(A::command_id(cmd))) {
       if (auto* m = st.deps.metrics)
-      m->duplicate.Increment();
+        m->duplicate.Increment();
       finish(self, as_duplicate(*first));
       return;
     }
@@ -498,8 +501,8 @@ private:
     // write_timeout (as in doubt if need be), a bound it keeps for all
     // writes at once — a timed request here cost a clock entry, and later a
     // stale timeout message, per command.
-    self->request(st.deps.journal, caf::infinite, write_atom::value,
-                  std::move(w))
+    self
+      ->request(st.deps.journal, caf::infinite, write_atom::value, std::move(w))
       .then(
         [=, events = std::move(eff.events)](journal::write_outcome& out) {
           written(self, command_id, events, noop_reply, out);
@@ -549,9 +552,9 @@ private:
             m->fact_retries.Increment();
           execute(self);
         } else {
-          finish(self, rejection_reply(v1::REJECTION_CODE_UNAVAILABLE, "",
-                                       "contention on " + out.detail
-                                         + "; retry"));
+          finish(self,
+                 rejection_reply(v1::REJECTION_CODE_UNAVAILABLE, "",
+                                 "contention on " + out.detail + "; retry"));
         }
         return;
       case journal::write_status::conflict:
@@ -597,8 +600,7 @@ private:
   /// appended events this incarnation has not seen, its state is stale (an
   /// earlier incarnation's write committed after it recovered): it answers,
   /// then stops so that the next command recovers afresh.
-  static void answer_from_original(pointer self,
-                                   const std::string& command_id,
+  static void answer_from_original(pointer self, const std::string& command_id,
                                    journal::command_lookup earlier) {
     auto& st = self->state;
     std::string reply;
@@ -704,7 +706,7 @@ private:
     auto& st = self->state;
     if (st.ph != phase::recovering)
       if (auto* m = st.deps.metrics)
-      m->write_failures.Increment();
+        m->write_failures.Increment();
     auto reply = rejection_reply(code, "", message);
     for (auto& p : st.queue)
       p.promise.deliver(reply);
@@ -712,7 +714,6 @@ private:
     st.ph = phase::stopping;
     self->quit();
   }
-
 };
 
 } // namespace shoutflow::entity

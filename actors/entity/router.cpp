@@ -141,10 +141,9 @@ router_actor::behavior_type router(pointer self, router_config cfg,
             start(self, c.owner, std::move(bytes), promise);
           },
           [=](caf::error& err) mutable {
-            promise.deliver(rejection_reply(
-              v1::REJECTION_CODE_UNAVAILABLE, "",
-              "could not resolve " + field + ": "
-                + self->system().render(err)));
+            promise.deliver(rejection_reply(v1::REJECTION_CODE_UNAVAILABLE, "",
+                                            "could not resolve " + field + ": "
+                                              + self->system().render(err)));
           });
       return promise;
     },

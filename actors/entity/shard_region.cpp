@@ -187,8 +187,7 @@ void stop_entities(pointer self, int32_t shard, bool kill) {
 } // namespace
 
 region_actor::behavior_type region(pointer self, entity_factory factory,
-                                   region_config cfg,
-                                   entity_metrics* metrics) {
+                                   region_config cfg, entity_metrics* metrics) {
   auto& st = self->state;
   st.factory = std::move(factory);
   st.cfg = cfg;
@@ -201,8 +200,8 @@ region_actor::behavior_type region(pointer self, entity_factory factory,
       self->send_exit(kv.second.actor, msg.reason);
     self->quit(msg.reason);
   });
-  auto tick = std::max<std::chrono::milliseconds>(
-    std::chrono::milliseconds(10), cfg.passivate_after / 4);
+  auto tick = std::max<std::chrono::milliseconds>(std::chrono::milliseconds(10),
+                                                  cfg.passivate_after / 4);
   self->delayed_send(self, tick, tick_atom::value);
   return {
     [=](cmd_atom, const std::string& id, std::string& bytes) {

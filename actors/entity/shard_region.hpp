@@ -40,9 +40,8 @@ struct region_config {
 };
 
 /// Spawns entity `id` of `shard`, writing under lease epoch `epoch`.
-using entity_factory
-  = std::function<entity_actor(caf::actor_system&, const std::string& id,
-                               int32_t shard, int64_t epoch)>;
+using entity_factory = std::function<entity_actor(
+  caf::actor_system&, const std::string& id, int32_t shard, int64_t epoch)>;
 
 region_actor spawn_shard_region(caf::actor_system& sys, entity_factory factory,
                                 region_config cfg, entity_metrics* metrics);

@@ -33,7 +33,7 @@ void add_message_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<command_lookup>("shoutflow.command_lookup");
   cfg.add_message_type<journal_stats>("shoutflow.journal_stats");
   cfg.add_error_category(db_category, [](uint8_t code, caf::atom_value,
-                                          const caf::message& ctx) {
+                                         const caf::message& ctx) {
     std::string out = code == static_cast<uint8_t>(db_errc::unavailable)
                         ? "database unavailable"
                       : code == static_cast<uint8_t>(db_errc::fenced)

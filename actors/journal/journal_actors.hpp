@@ -10,8 +10,8 @@
 // Failures reach callers as CAF errors of category "db" (db_errc).
 
 #include <caf/error.hpp>
-#include <caf/typed_actor.hpp>
 #include <caf/replies_to.hpp>
+#include <caf/typed_actor.hpp>
 
 #include <string>
 #include <vector>
@@ -33,8 +33,8 @@ using journal_actor = caf::typed_actor<
   // an entity recovers only behind this fence, so a write of an earlier
   // incarnation that timed out but still commits is part of what it reads.
   caf::replies_to<fence_atom, std::string>::with<bool>,
-  caf::replies_to<stats_atom>::with<journal_stats>,
-  caf::reacts_to<flush_atom>, caf::reacts_to<expire_atom>>;
+  caf::replies_to<stats_atom>::with<journal_stats>, caf::reacts_to<flush_atom>,
+  caf::reacts_to<expire_atom>>;
 
 using store_actor = caf::typed_actor<
   caf::replies_to<recover_atom, std::string>::with<recovery_data>,

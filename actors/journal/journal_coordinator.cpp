@@ -27,8 +27,8 @@ writer_actor::behavior_type
 writer(writer_actor::stateful_pointer<writer_state> self, journal_config cfg,
        std::size_t index, journal_metrics* metrics) {
   self->state.writer = std::make_unique<batch_writer>(
-    cfg.db_url, cfg.node_id, "journal-writer-" + std::to_string(index),
-    metrics, cfg.incarnation);
+    cfg.db_url, cfg.node_id, "journal-writer-" + std::to_string(index), metrics,
+    cfg.incarnation);
   return {
     [=](batch_atom, const std::vector<journal_write>& batch) {
       return self->state.writer->write(batch);
@@ -90,8 +90,7 @@ struct coordinator_state {
   static inline const char* name = "journal";
 };
 
-using coordinator_pointer
-  = journal_actor::stateful_pointer<coordinator_state>;
+using coordinator_pointer = journal_actor::stateful_pointer<coordinator_state>;
 
 /// How often waiting writes are checked against their deadline: a write is
 /// answered in doubt at most this much before its write_timeout, never
@@ -184,8 +183,8 @@ void dispatch(coordinator_pointer self);
 /// A worker is done with `f`: answer its writes (those not answered in
 /// doubt already) and hand the worker the next batch.
 void land(coordinator_pointer self, const std::shared_ptr<flight>& f,
-          const writer_actor& worker,
-          std::vector<write_outcome>* outcomes, const std::string& failure) {
+          const writer_actor& worker, std::vector<write_outcome>* outcomes,
+          const std::string& failure) {
   auto& st = self->state;
   st.idle.push_back(worker);
   st.flying.erase(std::find(st.flying.begin(), st.flying.end(), f));
@@ -257,8 +256,8 @@ journal_actor::behavior_type coordinator(coordinator_pointer self,
   auto& st = self->state;
   st.metrics = metrics;
   for (std::size_t i = 0; i < cfg.writers; ++i)
-    st.idle.push_back(self->spawn<caf::detached + caf::linked>(
-      writer, cfg, i, metrics));
+    st.idle.push_back(
+      self->spawn<caf::detached + caf::linked>(writer, cfg, i, metrics));
   st.cfg = std::move(cfg);
   return {
     [=](write_atom, journal_write& w) {

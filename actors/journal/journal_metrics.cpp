@@ -9,10 +9,9 @@ prometheus::Counter& counter(prometheus::Registry& r, const std::string& name,
   return prometheus::BuildCounter().Name(name).Help(help).Register(r).Add({});
 }
 
-prometheus::Histogram& histogram(prometheus::Registry& r,
-                                 const std::string& name,
-                                 const std::string& help,
-                                 prometheus::Histogram::BucketBoundaries b) {
+prometheus::Histogram&
+histogram(prometheus::Registry& r, const std::string& name,
+          const std::string& help, prometheus::Histogram::BucketBoundaries b) {
   return prometheus::BuildHistogram().Name(name).Help(help).Register(r).Add(
     {}, std::move(b));
 }
@@ -38,16 +37,16 @@ journal_metrics::journal_metrics(prometheus::Registry& r,
                                  const std::vector<std::string>& event_types)
   : batches(counter(r, "shoutflow_journal_batches_total",
                     "Transactions committed by the journal")),
-    writes(counter(r, "shoutflow_journal_writes_total",
-                   "Entity writes committed")),
+    writes(
+      counter(r, "shoutflow_journal_writes_total", "Entity writes committed")),
     events(counter(r, "shoutflow_journal_events_total", "Events committed")),
     batch_writes(histogram(r, "shoutflow_journal_batch_writes",
                            "Entity writes per committed transaction",
                            {1, 2, 4, 8, 16, 32, 64, 128, 256, 512})),
-    commit_seconds(histogram(r, "shoutflow_journal_commit_seconds",
-                             "Seconds from BEGIN to COMMIT of one batch",
-                             {0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05,
-                              0.1, 0.25, 1})),
+    commit_seconds(
+      histogram(r, "shoutflow_journal_commit_seconds",
+                "Seconds from BEGIN to COMMIT of one batch",
+                {0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1})),
     duplicates(failures(r).Add({{"reason", "duplicate"}})),
     precondition_failures(failures(r).Add({{"reason", "precondition"}})),
     conflicts(failures(r).Add({{"reason", "conflict"}})),

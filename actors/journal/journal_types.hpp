@@ -122,7 +122,9 @@ struct command_lookup {
   std::vector<event_record> events;
   std::string noop_reply;
 
-  bool found() const { return !events.empty() || !noop_reply.empty(); }
+  bool found() const {
+    return !events.empty() || !noop_reply.empty();
+  }
 };
 
 template <class Inspector>

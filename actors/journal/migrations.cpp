@@ -65,8 +65,8 @@ migration_report migrate(const std::string& db_url) {
                        m.version, m.name);
         tx.commit();
         ++report.applied;
-        log_info("migrations", "applied " + std::to_string(m.version) + " "
-                                 + m.name);
+        log_info("migrations",
+                 "applied " + std::to_string(m.version) + " " + m.name);
       }
       report.current_version = m.version;
     }

@@ -182,7 +182,9 @@ struct claim_columns {
     owner.push_back(c.owner);
     value.push_back(c.value);
   }
-  bool empty() const { return ns.empty(); }
+  bool empty() const {
+    return ns.empty();
+  }
 };
 
 /// The distinct (shard, lease epoch) pairs the live writes are fenced by.
@@ -228,7 +230,9 @@ struct batch_state {
   std::vector<write_outcome> out;
   std::vector<bool> live;
 
-  std::size_t size() const { return batch.size(); }
+  std::size_t size() const {
+    return batch.size();
+  }
 
   /// Write `i` has its final outcome and drops out of later attempts.
   void fail(std::size_t i, write_status status, std::string detail) {
@@ -384,9 +388,8 @@ void fail_duplicates(pqxx::work& tx, batch_state& st) {
   std::map<std::pair<std::string, std::string>, std::vector<event_record>>
     found;
   std::map<std::pair<std::string, std::string>, std::string> replies;
-  for (const auto& row :
-       tx.exec_prepared("duplicates", text_array(keys.pids),
-                        text_array(keys.cids))) {
+  for (const auto& row : tx.exec_prepared("duplicates", text_array(keys.pids),
+                                          text_array(keys.cids))) {
     if (!row[7].is_null()) {
       replies[{row[0].as<std::string>(), row[1].as<std::string>()}]
         = pqxx::binarystring{row[7]}.str();
@@ -433,10 +436,10 @@ bool guard_and_release(pqxx::work& tx, batch_state& st) {
   if (guards.empty() && releases.empty())
     return false;
   std::set<claim_key> held, freed;
-  for (const auto& row : tx.exec_prepared(
-         "guards_releases", text_array(guards.ns), text_array(guards.key),
-         text_array(releases.ns), text_array(releases.key),
-         text_array(releases.owner))) {
+  for (const auto& row :
+       tx.exec_prepared("guards_releases", text_array(guards.ns),
+                        text_array(guards.key), text_array(releases.ns),
+                        text_array(releases.key), text_array(releases.owner))) {
     auto key = claim_key{row[1].as<std::string>(), row[2].as<std::string>(),
                          row[3].as<std::string>()};
     (row[0].as<std::string>() == "g" ? held : freed).insert(std::move(key));
@@ -469,9 +472,9 @@ bool insert_claims(pqxx::work& tx, batch_state& st) {
   auto cols = claims_of(st);
   if (cols.empty())
     return false;
-  auto done = claim_rows(tx.exec_prepared(
-    "claims", text_array(cols.ns), text_array(cols.key),
-    text_array(cols.owner), text_array(cols.value)));
+  auto done = claim_rows(
+    tx.exec_prepared("claims", text_array(cols.ns), text_array(cols.key),
+                     text_array(cols.owner), text_array(cols.value)));
   bool retry = false;
   for (std::size_t i = 0; i < n; ++i) {
     if (!st.live[i])
@@ -483,9 +486,8 @@ bool insert_claims(pqxx::work& tx, batch_state& st) {
     if (taken == claims.end())
       continue;
     retry = retry || !batch[i].releases.empty()
-            || std::any_of(claims.begin(), claims.end(), [&](auto& c) {
-                 return done.count(key_of(c)) > 0;
-               });
+            || std::any_of(claims.begin(), claims.end(),
+                           [&](auto& c) { return done.count(key_of(c)) > 0; });
     st.fail(i, write_status::precondition_failed,
             "already claimed: " + taken->ns + "/" + taken->key);
   }
@@ -501,8 +503,8 @@ insert_events(pqxx::work& tx, const batch_state& st,
   auto e = events_of(st);
   if (!e.pids.empty()) {
     for (const auto& row : tx.exec_prepared(
-           "events", text_array(e.pids), int_array(e.seqs),
-           text_array(e.types), int_array(e.versions), bytea_array(e.payloads),
+           "events", text_array(e.pids), int_array(e.seqs), text_array(e.types),
+           int_array(e.versions), bytea_array(e.payloads),
            nullable_text_array(e.cids), nullable_text_array(e.corrs),
            nullable_text_array(e.causes), node_id, int_array(e.epochs)))
       positions[{row[0].as<std::string>(), row[1].as<int64_t>()}]
@@ -673,8 +675,7 @@ bool fail_stale_writers(pg_session& session, batch_state& st,
     if (!st.live[i] || batch[i].events.empty())
       continue;
     auto head = heads.find(batch[i].persistence_id);
-    if (head != heads.end()
-        && head->second >= batch[i].events.front().seq_nr) {
+    if (head != heads.end() && head->second >= batch[i].events.front().seq_nr) {
       st.fail(i, write_status::conflict,
               "seq_nr " + std::to_string(batch[i].events.front().seq_nr)
                 + " already written: another writer appended to this "
@@ -698,7 +699,7 @@ void fail_in_doubt(batch_state& st, const std::string& detail) {
 
 } // namespace
 
-// -- batch_writer --------------------------------------------------------------
+// -- batch_writer -------------------------------------------------------------
 
 batch_writer::batch_writer(std::string db_url, std::string node_id,
                            std::string name, journal_metrics* metrics,

@@ -60,7 +60,9 @@ public:
   /// One outcome per write, in order. Writes that are `ok` are durable.
   std::vector<write_outcome> write(const std::vector<journal_write>& batch);
 
-  pg_session& session() { return session_; }
+  pg_session& session() {
+    return session_;
+  }
 
 private:
   std::string node_id_;

@@ -29,7 +29,7 @@ bool transient(const std::string& state) {
 }
 
 bool retryable(const std::string& state) {
-  return state == "40P01"  // deadlock detected
+  return state == "40P01"     // deadlock detected
          || state == "40001"; // serialization failure
 }
 
@@ -73,7 +73,8 @@ private:
     std::chrono::steady_clock::time_point deadline;
   };
 
-  watchdog() : thread_([this] { loop(); }) {}
+  watchdog() : thread_([this] { loop(); }) {
+  }
 
   void loop() {
     std::unique_lock<std::mutex> lock{mtx_};
@@ -189,8 +190,7 @@ db_result pg_session::connect() {
   }
 }
 
-db_result
-pg_session::run(const std::function<void(pqxx::connection&)>& fn) {
+db_result pg_session::run(const std::function<void(pqxx::connection&)>& fn) {
   if (conn_ == nullptr || !conn_->is_open()) {
     conn_.reset();
     if (auto r = connect(); !r)
@@ -209,7 +209,9 @@ pg_session::run(const std::function<void(pqxx::connection&)>& fn) {
     struct disarm_on_exit {
       uint64_t ticket;
       bool& overran;
-      ~disarm_on_exit() { overran = !watchdog::instance().disarm(ticket); }
+      ~disarm_on_exit() {
+        overran = !watchdog::instance().disarm(ticket);
+      }
     } armed{watchdog::instance().arm(conn_->sock(),
                                      std::chrono::steady_clock::now()
                                        + statement_timeout_ + watchdog_slack),
@@ -247,8 +249,8 @@ pg_session::run(const std::function<void(pqxx::connection&)>& fn) {
       return {db_failure::retryable, e.what()};
     if (transient(e.sqlstate()))
       return lost(std::string{"database unavailable: "} + e.what());
-    log_error(name_, std::string{"SQL error "} + e.sqlstate() + ": "
-                       + e.what());
+    log_error(name_,
+              std::string{"SQL error "} + e.sqlstate() + ": " + e.what());
     return {db_failure::error, e.what()};
   } catch (const std::exception& e) {
     // libpqxx reports some connection failures as plain pqxx::failure.
@@ -283,8 +285,9 @@ std::string with_conn_params(
 }
 
 std::string text_array(const std::vector<std::string>& values) {
-  return array_of(values.size(),
-                  [&](std::size_t i) { return escape_array_element(values[i]); });
+  return array_of(values.size(), [&](std::size_t i) {
+    return escape_array_element(values[i]);
+  });
 }
 
 std::string nullable_text_array(const std::vector<std::string>& values) {

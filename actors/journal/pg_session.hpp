@@ -46,7 +46,9 @@ struct db_result {
   /// The server stopped answering and the watchdog cut the connection (the
   /// transaction may have committed, too).
   bool overran = false;
-  explicit operator bool() const { return failure == db_failure::none; }
+  explicit operator bool() const {
+    return failure == db_failure::none;
+  }
 };
 
 class pg_session {
@@ -61,10 +63,14 @@ public:
   /// Runs `fn(connection)`; libpqxx exceptions become a db_result.
   db_result run(const std::function<void(pqxx::connection&)>& fn);
 
-  bool connected() const { return conn_ != nullptr; }
+  bool connected() const {
+    return conn_ != nullptr;
+  }
 
   /// Drops the connection (tests: simulate a lost connection).
-  void disconnect() { conn_.reset(); }
+  void disconnect() {
+    conn_.reset();
+  }
 
 private:
   db_result connect();
@@ -87,8 +93,9 @@ bool is_transient_sqlstate(const std::string& state);
 
 /// Adds libpq parameters to a URL or key=value connection string, unless
 /// the string already sets them.
-std::string with_conn_params(const std::string& url,
-                             const std::vector<std::pair<std::string, std::string>>& params);
+std::string with_conn_params(
+  const std::string& url,
+  const std::vector<std::pair<std::string, std::string>>& params);
 
 /// PostgreSQL array literals for unnest()-based batch statements.
 std::string text_array(const std::vector<std::string>& values);

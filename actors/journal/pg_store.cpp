@@ -135,8 +135,7 @@ store_actor::behavior_type reader(reader_pointer self, std::string db_url,
         return out;
       });
     },
-    [=](snapshot_atom,
-        const snapshot_record& snap) -> caf::result<bool> {
+    [=](snapshot_atom, const snapshot_record& snap) -> caf::result<bool> {
       // Best effort: a lost snapshot only makes the next recovery longer.
       auto r = self->state.session->run([&](pqxx::connection& conn) {
         pqxx::work tx{conn};
@@ -160,8 +159,8 @@ struct front_state {
   static inline const char* name = "store";
 };
 
-store_actor::behavior_type front(store_actor::stateful_pointer<front_state> self,
-                                 store_config cfg) {
+store_actor::behavior_type
+front(store_actor::stateful_pointer<front_state> self, store_config cfg) {
   for (std::size_t i = 0; i < std::max<std::size_t>(cfg.readers, 1); ++i)
     self->state.readers.push_back(
       self->spawn<caf::detached + caf::linked>(reader, cfg.db_url, i));

@@ -87,16 +87,16 @@ void prepare_generations(const generations_config& cfg) {
         tx.exec_params("UPDATE projection_generations SET state = 'retired'"
                        " WHERE projection = $1 AND generation = $2",
                        name, g);
-        log_warn("projection", "dropped the interrupted rebuild " + name
-                                 + " g" + std::to_string(g));
+        log_warn("projection", "dropped the interrupted rebuild " + name + " g"
+                                 + std::to_string(g));
       }
       if (auto live = live_generation(tx, name)) {
         if (live->second != cfg.partitions)
           throw std::runtime_error(
-            "projection " + name + " generation "
-            + std::to_string(live->first) + " was built with "
-            + std::to_string(live->second) + " partitions, the node is "
-            + "configured with " + std::to_string(cfg.partitions)
+            "projection " + name + " generation " + std::to_string(live->first)
+            + " was built with " + std::to_string(live->second)
+            + " partitions, the node is " + "configured with "
+            + std::to_string(cfg.partitions)
             + ": rebuild it, or keep the partition count");
         continue;
       }
@@ -107,8 +107,8 @@ void prepare_generations(const generations_config& cfg) {
                      " (projection, generation, state, partitions)"
                      " VALUES ($1, $2, 'live', $3)",
                      name, g, cfg.partitions);
-      log_info("projection", "created " + name + " generation "
-                               + std::to_string(g));
+      log_info("projection",
+               "created " + name + " generation " + std::to_string(g));
     }
     tx.commit();
   } catch (const std::exception& e) {
@@ -127,10 +127,10 @@ int32_t create_build(pqxx::connection& conn, const read_model& p,
                                 " WHERE projection = $1 AND state = 'building'",
                                 p.name());
   if (!running.empty())
-    throw std::invalid_argument(
-      p.name() + " is already being rebuilt (generation "
-      + running[0][0].as<std::string>() + " on node "
-      + running[0][1].as<std::string>() + ")");
+    throw std::invalid_argument(p.name()
+                                + " is already being rebuilt (generation "
+                                + running[0][0].as<std::string>() + " on node "
+                                + running[0][1].as<std::string>() + ")");
   auto g = next_generation(tx, p.name());
   create_tables(tx, p, g, false);
   tx.exec_params("INSERT INTO projection_generations (projection,"
@@ -172,8 +172,8 @@ std::vector<cursor> offsets_of(pqxx::transaction_base& tx,
                       name, generation)) {
     auto p = row[0].as<int32_t>();
     if (p >= 0 && p < partitions)
-      out[static_cast<std::size_t>(p)]
-        = {std::stoull(row[1].as<std::string>()), row[2].as<int64_t>()};
+      out[static_cast<std::size_t>(p)] = {std::stoull(row[1].as<std::string>()),
+                                          row[2].as<int64_t>()};
   }
   return out;
 }
@@ -241,8 +241,7 @@ void drop_generation(pqxx::connection& conn, const read_model& p,
   tx.commit();
 }
 
-void prune_change_log(pqxx::connection& conn,
-                      std::chrono::seconds retention) {
+void prune_change_log(pqxx::connection& conn, std::chrono::seconds retention) {
   pqxx::work tx{conn};
   tx.exec_params("DELETE FROM projection_change_log"
                  " WHERE recorded_at < now() - $1 * interval '1 second'",

@@ -93,8 +93,8 @@ journal::db_result read_sample(pointer self, sample& out) {
   return st.session->run([&](pqxx::connection& conn) {
     out = sample{};
     pqxx::read_transaction tx{conn};
-    for (const auto& r : tx.exec_prepared("partitions", st.cfg.node_id,
-                                          st.cfg.incarnation)) {
+    for (const auto& r :
+         tx.exec_prepared("partitions", st.cfg.node_id, st.cfg.incarnation)) {
       sample::row row;
       row.key = {r[0].as<std::string>(), r[1].as<int32_t>()};
       row.position = r[2].as<int64_t>();
@@ -156,8 +156,8 @@ caf::behavior probe(pointer self, lag_probe_config cfg,
   auto& st = self->state;
   st.cfg = std::move(cfg);
   st.metrics = metrics;
-  st.session = std::make_unique<journal::pg_session>(st.cfg.db_url,
-                                                     "lag-probe", prepare);
+  st.session = std::make_unique<journal::pg_session>(st.cfg.db_url, "lag-probe",
+                                                     prepare);
   self->send(self, tick_atom::value);
   return {
     [=](tick_atom) {

@@ -60,7 +60,7 @@ SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
 
 namespace {
 
-// -- fetcher -------------------------------------------------------------------
+// -- fetcher ------------------------------------------------------------------
 
 void prepare_fetcher(pqxx::connection& c) {
   c.prepare("fetch", log_fetch_sql);
@@ -85,9 +85,8 @@ fetcher(fetcher_actor::stateful_pointer<fetcher_state> self,
         out.events.clear();
         pqxx::nontransaction tx{conn};
         auto tx_text = std::to_string(after.tx);
-        for (const auto& row : tx.exec_prepared("fetch", tx_text,
-                                                after.position, limit,
-                                                until_pos, until_ms)) {
+        for (const auto& row : tx.exec_prepared(
+               "fetch", tx_text, after.position, limit, until_pos, until_ms)) {
           if (row[0].is_null()) {
             out.behind_horizon = row[8].as<bool>();
             continue;
@@ -120,7 +119,7 @@ fetcher(fetcher_actor::stateful_pointer<fetcher_state> self,
   };
 }
 
-// -- reader --------------------------------------------------------------------
+// -- reader -------------------------------------------------------------------
 
 // Committed events wait behind an older open transaction: look again after
 // 2 ms, doubling up to 16 ms while they still wait. The journal's commits
@@ -290,10 +289,10 @@ void publish(pointer self) {
                               < std::tie(b.tx, b.position);
                      });
     caf::anon_send(st.cfg.sink, batch_atom::value,
-               encode_batch(st.cfg.proj->name(), st.cfg.generation,
-                            static_cast<int32_t>(st.cfg.partitions.size()),
-                            st.owned, st.watermark, st.applying_end,
-                            st.changes, st.changes_lost));
+                   encode_batch(st.cfg.proj->name(), st.cfg.generation,
+                                static_cast<int32_t>(st.cfg.partitions.size()),
+                                st.owned, st.watermark, st.applying_end,
+                                st.changes, st.changes_lost));
   }
   st.changes.clear();
   st.changes_lost = false;
@@ -338,8 +337,7 @@ void send_share(pointer self, std::size_t p, partition_batch share) {
   // No timeout: partitions bound their own database calls. A failed share
   // is sent again after a pause (nothing else is in flight to that
   // partition meanwhile, so order holds; partitions skip what they applied).
-  self
-    ->request(st.cfg.partitions[p], caf::infinite, apply_atom::value, share)
+  self->request(st.cfg.partitions[p], caf::infinite, apply_atom::value, share)
     .then(
       [=](partition_ack& ack) {
         auto& st = self->state;
@@ -359,9 +357,9 @@ void send_share(pointer self, std::size_t p, partition_batch share) {
           self->quit(err);
           return;
         }
-        log_warn("projection", label(self) + ": partition " + std::to_string(p)
-                                 + " failed, will resend: "
-                                 + self->system().render(err));
+        log_warn("projection",
+                 label(self) + ": partition " + std::to_string(p)
+                   + " failed, will resend: " + self->system().render(err));
         self->state.failed_shares[p] = share;
         self->delayed_send(self, failure_retry, retry_atom::value,
                            static_cast<uint64_t>(p));
@@ -387,8 +385,9 @@ void fetch(pointer self) {
           if ((st.cfg.until_position > 0 || st.cfg.until_ms > 0)
               && !res.behind_horizon && !st.applying) {
             st.done = true;
-            log_info("projection", label(self) + ": point-in-time build "
-                                     "complete at position "
+            log_info("projection", label(self)
+                                     + ": point-in-time build "
+                                       "complete at position "
                                      + std::to_string(st.watermark.position));
             if (st.cfg.owner)
               caf::anon_send(st.cfg.owner, built_atom::value,
@@ -418,8 +417,8 @@ void fetch(pointer self) {
       },
       [=](caf::error& err) {
         self->state.fetching = false;
-        log_warn("projection", label(self) + ": fetch failed: "
-                                 + self->system().render(err));
+        log_warn("projection",
+                 label(self) + ": fetch failed: " + self->system().render(err));
         schedule_poll(self, failure_retry);
       });
 }

@@ -54,9 +54,10 @@ bool in_window(const tail_state& st, const cursor& after) {
 
 /// The window's events after `after`, at most `limit` of them.
 fetch_result serve(const tail_state& st, const cursor& after, int64_t limit) {
-  auto first = std::upper_bound(
-    st.window.begin(), st.window.end(), after,
-    [](const cursor& c, const raw_event& e) { return c < e.at; });
+  auto first = std::upper_bound(st.window.begin(), st.window.end(), after,
+                                [](const cursor& c, const raw_event& e) {
+                                  return c < e.at;
+                                });
   auto n = std::min<std::ptrdiff_t>(std::distance(first, st.window.end()),
                                     std::max<int64_t>(limit, 1));
   fetch_result out;
@@ -72,9 +73,10 @@ void absorb(tail_state& st, const cursor& after,
   if (!st.anchored || events.empty() || st.hi < after
       || !(st.hi < events.back().at))
     return;
-  auto first = std::upper_bound(
-    events.begin(), events.end(), st.hi,
-    [](const cursor& c, const raw_event& e) { return c < e.at; });
+  auto first = std::upper_bound(events.begin(), events.end(), st.hi,
+                                [](const cursor& c, const raw_event& e) {
+                                  return c < e.at;
+                                });
   st.window.insert(st.window.end(), first, events.end());
   st.hi = events.back().at;
   while (st.window.size() > st.cfg.capacity) {
@@ -84,7 +86,8 @@ void absorb(tail_state& st, const cursor& after,
 }
 
 /// A reader outside the window: fetched for it alone.
-void fetch_direct(pointer self, caf::typed_response_promise<fetch_result> promise,
+void fetch_direct(pointer self,
+                  caf::typed_response_promise<fetch_result> promise,
                   const cursor& after, int64_t limit) {
   count(self->state.direct_fetches);
   self

@@ -82,7 +82,7 @@ void stop_actors(pointer self, const std::vector<caf::actor>& actors) {
       self->send_exit(a, caf::exit_reason::user_shutdown);
 }
 
-// -- live partitions -------------------------------------------------------------
+// -- live partitions ----------------------------------------------------------
 
 void stop_runner(pointer self, const key& k) {
   auto& st = self->state;
@@ -157,7 +157,7 @@ void restart_runners(pointer self) {
       start_runner(self, k, epoch);
 }
 
-// -- dead letters ------------------------------------------------------------------
+// -- dead letters -------------------------------------------------------------
 
 using retry_done = std::function<void(caf::expected<retry_result>)>;
 
@@ -194,8 +194,8 @@ void retry_key(pointer self, const std::string& name, int32_t generation,
   auto ep = st.endpoints.find(owner);
   if (owner < 0 || owner == st.cfg.node_id || ep == st.endpoints.end()) {
     done(caf::make_error(caf::sec::invalid_argument,
-                         "partition " + std::to_string(p) + " of " + name
-                           + " g" + std::to_string(generation)
+                         "partition " + std::to_string(p) + " of " + name + " g"
+                           + std::to_string(generation)
                            + " is not running on a reachable node"));
     return;
   }
@@ -206,7 +206,7 @@ void retry_key(pointer self, const std::string& name, int32_t generation,
           [=](caf::error& err) { done(std::move(err)); });
 }
 
-// -- status ----------------------------------------------------------------------
+// -- status -------------------------------------------------------------------
 
 /// Combines the statuses of one generation's partition readers.
 void combine(std::vector<reader_status>& out, reader_status s) {
@@ -226,14 +226,14 @@ void combine(std::vector<reader_status>& out, reader_status s) {
 
 manager_actor::behavior_type manager(pointer self, manager_config cfg) {
   auto& st = self->state;
-  st.session = std::make_unique<journal::pg_session>(cfg.db_url,
-                                                     "projection-manager",
-                                                     nullptr);
+  st.session = std::make_unique<journal::pg_session>(
+    cfg.db_url, "projection-manager", nullptr);
   st.cfg = std::move(cfg);
   st.tail = spawn_log_tail(self->system(),
                            {st.cfg.db_url,
                             static_cast<std::size_t>(4 * st.cfg.batch_size),
-                            st.cfg.metrics, {}});
+                            st.cfg.metrics,
+                            {}});
   self->attach_functor([tail = st.tail] {
     caf::anon_send_exit(tail, caf::exit_reason::user_shutdown);
   });
@@ -252,8 +252,8 @@ manager_actor::behavior_type manager(pointer self, manager_config cfg) {
     auto k = it->second;
     // Fenced (its generation was swapped out, or the lease moved on) or
     // failed: the next tick starts it again while the lease is held.
-    log_info(component, label(k) + " runner stopped: "
-                          + self->system().render(dm.reason));
+    log_info(component,
+             label(k) + " runner stopped: " + self->system().render(dm.reason));
     st.runner_of.erase(it);
     auto r = st.runners.find(k);
     if (r != st.runners.end() && r->second.reader.address() == dm.source) {
@@ -387,28 +387,30 @@ manager_actor::behavior_type manager(pointer self, manager_config cfg) {
       // The key's partition first; then the partitions a fixed unrouted
       // event was handed to (their dead letters are durable by then).
       auto promise = self->make_response_promise<uint64_t>();
-      retry_key(self, name, g, count, key, [=](caf::expected<retry_result> first) mutable {
-        if (!first) {
-          promise.deliver(first.error());
-          return;
-        }
-        auto total = std::make_shared<uint64_t>(first->applied);
-        auto left = std::make_shared<std::size_t>(first->handed_off.size());
-        if (*left == 0)
-          promise.deliver(*total);
-        for (auto& k : first->handed_off)
-          retry_key(self, name, g, count, k,
-                    [=](caf::expected<retry_result> more) mutable {
-                      if (!more) {
-                        if (promise.pending())
-                          promise.deliver(more.error());
-                        return;
-                      }
-                      *total += more->applied;
-                      if (--*left == 0)
-                        promise.deliver(*total);
-                    });
-      });
+      retry_key(self, name, g, count, key,
+                [=](caf::expected<retry_result> first) mutable {
+                  if (!first) {
+                    promise.deliver(first.error());
+                    return;
+                  }
+                  auto total = std::make_shared<uint64_t>(first->applied);
+                  auto left
+                    = std::make_shared<std::size_t>(first->handed_off.size());
+                  if (*left == 0)
+                    promise.deliver(*total);
+                  for (auto& k : first->handed_off)
+                    retry_key(self, name, g, count, k,
+                              [=](caf::expected<retry_result> more) mutable {
+                                if (!more) {
+                                  if (promise.pending())
+                                    promise.deliver(more.error());
+                                  return;
+                                }
+                                *total += more->applied;
+                                if (--*left == 0)
+                                  promise.deliver(*total);
+                              });
+                });
       return promise;
     },
     [=](retry_atom, const std::string& name, int32_t generation,
@@ -429,11 +431,13 @@ manager_actor::behavior_type manager(pointer self, manager_config cfg) {
     },
     [=](tick_atom) {
       auto& st = self->state;
-      if (!st.leases.empty() && std::chrono::steady_clock::now() > st.next_prune) {
+      if (!st.leases.empty()
+          && std::chrono::steady_clock::now() > st.next_prune) {
         st.next_prune = std::chrono::steady_clock::now() + prune_every;
         auto r = st.session->run([&](pqxx::connection& conn) {
-          prune_change_log(conn, std::chrono::duration_cast<std::chrono::seconds>(
-                                   change_log_retention));
+          prune_change_log(conn,
+                           std::chrono::duration_cast<std::chrono::seconds>(
+                             change_log_retention));
         });
         if (!r)
           log_warn(component, "could not prune the change log: " + r.detail);

@@ -56,8 +56,8 @@ using manager_actor = caf::typed_actor<
   caf::replies_to<retry_atom, int64_t>::with<uint64_t>,
   // (projection, generation, key): retry a key of a partition run here
   // (asked by another node's manager).
-  caf::replies_to<retry_atom, std::string, int32_t, std::string>::with<
-    retry_result>,
+  caf::replies_to<retry_atom, std::string, int32_t,
+                  std::string>::with<retry_result>,
   caf::reacts_to<tick_atom>,
   // (projection, retired generation): a rebuild here was swapped in.
   caf::reacts_to<retire_atom, std::string, int32_t>,

@@ -114,15 +114,14 @@ void check_fence(pointer self, pqxx::transaction_base& tx) {
                        + std::to_string(c.generation) + " is no longer "
                        + f.generation_state);
   if (!f.lease_resource.empty() && row[1].as<int64_t>() == 0)
-    throw fenced_error("lease " + f.lease_resource + "#"
-                       + std::to_string(c.index) + " at epoch "
-                       + std::to_string(f.lease_epoch)
-                       + " is no longer this node's");
+    throw fenced_error(
+      "lease " + f.lease_resource + "#" + std::to_string(c.index) + " at epoch "
+      + std::to_string(f.lease_epoch) + " is no longer this node's");
 }
 
 /// Runs `fn` on the session; a failed fence becomes `fenced` (and stays).
-journal::db_result run_fenced(pointer self,
-                              const std::function<void(pqxx::connection&)>& fn) {
+journal::db_result
+run_fenced(pointer self, const std::function<void(pqxx::connection&)>& fn) {
   auto& st = self->state;
   if (!st.fenced.empty())
     return {journal::db_failure::error, st.fenced};
@@ -137,8 +136,8 @@ journal::db_result run_fenced(pointer self,
   if (!fenced.empty()) {
     st.fenced = fenced;
     log_warn("projection", st.cfg.proj->name() + "/"
-                             + std::to_string(st.cfg.index) + " fenced: "
-                             + fenced);
+                             + std::to_string(st.cfg.index)
+                             + " fenced: " + fenced);
   }
   return r;
 }
@@ -182,9 +181,8 @@ void ensure_loaded(pointer self, pqxx::connection& conn) {
                            : cursor{std::stoull(rows[0][0].as<std::string>()),
                                     rows[0][1].as<int64_t>()};
   st.blocked.clear();
-  for (const auto& row :
-       exec_prepared_sql(tx, blocked_sql, c.proj->name(), c.generation,
-                         c.index))
+  for (const auto& row : exec_prepared_sql(tx, blocked_sql, c.proj->name(),
+                                           c.generation, c.index))
     st.blocked.insert(row[0].as<std::string>());
   st.loaded = true;
 }
@@ -196,8 +194,8 @@ void save_offset(pointer self, pqxx::transaction_base& tx, const cursor& end,
                  uint64_t events, std::vector<change>& changes) {
   auto& st = self->state;
   auto& c = st.cfg;
-  exec_prepared_sql(tx, save_offset_sql, c.proj->name(), c.generation,
-                    c.index, std::to_string(end.tx), end.position,
+  exec_prepared_sql(tx, save_offset_sql, c.proj->name(), c.generation, c.index,
+                    std::to_string(end.tx), end.position,
                     static_cast<int64_t>(events));
   for (auto& ch : changes)
     ch.partition = c.index;
@@ -205,8 +203,8 @@ void save_offset(pointer self, pqxx::transaction_base& tx, const cursor& end,
     return;
   auto batch = encode_batch(c.proj->name(), c.generation, c.count, {c.index},
                             st.offset, end, changes);
-  exec_prepared_sql(tx, change_log_sql, c.proj->name(), c.generation,
-                    c.index, std::to_string(st.offset.tx), st.offset.position,
+  exec_prepared_sql(tx, change_log_sql, c.proj->name(), c.generation, c.index,
+                    std::to_string(st.offset.tx), st.offset.position,
                     std::to_string(end.tx), end.position,
                     pqxx::binarystring{batch});
 }
@@ -466,14 +464,13 @@ caf::result<retry_result> retry_key(pointer self, const std::string& key) {
     caf::anon_send(st.cfg.sink, batch_atom::value,
                    encode_batch(st.cfg.proj->name(), st.cfg.generation,
                                 st.cfg.count, {}, {}, {}, changes));
-  log_info("projection",
-           st.cfg.proj->name() + ": retried key '" + key
-             + "': " + std::to_string(out.applied) + " applied"
-             + (out.handed_off.empty()
-                  ? std::string{}
-                  : ", " + std::to_string(out.handed_off.size())
-                      + " handed to their partitions")
-             + (cleared ? ", unblocked" : ", still blocked"));
+  log_info("projection", st.cfg.proj->name() + ": retried key '" + key
+                           + "': " + std::to_string(out.applied) + " applied"
+                           + (out.handed_off.empty()
+                                ? std::string{}
+                                : ", " + std::to_string(out.handed_off.size())
+                                    + " handed to their partitions")
+                           + (cleared ? ", unblocked" : ", still blocked"));
   return out;
 }
 

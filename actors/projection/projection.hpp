@@ -122,7 +122,9 @@ public:
   /// generation gets them with its tables; a rebuild creates them once it
   /// has caught up, built in one sort from the finished table instead of one
   /// B-tree insert per row it applies (generations.hpp). Empty: none.
-  virtual std::string query_indexes() const { return {}; }
+  virtual std::string query_indexes() const {
+    return {};
+  }
 
   /// The keys an event affects (none: the projection ignores it). Throws
   /// std::runtime_error for an event it cannot decode: the reader then

@@ -145,8 +145,8 @@ using reader_actor = caf::typed_actor<
 
 using fetcher_actor = caf::typed_actor<
   // (after, limit, until position or 0, until recorded_at ms or 0)
-  caf::replies_to<fetch_atom, cursor, int64_t, int64_t, int64_t>::with<
-    fetch_result>,
+  caf::replies_to<fetch_atom, cursor, int64_t, int64_t,
+                  int64_t>::with<fetch_result>,
   // The newest global position (0: empty log).
   caf::replies_to<head_atom>::with<int64_t>>;
 

@@ -4,9 +4,9 @@ namespace shoutflow::projection {
 
 namespace {
 
-prometheus::Family<prometheus::Gauge>&
-gauges(prometheus::Registry& r, const std::string& name,
-       const std::string& help) {
+prometheus::Family<prometheus::Gauge>& gauges(prometheus::Registry& r,
+                                              const std::string& name,
+                                              const std::string& help) {
   return prometheus::BuildGauge().Name(name).Help(help).Register(r);
 }
 
@@ -32,13 +32,13 @@ projection_metrics::projection_metrics(prometheus::Registry& r)
     lag_seconds(gauges(r, "shoutflow_projection_lag_seconds",
                        "Age of the oldest event after a partition's offset "
                        "(0: caught up)")),
-    horizon_blocker_age(gauge(
-      r, "shoutflow_projection_horizon_blocker_age_seconds",
-      "Age of the oldest open transaction holding the gap-safe horizon "
-      "back while committed events wait behind it (0: nothing waits)")),
-    horizon_blocker_pid(gauge(
-      r, "shoutflow_projection_horizon_blocker_pid",
-      "PostgreSQL backend pid of that transaction (0: none)")),
+    horizon_blocker_age(
+      gauge(r, "shoutflow_projection_horizon_blocker_age_seconds",
+            "Age of the oldest open transaction holding the gap-safe horizon "
+            "back while committed events wait behind it (0: nothing waits)")),
+    horizon_blocker_pid(
+      gauge(r, "shoutflow_projection_horizon_blocker_pid",
+            "PostgreSQL backend pid of that transaction (0: none)")),
     horizon_stalls(prometheus::BuildCounter()
                      .Name("shoutflow_projection_horizon_stalls_total")
                      .Help("Lag probes that found committed events behind "

@@ -94,18 +94,17 @@ std::optional<change> from_proto(const v1::ReadModelChange& c) {
   return out;
 }
 
-std::string encode_batch(const std::string& projection, int32_t generation,
-                         int32_t partition_count,
-                         const std::vector<int32_t>& partitions,
-                         const cursor& after, const cursor& to,
-                         const std::vector<change>& changes,
-                         bool changes_lost) {
+std::string
+encode_batch(const std::string& projection, int32_t generation,
+             int32_t partition_count, const std::vector<int32_t>& partitions,
+             const cursor& after, const cursor& to,
+             const std::vector<change>& changes, bool changes_lost) {
   // Built in place on one arena: a timelines batch holds a change per
   // home a post reaches, and a temporary per change (then copied into the
   // batch) was most of the encoding's cost (codec_bench).
   google::protobuf::Arena arena;
-  auto* msg = google::protobuf::Arena::CreateMessage<v1::ReadSideMessage>(
-    &arena);
+  auto* msg
+    = google::protobuf::Arena::CreateMessage<v1::ReadSideMessage>(&arena);
   auto* b = msg->mutable_batch();
   b->set_projection(projection);
   b->set_generation(generation);

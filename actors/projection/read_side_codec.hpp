@@ -23,12 +23,11 @@ void to_proto(const change& c, v1::ReadModelChange* out);
 std::optional<change> from_proto(const v1::ReadModelChange& c);
 
 /// A serialized ReadSideMessage holding one ChangeBatch.
-std::string encode_batch(const std::string& projection, int32_t generation,
-                         int32_t partition_count,
-                         const std::vector<int32_t>& partitions,
-                         const cursor& after, const cursor& to,
-                         const std::vector<change>& changes,
-                         bool changes_lost = false);
+std::string
+encode_batch(const std::string& projection, int32_t generation,
+             int32_t partition_count, const std::vector<int32_t>& partitions,
+             const cursor& after, const cursor& to,
+             const std::vector<change>& changes, bool changes_lost = false);
 
 /// A serialized ReadSideMessage holding one GenerationSwap.
 std::string encode_swap(const std::string& projection, int32_t retired,

@@ -112,16 +112,15 @@ rebuild_actor::behavior_type building(pointer self);
 using finisher_actor
   = caf::typed_actor<caf::replies_to<index_atom>::with<bool>>;
 
-finisher_actor::behavior_type
-finisher(finisher_actor::pointer self, std::string db_url, projection_ptr proj,
-         int32_t generation) {
+finisher_actor::behavior_type finisher(finisher_actor::pointer self,
+                                       std::string db_url, projection_ptr proj,
+                                       int32_t generation) {
   return {
     [=](index_atom) -> caf::result<bool> {
       journal::pg_session session{db_url, "projection-rebuild", nullptr,
                                   finish_timeout};
-      auto r = session.run([&](pqxx::connection& conn) {
-        finish_build(conn, *proj, generation);
-      });
+      auto r = session.run(
+        [&](pqxx::connection& conn) { finish_build(conn, *proj, generation); });
       self->quit();
       if (!r)
         return journal::make_error(journal::db_errc::unavailable, r.detail);
@@ -144,8 +143,9 @@ void finish(pointer self, finished_fn next) {
     finisher, st.cfg.db_url, st.cfg.proj, st.cfg.generation);
   // Stops with the rebuild (after its statement).
   self->link_to(helper);
-  self->request(helper, finish_timeout + std::chrono::minutes(1),
-                index_atom::value)
+  self
+    ->request(helper, finish_timeout + std::chrono::minutes(1),
+              index_atom::value)
     .then(
       [=](bool) {
         self->state.finished = true;
@@ -159,8 +159,8 @@ void finish(pointer self, finished_fn next) {
       },
       [=](caf::error& err) {
         log_warn(component, "could not build the query indexes of "
-                              + label(self) + " ("
-                              + self->system().render(err) + "); will retry");
+                              + label(self) + " (" + self->system().render(err)
+                              + "); will retry");
         next(false);
       });
 }
@@ -183,8 +183,7 @@ bool try_swap_in(pointer self) {
     return false;
   }
   auto name = st.cfg.proj->name();
-  log_info(component, name + ": generation "
-                        + std::to_string(st.cfg.generation)
+  log_info(component, name + ": generation " + std::to_string(st.cfg.generation)
                         + " is live (rebuilt from zero), generation "
                         + std::to_string(out.retired) + " retired");
   if (st.cfg.sink)
@@ -271,9 +270,8 @@ rebuild_actor::behavior_type building(pointer self) {
 rebuild_actor::behavior_type rebuild(pointer self, rebuild_config cfg) {
   auto& st = self->state;
   st.cfg = std::move(cfg);
-  st.session = std::make_unique<journal::pg_session>(st.cfg.db_url,
-                                                     "projection-rebuild",
-                                                     nullptr);
+  st.session = std::make_unique<journal::pg_session>(
+    st.cfg.db_url, "projection-rebuild", nullptr);
   auto& sys = self->system();
   st.fetcher = spawn_fetcher(sys, st.cfg.db_url);
   for (int32_t i = 0; i < st.cfg.partitions; ++i) {

@@ -60,8 +60,7 @@ using rebuild_actor = caf::typed_actor<
   caf::replies_to<retry_atom, std::string>::with<retry_result>,
   // The next step of the swap protocol: on a timer, and from the reader
   // after every batch it applied (with its watermark).
-  caf::reacts_to<tick_atom>,
-  caf::reacts_to<applied_atom, cursor>,
+  caf::reacts_to<tick_atom>, caf::reacts_to<applied_atom, cursor>,
   // From the reader: a point-in-time build is complete.
   caf::reacts_to<built_atom, std::string, int32_t>>;
 

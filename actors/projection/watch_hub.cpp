@@ -20,7 +20,7 @@ namespace {
 constexpr const char* component = "watch-hub";
 using clock_type = std::chrono::steady_clock;
 
-// -- the offsets fallback -----------------------------------------------------------
+// -- the offsets fallback -----------------------------------------------------
 
 /// A live generation's committed offsets, by partition index.
 struct live_offsets {
@@ -102,10 +102,10 @@ poller(poller_actor::stateful_pointer<poller_state> self, std::string url) {
       auto r = self->state.session->run([&](pqxx::connection& conn) {
         out.clear();
         pqxx::read_transaction tx{conn};
-        for (const auto& row : tx.exec_prepared(
-               "change_log", projection, generation, partition,
-               std::to_string(after.tx), after.position,
-               std::to_string(upto.tx), upto.position))
+        for (const auto& row :
+             tx.exec_prepared("change_log", projection, generation, partition,
+                              std::to_string(after.tx), after.position,
+                              std::to_string(upto.tx), upto.position))
           out.push_back(pqxx::binarystring{row[0]}.str());
       });
       if (!r)
@@ -115,7 +115,7 @@ poller(poller_actor::stateful_pointer<poller_state> self, std::string url) {
   };
 }
 
-// -- tracking a projection ------------------------------------------------------------
+// -- tracking a projection ----------------------------------------------------
 
 /// What the hub knows of one generation of a projection.
 struct generation_track {
@@ -204,7 +204,7 @@ struct hub_state {
 
 using pointer = hub_actor::stateful_pointer<hub_state>;
 
-// -- subscribers --------------------------------------------------------------------
+// -- subscribers --------------------------------------------------------------
 
 void forget(pointer self, const caf::actor_addr& addr) {
   auto& st = self->state;
@@ -314,20 +314,20 @@ void lost(pointer self, const std::string& projection, const std::string& why) {
     for (auto it = st.subscribers.lower_bound({kind, std::string{}});
          it != st.subscribers.end() && it->first.first == kind; ++it)
       affected.insert(it->second.begin(), it->second.end());
-  log_warn(component, projection + ": " + why
-                        + (affected.empty()
-                             ? std::string{}
-                             : "; " + std::to_string(affected.size())
-                                 + " Watch stream(s) told to resubscribe"));
+  log_warn(component,
+           projection + ": " + why
+             + (affected.empty() ? std::string{}
+                                 : "; " + std::to_string(affected.size())
+                                     + " Watch stream(s) told to resubscribe"));
   for (auto& sub : affected) {
     caf::anon_send(sub, lost_atom::value,
-                   "changes of " + projection + " may have been missed ("
-                     + why + "); resubscribe");
+                   "changes of " + projection + " may have been missed (" + why
+                     + "); resubscribe");
     forget(self, sub.address());
   }
 }
 
-// -- progress -------------------------------------------------------------------------
+// -- progress -----------------------------------------------------------------
 
 void release_waiters(pointer self) {
   auto& st = self->state;
@@ -456,8 +456,9 @@ void try_switch(pointer self, const std::string& name, projection_track& t,
   log_info(component, name + ": following generation "
                         + std::to_string(t.live.generation));
   if (!continuous)
-    lost(self, name, "the rebuilt generation's changes around the swap did "
-                     "not all reach this node");
+    lost(self, name,
+         "the rebuilt generation's changes around the swap did "
+         "not all reach this node");
   release(self, t);
   release_waiters(self);
 }
@@ -477,8 +478,9 @@ void finish_fill(pointer self, const std::string& name, int32_t generation,
   auto& t = it->second;
   auto& g = t.live;
   if (rows == nullptr)
-    lost(self, name, "missed partition batches could not be read from the "
-                     "change log");
+    lost(self, name,
+         "missed partition batches could not be read from the "
+         "change log");
   else if (!rows->empty())
     log_info(component, name + "/" + std::to_string(p) + ": "
                           + std::to_string(rows->size())
@@ -702,8 +704,9 @@ void on_offsets(pointer self, std::vector<live_offsets>& rows) {
       t.live = std::move(g);
       t.next.reset();
       t.swapped_since.reset();
-      lost(self, row.projection, "generation " + std::to_string(row.generation)
-                                   + " was swapped in without notice");
+      lost(self, row.projection,
+           "generation " + std::to_string(row.generation)
+             + " was swapped in without notice");
       continue;
     }
     t.swapped_since.reset();
@@ -761,8 +764,7 @@ hub_actor::behavior_type hub(pointer self, hub_config cfg) {
     poll(self);
     self->delayed_send(self, cfg.poll, tick_atom::value);
   }
-  self->set_down_handler(
-    [=](caf::down_msg& dm) { forget(self, dm.source); });
+  self->set_down_handler([=](caf::down_msg& dm) { forget(self, dm.source); });
   return {
     [=](batch_atom, const std::string& bytes) {
       v1::ReadSideMessage msg;
@@ -812,11 +814,10 @@ hub_actor::behavior_type hub(pointer self, hub_config cfg) {
       // fallback, frequent only while someone waits.
       auto& cfg = self->state.cfg;
       self->delayed_send(self,
-                         self->state.waiters.empty()
-                           ? std::min(cfg.poll * 5,
-                                      std::max(cfg.poll,
-                                               std::chrono::milliseconds(1000)))
-                           : cfg.poll,
+                         self->state.waiters.empty() ? std::min(
+                           cfg.poll * 5,
+                           std::max(cfg.poll, std::chrono::milliseconds(1000)))
+                                                     : cfg.poll,
                          tick_atom::value);
     },
     [=](retry_atom, const std::string& name, int32_t generation,

@@ -160,9 +160,9 @@ void shouts_projection::apply(pqxx::transaction_base& tx,
   }
   std::map<std::string, shout_doc> docs;
   if (!wanted.empty())
-    for (const auto& row : exec_prepared_sql(tx,
-           expand_ddl(load_sql, suffix),
-           text_array({wanted.begin(), wanted.end()}))) {
+    for (const auto& row :
+         exec_prepared_sql(tx, expand_ddl(load_sql, suffix),
+                           text_array({wanted.begin(), wanted.end()}))) {
       auto& d = docs[row[0].as<std::string>()];
       d.exists = d.stored = true;
       d.author_id = row[1].as<std::string>();

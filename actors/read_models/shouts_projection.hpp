@@ -15,7 +15,9 @@ namespace shoutflow::read_models {
 
 class shouts_projection final : public projection::read_model {
 public:
-  std::string name() const override { return "shouts"; }
+  std::string name() const override {
+    return "shouts";
+  }
   std::vector<std::string> tables() const override;
   std::string ddl() const override;
   std::string query_indexes() const override;

@@ -195,10 +195,9 @@ SELECT p.ord, p.fan_out, h.owner_id
 // ~9 million rows in a rebuild of the bench's 1M-event log
 // (docs/benchmarks.md). A data-modifying WITH runs to completion whether or
 // not the query reads it.
-const std::string follows_quiet_sql
-  = std::string{follows_writes} + "\n)\nSELECT 1";
-const std::string posts_quiet_sql
-  = std::string{posts_writes} + "\n)\nSELECT 1";
+const std::string follows_quiet_sql = std::string{follows_writes}
+                                      + "\n)\nSELECT 1";
+const std::string posts_quiet_sql = std::string{posts_writes} + "\n)\nSELECT 1";
 
 /// $1 author, $2 shout → one row per timeline the shout left (owner; NULL
 /// if none), each with whether it had been fanned out (NULL if it was
@@ -224,8 +223,7 @@ SELECT (SELECT fanned_out FROM was), homes.owner_id
 /// The changes of an unfollow's rows: `feed` for the unfollow itself, one
 /// `entry` change per shout that left the follower's timeline.
 void unfollow_changes(const pqxx::result& rows, const std::string& author,
-                      const std::string& follower,
-                      const projection::cursor& at,
+                      const std::string& follower, const projection::cursor& at,
                       std::vector<change>& changes) {
   for (const auto& row : rows) {
     if (row[0].as<std::string>() == "feed")
@@ -330,10 +328,9 @@ void timelines_projection::apply(pqxx::transaction_base& tx,
       return;
     }
     std::size_t announced = 0; // posts (1-based) whose author changes are out
-    for (const auto& row :
-         exec_prepared_sql(tx, posts, journal::text_array(authors),
-                           journal::text_array(shouts),
-                           cfg_.celebrity_threshold)) {
+    for (const auto& row : exec_prepared_sql(
+           tx, posts, journal::text_array(authors), journal::text_array(shouts),
+           cfg_.celebrity_threshold)) {
       auto ord = row[0].as<std::size_t>();
       auto& p = run_posts[ord - 1];
       auto at = p.raw->at;
@@ -343,12 +340,12 @@ void timelines_projection::apply(pqxx::transaction_base& tx,
                              p.shout, at.position, at.tx});
       } else if (announced < ord) {
         announced = ord;
-        changes.push_back({change::timeline_add, p.author, p.shout,
-                           at.position, at.tx});
+        changes.push_back(
+          {change::timeline_add, p.author, p.shout, at.position, at.tx});
         // Followers' timelines merge it at read time; their Watch streams
         // learn of it from the author's feed.
-        changes.push_back({change::author_post, p.author, p.shout,
-                           at.position, at.tx});
+        changes.push_back(
+          {change::author_post, p.author, p.shout, at.position, at.tx});
       }
     }
     run_posts.clear();
@@ -419,16 +416,15 @@ void timelines_projection::apply(pqxx::transaction_base& tx,
         unfollow_changes(exec_prepared_sql(tx, unfollow, k.key,
                                            e.user_unfollowed().user_id(),
                                            cfg_.cap),
-                         k.key, e.user_unfollowed().user_id(), raw.at,
-                         changes);
+                         k.key, e.user_unfollowed().user_id(), raw.at, changes);
         break;
       case v1::UserEvent::kShoutDeleted: {
         auto& author = k.key;
         auto& shout = e.shout_deleted().shout_id();
         auto rows = exec_prepared_sql(tx, remove, author, shout);
         if (!rows[0][0].is_null() && !rows[0][0].as<bool>())
-          changes.push_back({change::author_remove, author, shout, pos,
-                             raw.at.tx});
+          changes.push_back(
+            {change::author_remove, author, shout, pos, raw.at.tx});
         for (const auto& row : rows)
           if (!row[1].is_null())
             changes.push_back({change::timeline_remove,

@@ -38,9 +38,12 @@ struct timeline_config {
 
 class timelines_projection final : public projection::read_model {
 public:
-  explicit timelines_projection(timeline_config cfg) : cfg_(cfg) {}
+  explicit timelines_projection(timeline_config cfg) : cfg_(cfg) {
+  }
 
-  std::string name() const override { return "timelines"; }
+  std::string name() const override {
+    return "timelines";
+  }
   std::vector<std::string> tables() const override;
   std::string ddl() const override;
   std::string query_indexes() const override;
@@ -49,7 +52,9 @@ public:
              const std::vector<projection::keyed_event>& events,
              std::vector<projection::change>* changes) const override;
 
-  const timeline_config& config() const { return cfg_; }
+  const timeline_config& config() const {
+    return cfg_;
+  }
 
 private:
   timeline_config cfg_;

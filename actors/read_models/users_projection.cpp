@@ -166,9 +166,9 @@ void users_projection::apply(pqxx::transaction_base& tx,
   for (auto& k : events)
     wanted.insert(k.key);
   std::map<std::string, user_doc> docs;
-  for (const auto& row : exec_prepared_sql(tx,
-         expand_ddl(load_sql, suffix),
-         text_array({wanted.begin(), wanted.end()}))) {
+  for (const auto& row :
+       exec_prepared_sql(tx, expand_ddl(load_sql, suffix),
+                         text_array({wanted.begin(), wanted.end()}))) {
     auto& d = docs[row[0].as<std::string>()];
     d.exists = true;
     d.handle = row[1].as<std::string>();
@@ -199,8 +199,8 @@ void users_projection::apply(pqxx::transaction_base& tx,
       if (raw.seq_nr != d.source_seq + 1) {
         log_error("users-projection",
                   "seq_nr continuity violated for " + raw.persistence_id
-                    + ": applied " + std::to_string(d.source_seq)
-                    + ", now got " + std::to_string(raw.seq_nr));
+                    + ": applied " + std::to_string(d.source_seq) + ", now got "
+                    + std::to_string(raw.seq_nr));
         if (violations_ != nullptr)
           violations_->Increment();
       }
@@ -264,8 +264,8 @@ void users_projection::apply(pqxx::transaction_base& tx,
       }
       case v1::UserEvent::kLoginFailed: {
         auto& r = e.login_failed();
-        logins.push_back({k.key, raw.at.position, millis(r.failed_at()),
-                          false, r.client_ip(), r.user_agent()});
+        logins.push_back({k.key, raw.at.position, millis(r.failed_at()), false,
+                          r.client_ip(), r.user_agent()});
         break;
       }
       case v1::UserEvent::EVENT_NOT_SET:
@@ -275,13 +275,12 @@ void users_projection::apply(pqxx::transaction_base& tx,
     d.position = raw.at.position;
     dirty.insert(k.key);
     if (changes != nullptr)
-      changes->push_back(
-        {change::user, k.key, {}, raw.at.position, raw.at.tx});
+      changes->push_back({change::user, k.key, {}, raw.at.position, raw.at.tx});
   }
   if (!dirty.empty()) {
     std::vector<std::string> ids, handles, names, avatars, bios;
-    std::vector<int64_t> created, shouts, followers, following, given,
-      received, last_login, seqs, positions;
+    std::vector<int64_t> created, shouts, followers, following, given, received,
+      last_login, seqs, positions;
     for (auto& id : dirty) {
       auto& d = docs[id];
       ids.push_back(id);
@@ -301,12 +300,11 @@ void users_projection::apply(pqxx::transaction_base& tx,
     }
     exec_prepared_sql(tx, expand_ddl(store_sql, suffix), text_array(ids),
                       text_array(handles), text_array(names),
-                      text_array(avatars), text_array(bios),
-                      int_array(created), int_array(shouts),
-                      int_array(followers), int_array(following),
-                      int_array(given), int_array(received),
-                      int_array(last_login), int_array(seqs),
-                      int_array(positions));
+                      text_array(avatars), text_array(bios), int_array(created),
+                      int_array(shouts), int_array(followers),
+                      int_array(following), int_array(given),
+                      int_array(received), int_array(last_login),
+                      int_array(seqs), int_array(positions));
   }
   if (!logins.empty()) {
     std::vector<std::string> ids, ips, agents;

@@ -22,7 +22,9 @@ public:
   /// `continuity_violations` may be null.
   explicit users_projection(prometheus::Counter* continuity_violations);
 
-  std::string name() const override { return "users"; }
+  std::string name() const override {
+    return "users";
+  }
   std::vector<std::string> tables() const override;
   std::string ddl() const override;
   std::string query_indexes() const override;

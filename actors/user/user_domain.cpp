@@ -30,8 +30,7 @@ user_effect reject(v1::RejectionCode code, std::string field,
 }
 
 user_effect not_registered(const std::string& field = "user_id") {
-  return reject(v1::REJECTION_CODE_NOT_FOUND, field,
-                field + ": no such user");
+  return reject(v1::REJECTION_CODE_NOT_FOUND, field, field + ": no such user");
 }
 
 /// The first fact of `kind`; decide asks for at most one of each kind.
@@ -59,10 +58,9 @@ bool locked(const user_state& s, int64_t now) {
 
 // -- one decide function per command -----------------------------------------
 
-user_effect decide_register(const user_state& s,
-                            const v1::RegisterUserRequest& r,
-                            const entity::facts& facts,
-                            const user_environment& env) {
+user_effect
+decide_register(const user_state& s, const v1::RegisterUserRequest& r,
+                const entity::facts& facts, const user_environment& env) {
   if (s.registered)
     return reject(v1::REJECTION_CODE_ALREADY_EXISTS, "user_id",
                   "user_id: '" + r.user_id() + "' is already registered");
@@ -166,8 +164,8 @@ user_effect decide_post(const user_state& s, const v1::PostShoutRequest& r,
       return missing_fact();
     if (!parent->found)
       return reject(v1::REJECTION_CODE_NOT_FOUND, "reply_to_shout_id",
-                    "reply_to_shout_id: no such shout '"
-                      + r.reply_to_shout_id() + "'");
+                    "reply_to_shout_id: no such shout '" + r.reply_to_shout_id()
+                      + "'");
     reply_author = parent->value;
   }
   v1::UserEvent ev;
@@ -297,7 +295,8 @@ user_effect decide_login(const user_state& s, const v1::LoginRequest& r,
     return with_event(std::move(ev));
   }
   auto window_start = now - env.policy.failure_window_ms;
-  auto recent = std::count_if(s.failed_login_ms.begin(), s.failed_login_ms.end(),
+  auto recent = std::count_if(s.failed_login_ms.begin(),
+                              s.failed_login_ms.end(),
                               [&](int64_t t) { return t >= window_start; });
   auto* e = ev.mutable_login_failed();
   e->set_user_id(s.user_id);
@@ -312,12 +311,12 @@ user_effect decide_login(const user_state& s, const v1::LoginRequest& r,
 
 } // namespace
 
-std::vector<fact_request> needs(const user_state& s,
-                                const v1::UserCommand& command,
-                                const entity::facts& known,
-                                const user_environment& env) {
+std::vector<fact_request>
+needs(const user_state& s, const v1::UserCommand& command,
+      const entity::facts& known, const user_environment& env) {
   auto claim = [](const char* ns, std::string key) {
-    return std::vector<fact_request>{{fact_kind::claim_owner, ns, std::move(key)}};
+    return std::vector<fact_request>{
+      {fact_kind::claim_owner, ns, std::move(key)}};
   };
   switch (command.command_case()) {
     case v1::UserCommand::kRegisterUser: {
@@ -401,7 +400,9 @@ user_effect decide(const user_state& s, const v1::UserCommand& command,
 }
 
 user_state evolve(user_state s, const v1::UserEvent& event) {
-  auto ms = [](const Timestamp& t) { return TimeUtil::TimestampToMilliseconds(t); };
+  auto ms = [](const Timestamp& t) {
+    return TimeUtil::TimestampToMilliseconds(t);
+  };
   switch (event.event_case()) {
     case v1::UserEvent::kUserRegistered: {
       auto& e = event.user_registered();

@@ -58,10 +58,9 @@ using user_effect = entity::effect<v1::UserEvent>;
 
 /// Every fact decide() will need, in a stable order; asked again with the
 /// answers so far (`known`, in request order) until it asks for nothing new.
-std::vector<entity::fact_request> needs(const user_state& state,
-                                        const v1::UserCommand& command,
-                                        const entity::facts& known,
-                                        const user_environment& env);
+std::vector<entity::fact_request>
+needs(const user_state& state, const v1::UserCommand& command,
+      const entity::facts& known, const user_environment& env);
 
 user_effect decide(const user_state& state, const v1::UserCommand& command,
                    const entity::facts& facts, const user_environment& env);

@@ -66,8 +66,8 @@ rejection check_email(const std::string& field, const std::string& value) {
 
 rejection check_password(const std::string& value, std::size_t min) {
   if (value.size() < min)
-    return invalid("password", "must have at least " + std::to_string(min)
-                                 + " bytes");
+    return invalid("password",
+                   "must have at least " + std::to_string(min) + " bytes");
   if (value.size() > max_password)
     return invalid("password", "must be at most " + std::to_string(max_password)
                                  + " bytes");
@@ -160,7 +160,9 @@ rejection validate(const v1::UserCommand& command) {
           return r.email().empty() ? rejection{invalid("email", "is required")}
                                    : check_email("email", r.email());
         },
-        [&] { return check_token("avatar_hash", r.avatar_hash(), max_avatar_hash); },
+        [&] {
+          return check_token("avatar_hash", r.avatar_hash(), max_avatar_hash);
+        },
         [&] { return check_password(r.password(), min_password); });
     }
     case v1::UserCommand::kUpdateProfile: {
@@ -176,14 +178,15 @@ rejection validate(const v1::UserCommand& command) {
           return std::nullopt;
         },
         [&] {
-          return r.has_display_name() ? check_text("display_name",
-                                                   r.display_name(), 0,
-                                                   max_display_name)
-                                      : rejection{};
+          return r.has_display_name()
+                   ? check_text("display_name", r.display_name(), 0,
+                                max_display_name)
+                   : rejection{};
         },
         [&] {
           return r.has_avatar_hash()
-                   ? check_token("avatar_hash", r.avatar_hash(), max_avatar_hash)
+                   ? check_token("avatar_hash", r.avatar_hash(),
+                                 max_avatar_hash)
                    : rejection{};
         },
         [&] {
@@ -218,14 +221,14 @@ rejection validate(const v1::UserCommand& command) {
     }
     case v1::UserCommand::kPostShout: {
       auto& r = command.post_shout();
-      return first_of(
-        [&] { return check_common(r); },
-        [&] { return check_text("text", r.text(), 1, max_text); },
-        [&] {
-          return r.reply_to_shout_id().empty()
-                   ? rejection{}
-                   : check_shout_id("reply_to_shout_id", r.reply_to_shout_id());
-        });
+      return first_of([&] { return check_common(r); },
+                      [&] { return check_text("text", r.text(), 1, max_text); },
+                      [&] {
+                        return r.reply_to_shout_id().empty()
+                                 ? rejection{}
+                                 : check_shout_id("reply_to_shout_id",
+                                                  r.reply_to_shout_id());
+                      });
     }
     case v1::UserCommand::kDeleteShout: {
       auto& r = command.delete_shout();

@@ -16,15 +16,15 @@ namespace shoutflow::user {
 constexpr std::size_t max_user_id = 64;
 constexpr std::size_t max_handle = 15;
 constexpr std::size_t max_command_id = 64;
-constexpr std::size_t max_text = 280;         // code points
-constexpr std::size_t max_display_name = 50;  // code points
-constexpr std::size_t max_bio = 160;          // code points
-constexpr std::size_t max_email = 254;        // bytes
-constexpr std::size_t max_avatar_hash = 128;  // bytes
-constexpr std::size_t min_password = 8;       // bytes, at registration
-constexpr std::size_t max_password = 256;     // bytes
-constexpr std::size_t max_client_ip = 45;     // bytes (IPv6 text form)
-constexpr std::size_t max_user_agent = 512;   // bytes
+constexpr std::size_t max_text = 280;        // code points
+constexpr std::size_t max_display_name = 50; // code points
+constexpr std::size_t max_bio = 160;         // code points
+constexpr std::size_t max_email = 254;       // bytes
+constexpr std::size_t max_avatar_hash = 128; // bytes
+constexpr std::size_t min_password = 8;      // bytes, at registration
+constexpr std::size_t max_password = 256;    // bytes
+constexpr std::size_t max_client_ip = 45;    // bytes (IPv6 text form)
+constexpr std::size_t max_user_agent = 512;  // bytes
 
 using rejection = std::optional<v1::Rejection>;
 

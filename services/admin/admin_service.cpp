@@ -63,8 +63,8 @@ reactor* on_thread_raw(grpc::CallbackServerContext* c,
   }
   if (auto field = invalid_utf8_field(*req); !field.empty()) {
     auto* r = c->DefaultReactor();
-    r->Finish({grpc::StatusCode::INVALID_ARGUMENT,
-               field + ": must be valid UTF-8"});
+    r->Finish(
+      {grpc::StatusCode::INVALID_ARGUMENT, field + ": must be valid UTF-8"});
     return r;
   }
   return on_thread(c, [req, response, work]() -> grpc::Status {
@@ -89,8 +89,8 @@ grpc::Status no_projections() {
 /// Asks the projection manager and waits (on this admin thread).
 template <class Result, class... Ts>
 grpc::Status ask_manager(caf::actor_system& sys,
-                         const projection::manager_actor& manager,
-                         Result& out, Ts&&... xs) {
+                         const projection::manager_actor& manager, Result& out,
+                         Ts&&... xs) {
   caf::scoped_actor self{sys};
   grpc::Status status;
   self->request(manager, manager_timeout, std::forward<Ts>(xs)...)
@@ -138,8 +138,8 @@ reactor* admin_service::GetClusterStatus(ctx* c,
       out->set_address(address(m, m.caf_port));
       for (auto& role : m.roles)
         out->add_roles(role);
-      out->set_heartbeat_age_seconds(
-        static_cast<double>(m.heartbeat_age_ms) / 1000.0);
+      out->set_heartbeat_age_seconds(static_cast<double>(m.heartbeat_age_ms)
+                                     / 1000.0);
       out->set_state(cluster::to_string(m.state));
       out->set_incarnation(m.incarnation);
       out->set_command_address(address(m, m.command_port));
@@ -252,110 +252,114 @@ reactor* admin_service::GetProjectionStatus(
 
 reactor* admin_service::RebuildProjection(ctx* c, const buf* request,
                                           buf* response) {
-  return on_thread_raw<v1::RebuildProjectionRequest, v1::RebuildProjectionResponse>(
+  return on_thread_raw<v1::RebuildProjectionRequest,
+                       v1::RebuildProjectionResponse>(
     c, request, response,
-    [this](const v1::RebuildProjectionRequest* req, v1::RebuildProjectionResponse* resp) -> grpc::Status {
-    if (req->projection().empty())
-      return invalid("projection", "name one (users, shouts, timelines)");
-    if (req->until_position() < 0)
-      return invalid("until_position", "must not be negative");
-    if (!manager_)
-      return no_projections();
-    int64_t until_ms = req->has_until_time()
-                         ? TimeUtil::TimestampToMilliseconds(req->until_time())
-                         : 0;
-    int32_t generation = 0;
-    auto s = ask_manager(sys_, manager_, generation, rebuild_atom::value,
-                         req->projection(), req->until_position(), until_ms);
-    if (s.ok())
-      resp->set_generation(generation);
-    return s;
-  });
+    [this](const v1::RebuildProjectionRequest* req,
+           v1::RebuildProjectionResponse* resp) -> grpc::Status {
+      if (req->projection().empty())
+        return invalid("projection", "name one (users, shouts, timelines)");
+      if (req->until_position() < 0)
+        return invalid("until_position", "must not be negative");
+      if (!manager_)
+        return no_projections();
+      int64_t until_ms
+        = req->has_until_time()
+            ? TimeUtil::TimestampToMilliseconds(req->until_time())
+            : 0;
+      int32_t generation = 0;
+      auto s = ask_manager(sys_, manager_, generation, rebuild_atom::value,
+                           req->projection(), req->until_position(), until_ms);
+      if (s.ok())
+        resp->set_generation(generation);
+      return s;
+    });
 }
 
-reactor* admin_service::ReadStream(ctx* c, const buf* request,
-                                   buf* response) {
+reactor* admin_service::ReadStream(ctx* c, const buf* request, buf* response) {
   return on_thread_raw<v1::ReadStreamRequest, v1::StreamEvents>(
     c, request, response,
-    [this](const v1::ReadStreamRequest* req, v1::StreamEvents* resp) -> grpc::Status {
-    if (auto bad = user::check_user_id("user_id", req->user_id()))
-      return to_status(*bad);
-    if (req->from_seq() < 0)
-      return invalid("from_seq", "must not be negative");
-    if (req->limit() < 0 || req->limit() > 10000)
-      return invalid("limit", "must be between 1 and 10000 (0: 100)");
-    auto limit = req->limit() == 0 ? 100 : req->limit();
-    pqxx::connection conn{db_url_};
-    pqxx::read_transaction tx{conn};
-    resp->set_last_seq_nr(
-      tx.exec_params1("SELECT coalesce(max(seq_nr), 0) FROM events"
-                      " WHERE persistence_id = $1",
-                      "user|" + req->user_id())[0]
-        .as<int64_t>());
-    for (const auto& row : tx.exec_params(
-           "SELECT global_position, seq_nr, event_type, event_version,"
-           "       payload, coalesce(command_id, ''),"
-           "       coalesce(correlation_id, ''),"
-           "       (extract(epoch FROM recorded_at) * 1000)::bigint"
-           "  FROM events WHERE persistence_id = $1 AND seq_nr >= $2"
-           " ORDER BY seq_nr LIMIT $3",
-           "user|" + req->user_id(), req->from_seq(), limit)) {
-      auto* e = resp->add_events();
-      e->set_global_position(row[0].as<int64_t>());
-      e->set_seq_nr(row[1].as<int64_t>());
-      e->set_event_type(row[2].as<std::string>());
-      e->set_event_version(row[3].as<int32_t>());
-      auto decoded = user::decode_event(e->event_type(), e->event_version(),
-                                        pqxx::binarystring{row[4]}.str());
-      if (decoded) {
-        // Operators see what happened, not credentials.
-        if (decoded->has_user_registered())
-          decoded->mutable_user_registered()->set_password_hash("(redacted)");
-        *e->mutable_event() = std::move(*decoded);
+    [this](const v1::ReadStreamRequest* req,
+           v1::StreamEvents* resp) -> grpc::Status {
+      if (auto bad = user::check_user_id("user_id", req->user_id()))
+        return to_status(*bad);
+      if (req->from_seq() < 0)
+        return invalid("from_seq", "must not be negative");
+      if (req->limit() < 0 || req->limit() > 10000)
+        return invalid("limit", "must be between 1 and 10000 (0: 100)");
+      auto limit = req->limit() == 0 ? 100 : req->limit();
+      pqxx::connection conn{db_url_};
+      pqxx::read_transaction tx{conn};
+      resp->set_last_seq_nr(
+        tx.exec_params1("SELECT coalesce(max(seq_nr), 0) FROM events"
+                        " WHERE persistence_id = $1",
+                        "user|" + req->user_id())[0]
+          .as<int64_t>());
+      for (const auto& row : tx.exec_params(
+             "SELECT global_position, seq_nr, event_type, event_version,"
+             "       payload, coalesce(command_id, ''),"
+             "       coalesce(correlation_id, ''),"
+             "       (extract(epoch FROM recorded_at) * 1000)::bigint"
+             "  FROM events WHERE persistence_id = $1 AND seq_nr >= $2"
+             " ORDER BY seq_nr LIMIT $3",
+             "user|" + req->user_id(), req->from_seq(), limit)) {
+        auto* e = resp->add_events();
+        e->set_global_position(row[0].as<int64_t>());
+        e->set_seq_nr(row[1].as<int64_t>());
+        e->set_event_type(row[2].as<std::string>());
+        e->set_event_version(row[3].as<int32_t>());
+        auto decoded = user::decode_event(e->event_type(), e->event_version(),
+                                          pqxx::binarystring{row[4]}.str());
+        if (decoded) {
+          // Operators see what happened, not credentials.
+          if (decoded->has_user_registered())
+            decoded->mutable_user_registered()->set_password_hash("(redacted)");
+          *e->mutable_event() = std::move(*decoded);
+        }
+        e->set_command_id(row[5].as<std::string>());
+        e->set_correlation_id(row[6].as<std::string>());
+        *e->mutable_recorded_at()
+          = TimeUtil::MillisecondsToTimestamp(row[7].as<int64_t>());
       }
-      e->set_command_id(row[5].as<std::string>());
-      e->set_correlation_id(row[6].as<std::string>());
-      *e->mutable_recorded_at()
-        = TimeUtil::MillisecondsToTimestamp(row[7].as<int64_t>());
-    }
-    return grpc::Status::OK;
-  });
+      return grpc::Status::OK;
+    });
 }
 
 reactor* admin_service::ListDeadLetters(ctx* c, const buf* request,
                                         buf* response) {
   return on_thread_raw<v1::ListDeadLettersRequest, v1::DeadLetters>(
     c, request, response,
-    [this](const v1::ListDeadLettersRequest* req, v1::DeadLetters* resp) -> grpc::Status {
-    if (req->limit() < 0 || req->limit() > 10000)
-      return invalid("limit", "must be between 1 and 10000 (0: 100)");
-    auto limit = req->limit() == 0 ? 100 : req->limit();
-    pqxx::connection conn{db_url_};
-    pqxx::read_transaction tx{conn};
-    for (const auto& row : tx.exec_params(
-           "SELECT id, projection, generation, key, global_position,"
-           "       persistence_id, seq_nr, event_type, error,"
-           "       (extract(epoch FROM recorded_at) * 1000)::bigint"
-           "  FROM projection_dead_letters"
-           " WHERE $1 = '' OR projection = $1"
-           " ORDER BY projection, generation, key, tx_id, global_position"
-           " LIMIT $2",
-           req->projection(), limit)) {
-      auto* d = resp->add_dead_letters();
-      d->set_id(row[0].as<int64_t>());
-      d->set_projection(row[1].as<std::string>());
-      d->set_generation(row[2].as<int32_t>());
-      d->set_key(row[3].as<std::string>());
-      d->set_global_position(row[4].as<int64_t>());
-      d->set_persistence_id(row[5].as<std::string>());
-      d->set_seq_nr(row[6].as<int64_t>());
-      d->set_event_type(row[7].as<std::string>());
-      d->set_error(row[8].as<std::string>());
-      *d->mutable_recorded_at()
-        = TimeUtil::MillisecondsToTimestamp(row[9].as<int64_t>());
-    }
-    return grpc::Status::OK;
-  });
+    [this](const v1::ListDeadLettersRequest* req,
+           v1::DeadLetters* resp) -> grpc::Status {
+      if (req->limit() < 0 || req->limit() > 10000)
+        return invalid("limit", "must be between 1 and 10000 (0: 100)");
+      auto limit = req->limit() == 0 ? 100 : req->limit();
+      pqxx::connection conn{db_url_};
+      pqxx::read_transaction tx{conn};
+      for (const auto& row : tx.exec_params(
+             "SELECT id, projection, generation, key, global_position,"
+             "       persistence_id, seq_nr, event_type, error,"
+             "       (extract(epoch FROM recorded_at) * 1000)::bigint"
+             "  FROM projection_dead_letters"
+             " WHERE $1 = '' OR projection = $1"
+             " ORDER BY projection, generation, key, tx_id, global_position"
+             " LIMIT $2",
+             req->projection(), limit)) {
+        auto* d = resp->add_dead_letters();
+        d->set_id(row[0].as<int64_t>());
+        d->set_projection(row[1].as<std::string>());
+        d->set_generation(row[2].as<int32_t>());
+        d->set_key(row[3].as<std::string>());
+        d->set_global_position(row[4].as<int64_t>());
+        d->set_persistence_id(row[5].as<std::string>());
+        d->set_seq_nr(row[6].as<int64_t>());
+        d->set_event_type(row[7].as<std::string>());
+        d->set_error(row[8].as<std::string>());
+        *d->mutable_recorded_at()
+          = TimeUtil::MillisecondsToTimestamp(row[9].as<int64_t>());
+      }
+      return grpc::Status::OK;
+    });
 }
 
 reactor* admin_service::RetryDeadLetter(ctx* c,
@@ -367,8 +371,7 @@ reactor* admin_service::RetryDeadLetter(ctx* c,
     if (!manager_)
       return no_projections();
     uint64_t applied = 0;
-    auto s = ask_manager(sys_, manager_, applied, retry_atom::value,
-                         req->id());
+    auto s = ask_manager(sys_, manager_, applied, retry_atom::value, req->id());
     if (s.ok())
       resp->set_applied(applied);
     return s;

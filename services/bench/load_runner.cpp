@@ -23,8 +23,8 @@ using std::chrono::nanoseconds;
 /// request has a deadline, so this ends).
 void drain(in_flight& flight, const char* what) {
   while (!flight.wait_zero(std::chrono::seconds(10)))
-    std::fprintf(stderr, "shoutflow-bench: %s: %llu requests in flight\n",
-                 what, static_cast<unsigned long long>(flight.count()));
+    std::fprintf(stderr, "shoutflow-bench: %s: %llu requests in flight\n", what,
+                 static_cast<unsigned long long>(flight.count()));
 }
 
 template <class Req, class Resp>
@@ -100,8 +100,8 @@ struct load_runner::impl {
   /// Sends `count` commands built by `build(i)` with K in flight, retrying
   /// transport failures with the same request (hence command id).
   template <class Req, class Build, class Start>
-  phase_result phase(const char* name, uint64_t count, Build build,
-                     Start start) {
+  phase_result
+  phase(const char* name, uint64_t count, Build build, Start start) {
     phase_result r;
     r.name = name;
     r.requests = count;
@@ -177,7 +177,9 @@ struct load_runner::impl {
         return req;
       },
       [](v1::CommandService::Stub& stub, auto* ctx, auto* req, auto* resp,
-         auto cb) { stub.async()->RegisterUser(ctx, req, resp, std::move(cb)); }));
+         auto cb) {
+        stub.async()->RegisterUser(ctx, req, resp, std::move(cb));
+      }));
     auto follows = static_cast<uint64_t>(opt.follows);
     out.phases.push_back(phase<v1::FollowRequest>(
       "follow", n * follows,
@@ -210,7 +212,8 @@ struct load_runner::impl {
     for (auto& p : out.phases)
       if (p.failed > 0) {
         out.ok = false;
-        out.error = std::to_string(p.failed) + " " + p.name + " requests failed";
+        out.error = std::to_string(p.failed) + " " + p.name
+                    + " requests failed";
         return out;
       }
     if (mix_reads(opt.mix) && pool.has_queries())
@@ -260,7 +263,9 @@ struct load_runner::impl {
     bool open_loop;
     std::function<void(clock_type::time_point, bool)> issue;
 
-    run_state(clock_type::time_point s, mix_kind m) : rec(s), picker(m), start(s) {}
+    run_state(clock_type::time_point s, mix_kind m)
+      : rec(s), picker(m), start(s) {
+    }
 
     bool in_window(clock_type::time_point t) const {
       return t >= window_begin && t < window_end;
@@ -377,7 +382,7 @@ struct load_runner::impl {
         return;
       }
       default:
-        std::abort();  // not a load operation: picker's closed set
+        std::abort(); // not a load operation: picker's closed set
     }
   }
 
@@ -389,10 +394,11 @@ struct load_runner::impl {
                             std::chrono::system_clock::now().time_since_epoch())
                             .count();
     st.open_loop = opt.rate > 0;
-    st.window_begin = st.start + duration_cast<nanoseconds>(
-                                   duration<double>(opt.warmup_s));
-    st.window_end = st.window_begin + duration_cast<nanoseconds>(
-                                        duration<double>(opt.duration_s));
+    st.window_begin
+      = st.start + duration_cast<nanoseconds>(duration<double>(opt.warmup_s));
+    st.window_end
+      = st.window_begin
+        + duration_cast<nanoseconds>(duration<double>(opt.duration_s));
     bool no_shouts = shouts.size() == 0;
     st.issue = [&](clock_type::time_point intended, bool chain) {
       auto op = st.picker.pick(thread_rng());
@@ -401,15 +407,16 @@ struct load_runner::impl {
         op = op_kind::get_user;
       auto n = st.sent++;
       st.flight.up();
-      send(st, op, n, [&st, op, intended, chain](bool ok, grpc::StatusCode code) {
-        auto done = clock_type::now();
-        bool counted = st.open_loop ? st.in_window(intended)
-                                    : st.in_window(done);
-        st.rec.add(op, done - intended, ok, code, counted, done);
-        if (chain && !st.stopping.load() && done < st.window_end)
-          st.issue(clock_type::now(), true);
-        st.flight.down();
-      });
+      send(st, op, n,
+           [&st, op, intended, chain](bool ok, grpc::StatusCode code) {
+             auto done = clock_type::now();
+             bool counted = st.open_loop ? st.in_window(intended)
+                                         : st.in_window(done);
+             st.rec.add(op, done - intended, ok, code, counted, done);
+             if (chain && !st.stopping.load() && done < st.window_end)
+               st.issue(clock_type::now(), true);
+             st.flight.down();
+           });
     };
     if (!st.open_loop) {
       for (int k = 0; k < opt.inflight; ++k)
@@ -441,7 +448,8 @@ struct load_runner::impl {
 };
 
 load_runner::load_runner(const options& opt, target_pool& pool)
-  : impl_(std::make_unique<impl>(opt, pool)) {}
+  : impl_(std::make_unique<impl>(opt, pool)) {
+}
 
 load_runner::~load_runner() = default;
 

@@ -34,9 +34,9 @@
 namespace shoutflow::bench {
 
 struct phase_result {
-  std::string name;  // "register_user", "follow", "seed_shout"
+  std::string name; // "register_user", "follow", "seed_shout"
   uint64_t requests = 0;
-  uint64_t duplicates = 0;  // answered as already applied
+  uint64_t duplicates = 0; // answered as already applied
   uint64_t failed = 0;
   double seconds = 0;
 };
@@ -52,9 +52,9 @@ struct prepare_result {
 struct run_result {
   std::map<op_kind, op_stats> window;
   std::vector<second_stats> series;
-  uint64_t sent = 0;          // every request of the run, warm-up included
-  double client_cpu_s = 0;    // this process, over the run
-  double elapsed_s = 0;       // start of warm-up to the last completion
+  uint64_t sent = 0;       // every request of the run, warm-up included
+  double client_cpu_s = 0; // this process, over the run
+  double elapsed_s = 0;    // start of warm-up to the last completion
   /// Wall clock at the start of the load (series t = 0), in ms since the
   /// epoch: lines events of other processes (a SIGKILL) up with the series.
   int64_t started_unix_ms = 0;

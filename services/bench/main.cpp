@@ -47,8 +47,7 @@ int main(int argc, char** argv) {
   r.started_at = utc_timestamp();
 
   bool racing = opt.race > 0;
-  bool writes
-    = mix_writes(opt.mix) || opt.prepare || opt.ready_only || racing;
+  bool writes = mix_writes(opt.mix) || opt.prepare || opt.ready_only || racing;
   bool reads = !racing
                && (mix_reads(opt.mix) || opt.probe_rate > 0 || opt.ready_only);
   target_pool pool{writes ? opt.command_targets : std::vector<std::string>{},

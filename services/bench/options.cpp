@@ -8,9 +8,8 @@ namespace shoutflow::bench {
 
 namespace {
 
-constexpr program cli{
-  "shoutflow-bench",
-  R"(usage: shoutflow-bench [options]
+constexpr program cli{"shoutflow-bench",
+                      R"(usage: shoutflow-bench [options]
 
 Load over gRPC against one ShoutFlow node or a cluster, with a prepare
 phase, a warm-up and a measured window; one JSON report (docs/benchmarks.md).

@@ -30,8 +30,8 @@ struct options {
   /// min_position (op "visible": ack -> visible in the read model).
   double probe_rate = 0;
   std::string prefix = "bench-user-";
-  std::string run_id;  // command ids of the load; random when empty
-  std::string label;   // free text, echoed in the report
+  std::string run_id; // command ids of the load; random when empty
+  std::string label;  // free text, echoed in the report
   int channels = 2;
   int deadline_ms = 10000;
   /// Seconds to wait for every target's health to say SERVING.
@@ -45,7 +45,7 @@ struct options {
   /// Open loop: bound on requests in flight (memory); reaching it delays
   /// sends, which the latency from the scheduled time then shows.
   int max_outstanding = 20000;
-  std::string json_path;  // "" or "-": stdout
+  std::string json_path; // "" or "-": stdout
   bool quiet = false;
   /// The hot-key race instead of a load (race.hpp): calls sent at once.
   int race = 0;

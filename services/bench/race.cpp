@@ -58,9 +58,9 @@ race_result run_race(const options& opt, target_pool& pool) {
                         + std::chrono::milliseconds(opt.deadline_ms));
     pool.command().async()->RegisterUser(
       &r->ctx, &r->req, &r->resp, [&](grpc::Status s) {
-        auto ms = std::chrono::duration<double, std::milli>(clock_type::now()
-                                                            - t0)
-                    .count();
+        auto ms
+          = std::chrono::duration<double, std::milli>(clock_type::now() - t0)
+              .count();
         std::lock_guard<std::mutex> lock{mu};
         latencies.push_back(ms);
         if (s.ok())

@@ -47,13 +47,14 @@ class recorder {
 public:
   using clock_type = std::chrono::steady_clock;
 
-  explicit recorder(clock_type::time_point run_start)
-    : run_start_(run_start) {}
+  explicit recorder(clock_type::time_point run_start) : run_start_(run_start) {
+  }
 
   /// One finished request. `counted`: inside the measured window;
   /// `completed`: when its reply arrived (places it in the series).
   void add(op_kind op, std::chrono::nanoseconds latency, bool ok,
-           grpc::StatusCode code, bool counted, clock_type::time_point completed);
+           grpc::StatusCode code, bool counted,
+           clock_type::time_point completed);
 
   /// Copies, taken once the run has drained.
   std::map<op_kind, op_stats> window() const;

@@ -111,15 +111,16 @@ std::string to_json(const report& r) {
     w.field("started_unix_ms", run.started_unix_ms);
     w.field("client_cpu_s", run.client_cpu_s);
     w.field("client_cpu_us_per_request",
-            run.sent == 0 ? 0.0 : 1e6 * run.client_cpu_s
-                                    / static_cast<double>(run.sent));
+            run.sent == 0
+              ? 0.0
+              : 1e6 * run.client_cpu_s / static_cast<double>(run.sent));
     w.end_object();
 
     uint64_t ok = 0, errors = 0;
     std::map<std::string, uint64_t> codes;
     for (auto& [op, s] : run.window) {
       if (op == op_kind::visible)
-        continue;  // probes ride on the load; not part of its throughput
+        continue; // probes ride on the load; not part of its throughput
       ok += s.ok;
       errors += s.errors;
       for (auto& [code, n] : s.errors_by_code)
@@ -158,8 +159,10 @@ std::string to_json(const report& r) {
       for (auto& [op, p] : sec.ops) {
         w.key(op_name(op)).begin_object();
         w.field("ok", p.ok).field("errors", p.errors);
-        w.field("p50_ms", static_cast<double>(p.latency_ns.percentile(0.5)) / 1e6);
-        w.field("p99_ms", static_cast<double>(p.latency_ns.percentile(0.99)) / 1e6);
+        w.field("p50_ms",
+                static_cast<double>(p.latency_ns.percentile(0.5)) / 1e6);
+        w.field("p99_ms",
+                static_cast<double>(p.latency_ns.percentile(0.99)) / 1e6);
         w.field("max_ms", static_cast<double>(p.latency_ns.max()) / 1e6);
         w.end_object();
       }

@@ -27,8 +27,12 @@ public:
   /// target that did not, in `failed`.
   bool wait_ready(std::chrono::milliseconds timeout, std::string& failed);
 
-  bool has_commands() const { return !commands_.empty(); }
-  bool has_queries() const { return !queries_.empty(); }
+  bool has_commands() const {
+    return !commands_.empty();
+  }
+  bool has_queries() const {
+    return !queries_.empty();
+  }
 
   v1::CommandService::Stub& command();
   v1::QueryService::Stub& query();

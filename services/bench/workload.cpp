@@ -24,15 +24,24 @@ constexpr std::array<mix_entry, 7> mixes{{
 
 const char* op_name(op_kind k) {
   switch (k) {
-    case op_kind::register_user: return "register_user";
-    case op_kind::follow: return "follow";
-    case op_kind::seed_shout: return "seed_shout";
-    case op_kind::post_shout: return "post_shout";
-    case op_kind::get_timeline: return "get_timeline";
-    case op_kind::get_user: return "get_user";
-    case op_kind::get_shout: return "get_shout";
-    case op_kind::floor: return "floor";
-    case op_kind::visible: return "visible";
+    case op_kind::register_user:
+      return "register_user";
+    case op_kind::follow:
+      return "follow";
+    case op_kind::seed_shout:
+      return "seed_shout";
+    case op_kind::post_shout:
+      return "post_shout";
+    case op_kind::get_timeline:
+      return "get_timeline";
+    case op_kind::get_user:
+      return "get_user";
+    case op_kind::get_shout:
+      return "get_shout";
+    case op_kind::floor:
+      return "floor";
+    case op_kind::visible:
+      return "visible";
   }
   return "unknown";
 }

@@ -42,7 +42,15 @@ constexpr std::size_t op_count = 9;
 /// The report's name of an operation ("post_shout").
 const char* op_name(op_kind k);
 
-enum class mix_kind { write, timeline, post, get_user, get_timeline, get_shout, floor };
+enum class mix_kind {
+  write,
+  timeline,
+  post,
+  get_user,
+  get_timeline,
+  get_shout,
+  floor
+};
 
 /// "write" -> mix_kind::write; nullopt for an unknown name.
 std::optional<mix_kind> parse_mix(const std::string& name);
@@ -78,7 +86,8 @@ struct known_shout {
 /// projection has it: read-your-writes is on request, DESIGN.md G6).
 class shout_ids {
 public:
-  explicit shout_ids(std::size_t capacity = 65536) : capacity_(capacity) {}
+  explicit shout_ids(std::size_t capacity = 65536) : capacity_(capacity) {
+  }
   void add(const std::string& id, int64_t position);
   /// A random known shout; nullopt while none is known.
   std::optional<known_shout> any(std::mt19937_64& rng);
@@ -99,9 +108,13 @@ struct user_space {
   std::string prefix;
   int users = 0;
 
-  std::string user_id(int i) const { return prefix + std::to_string(i); }
+  std::string user_id(int i) const {
+    return prefix + std::to_string(i);
+  }
   /// Handles are `b<i>`: 15 characters at most for any index below 10^14.
-  std::string handle(int i) const { return "b" + std::to_string(i); }
+  std::string handle(int i) const {
+    return "b" + std::to_string(i);
+  }
   /// The k-th user that user i follows: spread over the whole population
   /// (stride ~ users / follows), never i itself.
   int follow_target(int i, int k, int follows) const;

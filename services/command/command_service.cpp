@@ -5,10 +5,10 @@
 #include <memory>
 #include <utility>
 
+#include "actors/common/log.hpp"
 #include "actors/common/text.hpp"
 #include "actors/user/user_domain.hpp"
 #include "actors/user/user_validation.hpp"
-#include "actors/common/log.hpp"
 #include "services/common/grpc_status.hpp"
 #include "services/common/lenient_proto.hpp"
 
@@ -64,26 +64,28 @@ command_service::command_service(caf::actor_system& sys,
                                  entity::router_actor router,
                                  command_service_config cfg,
                                  command_metrics* metrics)
-  : sys_(sys), router_(std::move(router)), cfg_(cfg), metrics_(metrics),
+  : sys_(sys),
+    router_(std::move(router)),
+    cfg_(cfg),
+    metrics_(metrics),
     edge_(sys, cfg.edge_actors) {
 }
 
-command_service::raw command_service::dispatch(ctx* c, const char* method,
-                                               const char* command_field,
-                                               const buf* request,
-                                               buf* response) {
+command_service::raw
+command_service::dispatch(ctx* c, const char* method, const char* command_field,
+                          const buf* request, buf* response) {
   auto* reactor = c->DefaultReactor();
   auto started = clock_type::now();
   // Set once the request is known valid, before it is sent anywhere.
   auto correlation_of_log = std::make_shared<std::string>();
-  const auto* series
-    = metrics_ != nullptr ? &metrics_->requests.method(method) : nullptr;
+  const auto* series = metrics_ != nullptr ? &metrics_->requests.method(method)
+                                           : nullptr;
   auto finish = [reactor, started, method, series,
                  corr = correlation_of_log](const grpc::Status& status) {
     if (series != nullptr)
-      series->record(status.error_code(),
-                     std::chrono::duration<double>(clock_type::now() - started)
-                       .count());
+      series->record(
+        status.error_code(),
+        std::chrono::duration<double>(clock_type::now() - started).count());
     if (!status.ok())
       log_outcome(method, status, *corr);
     reactor->Finish(status);
@@ -181,47 +183,46 @@ command_service::raw command_service::dispatch(ctx* c, const char* method,
 }
 
 command_service::raw command_service::RegisterUser(ctx* c, const buf* req,
-                                          buf* resp) {
+                                                   buf* resp) {
   return dispatch(c, "RegisterUser", "register_user", req, resp);
 }
 
 command_service::raw command_service::UpdateProfile(ctx* c, const buf* req,
-                                          buf* resp) {
+                                                    buf* resp) {
   return dispatch(c, "UpdateProfile", "update_profile", req, resp);
 }
 
 command_service::raw command_service::Follow(ctx* c, const buf* req,
-                                          buf* resp) {
+                                             buf* resp) {
   return dispatch(c, "Follow", "follow", req, resp);
 }
 
 command_service::raw command_service::Unfollow(ctx* c, const buf* req,
-                                          buf* resp) {
+                                               buf* resp) {
   return dispatch(c, "Unfollow", "unfollow", req, resp);
 }
 
 command_service::raw command_service::PostShout(ctx* c, const buf* req,
-                                          buf* resp) {
+                                                buf* resp) {
   return dispatch(c, "PostShout", "post_shout", req, resp);
 }
 
 command_service::raw command_service::DeleteShout(ctx* c, const buf* req,
-                                          buf* resp) {
+                                                  buf* resp) {
   return dispatch(c, "DeleteShout", "delete_shout", req, resp);
 }
 
 command_service::raw command_service::LikeShout(ctx* c, const buf* req,
-                                          buf* resp) {
+                                                buf* resp) {
   return dispatch(c, "LikeShout", "like_shout", req, resp);
 }
 
 command_service::raw command_service::UnlikeShout(ctx* c, const buf* req,
-                                          buf* resp) {
+                                                  buf* resp) {
   return dispatch(c, "UnlikeShout", "unlike_shout", req, resp);
 }
 
-command_service::raw command_service::Login(ctx* c, const buf* req,
-                                          buf* resp) {
+command_service::raw command_service::Login(ctx* c, const buf* req, buf* resp) {
   return dispatch(c, "Login", "login", req, resp);
 }
 

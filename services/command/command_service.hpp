@@ -31,16 +31,17 @@ struct command_service_config {
 };
 
 /// Every method takes raw bytes (see services/common/lenient_proto.hpp).
-using command_service_base = v1::CommandService::WithRawCallbackMethod_RegisterUser<
-  v1::CommandService::WithRawCallbackMethod_UpdateProfile<
-    v1::CommandService::WithRawCallbackMethod_Follow<
-      v1::CommandService::WithRawCallbackMethod_Unfollow<
-        v1::CommandService::WithRawCallbackMethod_PostShout<
-          v1::CommandService::WithRawCallbackMethod_DeleteShout<
-            v1::CommandService::WithRawCallbackMethod_LikeShout<
-              v1::CommandService::WithRawCallbackMethod_UnlikeShout<
-                v1::CommandService::WithRawCallbackMethod_Login<
-                  v1::CommandService::Service>>>>>>>>>;
+using command_service_base
+  = v1::CommandService::WithRawCallbackMethod_RegisterUser<
+    v1::CommandService::WithRawCallbackMethod_UpdateProfile<
+      v1::CommandService::WithRawCallbackMethod_Follow<
+        v1::CommandService::WithRawCallbackMethod_Unfollow<
+          v1::CommandService::WithRawCallbackMethod_PostShout<
+            v1::CommandService::WithRawCallbackMethod_DeleteShout<
+              v1::CommandService::WithRawCallbackMethod_LikeShout<
+                v1::CommandService::WithRawCallbackMethod_UnlikeShout<
+                  v1::CommandService::WithRawCallbackMethod_Login<
+                    v1::CommandService::Service>>>>>>>>>;
 
 class command_service final : public command_service_base {
 public:

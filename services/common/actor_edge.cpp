@@ -33,7 +33,9 @@ struct deadline {
   actor_edge::task expired;
 
   /// Earliest first in a std::*_heap.
-  bool operator<(const deadline& other) const { return at > other.at; }
+  bool operator<(const deadline& other) const {
+    return at > other.at;
+  }
 };
 
 struct edge_state {

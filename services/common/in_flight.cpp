@@ -11,7 +11,9 @@ public:
   explicit in_flight_interceptor(prometheus::Gauge& gauge) : gauge_(gauge) {
     gauge_.Increment();
   }
-  ~in_flight_interceptor() override { gauge_.Decrement(); }
+  ~in_flight_interceptor() override {
+    gauge_.Decrement();
+  }
 
   void Intercept(gx::InterceptorBatchMethods* methods) override {
     methods->Proceed();

@@ -55,7 +55,8 @@ bool set_field(const UnknownField& u, const FieldDescriptor* fd, Message* out,
       if (!varint())
         return false;
       auto v = static_cast<int>(u.varint());
-      repeated ? refl->AddEnumValue(out, fd, v) : refl->SetEnumValue(out, fd, v);
+      repeated ? refl->AddEnumValue(out, fd, v)
+               : refl->SetEnumValue(out, fd, v);
       return true;
     }
     case FieldDescriptor::TYPE_INT32:

@@ -35,7 +35,8 @@ public:
   };
 
   rpc_metrics(prometheus::Registry& registry, const std::string& prefix,
-              const std::string& service, const std::vector<std::string>& methods);
+              const std::string& service,
+              const std::vector<std::string>& methods);
 
   /// The series of `method`; unknown methods are a programming error.
   const method_series& method(const std::string& name) const;

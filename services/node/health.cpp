@@ -53,8 +53,8 @@ struct node_health::shared_state {
       return;
     ready = value;
     if (!draining)
-      log_info(component, std::string{value ? "SERVING" : "NOT_SERVING"}
-                            + ": " + why);
+      log_info(component,
+               std::string{value ? "SERVING" : "NOT_SERVING"} + ": " + why);
     publish_ready();
   }
 };
@@ -83,9 +83,8 @@ caf::behavior monitor(caf::stateful_actor<monitor_state>* self,
       auto* me = view.find(st.self_node);
       st.member_up = me != nullptr && me->state == cluster::member_state::up;
       st.shared->set_ready(st.member_up,
-                           st.member_up
-                             ? "this node is up and holds its share"
-                             : "this node is not up in the cluster");
+                           st.member_up ? "this node is up and holds its share"
+                                        : "this node is not up in the cluster");
     },
     [=](tick_atom) {
       auto& st = self->state;
@@ -109,8 +108,7 @@ node_health::~node_health() {
   stop();
 }
 
-void node_health::add_server(grpc::Server* server,
-                             const std::string& service) {
+void node_health::add_server(grpc::Server* server, const std::string& service) {
   auto* health = server->GetHealthCheckService();
   if (health == nullptr)
     return;

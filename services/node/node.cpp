@@ -19,14 +19,14 @@
 #include "actors/entity/persistent_entity.hpp"
 #include "actors/entity/router.hpp"
 #include "actors/entity/shard_region.hpp"
-#include "actors/journal/migrations.hpp"
 #include "actors/journal/journal_coordinator.hpp"
+#include "actors/journal/migrations.hpp"
 #include "actors/journal/pg_store.hpp"
 #include "actors/projection/lag_probe.hpp"
-#include "actors/user/user_aggregate.hpp"
 #include "actors/read_models/shouts_projection.hpp"
 #include "actors/read_models/timelines_projection.hpp"
 #include "actors/read_models/users_projection.hpp"
+#include "actors/user/user_aggregate.hpp"
 #include "services/admin/admin_service.hpp"
 #include "services/command/command_service.hpp"
 #include "services/query/query_service.hpp"
@@ -38,12 +38,10 @@ namespace {
 constexpr const char* component = "node";
 
 /// Builds and starts a gRPC server for one service; returns the bound port.
-std::unique_ptr<grpc::Server> serve(grpc::Service* service,
-                                    const std::string& bind, int port,
-                                    int max_message_bytes, const char* name,
-                                    int* bound,
-                                    services::in_flight_metrics& in_flight,
-                                    prometheus::Gauge& counted_in) {
+std::unique_ptr<grpc::Server>
+serve(grpc::Service* service, const std::string& bind, int port,
+      int max_message_bytes, const char* name, int* bound,
+      services::in_flight_metrics& in_flight, prometheus::Gauge& counted_in) {
   grpc::ServerBuilder builder;
   builder.experimental().SetInterceptorCreators(
     in_flight.interceptors(counted_in, in_flight.watch));
@@ -171,15 +169,13 @@ void node::start() {
     mcfg.incarnation = incarnation_;
     mcfg.metrics = &metrics_->projections;
     projections_ = mcfg.projections;
-    projection::prepare_generations(
-      {cfg_.db_url, mcfg.projections, cfg_.projection_partitions,
-       cfg_.node_id});
+    projection::prepare_generations({cfg_.db_url, mcfg.projections,
+                                     cfg_.projection_partitions, cfg_.node_id});
     manager_ = projection::spawn_manager(sys, std::move(mcfg));
     caf::anon_send(peers_, subscribe_atom::value,
                    caf::actor_cast<caf::actor>(manager_), true);
     lag_probe_ = projection::spawn_lag_probe(
-      sys, {cfg_.db_url, cfg_.node_id, incarnation_},
-      &metrics_->projections);
+      sys, {cfg_.db_url, cfg_.node_id, incarnation_}, &metrics_->projections);
     log_info(component, "projections up: users, shouts, timelines, "
                           + std::to_string(cfg_.projection_partitions)
                           + " partitions each");
@@ -232,10 +228,10 @@ void node::start() {
                      std::move(d));
   };
   if (cfg_.has_role("entities")) {
-    region_ = entity::spawn_shard_region(
-      sys, factory,
-      {cfg_.shards, cfg_.passivate_after, cfg_.max_active_entities},
-      &metrics_->entity);
+    region_ = entity::spawn_shard_region(sys, factory,
+                                         {cfg_.shards, cfg_.passivate_after,
+                                          cfg_.max_active_entities},
+                                         &metrics_->entity);
     log_info(component, "entities up: " + std::to_string(cfg_.shards)
                           + " shards in the cluster, snapshot every "
                           + std::to_string(cfg_.snapshot_every)
@@ -272,19 +268,17 @@ void node::start() {
       services::query_service_config{cfg_.query_max_wait, cfg_.watch_buffer,
                                      &metrics_->query});
     query_server_ = serve(query_service_.get(), cfg_.bind, cfg_.query_port,
-                          cfg_.max_message_bytes, "QueryService",
-                          &query_port_, metrics_->in_flight,
-                          metrics_->in_flight.query);
+                          cfg_.max_message_bytes, "QueryService", &query_port_,
+                          metrics_->in_flight, metrics_->in_flight.query);
   }
   admin_service_ = std::make_unique<services::admin_service>(
     sys, cfg_.db_url,
-    services::admin_node_info{"node-" + std::to_string(cfg_.node_id),
-                              cfg_.bind, cfg_.roles, cfg_.shards},
+    services::admin_node_info{"node-" + std::to_string(cfg_.node_id), cfg_.bind,
+                              cfg_.roles, cfg_.shards},
     manager_);
   admin_server_ = serve(admin_service_.get(), cfg_.bind, cfg_.admin_port,
                         cfg_.max_message_bytes, "AdminService", &admin_port_,
                         metrics_->in_flight, metrics_->in_flight.admin);
-
 
   if (cfg_.metrics_port >= 0) {
     auto address = cfg_.bind + ":" + std::to_string(cfg_.metrics_port);
@@ -320,20 +314,18 @@ void node::join_cluster() {
   auto& sys = *system_;
   auto host = cfg_.advertise_host.empty() ? cfg_.bind : cfg_.advertise_host;
   // The endpoint first: a joined node is reachable at once.
-  endpoint_ = cluster::spawn_endpoint(
-    sys, {region_, caf::actor_cast<caf::actor>(hub_),
-          caf::actor_cast<caf::actor>(manager_)});
+  endpoint_
+    = cluster::spawn_endpoint(sys, {region_, caf::actor_cast<caf::actor>(hub_),
+                                    caf::actor_cast<caf::actor>(manager_)});
   auto published = sys.middleman().publish(
     endpoint_, static_cast<uint16_t>(cfg_.caf_port), cfg_.bind.c_str(), true);
   if (!published)
-    throw std::runtime_error("cannot listen on " + cfg_.bind + ":"
-                             + std::to_string(cfg_.caf_port)
-                             + " for CAF (port in use?): "
-                             + sys.render(published.error()));
+    throw std::runtime_error(
+      "cannot listen on " + cfg_.bind + ":" + std::to_string(cfg_.caf_port)
+      + " for CAF (port in use?): " + sys.render(published.error()));
   caf_port_ = *published;
   log_info(component, "CAF endpoint on " + cfg_.bind + ":"
-                        + std::to_string(caf_port_) + ", reachable as "
-                        + host);
+                        + std::to_string(caf_port_) + ", reachable as " + host);
 
   cluster::membership_config mc;
   mc.db_url = cfg_.db_url;
@@ -350,8 +342,8 @@ void node::join_cluster() {
   mc.lease_ttl = cfg_.lease_ttl;
   cluster::keeper_config kc;
   if (cfg_.has_role("entities")) {
-    mc.resources.push_back({cluster::shard_resource,
-                            static_cast<int32_t>(cfg_.shards), "entities"});
+    mc.resources.push_back(
+      {cluster::shard_resource, static_cast<int32_t>(cfg_.shards), "entities"});
     kc.holders[cluster::shard_resource]
       = caf::actor_cast<cluster::lease_holder_actor>(region_);
   }

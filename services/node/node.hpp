@@ -45,7 +45,7 @@ namespace shoutflow::services {
 class admin_service;
 class command_service;
 class query_service;
-}
+} // namespace shoutflow::services
 
 namespace shoutflow::node {
 
@@ -65,28 +65,62 @@ public:
   void shutdown(std::chrono::milliseconds grace = std::chrono::seconds(10));
 
   /// Bound ports (after start; 0 when the server is not running).
-  int command_port() const { return command_port_; }
-  int query_port() const { return query_port_; }
-  int admin_port() const { return admin_port_; }
-  int metrics_port() const { return metrics_port_; }
-  int caf_port() const { return caf_port_; }
+  int command_port() const {
+    return command_port_;
+  }
+  int query_port() const {
+    return query_port_;
+  }
+  int admin_port() const {
+    return admin_port_;
+  }
+  int metrics_port() const {
+    return metrics_port_;
+  }
+  int caf_port() const {
+    return caf_port_;
+  }
   /// Readiness as gRPC health checking reports it ("" service).
-  bool ready() const { return health_ && health_->ready(); }
+  bool ready() const {
+    return health_ && health_->ready();
+  }
   /// This process's token in the membership table.
-  const std::string& incarnation() const { return incarnation_; }
+  const std::string& incarnation() const {
+    return incarnation_;
+  }
 
-  const node_config& config() const { return cfg_; }
-  caf::actor_system& system() { return *system_; }
-  prometheus::Registry& registry() { return *metrics_->registry; }
-  entity::router_actor router() const { return router_; }
-  entity::region_actor region() const { return region_; }
-  journal::journal_actor journal() const { return journal_; }
-  journal::store_actor store() const { return store_; }
+  const node_config& config() const {
+    return cfg_;
+  }
+  caf::actor_system& system() {
+    return *system_;
+  }
+  prometheus::Registry& registry() {
+    return *metrics_->registry;
+  }
+  entity::router_actor router() const {
+    return router_;
+  }
+  entity::region_actor region() const {
+    return region_;
+  }
+  journal::journal_actor journal() const {
+    return journal_;
+  }
+  journal::store_actor store() const {
+    return store_;
+  }
   /// Invalid without the projections role.
-  projection::manager_actor projections() const { return manager_; }
-  cluster::keeper_actor keeper() const { return keeper_; }
+  projection::manager_actor projections() const {
+    return manager_;
+  }
+  cluster::keeper_actor keeper() const {
+    return keeper_;
+  }
   /// Invalid without the query role.
-  projection::hub_actor hub() const { return hub_; }
+  projection::hub_actor hub() const {
+    return hub_;
+  }
 
 private:
   /// Publishes the CAF endpoint, registers in the membership table and

@@ -13,8 +13,8 @@ namespace shoutflow::node {
 
 namespace {
 
-using setter = std::function<std::optional<std::string>(node_config&,
-                                                        const std::string&)>;
+using setter
+  = std::function<std::optional<std::string>(node_config&, const std::string&)>;
 
 struct option {
   std::string name; // flag without "--"
@@ -44,28 +44,30 @@ std::optional<long long> parse_int(const std::string& s) {
 
 template <class T>
 setter int_setter(T node_config::*field, long long min, long long max) {
-  return [=](node_config& c, const std::string& v) -> std::optional<std::string> {
-    auto n = parse_int(v);
-    if (!n || *n < min || *n > max)
-      return "must be an integer from " + std::to_string(min) + " to "
-             + std::to_string(max);
-    c.*field = static_cast<T>(*n);
-    return std::nullopt;
-  };
+  return
+    [=](node_config& c, const std::string& v) -> std::optional<std::string> {
+      auto n = parse_int(v);
+      if (!n || *n < min || *n > max)
+        return "must be an integer from " + std::to_string(min) + " to "
+               + std::to_string(max);
+      c.*field = static_cast<T>(*n);
+      return std::nullopt;
+    };
 }
 
 template <class D>
 setter duration_setter(D node_config::*field, std::chrono::microseconds min,
                        std::chrono::microseconds max) {
-  return [=](node_config& c, const std::string& v) -> std::optional<std::string> {
-    auto d = parse_duration(v);
-    if (!d || *d < min || *d > max)
-      return "must be a duration like 500us, 20ms, 5s, 2m (from "
-             + std::to_string(min.count()) + "us to "
-             + std::to_string(max.count()) + "us)";
-    c.*field = std::chrono::duration_cast<D>(*d);
-    return std::nullopt;
-  };
+  return
+    [=](node_config& c, const std::string& v) -> std::optional<std::string> {
+      auto d = parse_duration(v);
+      if (!d || *d < min || *d > max)
+        return "must be a duration like 500us, 20ms, 5s, 2m (from "
+               + std::to_string(min.count()) + "us to "
+               + std::to_string(max.count()) + "us)";
+      c.*field = std::chrono::duration_cast<D>(*d);
+      return std::nullopt;
+    };
 }
 
 setter port_setter(int node_config::*field, int min) {
@@ -85,9 +87,8 @@ const std::vector<option>& options() {
     {"roles", "comma-separated roles: command, query, entities, projections",
      "command,query,entities,projections",
      [](node_config& c, const std::string& v) -> std::optional<std::string> {
-       static const std::vector<std::string> known = {"command", "query",
-                                                      "entities",
-                                                      "projections"};
+       static const std::vector<std::string> known
+         = {"command", "query", "entities", "projections"};
        std::vector<std::string> roles;
        std::stringstream in{v};
        std::string role;
@@ -119,8 +120,8 @@ const std::vector<option>& options() {
      port_setter(&node_config::admin_port, 0)},
     {"metrics-port", "Prometheus /metrics HTTP port (-1: off)", "9464",
      port_setter(&node_config::metrics_port, -1)},
-    {"caf-port", "CAF port other nodes connect to (0: any free port)",
-     "50054", port_setter(&node_config::caf_port, 0)},
+    {"caf-port", "CAF port other nodes connect to (0: any free port)", "50054",
+     port_setter(&node_config::caf_port, 0)},
     {"advertise-host",
      "host other nodes reach this one at (default: the bind address; in a "
      "pod, its DNS name)",
@@ -136,18 +137,18 @@ const std::vector<option>& options() {
     {"lease-ttl",
      "lease lifetime; a member silent this long is declared down (at least "
      "three heartbeat intervals)",
-     "3s", duration_setter(&node_config::lease_ttl, milliseconds(100),
-                           minutes(10))},
+     "3s",
+     duration_setter(&node_config::lease_ttl, milliseconds(100), minutes(10))},
     {"shutdown-grace",
-     "SIGTERM: longest the node takes to hand everything off and stop",
-     "20s", duration_setter(&node_config::shutdown_grace, milliseconds(100),
-                            minutes(30))},
+     "SIGTERM: longest the node takes to hand everything off and stop", "20s",
+     duration_setter(&node_config::shutdown_grace, milliseconds(100),
+                     minutes(30))},
     {"drain-delay",
      "SIGTERM: time the node reports NOT_SERVING while still serving, "
      "before it hands off (lets load balancers and Kubernetes endpoints "
      "catch up)",
-     "0s", duration_setter(&node_config::drain_delay, milliseconds(0),
-                           minutes(5))},
+     "0s",
+     duration_setter(&node_config::drain_delay, milliseconds(0), minutes(5))},
     {"shards", "number of user shards (fixed for the cluster's life)", "256",
      int_setter(&node_config::shards, 1, 65536)},
     {"journal-batch-window", "longest wait to gather a group commit", "500us",
@@ -267,7 +268,8 @@ bool node_config::has_role(const std::string& role) const {
 std::optional<std::chrono::microseconds> parse_duration(const std::string& s) {
   using namespace std::chrono;
   std::size_t digits = 0;
-  while (digits < s.size() && std::isdigit(static_cast<unsigned char>(s[digits])))
+  while (digits < s.size()
+         && std::isdigit(static_cast<unsigned char>(s[digits])))
     ++digits;
   if (digits == 0 || digits > 12)
     return std::nullopt;

@@ -170,8 +170,9 @@ void query_pool::run(journal::pg_session& session, std::vector<job>& jobs) {
   // answered: a timeline page is ~200 strings, each its own allocation
   // otherwise.
   google::protobuf::Arena arena;
-  const auto* prototype = google::protobuf::MessageFactory::generated_factory()
-                            ->GetPrototype(m->output_type());
+  const auto* prototype
+    = google::protobuf::MessageFactory::generated_factory()->GetPrototype(
+      m->output_type());
   std::vector<const google::protobuf::Message*> requests;
   std::vector<google::protobuf::Message*> outs;
   for (auto& j : live) {
@@ -197,7 +198,8 @@ void query_pool::run(journal::pg_session& session, std::vector<job>& jobs) {
     if (!r)
       live[i].done(unavailable(r.detail));
     else if (rejections[i])
-      live[i].done({query_answer::rejected, rejections[i]->SerializeAsString()});
+      live[i].done(
+        {query_answer::rejected, rejections[i]->SerializeAsString()});
     else
       live[i].done({query_answer::ok, outs[i]->SerializeAsString()});
   }

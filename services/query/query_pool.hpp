@@ -90,8 +90,12 @@ public:
 
   /// Reads answered from the database, and the statements that answered
   /// them (fewer when reads were coalesced).
-  uint64_t reads_run() const { return reads_run_.load(); }
-  uint64_t statements_run() const { return statements_run_.load(); }
+  uint64_t reads_run() const {
+    return reads_run_.load();
+  }
+  uint64_t statements_run() const {
+    return statements_run_.load();
+  }
 
 private:
   struct job {

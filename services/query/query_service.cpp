@@ -31,7 +31,7 @@ grpc::Status rejection_status(const std::string& bytes) {
   return to_status(r);
 }
 
-// -- unary reads -------------------------------------------------------------------
+// -- unary reads --------------------------------------------------------------
 
 /// One read in flight: its inputs and how to answer it.
 struct read_call {
@@ -91,33 +91,33 @@ void fail(caf::event_based_actor* self, const call_ptr& call,
 /// Hands the read to the pool, which finishes the RPC on its thread.
 void query(const call_ptr& call) {
   call->pool->read(call->method, std::move(call->request), call->deadline,
-             [call = call](query_answer a) {
-               switch (a.kind) {
-                 case query_answer::ok: {
-                   grpc::Slice slice(a.bytes);
-                   *call->response = grpc::ByteBuffer(&slice, 1);
-                   call->finish(grpc::Status::OK);
-                   break;
-                 }
-                 case query_answer::rejected:
-                   call->finish(rejection_status(a.bytes));
-                   break;
-                 case query_answer::expired:
-                   call->finish(out_of_time(*call));
-                   break;
-                 case query_answer::unavailable:
-                   call->finish({grpc::StatusCode::UNAVAILABLE,
-                                 "unavailable: " + a.bytes});
-                   break;
-               }
-             });
+                   [call = call](query_answer a) {
+                     switch (a.kind) {
+                       case query_answer::ok: {
+                         grpc::Slice slice(a.bytes);
+                         *call->response = grpc::ByteBuffer(&slice, 1);
+                         call->finish(grpc::Status::OK);
+                         break;
+                       }
+                       case query_answer::rejected:
+                         call->finish(rejection_status(a.bytes));
+                         break;
+                       case query_answer::expired:
+                         call->finish(out_of_time(*call));
+                         break;
+                       case query_answer::unavailable:
+                         call->finish({grpc::StatusCode::UNAVAILABLE,
+                                       "unavailable: " + a.bytes});
+                         break;
+                     }
+                   });
 }
 
 void await(caf::event_based_actor* self, const call_ptr& call,
            const projection::cursor& c) {
   self
-    ->request(call->hub, remaining(call), await_atom::value,
-              call->projections, c)
+    ->request(call->hub, remaining(call), await_atom::value, call->projections,
+              c)
     .then([=](bool) { query(call); },
           [=](caf::error& err) { fail(self, call, err); });
 }
@@ -146,8 +146,7 @@ void resolve(caf::event_based_actor* self, const call_ptr& call) {
       [=](caf::error& err) { fail(self, call, err); });
 }
 
-
-// -- Watch ------------------------------------------------------------------------------
+// -- Watch --------------------------------------------------------------------
 
 class watch_stream;
 
@@ -157,9 +156,12 @@ class watch_stream;
 class watch_outbox {
 public:
   watch_outbox(std::size_t capacity, query_metrics* metrics)
-    : capacity_(capacity), metrics_(metrics) {}
+    : capacity_(capacity), metrics_(metrics) {
+  }
 
-  query_metrics* metrics() const { return metrics_; }
+  query_metrics* metrics() const {
+    return metrics_;
+  }
 
   /// Messages pushed before the stream exists wait for it.
   void attach(watch_stream* r);
@@ -205,7 +207,9 @@ public:
     outbox_->attach(this);
   }
 
-  void OnWriteDone(bool ok) override { outbox_->on_write_done(ok); }
+  void OnWriteDone(bool ok) override {
+    outbox_->on_write_done(ok);
+  }
 
   void OnCancel() override {
     outbox_->finish({grpc::StatusCode::CANCELLED, "cancelled"});
@@ -402,8 +406,7 @@ void read_failed(session_pointer self, const std::string& why) {
     return;
   }
   if (st.read_failures == 1)
-    log_warn("watch", "a document could not be read (" + why
-                        + "); retrying");
+    log_warn("watch", "a document could not be read (" + why + "); retrying");
   self->delayed_send(self, read_retry, tick_atom::value);
 }
 
@@ -470,9 +473,7 @@ void process_next(session_pointer self) {
         }
         done_with_item(self);
       },
-      [=](caf::error& err) {
-        read_failed(self, self->system().render(err));
-      });
+      [=](caf::error& err) { read_failed(self, self->system().render(err)); });
 }
 
 /// The current documents of a subscription, to send before any change.
@@ -604,14 +605,14 @@ query_service::raw query_service::dispatch(ctx* c, const char* method,
   auto parsed = new_query_message(*m, true);
   std::string bytes;
   if (!buffer_bytes(*request, &bytes) || !parse_lenient(bytes, parsed.get())) {
-    call->finish({grpc::StatusCode::INVALID_ARGUMENT,
-                  std::string{"request: not a valid "}
-                    + m->input_type()->name()});
+    call->finish(
+      {grpc::StatusCode::INVALID_ARGUMENT,
+       std::string{"request: not a valid "} + m->input_type()->name()});
     return reactor;
   }
   if (auto field = invalid_utf8_field(*parsed); !field.empty()) {
-    call->finish({grpc::StatusCode::INVALID_ARGUMENT,
-                  field + ": must be valid UTF-8"});
+    call->finish(
+      {grpc::StatusCode::INVALID_ARGUMENT, field + ": must be valid UTF-8"});
     return reactor;
   }
   if (auto bad = validate_query(method, *parsed, query_limits{})) {
@@ -627,8 +628,8 @@ query_service::raw query_service::dispatch(ctx* c, const char* method,
     auto left = std::chrono::duration_cast<milliseconds>(
       c->deadline() - std::chrono::system_clock::now());
     if (left.count() <= 0) {
-      call->finish({grpc::StatusCode::DEADLINE_EXCEEDED,
-                    "deadline already passed"});
+      call->finish(
+        {grpc::StatusCode::DEADLINE_EXCEEDED, "deadline already passed"});
       return reactor;
     }
     timeout = std::min(timeout, left);
@@ -655,8 +656,7 @@ query_service::raw query_service::GetUser(ctx* c, const buf* req, buf* resp) {
   return dispatch(c, "GetUser", req, resp);
 }
 
-query_service::raw query_service::GetShout(ctx* c, const buf* req,
-                                           buf* resp) {
+query_service::raw query_service::GetShout(ctx* c, const buf* req, buf* resp) {
   return dispatch(c, "GetShout", req, resp);
 }
 
@@ -724,14 +724,13 @@ query_service::Watch(ctx*, const buf* request) {
   if (bad)
     return refuse(to_status(*bad));
   if (!hub_)
-    return refuse({grpc::StatusCode::UNAVAILABLE,
-                   "watch: this node has no watch hub"});
+    return refuse(
+      {grpc::StatusCode::UNAVAILABLE, "watch: this node has no watch hub"});
   projection::subscription sub;
   sub.user_ids.assign(req.user_ids().begin(), req.user_ids().end());
   sub.shout_ids.assign(req.shout_ids().begin(), req.shout_ids().end());
   sub.timeline_owner = req.timeline_user_id();
-  auto session_actor
-    = sys_.spawn(session, outbox, workers_, hub_, sub);
+  auto session_actor = sys_.spawn(session, outbox, workers_, hub_, sub);
   return new watch_stream(outbox, session_actor);
 }
 

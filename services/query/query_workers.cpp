@@ -49,10 +49,10 @@ front_actor::behavior_type front(front_actor::pointer self,
   // Something that runs `deliver` in this actor, for a pool thread to call
   // once the job is done. It holds a handle only while the job is out.
   auto back = [self] {
-    return [me = caf::actor_cast<front_actor>(self)](
-             std::function<void()> deliver) {
-      caf::anon_send(me, front_task{std::move(deliver)});
-    };
+    return
+      [me = caf::actor_cast<front_actor>(self)](std::function<void()> deliver) {
+        caf::anon_send(me, front_task{std::move(deliver)});
+      };
   };
   return {
     [=](query_atom, const std::string& method,
@@ -110,10 +110,10 @@ front_actor::behavior_type front(front_actor::pointer self,
           auto rows = tx.exec_params("SELECT tx_id::text FROM events"
                                      " WHERE global_position = $1",
                                      position);
-          *c = rows.empty() ? projection::cursor{}
-                            : projection::cursor{
-                              std::stoull(rows[0][0].as<std::string>()),
-                              position};
+          *c = rows.empty()
+                 ? projection::cursor{}
+                 : projection::cursor{std::stoull(rows[0][0].as<std::string>()),
+                                      position};
         },
         [back = back(), rp, c](const journal::db_result& r) mutable {
           back([rp, c, r]() mutable {

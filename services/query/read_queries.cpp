@@ -25,12 +25,12 @@ v1::Rejection invalid(const std::string& field, const std::string& why) {
 
 v1::Rejection not_found(const std::string& field, const std::string& id) {
   return make_rejection(v1::REJECTION_CODE_NOT_FOUND, field,
-                        field + ": no such " + (field == "shout_id" ? "shout"
-                                                                    : "user")
-                          + " '" + id + "'");
+                        field + ": no such "
+                          + (field == "shout_id" ? "shout" : "user") + " '" + id
+                          + "'");
 }
 
-// -- rows -> views ---------------------------------------------------------------
+// -- rows -> views ------------------------------------------------------------
 
 constexpr const char* user_cols = R"sql(
   u.user_id, u.handle, u.display_name, u.avatar_hash, u.bio,
@@ -187,7 +187,7 @@ std::string search_expression(const std::string& query) {
 constexpr char b64[]
   = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
-// -- the statements --------------------------------------------------------------
+// -- the statements -----------------------------------------------------------
 // Prepared once per connection (prepare_queries): a read is one round trip
 // with a cached plan. Each read is a single statement, so it sees one
 // snapshot without a transaction around it; the existence check that tells
@@ -243,7 +243,8 @@ SELECT r.i, t.*
   FROM unnest($1::text[], $2::text[], $3::int[])
          WITH ORDINALITY AS r(owner_id, after, size, i)
  CROSS JOIN LATERAL (
-  SELECT )sql"} + shout_cols + R"sql(
+  SELECT )sql"} + shout_cols
+                      + R"sql(
     FROM (
       SELECT shout_id FROM (
         (SELECT shout_id FROM rm_home WHERE owner_id = r.owner_id
@@ -263,10 +264,9 @@ SELECT r.i, t.*
    WHERE NOT s.deleted AND (r.after = '' OR s.shout_id < r.after)
    ORDER BY s.shout_id DESC LIMIT r.size) t
  ORDER BY r.i, t.shout_id DESC)sql"},
-    {"q_user_shouts",
-     select_shouts("s.author_id = $1 AND NOT s.deleted"
-                   " AND ($2 = '' OR s.shout_id < $2)"
-                   " ORDER BY s.shout_id DESC LIMIT $3")},
+    {"q_user_shouts", select_shouts("s.author_id = $1 AND NOT s.deleted"
+                                    " AND ($2 = '' OR s.shout_id < $2)"
+                                    " ORDER BY s.shout_id DESC LIMIT $3")},
     {"q_followers", select_follows(true)},
     {"q_following", select_follows(false)},
     {"q_logins", "SELECT (extract(epoch FROM at) * 1000)::bigint, success,"
@@ -281,7 +281,7 @@ SELECT r.i, t.*
   return all;
 }
 
-// -- the queries -----------------------------------------------------------------
+// -- the queries --------------------------------------------------------------
 
 /// An empty page of `user_id`'s: NOT_FOUND if there is no such user.
 query_rejection empty_page(pqxx::transaction_base& tx, std::size_t rows,
@@ -291,8 +291,7 @@ query_rejection empty_page(pqxx::transaction_base& tx, std::size_t rows,
   return std::nullopt;
 }
 
-void shout_page(const pqxx::result& rows, int32_t size,
-                v1::TimelinePage& out) {
+void shout_page(const pqxx::result& rows, int32_t size, v1::TimelinePage& out) {
   for (const auto& row : rows)
     to_shout(row, out.add_shouts());
   if (static_cast<int32_t>(rows.size()) == size)
@@ -337,10 +336,9 @@ get_timelines(pqxx::transaction_base& tx,
   return out;
 }
 
-query_rejection get_user_shouts(pqxx::transaction_base& tx,
-                                const v1::GetUserShoutsRequest& r,
-                                v1::TimelinePage& out,
-                                const query_limits& limits) {
+query_rejection
+get_user_shouts(pqxx::transaction_base& tx, const v1::GetUserShoutsRequest& r,
+                v1::TimelinePage& out, const query_limits& limits) {
   auto after = decode_page_token(r.page_token()).value_or("");
   auto size = page_size(r, "page_size", limits);
   auto rows = tx.exec_prepared("q_user_shouts", r.user_id(), after, size);
@@ -365,8 +363,8 @@ query_rejection list_follows(pqxx::transaction_base& tx,
     to_user(row, out.add_users());
   if (static_cast<int32_t>(rows.size()) == size) {
     auto& last = rows[rows.size() - 1];
-    out.set_next_page_token(encode_page_token(
-      last[12].as<std::string>() + ":" + last[0].as<std::string>()));
+    out.set_next_page_token(encode_page_token(last[12].as<std::string>() + ":"
+                                              + last[0].as<std::string>()));
   }
   return empty_page(tx, rows.size(), user_id);
 }
@@ -388,8 +386,8 @@ query_rejection get_login_history(pqxx::transaction_base& tx,
 }
 
 query_rejection search_users(pqxx::transaction_base& tx,
-                             const v1::SearchUsersRequest& r,
-                             v1::UserPage& out, const query_limits& limits) {
+                             const v1::SearchUsersRequest& r, v1::UserPage& out,
+                             const query_limits& limits) {
   for (const auto& row :
        tx.exec_prepared("q_search", search_expression(r.query()),
                         page_size(r, "limit", limits)))
@@ -412,11 +410,9 @@ query_rejection validate_query(const std::string& method,
     if (has_field(m, field)) {
       auto n = int_field(m, field);
       if (n < 0 || n > limits.max_page_size)
-        return invalid(field, "must be between 1 and "
-                                + std::to_string(limits.max_page_size)
-                                + " (0: " + std::to_string(
-                                  limits.default_page_size)
-                                + ")");
+        return invalid(
+          field, "must be between 1 and " + std::to_string(limits.max_page_size)
+                   + " (0: " + std::to_string(limits.default_page_size) + ")");
     }
   if (has_field(m, "min_position") && int_field(m, "min_position") < 0)
     return invalid("min_position", "must not be negative");
@@ -451,7 +447,8 @@ query_rejection validate_query(const std::string& method,
   return std::nullopt;
 }
 
-const google::protobuf::MethodDescriptor* query_method(const std::string& name) {
+const google::protobuf::MethodDescriptor*
+query_method(const std::string& name) {
   return v1::UserView::descriptor()
     ->file()
     ->FindServiceByName("QueryService")
@@ -481,9 +478,8 @@ std::vector<std::string> projections_read_by(const std::string& method) {
 }
 
 int64_t min_position_of(const google::protobuf::Message& request) {
-  return has_field(request, "min_position")
-           ? int_field(request, "min_position")
-           : 0;
+  return has_field(request, "min_position") ? int_field(request, "min_position")
+                                            : 0;
 }
 
 void prepare_queries(pqxx::connection_base& conn) {

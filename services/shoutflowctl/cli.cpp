@@ -142,8 +142,8 @@ bool apply_global(const std::string& where, const std::string& name,
     else if (value == "json")
       g.output = output_format::json;
     else {
-      usage_error(where, "--output: expected text or json, got '" + value
-                           + "'");
+      usage_error(where,
+                  "--output: expected text or json, got '" + value + "'");
       return false;
     }
   }
@@ -154,12 +154,15 @@ bool apply_global(const std::string& where, const std::string& name,
 class command_line {
 public:
   explicit command_line(std::vector<std::string> args)
-    : args_(std::move(args)) {}
+    : args_(std::move(args)) {
+  }
 
   /// --help or -h was seen anywhere.
   bool help = false;
 
-  bool at_end() const { return next_ >= args_.size(); }
+  bool at_end() const {
+    return next_ >= args_.size();
+  }
 
   /// Global flags before the subcommand's name.
   exit_code globals_before_subcommand(global_options& g) {
@@ -202,7 +205,7 @@ public:
       return exit_code::ok;
     }
     std::string action = !at_end() && !is_flag(args_[next_]) ? args_[next_]
-                                                              : "";
+                                                             : "";
     for (auto* c : group)
       if (c->name == word + " " + action)
         spec = c;
@@ -221,11 +224,12 @@ public:
     }
     std::string actions;
     for (auto* c : group)
-      actions += (actions.empty() ? "" : ", ") + c->name.substr(word.size() + 1);
+      actions += (actions.empty() ? "" : ", ")
+                 + c->name.substr(word.size() + 1);
     return usage_error(word, action.empty()
                                ? "missing action (one of: " + actions + ")"
-                               : "unknown action '" + action + "' (one of: "
-                                   + actions + ")");
+                               : "unknown action '" + action
+                                   + "' (one of: " + actions + ")");
   }
 
   /// The rest: the subcommand's flags and positionals, and global flags.
@@ -282,8 +286,8 @@ private:
       return exit_code::ok;
     }
     if (next_ + 1 >= args_.size())
-      return usage_error(where, f.name + " needs a value (" + f.value_name
-                                  + ")");
+      return usage_error(where,
+                         f.name + " needs a value (" + f.value_name + ")");
     value = args_[++next_];
     return exit_code::ok;
   }
@@ -307,10 +311,14 @@ bool parsed_args::has(const std::string& flag) const {
 
 const std::vector<command_spec>& commands() {
   static const std::vector<command_spec> all = {
-    cluster_command(),           stream_command(),
-    projections_command(),       rebuild_command(),
-    dead_letters_list_command(), dead_letters_retry_command(),
-    migrate_command(),           list_command(),
+    cluster_command(),
+    stream_command(),
+    projections_command(),
+    rebuild_command(),
+    dead_letters_list_command(),
+    dead_letters_retry_command(),
+    migrate_command(),
+    list_command(),
     call_command(),
   };
   return all;
@@ -318,9 +326,8 @@ const std::vector<command_spec>& commands() {
 
 exit_code fail(const std::string& subcommand, exit_code code,
                const std::string& message) {
-  std::cerr << "shoutflowctl: "
-            << (subcommand.empty() ? "" : subcommand + ": ") << message
-            << "\n";
+  std::cerr << "shoutflowctl: " << (subcommand.empty() ? "" : subcommand + ": ")
+            << message << "\n";
   return code;
 }
 
@@ -332,10 +339,9 @@ exit_code usage_error(const std::string& subcommand,
   return exit_code::usage;
 }
 
-std::optional<int64_t> parse_int(const std::string& subcommand,
-                                 const std::string& what,
-                                 const std::string& text, int64_t min,
-                                 int64_t max) {
+std::optional<int64_t>
+parse_int(const std::string& subcommand, const std::string& what,
+          const std::string& text, int64_t min, int64_t max) {
   errno = 0;
   char* end = nullptr;
   auto v = std::strtoll(text.c_str(), &end, 10);
@@ -348,10 +354,9 @@ std::optional<int64_t> parse_int(const std::string& subcommand,
   return v;
 }
 
-std::optional<int64_t> int_flag(const std::string& subcommand,
-                                const parsed_args& args,
-                                const std::string& flag, int64_t fallback,
-                                int64_t min, int64_t max) {
+std::optional<int64_t>
+int_flag(const std::string& subcommand, const parsed_args& args,
+         const std::string& flag, int64_t fallback, int64_t min, int64_t max) {
   auto text = args.value(flag);
   if (!text)
     return fallback;

@@ -110,16 +110,14 @@ exit_code usage_error(const std::string& subcommand,
 /// Parses `text`, the argument `what` ("ID", "--limit"), as an integer
 /// within [min, max]; nothing (after a usage message naming it) when it is
 /// not one.
-std::optional<int64_t> parse_int(const std::string& subcommand,
-                                 const std::string& what,
-                                 const std::string& text, int64_t min,
-                                 int64_t max);
+std::optional<int64_t>
+parse_int(const std::string& subcommand, const std::string& what,
+          const std::string& text, int64_t min, int64_t max);
 
 /// parse_int for a flag that may be absent (then `fallback`).
-std::optional<int64_t> int_flag(const std::string& subcommand,
-                                const parsed_args& args,
-                                const std::string& flag, int64_t fallback,
-                                int64_t min, int64_t max);
+std::optional<int64_t>
+int_flag(const std::string& subcommand, const parsed_args& args,
+         const std::string& flag, int64_t fallback, int64_t min, int64_t max);
 
 /// "2", "2.5", "2s" or "500ms" as a positive duration.
 std::optional<std::chrono::milliseconds>

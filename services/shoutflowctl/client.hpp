@@ -39,8 +39,9 @@ public:
   explicit admin_client(const global_options& g);
 
   template <class Request, class Response>
-  using method = grpc::Status (v1::AdminService::Stub::*)(
-    grpc::ClientContext*, const Request&, Response*);
+  using method = grpc::Status (v1::AdminService::Stub::*)(grpc::ClientContext*,
+                                                          const Request&,
+                                                          Response*);
 
   /// One unary call with the --timeout deadline.
   template <class Request, class Response>
@@ -50,7 +51,9 @@ public:
     return (stub_.get()->*m)(ctx.get(), request, response);
   }
 
-  const std::string& address() const { return address_; }
+  const std::string& address() const {
+    return address_;
+  }
 
 private:
   std::string address_;

@@ -56,13 +56,12 @@ exit_code run_list(const global_options& g, const parsed_args& args) {
   table t({"ID", "PROJECTION", "GEN", "KEY", "POSITION", "STREAM", "SEQ",
            "TYPE", "RECORDED", "ERROR"});
   for (auto& d : letters.dead_letters())
-    t.add({std::to_string(d.id()), d.projection(),
-           std::to_string(d.generation()), d.key(),
-           std::to_string(d.global_position()), d.persistence_id(),
-           std::to_string(d.seq_nr()), d.event_type(),
-           format_time(d.recorded_at()),
-           d.error().empty() ? "(parked behind an earlier one of its key)"
-                             : d.error()});
+    t.add(
+      {std::to_string(d.id()), d.projection(), std::to_string(d.generation()),
+       d.key(), std::to_string(d.global_position()), d.persistence_id(),
+       std::to_string(d.seq_nr()), d.event_type(), format_time(d.recorded_at()),
+       d.error().empty() ? "(parked behind an earlier one of its key)"
+                         : d.error()});
   t.print(std::cout);
   return exit_code::ok;
 }
@@ -94,8 +93,8 @@ exit_code run_retry(const global_options& g, const parsed_args& args) {
               << " events of its key)\n";
   if (still != nullptr)
     return fail(retry_name, exit_code::failed,
-                "dead letter " + std::to_string(*id) + " failed again: "
-                  + still->error());
+                "dead letter " + std::to_string(*id)
+                  + " failed again: " + still->error());
   return exit_code::ok;
 }
 

@@ -57,8 +57,7 @@ command_spec migrate_command() {
     = "Talks to PostgreSQL, not to a node. Safe to run while nodes run and\n"
       "more than once: an advisory lock serializes it, applied migrations\n"
       "are skipped. JSON: {\"schema_version\": N, \"applied\": M}.";
-  c.flags = {{"--db-url", "URL",
-              "the database (default $SHOUTFLOW_DB_URL)"}};
+  c.flags = {{"--db-url", "URL", "the database (default $SHOUTFLOW_DB_URL)"}};
   c.uses_address = false;
   c.run = run;
   return c;

@@ -33,7 +33,9 @@ public:
   explicit table(std::vector<std::string> header);
   void add(std::vector<std::string> row);
   void print(std::ostream& out) const;
-  bool empty() const { return rows_.empty(); }
+  bool empty() const {
+    return rows_.empty();
+  }
 
 private:
   std::vector<std::string> header_;

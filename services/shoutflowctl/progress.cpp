@@ -60,9 +60,8 @@ progress_meter::progress_meter(std::ostream& out, bool terminal,
 std::string progress_meter::describe(int64_t done, int64_t total,
                                      const std::string& state) const {
   char buf[256];
-  auto fraction = total > 0 ? static_cast<double>(done)
-                                / static_cast<double>(total)
-                            : 0.0;
+  auto fraction
+    = total > 0 ? static_cast<double>(done) / static_cast<double>(total) : 0.0;
   fraction = std::clamp(fraction, 0.0, 1.0);
   auto rate = rate_.per_second();
   auto eta = rate_.eta_seconds(total - done);

@@ -43,8 +43,8 @@ exit_code run(const global_options& g, const parsed_args& args) {
   for (auto& p : status.projections()) {
     std::string parts;
     for (auto& o : p.partitions())
-      parts += (parts.empty() ? "" : " ") + std::to_string(o.partition())
-               + "=" + std::to_string(o.position()) + "/"
+      parts += (parts.empty() ? "" : " ") + std::to_string(o.partition()) + "="
+               + std::to_string(o.position()) + "/"
                + std::to_string(o.events());
     t.add({p.projection(), std::to_string(p.generation()), p.state(),
            std::to_string(p.position()), std::to_string(p.lag_events()),

@@ -126,17 +126,14 @@ exit_code run_call(const global_options& g, const parsed_args& args) {
   std::unique_ptr<Message> request(
     factory->GetPrototype(method->input_type())->New());
   auto first = text.find_first_not_of(" \t\r\n");
-  bool parsed = first != std::string::npos && text[first] == '{'
-                  ? google::protobuf::util::JsonStringToMessage(text,
-                                                                request.get())
-                      .ok()
-                  : google::protobuf::TextFormat::ParseFromString(
-                    text, request.get());
+  bool parsed
+    = first != std::string::npos && text[first] == '{'
+        ? google::protobuf::util::JsonStringToMessage(text, request.get()).ok()
+        : google::protobuf::TextFormat::ParseFromString(text, request.get());
   if (!parsed)
-    return usage_error(call_name,
-                       "REQUEST is not a valid "
-                         + method->input_type()->full_name()
-                         + " in protobuf text format or JSON");
+    return usage_error(call_name, "REQUEST is not a valid "
+                                    + method->input_type()->full_name()
+                                    + " in protobuf text format or JSON");
   std::unique_ptr<Message> response(
     factory->GetPrototype(method->output_type())->New());
   auto address = g.address_from_flag ? g.address

@@ -70,11 +70,10 @@ exit_code follow(const global_options& g, admin_client& client,
         print_json(std::cout, *gen);
       } else {
         meter.finish(projection + ": generation " + std::to_string(generation)
-                     + " is live (replayed " + std::to_string(
-                       gen->events_applied())
-                     + " events in " + format_seconds(seconds_since(started))
-                     + "; generation " + std::to_string(previous)
-                     + " retired)");
+                     + " is live (replayed "
+                     + std::to_string(gen->events_applied()) + " events in "
+                     + format_seconds(seconds_since(started)) + "; generation "
+                     + std::to_string(previous) + " retired)");
       }
       return exit_code::ok;
     }

@@ -55,13 +55,13 @@ exit_code run(const global_options& g, const parsed_args& args) {
   }
   table t({"SEQ", "POSITION", "RECORDED", "TYPE", "COMMAND", "PAYLOAD"});
   for (auto& e : events.events())
-    t.add({std::to_string(e.seq_nr()), std::to_string(e.global_position()),
-           format_time(e.recorded_at()),
-           e.event_type()
-             + (e.event_version() != 1
-                  ? " v" + std::to_string(e.event_version())
-                  : ""),
-           e.command_id().empty() ? "-" : e.command_id(), payload_of(e)});
+    t.add(
+      {std::to_string(e.seq_nr()), std::to_string(e.global_position()),
+       format_time(e.recorded_at()),
+       e.event_type()
+         + (e.event_version() != 1 ? " v" + std::to_string(e.event_version())
+                                   : ""),
+       e.command_id().empty() ? "-" : e.command_id(), payload_of(e)});
   t.print(std::cout);
   return exit_code::ok;
 }

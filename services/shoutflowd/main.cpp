@@ -50,10 +50,10 @@ int main(int argc, char** argv) {
   if (cfg.migrate_only) {
     try {
       auto report = journal::migrate(cfg.db_url);
-      log_info("shoutflowd", "migrations applied: "
-                               + std::to_string(report.applied)
-                               + ", schema version "
-                               + std::to_string(report.current_version));
+      log_info("shoutflowd",
+               "migrations applied: " + std::to_string(report.applied)
+                 + ", schema version "
+                 + std::to_string(report.current_version));
       return 0;
     } catch (const std::exception& e) {
       log_error("shoutflowd", e.what());

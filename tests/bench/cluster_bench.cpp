@@ -54,9 +54,9 @@
 // Exit status 1 when a scenario could not run (a target missed is not a
 // failure of the program: the JSON says "met": false).
 
+#include <arpa/inet.h>
 #include <dirent.h>
 #include <grpcpp/grpcpp.h>
-#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/types.h>
@@ -119,7 +119,7 @@ using std::chrono::nanoseconds;
 using std::chrono::seconds;
 
 const std::vector<std::string> all_scenarios
-  = {"write_scaling", "lag",      "failover",
+  = {"write_scaling", "lag",       "failover",
      "handoff_pause", "idle_cost", "no_false_failover"};
 
 struct options {
@@ -221,8 +221,7 @@ options parse(int argc, char** argv) {
       std::string a;
       while (in >> a)
         o.node_args.push_back(a);
-    }
-    else
+    } else
       flag.unknown();
   }
   if (o.quick) {
@@ -310,7 +309,9 @@ public:
     members_.emplace_back(key, json);
     return *this;
   }
-  jobj& num(const std::string& key, double x) { return raw(key, jnum(x)); }
+  jobj& num(const std::string& key, double x) {
+    return raw(key, jnum(x));
+  }
   jobj& str(const std::string& key, const std::string& s) {
     return raw(key, jstr(s));
   }
@@ -591,8 +592,8 @@ std::map<pid_t, thread_sample> read_threads(const std::vector<pid_t>& pids) {
         f.push_back(t);
       if (f.size() < 13)
         continue;
-      out[static_cast<pid_t>(tid)]
-        = {s.substr(l + 1, r - l - 1), std::stoll(f[11]) + std::stoll(f[12])};
+      out[static_cast<pid_t>(tid)] = {s.substr(l + 1, r - l - 1),
+                                      std::stoll(f[11]) + std::stoll(f[12])};
     }
     ::closedir(d);
   }
@@ -644,7 +645,8 @@ long long db_transactions(const std::string& url) {
 class periodic {
 public:
   periodic(milliseconds period, std::function<void()> f)
-    : period_(period), f_(std::move(f)), thread_([this] { run(); }) {}
+    : period_(period), f_(std::move(f)), thread_([this] { run(); }) {
+  }
   ~periodic() {
     {
       std::lock_guard<std::mutex> guard{mtx_};
@@ -737,8 +739,7 @@ std::unique_ptr<cluster_env> bring_up(const options& o,
     cluster_settings(o, env->db->url(), label), nodes);
   progress(format("%s: starting %d node%s on database %s (logs %s)",
                   label.c_str(), nodes, nodes == 1 ? "" : "s",
-                  env->db->name().c_str(),
-                  env->h->options().log_dir.c_str()));
+                  env->db->name().c_str(), env->h->options().log_dir.c_str()));
   for (int i = 0; i < nodes; ++i)
     check(env->h->start(i), "start node " + std::to_string(i));
   for (int i = 0; i < nodes; ++i)
@@ -849,41 +850,38 @@ public:
       auto* raw = c.release();
       stub(static_cast<uint64_t>(raw->index))
         .async()
-        ->RegisterUser(&raw->ctx, &raw->req, &raw->resp,
-                       [&, raw](grpc::Status s) {
-                         std::unique_ptr<call> own{raw};
-                         if (retryable(s.error_code()) && own->attempt < 4) {
-                           auto again = std::make_unique<call>();
-                           again->req = own->req;
-                           again->index = own->index;
-                           again->attempt = own->attempt + 1;
-                           send(std::move(again));
-                           return;
-                         }
-                         {
-                           std::lock_guard<std::mutex> guard{mtx};
-                           if (s.ok()) {
-                             ++out.ok;
-                             if (own->resp.global_position()
-                                 > out.max_position) {
-                               out.max_position = own->resp.global_position();
-                               out.last_user = own->req.user_id();
-                             }
-                           } else {
-                             if (out.failed++ < 5)
-                               progress("RegisterUser " + own->req.user_id()
-                                        + ": "
-                                        + sft::status_code_name(
-                                          s.error_code())
-                                        + " " + s.error_message());
-                           }
-                         }
-                         issue();
-                         // The context goes before the count (after it the
-                         // channels may go: a double free at exit).
-                         own.reset();
-                         flight.down();
-                       });
+        ->RegisterUser(
+          &raw->ctx, &raw->req, &raw->resp, [&, raw](grpc::Status s) {
+            std::unique_ptr<call> own{raw};
+            if (retryable(s.error_code()) && own->attempt < 4) {
+              auto again = std::make_unique<call>();
+              again->req = own->req;
+              again->index = own->index;
+              again->attempt = own->attempt + 1;
+              send(std::move(again));
+              return;
+            }
+            {
+              std::lock_guard<std::mutex> guard{mtx};
+              if (s.ok()) {
+                ++out.ok;
+                if (own->resp.global_position() > out.max_position) {
+                  out.max_position = own->resp.global_position();
+                  out.last_user = own->req.user_id();
+                }
+              } else {
+                if (out.failed++ < 5)
+                  progress("RegisterUser " + own->req.user_id() + ": "
+                           + sft::status_code_name(s.error_code()) + " "
+                           + s.error_message());
+              }
+            }
+            issue();
+            // The context goes before the count (after it the
+            // channels may go: a double free at exit).
+            own.reset();
+            flight.down();
+          });
     };
     issue = [&] {
       int i = next++;
@@ -953,32 +951,28 @@ public:
       auto* raw = c.release();
       stub(closed ? chain : n)
         .async()
-        ->PostShout(&raw->ctx, &raw->req, &raw->resp,
-                    [&, raw, closed](grpc::Status s) {
-                      std::unique_ptr<call> own{raw};
-                      auto done = steady::now();
-                      bool counted = closed
-                                       ? done >= window_begin
-                                           && done < window_end
-                                       : own->intended >= window_begin
-                                           && own->intended < window_end;
-                      if (counted) {
-                        std::lock_guard<std::mutex> guard{mtx};
-                        if (s.ok())
-                          latencies.push_back(
-                            duration_cast<nanoseconds>(done - own->intended)
-                              .count());
-                        else
-                          ++errors[sft::status_code_name(
-                            s.error_code())];
-                      }
-                      if (s.ok() && spec.on_ack)
-                        spec.on_ack(own->resp, done, counted);
-                      if (closed && !stopping.load() && done < window_end)
-                        issue(steady::now(), own->chain, true);
-                      own.reset(); // before the count, as above
-                      flight.down();
-                    });
+        ->PostShout(
+          &raw->ctx, &raw->req, &raw->resp, [&, raw, closed](grpc::Status s) {
+            std::unique_ptr<call> own{raw};
+            auto done = steady::now();
+            bool counted = closed ? done >= window_begin && done < window_end
+                                  : own->intended >= window_begin
+                                      && own->intended < window_end;
+            if (counted) {
+              std::lock_guard<std::mutex> guard{mtx};
+              if (s.ok())
+                latencies.push_back(
+                  duration_cast<nanoseconds>(done - own->intended).count());
+              else
+                ++errors[sft::status_code_name(s.error_code())];
+            }
+            if (s.ok() && spec.on_ack)
+              spec.on_ack(own->resp, done, counted);
+            if (closed && !stopping.load() && done < window_end)
+              issue(steady::now(), own->chain, true);
+            own.reset(); // before the count, as above
+            flight.down();
+          });
     };
     if (spec.rate <= 0) {
       for (int k = 0; k < spec.inflight; ++k)
@@ -1056,10 +1050,9 @@ double wait_caught_up(const std::vector<std::string>& query_addresses,
       if (s.ok())
         break;
       if (steady::now() > until)
-        throw std::runtime_error("the read models on " + a
-                                 + " did not reach position "
-                                 + std::to_string(position) + ": "
-                                 + s.error_message());
+        throw std::runtime_error(
+          "the read models on " + a + " did not reach position "
+          + std::to_string(position) + ": " + s.error_message());
     }
   }
   return seconds_between(started, steady::now());
@@ -1087,7 +1080,9 @@ public:
         a, grpc::InsecureChannelCredentials(), args)));
     }
   }
-  ~lag_prober() { wait_idle(seconds(60)); }
+  ~lag_prober() {
+    wait_idle(seconds(60));
+  }
   lag_prober(const lag_prober&) = delete;
   lag_prober& operator=(const lag_prober&) = delete;
 
@@ -1101,7 +1096,9 @@ public:
     send(p);
   }
 
-  bool wait_idle(milliseconds within) { return flight_.wait_zero(within); }
+  bool wait_idle(milliseconds within) {
+    return flight_.wait_zero(within);
+  }
 
   struct result {
     std::vector<int64_t> shout_ns, user_ns;
@@ -1205,12 +1202,15 @@ struct report {
     std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
     started_utc = buf;
   }
-  void line(const std::string& s) { lines.push_back(s); }
+  void line(const std::string& s) {
+    lines.push_back(s);
+  }
 };
 
 class output {
 public:
-  explicit output(const options& o) : opt_(o) {}
+  explicit output(const options& o) : opt_(o) {
+  }
 
   void emit(report& r) {
     auto load_end = loadavg();
@@ -1271,9 +1271,9 @@ struct shared_facts {
 std::string settings_note(const options& o) {
   std::string note
     = "production defaults (heartbeat 500ms, lease TTL 3s, shutdown grace "
-    "20s, 256 shards, 2 partitions per projection, projection poll 200ms) "
-    "except the password hash cost: --pwhash-opslimit 1 --pwhash-memlimit "
-    "8192";
+      "20s, 256 shards, 2 partitions per projection, projection poll 200ms) "
+      "except the password hash cost: --pwhash-opslimit 1 --pwhash-memlimit "
+      "8192";
   if (!o.node_args.empty()) {
     note += "; and, for this run, every node gets";
     for (auto& a : o.node_args)
@@ -1367,8 +1367,7 @@ struct write_run {
 write_run measure_writes(const options& o, int nodes) {
   write_run w;
   w.nodes = nodes;
-  auto env = bring_up(o, "write_scaling-" + std::to_string(nodes) + "n",
-                      nodes);
+  auto env = bring_up(o, "write_scaling-" + std::to_string(nodes) + "n", nodes);
   fleet f{env->command_addresses()};
   progress(format("registering %d users", o.users));
   w.reg = f.register_users(o.users, o.clients);
@@ -1452,8 +1451,7 @@ jobj write_run_json(const write_run& w) {
                                     / static_cast<double>(w.load.ok))
                            / 100
                        : 0)
-    .num("journal_batches_per_s",
-         std::round(w.batches / spec_seconds(w)))
+    .num("journal_batches_per_s", std::round(w.batches / spec_seconds(w)))
     .num("journal_writes_per_batch",
          w.batches > 0 ? std::round(10 * w.batch_writes / w.batches) / 10 : 0)
     .num("journal_begin_to_commit_ms",
@@ -1613,8 +1611,7 @@ void lag_run_lines(report& r, const lag_run& l) {
                 "ms); missing %zu, reads resent %zu",
                 l.nodes, l.nodes == 1 ? " " : "s", l.rate,
                 percentiles_text(l.all).c_str(), l.samples, l.shout.p50,
-                l.shout.p99, l.user.p50, l.user.p99, missing,
-                l.probes.resent));
+                l.shout.p99, l.user.p50, l.user.p99, missing, l.probes.resent));
   r.line(format("         writes: achieved %.1f/s, errors %s, latency %s; "
                 "machine busy %.0f%%",
                 l.load.rps, codes_text(l.load.by_code).c_str(),
@@ -1653,8 +1650,8 @@ void lag(const options& o, report& r, const shared_facts& facts) {
   lag_run_lines(r, three);
   double p99_ratio = one.all.p99 > 0 ? three.all.p99 / one.all.p99 : 0;
   double p50_ratio = one.all.p50 > 0 ? three.all.p50 / one.all.p50 : 0;
-  r.line(format("RATIO 3 nodes / 1 node: p50 %.2f, p99 %.2f", p50_ratio,
-                p99_ratio));
+  r.line(
+    format("RATIO 3 nodes / 1 node: p50 %.2f, p99 %.2f", p50_ratio, p99_ratio));
   r.results.obj("one_node", lag_run_json(one))
     .obj("three_nodes", lag_run_json(three))
     .num("ratio_p50_3_to_1", std::round(p50_ratio * 1000) / 1000)
@@ -1665,8 +1662,8 @@ void lag(const options& o, report& r, const shared_facts& facts) {
   if (o.lag_rate <= 0 && facts.peak_3node > 0
       && std::round(facts.peak_3node / 2) < rate) {
     auto own = measure_lag(o, 3, std::round(facts.peak_3node / 2));
-    r.line(format("and at half of the 3-node peak of %.0f/s:",
-                  facts.peak_3node));
+    r.line(
+      format("and at half of the 3-node peak of %.0f/s:", facts.peak_3node));
     lag_run_lines(r, own);
     r.line(format("         (against 1 node at %.0f/s: p50 %.2f x, p99 "
                   "%.2f x)",
@@ -1689,8 +1686,8 @@ std::unique_ptr<load_driver> mixed_load(cluster_env& env,
   lo.users = 64;
   lo.seed = seed;
   auto* h = env.h.get();
-  auto load = std::make_unique<load_driver>(
-    [h] { return h->command_targets(); }, lo);
+  auto load
+    = std::make_unique<load_driver>([h] { return h->command_targets(); }, lo);
   check(load->register_users(), "register the load's users");
   load->start();
   return load;
@@ -1735,12 +1732,12 @@ void failover(const options& o, report& r) {
     auto settled = env->h->wait_leases_settled(ttl + seconds(20), &why);
     auto took = steady::now() - t0;
     if (!settled)
-      throw std::runtime_error(format("kill %d (node %d): leases not owned "
-                                      "again within %lld ms: ",
-                                      k + 1, victim,
-                                      static_cast<long long>(
-                                        (ttl + seconds(20)).count()))
-                               + why);
+      throw std::runtime_error(
+        format("kill %d (node %d): leases not owned "
+               "again within %lld ms: ",
+               k + 1, victim,
+               static_cast<long long>((ttl + seconds(20)).count()))
+        + why);
     took_ns.push_back(duration_cast<nanoseconds>(took).count());
     auto ms = duration<double, std::milli>(took).count();
     progress(format("kill %d: node %d SIGKILLed, every lease owned again "
@@ -1868,14 +1865,13 @@ void handoff_pause(const options& o, report& r) {
       for (int64_t n = 0; !stop; ++n) {
         v1::PostShoutRequest req;
         auto user = user_id(static_cast<int>(rng() % o.users));
-        req.set_command_id("ho-" + std::to_string(t) + "-"
-                           + std::to_string(n));
+        req.set_command_id("ho-" + std::to_string(t) + "-" + std::to_string(n));
         req.set_user_id(user);
         req.set_text("hand-off shout " + std::to_string(n));
         issued s;
         s.at = steady::now();
-        auto rec = client.execute(
-          command_client::make("PostShout", user, req), rng, false);
+        auto rec = client.execute(command_client::make("PostShout", user, req),
+                                  rng, false);
         s.ns = duration_cast<nanoseconds>(steady::now() - s.at).count();
         s.outcome = rec.outcome;
         s.attempts = rec.attempts;
@@ -1912,15 +1908,14 @@ void handoff_pause(const options& o, report& r) {
   auto t_leave_end = steady::now();
   bool exit_ok = status >= 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0;
   auto grace = h->options().shutdown_grace;
-  progress(format("node 3 SIGTERMed: %s after %.2f s; leases settled "
-                  "%.2f s after the SIGTERM",
-                  status < 0 ? "did not exit"
-                  : WIFEXITED(status)
-                    ? ("exit status " + std::to_string(WEXITSTATUS(status)))
-                        .c_str()
-                    : "killed by a signal",
-                  seconds_between(t_term, t_exit),
-                  seconds_between(t_term, t_leave_end)));
+  progress(format(
+    "node 3 SIGTERMed: %s after %.2f s; leases settled "
+    "%.2f s after the SIGTERM",
+    status < 0 ? "did not exit"
+    : WIFEXITED(status)
+      ? ("exit status " + std::to_string(WEXITSTATUS(status))).c_str()
+      : "killed by a signal",
+    seconds_between(t_term, t_exit), seconds_between(t_term, t_leave_end)));
   std::this_thread::sleep_for(secs(after_s));
   stop = true;
   for (auto& t : threads)
@@ -2040,19 +2035,17 @@ void handoff_pause(const options& o, report& r) {
   jobj leave;
   leave.num("window_s", seconds_between(t_term, t_leave_end))
     .num("sigterm_to_exit_s", seconds_between(t_term, t_exit))
-    .num("exit_status", status >= 0 && WIFEXITED(status)
-                          ? WEXITSTATUS(status)
-                          : -1)
-    .flag("exited_0_within_grace",
-          exit_ok && (t_exit - t_term) <= grace)
+    .num("exit_status",
+         status >= 0 && WIFEXITED(status) ? WEXITSTATUS(status) : -1)
+    .flag("exited_0_within_grace", exit_ok && (t_exit - t_term) <= grace)
     .num("grace_s", duration<double>(grace).count())
     .num("leases_granted", static_cast<double>(moved_leave))
     .obj("latency", window_json(pl, leave_ns.size(), failed_leave));
   r.results.obj("steady", window_json(ps, steady_ns.size(), failed_steady))
     .obj("join", join)
     .obj("leave", leave)
-    .obj("handoff_windows", window_json(ph, hand_ns.size(),
-                                        failed_join + failed_leave))
+    .obj("handoff_windows",
+         window_json(ph, hand_ns.size(), failed_join + failed_leave))
     .num("commands_over_1s_after_join", static_cast<double>(over_1s))
     .num("commands_retried", static_cast<double>(retried))
     .str("commands_summary", log.summary())
@@ -2128,8 +2121,8 @@ void idle_cost(const options& o, report& r) {
     auto p = pct("node" + std::to_string(i));
     worst_node = std::max(worst_node, p);
     per_node.num("node" + std::to_string(i), std::round(p * 1000) / 1000);
-    nodes_text += format("%snode %d %.3f%%", nodes_text.empty() ? "" : ", ",
-                         i, p);
+    nodes_text += format("%snode %d %.3f%%", nodes_text.empty() ? "" : ", ", i,
+                         p);
   }
   bool pg_visible = env->postmaster > 0;
   double pg_cluster = pct("pg_ours") + pct("pg_background");
@@ -2211,40 +2204,39 @@ void no_false_failover(const options& o, report& r) {
   int poll_errors = 0;
   {
     auto conn = std::make_shared<pqxx::connection>(env->db->url());
-    periodic watcher{milliseconds(250), [&] {
-                       try {
-                         pqxx::read_transaction tx{*conn};
-                         std::map<int, std::string> now;
-                         for (const auto& row :
-                              tx.exec("SELECT node_id, incarnation, state "
-                                      "FROM cluster_members"))
-                           now[row[0].as<int>()] = row[1].as<std::string>()
-                                                   + "/"
-                                                   + row[2].as<std::string>();
-                         std::lock_guard<std::mutex> guard{mtx};
-                         if (now != last) {
-                           std::string e = format(
-                             "%.1f s:", seconds_between(t0, steady::now()));
-                           for (auto& [id, v] : now)
-                             e += format(" node %d %s", id, v.c_str());
-                           member_events.push_back(e);
-                           last = now;
-                         }
-                       } catch (const std::exception&) {
-                         std::lock_guard<std::mutex> guard{mtx};
-                         ++poll_errors;
-                       }
-                     }};
+    periodic watcher{
+      milliseconds(250), [&] {
+        try {
+          pqxx::read_transaction tx{*conn};
+          std::map<int, std::string> now;
+          for (const auto& row : tx.exec("SELECT node_id, incarnation, state "
+                                         "FROM cluster_members"))
+            now[row[0].as<int>()] = row[1].as<std::string>() + "/"
+                                    + row[2].as<std::string>();
+          std::lock_guard<std::mutex> guard{mtx};
+          if (now != last) {
+            std::string e = format("%.1f s:",
+                                   seconds_between(t0, steady::now()));
+            for (auto& [id, v] : now)
+              e += format(" node %d %s", id, v.c_str());
+            member_events.push_back(e);
+            last = now;
+          }
+        } catch (const std::exception&) {
+          std::lock_guard<std::mutex> guard{mtx};
+          ++poll_errors;
+        }
+      }};
     auto until = t0 + secs(o.minutes * 60);
     while (steady::now() < until) {
       std::this_thread::sleep_until(
         std::min(until, steady::now() + seconds(60)));
-      progress(format("no_false_failover: %.0f of %.0f s, %lld commands, "
-                      "load %s",
-                      seconds_between(t0, steady::now()), o.minutes * 60,
-                      static_cast<long long>(load->log().acknowledged()
-                                             - acked0),
-                      loadavg().c_str()));
+      progress(
+        format("no_false_failover: %.0f of %.0f s, %lld commands, "
+               "load %s",
+               seconds_between(t0, steady::now()), o.minutes * 60,
+               static_cast<long long>(load->log().acknowledged() - acked0),
+               loadavg().c_str()));
     }
   }
   auto run_s = seconds_between(t0, steady::now());
@@ -2263,16 +2255,15 @@ void no_false_failover(const options& o, report& r) {
     granted = static_cast<long long>(rows.size());
     for (const auto& row : rows)
       if (grants.size() < 10)
-        grants.push_back(row[0].as<std::string>() + "/"
-                         + row[1].as<std::string>()
-                         + " epoch " + row[2].as<std::string>() + " to node "
-                         + row[3].as<std::string>() + " at "
-                         + row[4].as<std::string>());
+        grants.push_back(
+          row[0].as<std::string>() + "/" + row[1].as<std::string>() + " epoch "
+          + row[2].as<std::string>() + " to node " + row[3].as<std::string>()
+          + " at " + row[4].as<std::string>());
   }
   auto unexpected = env->h->unexpected_exits();
   const std::vector<std::string> patterns
-    = {"lost ", "declared node", "declared down", "could not renew",
-       "membership round failed", "hand-off of"};
+    = {"lost ",           "declared node",           "declared down",
+       "could not renew", "membership round failed", "hand-off of"};
   std::map<std::string, std::size_t> log_hits;
   for (int i = 0; i < env->h->size(); ++i) {
     std::istringstream in{env->h->log(i)};

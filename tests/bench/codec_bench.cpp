@@ -84,14 +84,17 @@ std::string encode_real(const std::string& projection, int32_t generation,
                         int32_t count, const std::vector<int32_t>& parts,
                         const cursor& after, const cursor& to,
                         const std::vector<change>& changes) {
-  return encode_batch(projection, generation, count, parts, after, to,
-                      changes);
+  return encode_batch(projection, generation, count, parts, after, to, changes);
 }
 
 BENCHMARK_CAPTURE(encode_bm, copied, &encode_copied)
-  ->Name("encode/copied")->Arg(20)->Arg(2000);
+  ->Name("encode/copied")
+  ->Arg(20)
+  ->Arg(2000);
 BENCHMARK_CAPTURE(encode_bm, real, &encode_real)
-  ->Name("encode/real")->Arg(20)->Arg(2000);
+  ->Name("encode/real")
+  ->Arg(20)
+  ->Arg(2000);
 
 } // namespace
 

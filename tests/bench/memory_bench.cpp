@@ -162,10 +162,9 @@ outcome register_users(test_node& node, long first, long last, int inflight,
         }
         auto n = ++st->completed;
         if ((first + n) % progress == 0) {
-          std::printf("  %ld users registered (%.0f s)\n", first + n,
-                      std::chrono::duration<double>(clock_type::now()
-                                                    - started)
-                        .count());
+          std::printf(
+            "  %ld users registered (%.0f s)\n", first + n,
+            std::chrono::duration<double>(clock_type::now() - started).count());
           std::fflush(stdout);
         }
         if (n == total) {
@@ -213,8 +212,7 @@ entity::region_stats region_stats(test_node& node) {
   caf::scoped_actor self{node.get().system()};
   entity::region_stats out;
   self
-    ->request(node.get().region(), std::chrono::seconds(10),
-              stats_atom::value)
+    ->request(node.get().region(), std::chrono::seconds(10), stats_atom::value)
     .receive([&](entity::region_stats& s) { out = s; },
              [&](caf::error& err) {
                throw std::runtime_error("region stats: "
@@ -231,9 +229,8 @@ entity::region_stats wait_for_cap(test_node& node, long cap) {
     if (static_cast<long>(s.active) <= cap && s.passivating == 0)
       return s;
     if (clock_type::now() > deadline)
-      throw std::runtime_error("region still holds "
-                               + std::to_string(s.active) + " entities ("
-                               + std::to_string(s.passivating)
+      throw std::runtime_error("region still holds " + std::to_string(s.active)
+                               + " entities (" + std::to_string(s.passivating)
                                + " passivating) after 2 minutes");
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
@@ -268,11 +265,9 @@ int main(int argc, char** argv) {
       = std::chrono::duration<double>(clock_type::now() - started).count();
     auto failed = warm.failed + rest.failed;
     if (failed > 0) {
-      std::fprintf(stderr,
-                   "memory_bench: %ld registrations failed; first: %s\n",
-                   failed,
-                   (warm.failed > 0 ? warm.first_error : rest.first_error)
-                     .c_str());
+      std::fprintf(
+        stderr, "memory_bench: %ld registrations failed; first: %s\n", failed,
+        (warm.failed > 0 ? warm.first_error : rest.first_error).c_str());
       return 1;
     }
     auto stats = wait_for_cap(node, opt.cap);
@@ -322,14 +317,15 @@ int main(int argc, char** argv) {
                 opt.users, opt.cap, secs, rss_before, rss_warm, rss_after,
                 rss_trimmed, per_user(rss_before, rss_after, opt.users),
                 per_user(rss_before, rss_trimmed, opt.users),
-                per_user(rss_warm, rss_after, opt.users - opt.cap),
-                heap_before, heap_unsettled, heap_after,
+                per_user(rss_warm, rss_after, opt.users - opt.cap), heap_before,
+                heap_unsettled, heap_after,
                 per_user(heap_before, heap_after, opt.users),
                 per_user(heap_warm, heap_after, opt.users - opt.cap), actors);
     std::fflush(stdout);
     if (registered != opt.users) {
-      std::fprintf(stderr, "memory_bench: expected %ld users in the "
-                           "database, found %lld\n",
+      std::fprintf(stderr,
+                   "memory_bench: expected %ld users in the "
+                   "database, found %lld\n",
                    opt.users, static_cast<long long>(registered));
       return 1;
     }

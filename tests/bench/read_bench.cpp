@@ -154,8 +154,8 @@ options parse(int argc, char** argv) {
   return o;
 }
 
-std::vector<std::shared_ptr<grpc::Channel>> open_channels(
-  const std::string& target, int count) {
+std::vector<std::shared_ptr<grpc::Channel>>
+open_channels(const std::string& target, int count) {
   std::vector<std::shared_ptr<grpc::Channel>> out;
   for (int i = 0; i < count; ++i) {
     grpc::ChannelArguments args;
@@ -163,9 +163,8 @@ std::vector<std::shared_ptr<grpc::Channel>> open_channels(
     // connection, so the load spreads over several HTTP/2 connections.
     args.SetInt("shoutflow.bench.channel", i);
     args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-    auto ch = grpc::CreateCustomChannel(target,
-                                        grpc::InsecureChannelCredentials(),
-                                        args);
+    auto ch = grpc::CreateCustomChannel(
+      target, grpc::InsecureChannelCredentials(), args);
     if (!ch->WaitForConnected(std::chrono::system_clock::now()
                               + std::chrono::seconds(10))) {
       std::fprintf(stderr, "read_bench: cannot connect to %s\n",
@@ -177,7 +176,7 @@ std::vector<std::shared_ptr<grpc::Channel>> open_channels(
   return out;
 }
 
-// -- closed loop over GetTimeline / GetUser ------------------------------------------
+// -- closed loop over GetTimeline / GetUser -----------------------------------
 
 class reads {
 public:
@@ -198,10 +197,11 @@ public:
     std::atomic<uint64_t> counter{0};
     auto cpu_start = bench::cpu_seconds();
     auto start = clock_type::now();
-    auto window_begin = start + duration_cast<nanoseconds>(
-                                  duration<double>(opt_.warmup_s));
-    auto window_end = window_begin + duration_cast<nanoseconds>(
-                                       duration<double>(opt_.duration_s));
+    auto window_begin
+      = start + duration_cast<nanoseconds>(duration<double>(opt_.warmup_s));
+    auto window_end
+      = window_begin
+        + duration_cast<nanoseconds>(duration<double>(opt_.duration_s));
     bool timeline = opt_.mode == "timeline";
     bool floor = opt_.mode == "floor";
 
@@ -284,9 +284,8 @@ public:
       failed += n;
     auto p = bench::summarize(latencies);
     double rps = static_cast<double>(ok) / opt_.duration_s;
-    double per_page = ok == 0 ? 0.0
-                              : static_cast<double>(items)
-                                  / static_cast<double>(ok);
+    double per_page
+      = ok == 0 ? 0.0 : static_cast<double>(items) / static_cast<double>(ok);
     const char* what = timeline ? "GetTimeline"
                        : floor  ? "GetUser (rejected at validation)"
                                 : "GetUser";
@@ -331,7 +330,7 @@ private:
   std::atomic<std::size_t> next_{0};
 };
 
-// -- lag -----------------------------------------------------------------------------
+// -- lag ----------------------------------------------------------------------
 
 /// Times of one log position, as the probe learns them.
 struct observation {
@@ -396,8 +395,7 @@ private:
 };
 
 /// One Watch stream on a user's document and home timeline.
-class watch_reader final
-  : public grpc::ClientReadReactor<v1::DocumentChange> {
+class watch_reader final : public grpc::ClientReadReactor<v1::DocumentChange> {
 public:
   watch_reader(v1::QueryService::Stub& stub, const std::string& user,
                lag_tracker& tracker)
@@ -434,9 +432,13 @@ public:
     cv_.notify_all();
   }
 
-  bool ready() const { return ready_.load(); }
+  bool ready() const {
+    return ready_.load();
+  }
 
-  void cancel() { ctx_.TryCancel(); }
+  void cancel() {
+    ctx_.TryCancel();
+  }
 
   /// The stream's final status (once done), or nothing after the timeout.
   std::optional<grpc::Status> wait_done(std::chrono::seconds timeout) {
@@ -451,7 +453,9 @@ public:
     return done_;
   }
 
-  const std::string& user() const { return user_; }
+  const std::string& user() const {
+    return user_;
+  }
 
 private:
   std::string user_;
@@ -491,8 +495,9 @@ public:
     for (auto& s : streams)
       while (!s->ready()) {
         if (s->done() || clock_type::now() > ready_by) {
-          std::fprintf(stderr, "read_bench: the Watch stream of %s did not "
-                               "open\n",
+          std::fprintf(stderr,
+                       "read_bench: the Watch stream of %s did not "
+                       "open\n",
                        s->user().c_str());
           for (auto& t : streams)
             t->cancel();
@@ -509,10 +514,11 @@ public:
     std::map<int, std::size_t> write_errors;
     auto cpu_start = bench::cpu_seconds();
     auto start = clock_type::now();
-    auto window_begin = start + duration_cast<nanoseconds>(
-                                  duration<double>(opt_.warmup_s));
-    auto window_end = window_begin + duration_cast<nanoseconds>(
-                                       duration<double>(opt_.duration_s));
+    auto window_begin
+      = start + duration_cast<nanoseconds>(duration<double>(opt_.warmup_s));
+    auto window_end
+      = window_begin
+        + duration_cast<nanoseconds>(duration<double>(opt_.duration_s));
     struct call {
       grpc::ClientContext ctx;
       v1::PostShoutRequest req;
@@ -542,8 +548,8 @@ public:
           std::unique_ptr<call> owned{c};
           auto now = clock_type::now();
           if (s.ok()) {
-            tracker.replied(owned->resp.global_position(), owned->intended,
-                            now, counted);
+            tracker.replied(owned->resp.global_position(), owned->intended, now,
+                            counted);
           } else if (counted) {
             std::lock_guard<std::mutex> guard{mu};
             ++write_errors[static_cast<int>(s.error_code())];
@@ -555,9 +561,9 @@ public:
     if (!flight.wait_zero(std::chrono::seconds(opt_.deadline_ms / 1000 + 30)))
       std::fprintf(stderr, "read_bench: %d posts still in flight\n",
                    static_cast<int>(flight.count()));
-    tracker.wait_all(clock_type::now()
-                     + duration_cast<nanoseconds>(
-                       duration<double>(opt_.settle_s)));
+    tracker.wait_all(
+      clock_type::now()
+      + duration_cast<nanoseconds>(duration<double>(opt_.settle_s)));
     auto cpu = bench::cpu_seconds() - cpu_start;
     auto changes = tracker.changes() - changes_before;
     for (auto& s : streams)
@@ -597,8 +603,7 @@ public:
         if (visible < o.reply)
           ++early;
         lower.push_back(from_reply(visible));
-        upper.push_back(
-          duration_cast<nanoseconds>(visible - o.sent).count());
+        upper.push_back(duration_cast<nanoseconds>(visible - o.sent).count());
       }
     }
     std::size_t failed = 0;
@@ -612,8 +617,7 @@ public:
     std::printf("lag probe: %d Watch streams (user document + home "
                 "timeline), %.1f posts/s, %.1f s measured after %.1f s "
                 "warm-up\n",
-                opt_.lag_users, opt_.lag_rate, opt_.duration_s,
-                opt_.warmup_s);
+                opt_.lag_users, opt_.lag_rate, opt_.duration_s, opt_.warmup_s);
     std::printf("  posts %lld (write errors %zu), changes received %lld\n",
                 static_cast<long long>(samples), failed,
                 static_cast<long long>(changes));

@@ -179,7 +179,7 @@ int64_t log_size(pqxx::connection& conn) {
   return tx.exec1("SELECT count(*) FROM events")[0].as<int64_t>();
 }
 
-// -- generate ---------------------------------------------------------------------
+// -- generate -----------------------------------------------------------------
 
 /// Rows of one insert chunk, in the journal's column layout.
 struct chunk {
@@ -187,9 +187,13 @@ struct chunk {
   std::vector<int64_t> seqs, versions;
   std::vector<std::string> claim_ns, claim_keys, claim_owners, claim_values;
 
-  std::size_t size() const { return pids.size(); }
+  std::size_t size() const {
+    return pids.size();
+  }
 
-  void clear() { *this = chunk{}; }
+  void clear() {
+    *this = chunk{};
+  }
 };
 
 class generator {
@@ -198,8 +202,8 @@ public:
     : opt_(o), rng_(o.seed), users_(static_cast<std::size_t>(o.users)) {
     env_.clk = &clock_;
     env_.ids = &ids_;
-    auto hash = password_hasher{pwhash_params::minimum()}.hash(
-      "bench password");
+    auto hash
+      = password_hasher{pwhash_params::minimum()}.hash("bench password");
     if (!hash)
       fail("cannot hash the benchmark password");
     password_hash_ = *hash;
@@ -214,8 +218,8 @@ public:
     if (rest < 0)
       fail("--events must be at least --users (one registration each)");
     // Per remaining event: the chance it is a follow or a like.
-    double p_follow = std::min(
-      0.5, opt_.follows_per_user * opt_.users / std::max<double>(1, rest));
+    double p_follow = std::min(0.5, opt_.follows_per_user * opt_.users
+                                      / std::max<double>(1, rest));
     double p_like = opt_.like_share * opt_.events / std::max<double>(1, rest);
     if (p_follow + p_like > 0.95)
       fail("follows and likes leave too few shouts");
@@ -287,7 +291,9 @@ private:
     std::string parent;
   };
 
-  std::string user_id(int i) const { return opt_.prefix + std::to_string(i); }
+  std::string user_id(int i) const {
+    return opt_.prefix + std::to_string(i);
+  }
 
   std::string next_command_id() {
     return "gen-" + std::to_string(++commands_);
@@ -366,8 +372,8 @@ private:
   entity::facts facts_for(const user::user_state& s,
                           const v1::UserCommand& cmd) {
     entity::facts out;
-    for (auto asked = user::needs(s, cmd, out, env_);
-         asked.size() > out.size(); asked = user::needs(s, cmd, out, env_))
+    for (auto asked = user::needs(s, cmd, out, env_); asked.size() > out.size();
+         asked = user::needs(s, cmd, out, env_))
       for (auto i = out.size(); i < asked.size(); ++i)
         out.push_back(answer(asked[i]));
     return out;
@@ -496,7 +502,7 @@ private:
   int64_t next_progress_ = 100000;
 };
 
-// -- scan ---------------------------------------------------------------------------
+// -- scan ---------------------------------------------------------------------
 
 /// The fetcher's columns (actors/projection/log_reader.cpp), whole log, in
 /// the readers' order.
@@ -630,7 +636,7 @@ void run_scan(const options& o) {
               decode_s, total / decode_s);
 }
 
-// -- catchup / rebuild ----------------------------------------------------------
+// -- catchup / rebuild --------------------------------------------------------
 
 // "Caught up" compares projection::cursor values, (writer xid, position),
 // never positions alone: the last event in the readers' order is not always
@@ -643,7 +649,9 @@ struct progress {
   projection::cursor at;
   int64_t applied = 0;
   int partitions = 0;
-  bool reached(const projection::cursor& head) const { return head <= at; }
+  bool reached(const projection::cursor& head) const {
+    return head <= at;
+  }
 };
 
 progress generation_progress(pqxx::connection& conn,
@@ -690,9 +698,9 @@ void run_catchup(const options& o) {
   auto head = log_head(conn);
   auto total = log_size(conn);
   std::map<std::string, int32_t> live;
-  auto deadline = clock_type::now()
-                  + std::chrono::milliseconds(
-                    static_cast<int64_t>(o.timeout_s * 1000));
+  auto deadline
+    = clock_type::now()
+      + std::chrono::milliseconds(static_cast<int64_t>(o.timeout_s * 1000));
   // The node creates the live generations at start; wait for them.
   while (live.size() < 3) {
     live.clear();
@@ -747,8 +755,7 @@ void run_catchup(const options& o) {
     fields += " " + name + "_s=" + std::to_string(s);
   }
   std::printf("RESULT mode=catchup events=%lld seconds=%.3f eps=%.0f%s\n",
-              static_cast<long long>(total), all, total / all,
-              fields.c_str());
+              static_cast<long long>(total), all, total / all, fields.c_str());
 }
 
 void run_rebuild(const options& o) {
@@ -764,8 +771,7 @@ void run_rebuild(const options& o) {
   req.set_projection(o.projection);
   v1::RebuildProjectionResponse resp;
   grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now()
-                   + std::chrono::seconds(60));
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
   auto cpu0 = bench::cpu_seconds();
   auto t0 = clock_type::now();
   auto status = stub->RebuildProjection(&ctx, req, &resp);
@@ -775,8 +781,8 @@ void run_rebuild(const options& o) {
   auto g = resp.generation();
   std::fprintf(stderr, "  %s: generation %d building (call took %.3f s)\n",
                o.projection.c_str(), g, call_s);
-  auto deadline = t0 + std::chrono::milliseconds(
-                         static_cast<int64_t>(o.timeout_s * 1000));
+  auto deadline
+    = t0 + std::chrono::milliseconds(static_cast<int64_t>(o.timeout_s * 1000));
   auto next_report = t0 + std::chrono::seconds(5);
   double applied_s = 0; // when every partition had reached the head
   for (;;) {
@@ -798,8 +804,9 @@ void run_rebuild(const options& o) {
       if (applied_s == 0 && p.reached(head))
         applied_s = seconds_since(t0);
       if (now >= next_report) {
-        std::fprintf(stderr, "  at %.0f s: position %lld of %lld (%.0f "
-                             "events/s)\n",
+        std::fprintf(stderr,
+                     "  at %.0f s: position %lld of %lld (%.0f "
+                     "events/s)\n",
                      seconds_since(t0), static_cast<long long>(p.at.position),
                      static_cast<long long>(head.position),
                      static_cast<double>(p.at.position) / seconds_since(t0));
@@ -832,8 +839,7 @@ void run_rebuild(const options& o) {
               "seconds=%.3f eps=%.0f server_s=%.3f applied_s=%.3f "
               "client_cpu_s=%.2f\n",
               o.projection.c_str(), g, static_cast<long long>(total), live_s,
-              total / live_s, server_s, applied_s,
-              bench::cpu_seconds() - cpu0);
+              total / live_s, server_s, applied_s, bench::cpu_seconds() - cpu0);
 }
 
 void run_copy(const options& o) {
@@ -862,20 +868,20 @@ void run_copy(const options& o) {
       auto src = base + projection::generation_suffix(g);
       auto dst = "bench_copy_" + base;
       // Generated columns (rm_users.search) are computed, not copied.
-      auto cols = tx.exec_params1(
-                      "SELECT string_agg(quote_ident(attname), ', '"
-                      "                  ORDER BY attnum)"
-                      "  FROM pg_attribute WHERE attrelid = $1::regclass"
-                      "   AND attnum > 0 AND NOT attisdropped"
-                      "   AND attgenerated = ''",
-                      src)[0]
-                    .as<std::string>();
+      auto cols
+        = tx.exec_params1("SELECT string_agg(quote_ident(attname), ', '"
+                          "                  ORDER BY attnum)"
+                          "  FROM pg_attribute WHERE attrelid = $1::regclass"
+                          "   AND attnum > 0 AND NOT attisdropped"
+                          "   AND attgenerated = ''",
+                          src)[0]
+            .as<std::string>();
       tx.exec("CREATE TABLE " + dst + " (LIKE " + src + " INCLUDING ALL)");
       copies.push_back(dst);
-      rows += static_cast<int64_t>(
-        tx.exec("INSERT INTO " + dst + " (" + cols + ") SELECT " + cols
-                + " FROM " + src)
-          .affected_rows());
+      rows
+        += static_cast<int64_t>(tx.exec("INSERT INTO " + dst + " (" + cols
+                                        + ") SELECT " + cols + " FROM " + src)
+                                  .affected_rows());
     }
     tx.commit();
   }

@@ -117,11 +117,13 @@ public:
     }
     std::printf("wrote %d events through the node in %.0f ms\n", real_tail,
                 ms_since(t0));
-    wait_for([&] {
-      return db_.scalar<int64_t>("SELECT count(*) FROM snapshots WHERE "
-                                 "persistence_id = 'user|rec-snap'")
-             == 1;
-    }, "the snapshot of rec-snap");
+    wait_for(
+      [&] {
+        return db_.scalar<int64_t>("SELECT count(*) FROM snapshots WHERE "
+                                   "persistence_id = 'user|rec-snap'")
+               == 1;
+      },
+      "the snapshot of rec-snap");
     auto snap_seq = db_.scalar<int64_t>(
       "SELECT seq_nr FROM snapshots WHERE persistence_id = 'user|rec-snap'");
     auto full_snaps = db_.scalar<int64_t>(
@@ -141,18 +143,26 @@ public:
         throw std::runtime_error(s->user_id + " has the wrong history length");
   }
 
-  const subject& snap() const { return snap_; }
-  const subject& full() const { return full_; }
-  test_node& node() { return node_; }
+  const subject& snap() const {
+    return snap_;
+  }
+  const subject& full() const {
+    return full_;
+  }
+  test_node& node() {
+    return node_;
+  }
 
   /// Passivates both users and waits until no entity is in memory.
   void passivate_all() {
     for (auto* s : {&snap_, &full_})
       caf::anon_send(node_.get().region(), passivate_atom::value, s->user_id);
-    wait_for([&] {
-      auto s = region_stats();
-      return s.active == 0 && s.passivating == 0;
-    }, "passivation");
+    wait_for(
+      [&] {
+        auto s = region_stats();
+        return s.active == 0 && s.passivating == 0;
+      },
+      "passivation");
   }
 
   /// (sum of seconds, count) of the entity's recovery histogram.
@@ -187,8 +197,9 @@ private:
   entity::region_stats region_stats() {
     caf::scoped_actor self{node_.get().system()};
     entity::region_stats out;
-    self->request(node_.get().region(), std::chrono::seconds(10),
-                  stats_atom::value)
+    self
+      ->request(node_.get().region(), std::chrono::seconds(10),
+                stats_atom::value)
       .receive([&](entity::region_stats& s) { out = s; },
                [&](caf::error& err) {
                  throw std::runtime_error("region stats: "
@@ -232,9 +243,8 @@ private:
     std::vector<int64_t> seqs, versions;
     for (auto seq = first; seq <= last; ++seq) {
       auto cid = "bulk-" + std::to_string(seq);
-      auto eff = user::decide(state, post_shout(cid, s.user_id,
-                                                shout_text(seq)),
-                              {}, env);
+      auto eff = user::decide(
+        state, post_shout(cid, s.user_id, shout_text(seq)), {}, env);
       if (eff.rejected() || eff.events.size() != 1)
         throw std::runtime_error("decide did not post a shout");
       auto enc = user::encode_event(eff.events.front());
@@ -399,9 +409,9 @@ int main(int argc, char** argv) {
   };
   for (auto& sp : specs) {
     std::string name = sp.name;
-    benchmark::RegisterBenchmark(sp.name,
-                                 [fn = sp.fn, s = sp.s, name](
-                                   benchmark::State& st) { fn(st, s, name); })
+    benchmark::RegisterBenchmark(
+      sp.name,
+      [fn = sp.fn, s = sp.s, name](benchmark::State& st) { fn(st, s, name); })
       ->UseManualTime()
       ->Unit(benchmark::kMillisecond);
   }

@@ -54,7 +54,9 @@ public:
     }
   }
 
-  const std::string& url() const { return url_; }
+  const std::string& url() const {
+    return url_;
+  }
 
   void exec(const std::string& sql) const {
     pqxx::connection conn{url_};
@@ -140,8 +142,7 @@ TEST_F(checker_self_test, passes_a_clean_run_and_reports_every_kind_of_damage) {
     std::vector<command_record> tampered = {p};
     tampered[0].outcome = command_outcome::rejected;
     tampered[0].code = grpc::StatusCode::INTERNAL;
-    EXPECT_THAT(unexpected_rejections(tampered),
-                reports("G5", p.command_id));
+    EXPECT_THAT(unexpected_rejections(tampered), reports("G5", p.command_id));
   }
   {
     SCOPED_TRACE("G3: live read models that differ from a rebuild");
@@ -150,7 +151,8 @@ TEST_F(checker_self_test, passes_a_clean_run_and_reports_every_kind_of_damage) {
       pqxx::read_transaction tx{conn};
       return tx
         .exec1("SELECT generation FROM projection_generations"
-               " WHERE state = 'live' AND projection = " + q(name))[0]
+               " WHERE state = 'live' AND projection = "
+               + q(name))[0]
         .as<std::string>();
     };
     auto users = "rm_users_g" + live("users");
@@ -159,14 +161,12 @@ TEST_F(checker_self_test, passes_a_clean_run_and_reports_every_kind_of_damage) {
       pqxx::work tx{conn};
       tx.exec("UPDATE " + users + " SET bio = 'tampered' WHERE user_id = "
               + q(load_->users()[0]));
-      tx.exec("DELETE FROM " + home + " WHERE ctid = (SELECT ctid FROM "
-              + home + " LIMIT 1)");
+      tx.exec("DELETE FROM " + home + " WHERE ctid = (SELECT ctid FROM " + home
+              + " LIMIT 1)");
       tx.commit();
     }
-    auto found = check_projections({db_url_,
-                                    [c] { return c->query_targets(); },
-                                    [c] { return c->admin_targets(); },
-                                    60s});
+    auto found = check_projections({db_url_, [c] { return c->query_targets(); },
+                                    [c] { return c->admin_targets(); }, 60s});
     EXPECT_THAT(found, reports(users + " (live) differs", "tampered"));
     EXPECT_THAT(found, reports(home + " (live) differs", "0 rows only live"));
     EXPECT_THAT(found, Not(reports("rm_shouts")));
@@ -217,8 +217,8 @@ TEST_F(checker_self_test, passes_a_clean_run_and_reports_every_kind_of_damage) {
              " event_version, payload, command_id, node_id)"
              " SELECT persistence_id, seq_nr + 2, event_type, event_version,"
              " payload, 'nobody-sent-this', node_id FROM events"
-             " WHERE persistence_id = " + q("user|" + p.user_id)
-             + " ORDER BY seq_nr DESC LIMIT 1");
+             " WHERE persistence_id = "
+             + q("user|" + p.user_id) + " ORDER BY seq_nr DESC LIMIT 1");
     auto found = check_journal(db->url(), records_);
     EXPECT_THAT(found, reports("phantom", "nobody-sent-this"));
     EXPECT_THAT(found, reports("G2: user|" + p.user_id, "a gap"));
@@ -227,8 +227,8 @@ TEST_F(checker_self_test, passes_a_clean_run_and_reports_every_kind_of_damage) {
     SCOPED_TRACE("G1: acknowledged with another shout id");
     auto db = copy();
     db->exec("UPDATE events SET payload = (SELECT payload FROM events WHERE"
-             " command_id = " + q(p2.command_id) + ") WHERE command_id = "
-             + q(p.command_id));
+             " command_id = "
+             + q(p2.command_id) + ") WHERE command_id = " + q(p.command_id));
     EXPECT_THAT(check_journal(db->url(), records_),
                 reports(p.command_id, "was acknowledged with shout"));
   }
@@ -268,8 +268,8 @@ TEST_F(checker_self_test, passes_a_clean_run_and_reports_every_kind_of_damage) {
              " ON CONFLICT (name) DO UPDATE SET value = '8'");
     // users[0]: epochs 2 then 1 (granted, but going back).
     db->exec("INSERT INTO lease_history (resource, part, epoch, owner_node,"
-             " owner_incarnation) VALUES ('shard', " + shard(users[0])
-             + ", 101, 0, 'a'), ('shard', " + shard(users[0])
+             " owner_incarnation) VALUES ('shard', "
+             + shard(users[0]) + ", 101, 0, 'a'), ('shard', " + shard(users[0])
              + ", 102, 0, 'a')");
     db->exec("UPDATE events SET node_id = 'node-0', lease_epoch = CASE WHEN"
              " seq_nr = 1 THEN 102 ELSE 101 END WHERE persistence_id = "
@@ -279,16 +279,18 @@ TEST_F(checker_self_test, passes_a_clean_run_and_reports_every_kind_of_damage) {
              + stream(users[1]));
     // users[2]: granted to node 5, written by node 0.
     db->exec("INSERT INTO lease_history (resource, part, epoch, owner_node,"
-             " owner_incarnation) VALUES ('shard', " + shard(users[2])
-             + ", 103, 5, 'b')");
+             " owner_incarnation) VALUES ('shard', "
+             + shard(users[2]) + ", 103, 5, 'b')");
     db->exec("UPDATE events SET node_id = 'node-0', lease_epoch = 103"
-             " WHERE persistence_id = " + stream(users[2]));
+             " WHERE persistence_id = "
+             + stream(users[2]));
     // users[3]: all in order (no violation).
     db->exec("INSERT INTO lease_history (resource, part, epoch, owner_node,"
-             " owner_incarnation) VALUES ('shard', " + shard(users[3])
-             + ", 104, 0, 'c')");
+             " owner_incarnation) VALUES ('shard', "
+             + shard(users[3]) + ", 104, 0, 'c')");
     db->exec("UPDATE events SET node_id = 'node-0', lease_epoch = 104"
-             " WHERE persistence_id = " + stream(users[3]));
+             " WHERE persistence_id = "
+             + stream(users[3]));
     auto found = check_journal(db->url(), records_);
     EXPECT_THAT(found, reports("user|" + users[0], "the epoch went back"));
     EXPECT_THAT(found, reports("user|" + users[1], "never granted"));
@@ -304,10 +306,8 @@ TEST_F(checker_self_test, passes_a_clean_run_and_reports_every_kind_of_damage) {
 // -- the Watch check, on recordings made up here ------------------------------
 
 std::vector<subject_event> watched_journal() {
-  return {{1, 10, "watch-register-w"},
-          {2, 12, "a"},
-          {3, 15, "b"},
-          {4, 20, "c"}};
+  return {
+    {1, 10, "watch-register-w"}, {2, 12, "a"}, {3, 15, "b"}, {4, 20, "c"}};
 }
 
 watch_change change(int64_t position, const std::string& bio) {

@@ -48,8 +48,8 @@ TEST(harness_self_test, transport_failures_are_retried_business_answers_not) {
   EXPECT_TRUE(transport_failure({grpc::StatusCode::UNKNOWN, "Stream removed"}));
   EXPECT_TRUE(transport_failure(
     {grpc::StatusCode::INTERNAL, "Received RST_STREAM with error code 2"}));
-  EXPECT_FALSE(transport_failure({grpc::StatusCode::INTERNAL,
-                                  "internal: stored event does not decode"}));
+  EXPECT_FALSE(transport_failure(
+    {grpc::StatusCode::INTERNAL, "internal: stored event does not decode"}));
   for (auto code :
        {grpc::StatusCode::NOT_FOUND, grpc::StatusCode::ALREADY_EXISTS,
         grpc::StatusCode::FAILED_PRECONDITION,
@@ -189,28 +189,34 @@ TEST(harness_self_test, settled_means_live_owners_fresh_leases_and_members_up) {
 
   db.exec("INSERT INTO cluster_members (node_id, incarnation, host, caf_port,"
           " roles, state) VALUES (0, 'i1', 'h', 1, '{entities}', 'up')");
-  leases(std::string{"('shard', 0, 0, 'i1', 1, "} + fresh + "), ('shard', 1, 0,"
-         " 'i1', 1, " + fresh + "), ('projection/users', 0, 0, 'i1', 1, "
-         + fresh + ")");
+  leases(std::string{"('shard', 0, 0, 'i1', 1, "} + fresh
+         + "), ('shard', 1, 0,"
+           " 'i1', 1, "
+         + fresh + "), ('projection/users', 0, 0, 'i1', 1, " + fresh + ")");
   EXPECT_TRUE(cluster.leases_settled());
   EXPECT_TRUE(cluster.cluster_settled());
   EXPECT_TRUE(cluster.wait_leases_settled(1s).has_value());
 
-  leases(std::string{"('shard', 0, 0, 'i1', 1, "} + fresh + "), ('shard', 1, 0,"
-         " 'i1', 1, clock_timestamp() - interval '1 second')");
+  leases(std::string{"('shard', 0, 0, 'i1', 1, "} + fresh
+         + "), ('shard', 1, 0,"
+           " 'i1', 1, clock_timestamp() - interval '1 second')");
   EXPECT_THAT(cluster.leases_settled().message(), HasSubstr("shard/1"));
   EXPECT_THAT(cluster.leases_settled().message(), HasSubstr("expired"));
   std::string why;
   EXPECT_FALSE(cluster.wait_leases_settled(200ms, &why).has_value());
   EXPECT_THAT(why, HasSubstr("expired"));
 
-  leases(std::string{"('shard', 0, 0, 'i1', 1, "} + fresh + "), ('shard', 1, 1,"
-         " 'i9', 1, " + fresh + ")");
+  leases(std::string{"('shard', 0, 0, 'i1', 1, "} + fresh
+         + "), ('shard', 1, 1,"
+           " 'i9', 1, "
+         + fresh + ")");
   EXPECT_THAT(cluster.leases_settled().message(),
               HasSubstr("owned by node 1, which is not live"));
 
-  leases(std::string{"('shard', 0, 0, 'i1', 1, "} + fresh + "), ('shard', 1, 0,"
-         " 'old', 1, " + fresh + ")");
+  leases(std::string{"('shard', 0, 0, 'i1', 1, "} + fresh
+         + "), ('shard', 1, 0,"
+           " 'old', 1, "
+         + fresh + ")");
   EXPECT_THAT(cluster.leases_settled().message(),
               HasSubstr("cluster_members does not list"));
 
@@ -219,8 +225,10 @@ TEST(harness_self_test, settled_means_live_owners_fresh_leases_and_members_up) {
   EXPECT_THAT(cluster.leases_settled().message(), HasSubstr("has no owner"));
 
   // A frozen node is not live: its leases are not "owned".
-  leases(std::string{"('shard', 0, 0, 'i1', 1, "} + fresh + "), ('shard', 1, 0,"
-         " 'i1', 1, " + fresh + ")");
+  leases(std::string{"('shard', 0, 0, 'i1', 1, "} + fresh
+         + "), ('shard', 1, 0,"
+           " 'i1', 1, "
+         + fresh + ")");
   cluster.pause(0);
   EXPECT_FALSE(cluster.leases_settled());
   cluster.resume(0);

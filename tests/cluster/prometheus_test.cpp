@@ -82,17 +82,20 @@ std::vector<dashboard_query> dashboard_queries(std::string* error) {
     auto b = line.find('\t', a + 1);
     if (a == std::string::npos || b == std::string::npos)
       continue;
-    qs.push_back({line.substr(0, a), line.substr(a + 1, b - a - 1),
-                  line.substr(b + 1)});
+    qs.push_back(
+      {line.substr(0, a), line.substr(a + 1, b - a - 1), line.substr(b + 1)});
   }
   return qs;
 }
 
 /// Grafana's variables as Grafana would expand them for "All" nodes.
 std::string substitute(std::string expr) {
-  const std::vector<std::pair<std::string, std::string>> vars = {
-    {"$__rate_interval", "30s"}, {"$__interval", "5s"}, {"$__range", "5m"},
-    {"${instance}", ".*"},       {"$instance", ".*"}};
+  const std::vector<std::pair<std::string, std::string>> vars
+    = {{"$__rate_interval", "30s"},
+       {"$__interval", "5s"},
+       {"$__range", "5m"},
+       {"${instance}", ".*"},
+       {"$instance", ".*"}};
   for (auto& [name, value] : vars)
     for (auto at = expr.find(name); at != std::string::npos;
          at = expr.find(name, at + value.size()))
@@ -170,7 +173,9 @@ protected:
     db_.reset();
   }
 
-  void SetUp() override { ASSERT_EQ(setup_error_, "") << "set-up failed"; }
+  void SetUp() override {
+    ASSERT_EQ(setup_error_, "") << "set-up failed";
+  }
 
   /// The instances of the series `expr` returns (empty on error).
   static std::set<std::string> instances_of(const std::string& expr) {
@@ -225,7 +230,8 @@ TEST_F(prometheus_test, every_node_is_scraped_and_answers_through_the_api) {
     << "shards: " << shards << "; " << last;
 }
 
-TEST_F(prometheus_test, every_dashboard_query_runs_and_write_and_projection_panels_have_data) {
+TEST_F(prometheus_test,
+       every_dashboard_query_runs_and_write_and_projection_panels_have_data) {
   std::string error;
   auto queries = dashboard_queries(&error);
   ASSERT_EQ(error, "");
@@ -289,8 +295,9 @@ TEST_F(prometheus_test, a_fail_over_and_the_hand_off_back_are_timed) {
   auto count_of = [&](const std::string& family) {
     return value_of("sum(" + family + "_count)").value_or(-1);
   };
-  ASSERT_TRUE(wait_until([&] { return count_of("shoutflow_cluster_failover_seconds") >= 0; },
-                         30s, 200ms));
+  ASSERT_TRUE(wait_until(
+    [&] { return count_of("shoutflow_cluster_failover_seconds") >= 0; }, 30s,
+    200ms));
   auto failovers = count_of("shoutflow_cluster_failover_seconds");
   auto handoffs = count_of("shoutflow_cluster_handoff_seconds");
 
@@ -301,9 +308,8 @@ TEST_F(prometheus_test, a_fail_over_and_the_hand_off_back_are_timed) {
     [&] { return count_of("shoutflow_cluster_failover_seconds") > failovers; },
     60s, 250ms))
     << prometheus_->query("shoutflow_cluster_failover_seconds_count").body;
-  auto mean = value_of(
-    "sum(shoutflow_cluster_failover_seconds_sum) / "
-    "sum(shoutflow_cluster_failover_seconds_count)");
+  auto mean = value_of("sum(shoutflow_cluster_failover_seconds_sum) / "
+                       "sum(shoutflow_cluster_failover_seconds_count)");
   ASSERT_TRUE(mean.has_value());
   EXPECT_GE(*mean, ttl_seconds - 0.1);
   EXPECT_LT(*mean, ttl_seconds + 30);

@@ -21,8 +21,9 @@ namespace {
 class rolling_restart_test : public cluster_scenario {
 protected:
   void run(int nodes, bool cluster_flags, int rounds) {
-    ASSERT_NO_FATAL_FAILURE(start_cluster(
-      nodes, [&](cluster_options& o) { o.cluster_flags = cluster_flags; }));
+    ASSERT_NO_FATAL_FAILURE(start_cluster(nodes, [&](cluster_options& o) {
+      o.cluster_flags = cluster_flags;
+    }));
     ASSERT_NO_FATAL_FAILURE(start_load());
     ASSERT_NO_FATAL_FAILURE(start_watch(-1));
     ASSERT_NO_FATAL_FAILURE(expect_progress(100));

@@ -50,8 +50,8 @@ protected:
         if (took) {
           failovers.push_back(*took);
           std::cerr << "[ failover ] cycle " << cycle << ": node " << victim
-                    << " SIGKILLed, leases owned again after "
-                    << took->count() << " ms\n";
+                    << " SIGKILLed, leases owned again after " << took->count()
+                    << " ms\n";
         }
         // The survivors keep serving meanwhile.
         ASSERT_NO_FATAL_FAILURE(expect_progress(30));

@@ -45,9 +45,8 @@ protected:
       if (cluster_flags && nodes > 1) {
         std::string why;
         auto took = cluster_->wait_leases_settled(ttl + 20s, &why);
-        EXPECT_TRUE(took.has_value())
-          << "the leases of frozen node " << victim
-          << " were not taken over: " << why;
+        EXPECT_TRUE(took.has_value()) << "the leases of frozen node " << victim
+                                      << " were not taken over: " << why;
         if (took)
           std::cerr << "[ failover ] node " << victim
                     << " frozen, leases owned by live nodes after "

@@ -85,8 +85,8 @@ std::string read_file(const std::string& path) {
 /// already reaped.
 class daemon_process {
 public:
-  daemon_process(const std::string& binary, const std::string& db_url,
-                 int port, const std::string& log_path)
+  daemon_process(const std::string& binary, const std::string& db_url, int port,
+                 const std::string& log_path)
     : port_(port), log_path_(log_path) {
     std::vector<std::string> args = {binary,
                                      "--db-url",
@@ -121,14 +121,22 @@ public:
     posix_spawn_file_actions_destroy(&actions);
   }
 
-  ~daemon_process() { kill_now(); }
+  ~daemon_process() {
+    kill_now();
+  }
 
   daemon_process(const daemon_process&) = delete;
   daemon_process& operator=(const daemon_process&) = delete;
 
-  bool spawned() const { return pid_ > 0; }
-  int port() const { return port_; }
-  std::string log() const { return read_file(log_path_); }
+  bool spawned() const {
+    return pid_ > 0;
+  }
+  int port() const {
+    return port_;
+  }
+  std::string log() const {
+    return read_file(log_path_);
+  }
 
   /// SIGKILL and reap (idempotent).
   void kill_now() {
@@ -276,10 +284,10 @@ protected:
     ASSERT_TRUE(daemon_->spawned()) << "cannot spawn " << binary_;
     auto until = steady::now() + seconds(30);
     while (!serving(port, milliseconds(500))) {
-      ASSERT_TRUE(daemon_->running())
-        << "shoutflowd exited during start-up:\n" << daemon_->log();
-      ASSERT_LT(steady::now(), until)
-        << "shoutflowd not SERVING after 30 s:\n" << daemon_->log();
+      ASSERT_TRUE(daemon_->running()) << "shoutflowd exited during start-up:\n"
+                                      << daemon_->log();
+      ASSERT_LT(steady::now(), until) << "shoutflowd not SERVING after 30 s:\n"
+                                      << daemon_->log();
       std::this_thread::sleep_for(milliseconds(50));
     }
     stub_ = v1::CommandService::NewStub(channel_to(port));
@@ -358,7 +366,8 @@ TEST_F(crash_test, acknowledged_commands_survive_sigkill_exactly_once) {
   std::vector<std::vector<attempt>> attempts(client_threads);
   std::vector<std::thread> threads;
   for (int t = 0; t < client_threads; ++t)
-    threads.emplace_back([&, t] { client(t, stop, acknowledged, attempts[t]); });
+    threads.emplace_back(
+      [&, t] { client(t, stop, acknowledged, attempts[t]); });
   auto load_started = steady::now();
   while (steady::now() - load_started < milliseconds(1500)
          || acknowledged.load() < 200) {

@@ -20,8 +20,8 @@
 #include <pqxx/pqxx>
 
 #include "tests/support/test_db.hpp"
-#include "tests/support/wait.hpp"
 #include "tests/support/test_node.hpp"
+#include "tests/support/wait.hpp"
 
 using namespace shoutflow;
 using namespace shoutflow::testing;
@@ -105,7 +105,8 @@ std::vector<outcome> race(test_node& n, const std::string& round,
           if (via_grpc) {
             v1::CommandResult res;
             auto ctx = context_with_deadline(20s);
-            auto status = stub->RegisterUser(ctx.get(), c.register_user(), &res);
+            auto status = stub->RegisterUser(ctx.get(), c.register_user(),
+                                             &res);
             out[i].code = status.error_code();
             out[i].message = status.error_message();
           } else {
@@ -165,20 +166,21 @@ void expect_exactly_one_winner(const test_database& db,
             winner);
   // Only the winner registered: one event, one user claim, in this round.
   EXPECT_EQ(db.scalar<int64_t>("SELECT count(*) FROM events"
-                               " WHERE persistence_id LIKE 'user|" + round
+                               " WHERE persistence_id LIKE 'user|"
+                               + round
                                + "\\_%' AND event_type = 'UserRegistered'"),
             1);
   EXPECT_EQ(db.scalar<int64_t>("SELECT count(*) FROM events"
-                               " WHERE persistence_id LIKE 'user|" + round
-                               + "\\_%'"),
+                               " WHERE persistence_id LIKE 'user|"
+                               + round + "\\_%'"),
             1);
   EXPECT_EQ(db.scalar<int64_t>("SELECT count(*) FROM claims"
                                " WHERE namespace = 'user' AND key LIKE '"
                                + round + "\\_%'"),
             1);
   EXPECT_EQ(db.scalar<std::string>("SELECT persistence_id FROM events"
-                                   " WHERE persistence_id LIKE 'user|" + round
-                                   + "\\_%'"),
+                                   " WHERE persistence_id LIKE 'user|"
+                                   + round + "\\_%'"),
             "user|" + winner);
 }
 

@@ -36,7 +36,8 @@ using steady = std::chrono::steady_clock;
 /// Connections are allowed again by `end()` or the destructor.
 class outage {
 public:
-  explicit outage(const test_database& db) : name_(db.name()) {}
+  explicit outage(const test_database& db) : name_(db.name()) {
+  }
   ~outage() {
     try {
       end();
@@ -48,22 +49,24 @@ public:
   void begin() {
     admin("ALTER DATABASE " + name_ + " ALLOW_CONNECTIONS false");
     admin("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-          " WHERE datname = '" + name_ + "' AND pid <> pg_backend_pid()");
+          " WHERE datname = '"
+          + name_ + "' AND pid <> pg_backend_pid()");
     active_ = true;
   }
 
   /// Terminates the database's backends without refusing new connections.
   void kill_connections() {
     admin("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-          " WHERE datname = '" + name_ + "' AND pid <> pg_backend_pid()");
+          " WHERE datname = '"
+          + name_ + "' AND pid <> pg_backend_pid()");
   }
 
   int64_t backends() {
     pqxx::connection conn{admin_url()};
     pqxx::read_transaction tx{conn};
     return tx
-      .exec1("SELECT count(*) FROM pg_stat_activity WHERE datname = '"
-             + name_ + "'")[0]
+      .exec1("SELECT count(*) FROM pg_stat_activity WHERE datname = '" + name_
+             + "'")[0]
       .as<int64_t>();
   }
 
@@ -129,13 +132,13 @@ struct ack_log {
     pqxx::connection conn{db.url()};
     pqxx::read_transaction tx{conn};
     for (auto& [cid, r] : acks) {
-      auto rows = tx.exec_params(
-        "SELECT seq_nr, global_position FROM events"
-        " WHERE persistence_id = $1 AND command_id = $2",
-        "user|" + r.user_id(), cid);
-      ASSERT_EQ(rows.size(), 1u) << "acknowledged " << cid << " ("
-                                 << r.ShortDebugString()
-                                 << ") is not in the journal exactly once";
+      auto rows
+        = tx.exec_params("SELECT seq_nr, global_position FROM events"
+                         " WHERE persistence_id = $1 AND command_id = $2",
+                         "user|" + r.user_id(), cid);
+      ASSERT_EQ(rows.size(), 1u)
+        << "acknowledged " << cid << " (" << r.ShortDebugString()
+        << ") is not in the journal exactly once";
       EXPECT_EQ(rows[0][0].as<int64_t>(), r.seq_nr()) << cid;
       EXPECT_EQ(rows[0][1].as<int64_t>(), r.global_position()) << cid;
     }
@@ -341,7 +344,8 @@ TEST(journal_unavailable, acknowledged_writes_survive_outages_under_load) {
         EXPECT_TRUE(eventually([&] {
           r = n.send(c);
           return result_of(r) != nullptr;
-        })) << r.DebugString();
+        }))
+          << r.DebugString();
       }
     });
   for (auto& t : ts)

@@ -365,9 +365,9 @@ bool transport_failure(const grpc::Status& status) {
       return true;
     case grpc::StatusCode::UNKNOWN:
     case grpc::StatusCode::INTERNAL: {
-      static const char* transport_words[]
-        = {"RST_STREAM", "Stream removed", "Socket closed", "Connection reset",
-           "GOAWAY", "failed to connect", "Broken pipe", "connection"};
+      static const char* transport_words[] = {
+        "RST_STREAM", "Stream removed",    "Socket closed", "Connection reset",
+        "GOAWAY",     "failed to connect", "Broken pipe",   "connection"};
       for (auto* w : transport_words)
         if (status.error_message().find(w) != std::string::npos)
           return true;
@@ -470,12 +470,12 @@ std::vector<std::string> cluster_harness::args_of(int i) const {
                                    "--projection-poll",
                                    "20ms"};
   if (options_.cluster_flags) {
-    for (auto& a : {std::string{"--caf-port"}, std::to_string(p.caf),
-                    std::string{"--heartbeat-interval"},
-                    options_.heartbeat_interval, std::string{"--lease-ttl"},
-                    duration_flag(options_.lease_ttl),
-                    std::string{"--shutdown-grace"},
-                    duration_flag(options_.shutdown_grace)})
+    for (auto& a :
+         {std::string{"--caf-port"}, std::to_string(p.caf),
+          std::string{"--heartbeat-interval"}, options_.heartbeat_interval,
+          std::string{"--lease-ttl"}, duration_flag(options_.lease_ttl),
+          std::string{"--shutdown-grace"},
+          duration_flag(options_.shutdown_grace)})
       args.push_back(a);
   }
   for (auto& a : options_.extra_flags)
@@ -621,8 +621,8 @@ std::vector<int> cluster_harness::live_nodes() {
   return out;
 }
 
-int cluster_harness::stop(int i, std::optional<std::chrono::milliseconds>
-                                   timeout) {
+int cluster_harness::stop(int i,
+                          std::optional<std::chrono::milliseconds> timeout) {
   if (!running(i))
     return -1;
   auto wait_for = timeout.value_or(options_.shutdown_grace + seconds(5));
@@ -1107,9 +1107,9 @@ command_record command_client::execute(command_record r, std::mt19937_64& rng,
       auto& target = targets[rng() % targets.size()];
       auto attempt_end = std::min(deadline, now + policy_.attempt_timeout);
       ++r.attempts;
-      auto reply = unary_raw(channel_to(target), path, r.request,
-                             std::chrono::system_clock::now()
-                               + (attempt_end - now));
+      auto reply
+        = unary_raw(channel_to(target), path, r.request,
+                    std::chrono::system_clock::now() + (attempt_end - now));
       if (reply.status.ok()) {
         bool parsed = false;
         if (r.method == "Login") {
@@ -1143,8 +1143,8 @@ command_record command_client::execute(command_record r, std::mt19937_64& rng,
     // Jittered exponential backoff, never past the budget.
     std::uniform_int_distribution<int64_t> jitter{0, backoff.count() / 2};
     auto pause = backoff + milliseconds(jitter(rng));
-    auto left = std::chrono::duration_cast<milliseconds>(deadline
-                                                         - steady::now());
+    auto left
+      = std::chrono::duration_cast<milliseconds>(deadline - steady::now());
     if (left.count() > 0)
       std::this_thread::sleep_for(std::min(pause, left));
     backoff = std::min(backoff * 2, policy_.max_backoff);
@@ -1225,9 +1225,9 @@ void load_driver::stop() {
   threads_.clear();
 }
 
-::testing::AssertionResult
-load_driver::wait_acknowledged(int64_t since, int64_t more,
-                               milliseconds within) {
+::testing::AssertionResult load_driver::wait_acknowledged(int64_t since,
+                                                          int64_t more,
+                                                          milliseconds within) {
   auto until = steady::now() + within;
   while (log_.acknowledged() < since + more) {
     if (steady::now() > until)

@@ -171,7 +171,9 @@ public:
   cluster_harness(const cluster_harness&) = delete;
   cluster_harness& operator=(const cluster_harness&) = delete;
 
-  const cluster_options& options() const { return options_; }
+  const cluster_options& options() const {
+    return options_;
+  }
 
   /// Number of slots.
   int size() const;
@@ -223,9 +225,8 @@ public:
 
   /// Node i answers SERVING on its command, query and admin ports. Fails
   /// early (with the log) if the process exits.
-  ::testing::AssertionResult wait_ready(int i,
-                                        std::chrono::milliseconds within
-                                        = std::chrono::seconds(30));
+  ::testing::AssertionResult wait_ready(int i, std::chrono::milliseconds within
+                                               = std::chrono::seconds(30));
 
   /// With cluster flags: every row of `leases` is owned by the current
   /// incarnation of a live node (its cluster_members row, not 'down') and
@@ -293,7 +294,9 @@ public:
   scratch_postgres& operator=(const scratch_postgres&) = delete;
 
   /// Empty when the server is up, else what went wrong.
-  const std::string& error() const { return error_; }
+  const std::string& error() const {
+    return error_;
+  }
 
   /// Creates and migrates database `name`; its URL.
   std::string create_database(const std::string& name);
@@ -355,9 +358,15 @@ class command_log {
 public:
   void add(const command_record& r);
   std::vector<command_record> records() const;
-  int64_t acknowledged() const { return acknowledged_; }
-  int64_t rejected() const { return rejected_; }
-  int64_t failed() const { return failed_; }
+  int64_t acknowledged() const {
+    return acknowledged_;
+  }
+  int64_t rejected() const {
+    return rejected_;
+  }
+  int64_t failed() const {
+    return failed_;
+  }
   /// "1234 acknowledged (12 duplicate), 56 rejected {NOT_FOUND: 50, ...},
   /// 0 failed, retries {UNAVAILABLE: 7}".
   std::string summary() const;
@@ -375,8 +384,7 @@ private:
 /// Sends commands with retries (see the top of this file).
 class command_client {
 public:
-  command_client(target_source targets, retry_policy policy,
-                 command_log* log);
+  command_client(target_source targets, retry_policy policy, command_log* log);
 
   /// Sends `r` (command_id, user_id, method, request set) until it is
   /// acknowledged, rejected, or the budget is spent; records it in the log
@@ -389,7 +397,9 @@ public:
                              const std::string& user_id,
                              const google::protobuf::Message& request);
 
-  const retry_policy& policy() const { return policy_; }
+  const retry_policy& policy() const {
+    return policy_;
+  }
 
 private:
   target_source targets_;
@@ -426,31 +436,41 @@ public:
 
   /// Registers the user set (each must be acknowledged).
   ::testing::AssertionResult register_users();
-  const std::vector<std::string>& users() const { return users_; }
+  const std::vector<std::string>& users() const {
+    return users_;
+  }
 
   void start();
   /// Stops the clients after their current command (which keeps its full
   /// retry budget) and joins them.
   void stop();
-  bool started() const { return !threads_.empty(); }
+  bool started() const {
+    return !threads_.empty();
+  }
 
   /// Waits until `more` commands beyond `since` were acknowledged.
-  ::testing::AssertionResult wait_acknowledged(int64_t since, int64_t more,
-                                               std::chrono::milliseconds
-                                                 within);
+  ::testing::AssertionResult
+  wait_acknowledged(int64_t since, int64_t more,
+                    std::chrono::milliseconds within);
 
-  command_log& log() { return log_; }
-  const command_log& log() const { return log_; }
-  command_client& client() { return client_; }
+  command_log& log() {
+    return log_;
+  }
+  const command_log& log() const {
+    return log_;
+  }
+  command_client& client() {
+    return client_;
+  }
 
 private:
   void run_client(int index);
 
   struct knowledge {
     std::mutex mtx;
-    std::vector<std::pair<std::string, std::string>> shouts; // id, author
+    std::vector<std::pair<std::string, std::string>> shouts;  // id, author
     std::vector<std::pair<std::string, std::string>> follows; // who, whom
-    std::vector<std::pair<std::string, std::string>> likes; // who, shout
+    std::vector<std::pair<std::string, std::string>> likes;   // who, shout
   };
 
   load_options options_;

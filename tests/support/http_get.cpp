@@ -49,7 +49,9 @@ http_reply http_get(const std::string& host, int port,
   }
   struct closer {
     int fd;
-    ~closer() { ::close(fd); }
+    ~closer() {
+      ::close(fd);
+    }
   } close_fd{fd};
   sockaddr_in addr{};
   addr.sin_family = AF_INET;

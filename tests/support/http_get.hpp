@@ -18,10 +18,9 @@ struct http_reply {
 };
 
 /// GET http://host:port/target within `timeout`.
-http_reply http_get(const std::string& host, int port,
-                    const std::string& target,
-                    std::chrono::milliseconds timeout
-                    = std::chrono::seconds(10));
+http_reply
+http_get(const std::string& host, int port, const std::string& target,
+         std::chrono::milliseconds timeout = std::chrono::seconds(10));
 
 /// Percent-encodes everything but RFC 3986's unreserved characters.
 std::string url_encode(const std::string& s);

@@ -235,17 +235,16 @@ violations check_journal(const std::string& db_url,
     std::string first_ungranted;
     std::string first_foreign;
     auto user = stream.rfind("user|", 0) == 0 ? stream.substr(5) : stream;
-    auto shard = static_cast<int64_t>(fnv1a64(user)
-                                      % static_cast<uint64_t>(
-                                        std::max<int64_t>(shards, 1)));
+    auto shard = static_cast<int64_t>(
+      fnv1a64(user) % static_cast<uint64_t>(std::max<int64_t>(shards, 1)));
     for (auto k = i; k < end; ++k) {
       auto& e = events[k];
       if (e.seq_nr != expected && !reported_seq) {
-        g2.add("G2: " + stream + ": seq_nr " + std::to_string(e.seq_nr)
-               + " where " + std::to_string(expected) + " belongs ("
-               + (e.seq_nr < expected ? "a second event with that seq_nr"
-                                      : "a gap")
-               + "; " + std::to_string(end - i) + " events in the stream)");
+        g2.add(
+          "G2: " + stream + ": seq_nr " + std::to_string(e.seq_nr) + " where "
+          + std::to_string(expected) + " belongs ("
+          + (e.seq_nr < expected ? "a second event with that seq_nr" : "a gap")
+          + "; " + std::to_string(end - i) + " events in the stream)");
         reported_seq = true;
       }
       expected = e.seq_nr + 1;
@@ -262,8 +261,8 @@ violations check_journal(const std::string& db_url,
       writers[epoch].insert(e.node);
       if (last_epoch && epoch < *last_epoch && !reported_epoch) {
         g2.add("G2: " + describe(e) + " has lease_epoch "
-               + std::to_string(epoch) + " after "
-               + std::to_string(*last_epoch) + ": the epoch went back");
+               + std::to_string(epoch) + " after " + std::to_string(*last_epoch)
+               + ": the epoch went back");
         reported_epoch = true;
       }
       last_epoch = std::max(epoch, last_epoch.value_or(epoch));
@@ -284,8 +283,7 @@ violations check_journal(const std::string& db_url,
     }
     // One line per stream and kind: a wrong lease taints whole runs.
     if (ungranted > 0)
-      g2.add("G2: " + first_ungranted
-             + ", which lease_history never granted"
+      g2.add("G2: " + first_ungranted + ", which lease_history never granted"
              + (have_leases ? "" : " (lease_history is empty)") + " ("
              + std::to_string(ungranted) + " such events in " + stream + ")");
     if (foreign > 0)
@@ -339,8 +337,8 @@ violations check_journal(const std::string& db_url,
                + ", not " + stream);
     for (auto* n : nops)
       if (n->stream != stream)
-        g1.add("G1: " + describe(r) + ": its no-op is recorded for "
-               + n->stream + ", not " + stream);
+        g1.add("G1: " + describe(r) + ": its no-op is recorded for " + n->stream
+               + ", not " + stream);
     if (!evs.empty() && !nops.empty())
       g1.add("G1: " + describe(r)
              + " is in the journal both as an event and as a no-op");
@@ -368,8 +366,8 @@ violations check_journal(const std::string& db_url,
           if (r.method == "Login"
               && (last.type == "UserLoggedIn") != r.login_success)
             g1.add("G1: " + describe(r) + " answered success = "
-                   + (r.login_success ? "true" : "false")
-                   + " but appended " + last.type);
+                   + (r.login_success ? "true" : "false") + " but appended "
+                   + last.type);
           if (r.method == "PostShout") {
             v1::ShoutPosted posted;
             if (!posted.ParseFromString(last.payload))
@@ -451,8 +449,8 @@ violations check_resend(command_client& client,
                                 false);
     if (again.outcome != command_outcome::acknowledged) {
       add("G4: resending acknowledged " + describe(first) + " gave "
-          + to_string(again.outcome) + " " + status_code_name(again.code)
-          + " " + again.message);
+          + to_string(again.outcome) + " " + status_code_name(again.code) + " "
+          + again.message);
       return;
     }
     if (!again.result.duplicate())
@@ -464,8 +462,7 @@ violations check_resend(command_client& client,
           + result_text(again.result) + ", the first answer was "
           + result_text(first.result));
     if (first.method == "Login" && again.login_success != first.login_success)
-      add("G4: resending " + describe(first)
-          + " changed the login's success");
+      add("G4: resending " + describe(first) + " changed the login's success");
   });
   return out.take();
 }
@@ -651,8 +648,7 @@ violations check_projections(const projection_check_options& options) {
     }
     if (!started)
       out.add("G3: RebuildProjection(" + name + ", until_position "
-              + std::to_string(head.first)
-              + ") failed: " + status_text(last));
+              + std::to_string(head.first) + ") failed: " + status_text(last));
   }
   for (auto& [name, generation] : built) {
     std::string state;
@@ -691,8 +687,8 @@ violations check_projections(const projection_check_options& options) {
         auto a = base + live_suffix;
         auto b = base + built_suffix;
         auto exists = tx.exec1("SELECT to_regclass(" + tx.quote(a)
-                               + ") IS NOT NULL AND to_regclass("
-                               + tx.quote(b) + ") IS NOT NULL")[0]
+                               + ") IS NOT NULL AND to_regclass(" + tx.quote(b)
+                               + ") IS NOT NULL")[0]
                         .as<bool>();
         if (!exists) {
           out.add("G3: " + a + " or " + b + " does not exist");
@@ -703,8 +699,7 @@ violations check_projections(const projection_check_options& options) {
         if (extra == 0 && missing == 0)
           continue;
         std::string what = "G3: " + a + " (live) differs from " + b
-                           + " (rebuilt up to "
-                           + std::to_string(head.first)
+                           + " (rebuilt up to " + std::to_string(head.first)
                            + "): " + std::to_string(extra) + " rows only live, "
                            + std::to_string(missing) + " only rebuilt";
         for (auto& r : extra_rows)
@@ -720,9 +715,8 @@ violations check_projections(const projection_check_options& options) {
   try {
     auto after = head_of();
     if (after.first != head.first)
-      out.add("G3: the journal grew from " + std::to_string(head.first)
-              + " to " + std::to_string(after.first)
-              + " while the load was stopped");
+      out.add("G3: the journal grew from " + std::to_string(head.first) + " to "
+              + std::to_string(after.first) + " while the load was stopped");
   } catch (const std::exception& e) {
     out.add(std::string{"G3: cannot read the journal: "} + e.what());
   }
@@ -764,21 +758,21 @@ violations check_watch_segments(const std::string& user_id,
     std::string ends;
     for (auto& s : segments)
       ends += "\n    " + s.target + ": " + s.end_status;
-    out.add(w + "the stream ended and was reopened " +
-            std::to_string(segments.size() - 1) + " times" + ends);
+    out.add(w + "the stream ended and was reopened "
+            + std::to_string(segments.size() - 1) + " times" + ends);
   }
   std::set<int64_t> delivered;
   for (std::size_t k = 0; k < segments.size(); ++k) {
     auto& s = segments[k];
     auto seg = w + "stream " + std::to_string(k) + " (" + s.target + "): ";
     if (single_segment && s.ended_early)
-      out.add(seg + "ended before the test stopped it, after "
-              + std::to_string(s.changes.size()) + " changes"
-              + (s.changes.empty()
-                   ? std::string{}
-                   : " (last at "
-                       + std::to_string(s.changes.back().position) + ")")
-              + ": " + s.end_status);
+      out.add(
+        seg + "ended before the test stopped it, after "
+        + std::to_string(s.changes.size()) + " changes"
+        + (s.changes.empty()
+             ? std::string{}
+             : " (last at " + std::to_string(s.changes.back().position) + ")")
+        + ": " + s.end_status);
     if (!s.has_initial) {
       out.add(seg + "no initial document");
       continue;
@@ -1029,8 +1023,8 @@ std::vector<subject_event> watch_probe::subject_journal() const {
                       "  FROM events WHERE persistence_id = $1"
                       " ORDER BY seq_nr",
                       "user|" + options_.user_id))
-    out.push_back({row[0].as<int64_t>(), row[1].as<int64_t>(),
-                   row[2].as<std::string>()});
+    out.push_back(
+      {row[0].as<int64_t>(), row[1].as<int64_t>(), row[2].as<std::string>()});
   return out;
 }
 
@@ -1143,16 +1137,15 @@ verify_report verify_cluster(const verify_options& options,
     if (seen.count(v) == 0)
       report.journal_after_resend.push_back(v);
   if (options.projections)
-    report.projections = check_projections({options.db_url,
-                                            options.query_targets,
-                                            options.admin_targets,
-                                            options.projection_timeout});
+    report.projections
+      = check_projections({options.db_url, options.query_targets,
+                           options.admin_targets, options.projection_timeout});
   std::ostringstream summary;
-  summary << records.size() << " commands checked, " << in_doubt
-          << " in doubt resolved, in "
-          << std::chrono::duration_cast<milliseconds>(steady::now() - started)
-               .count()
-          << " ms";
+  summary
+    << records.size() << " commands checked, " << in_doubt
+    << " in doubt resolved, in "
+    << std::chrono::duration_cast<milliseconds>(steady::now() - started).count()
+    << " ms";
   report.summary = summary.str();
   return report;
 }
@@ -1234,8 +1227,9 @@ void cluster_scenario::start_load(
 void cluster_scenario::start_watched_load(int nodes, bool cluster_flags,
                                           std::vector<int>* all,
                                           int* watch_node) {
-  ASSERT_NO_FATAL_FAILURE(start_cluster(
-    nodes, [&](cluster_options& o) { o.cluster_flags = cluster_flags; }));
+  ASSERT_NO_FATAL_FAILURE(start_cluster(nodes, [&](cluster_options& o) {
+    o.cluster_flags = cluster_flags;
+  }));
   ASSERT_NO_FATAL_FAILURE(start_load());
   all->clear();
   for (int i = 0; i < nodes; ++i)
@@ -1269,8 +1263,8 @@ void cluster_scenario::expect_progress(int64_t more, milliseconds within) {
     more *= 5;
     within *= 5;
   }
-  EXPECT_TRUE(load_->wait_acknowledged(load_->log().acknowledged(), more,
-                                       within));
+  EXPECT_TRUE(
+    load_->wait_acknowledged(load_->log().acknowledged(), more, within));
 }
 
 void cluster_scenario::restart(int i) {

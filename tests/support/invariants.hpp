@@ -184,16 +184,20 @@ public:
   watch_probe& operator=(const watch_probe&) = delete;
 
   ::testing::AssertionResult start();
-  ::testing::AssertionResult stop(std::chrono::milliseconds within
-                                  = std::chrono::seconds(30));
+  ::testing::AssertionResult
+  stop(std::chrono::milliseconds within = std::chrono::seconds(30));
 
   /// The Watch checks against the journal and `records` (the acks of the
   /// probe's own commands are among them).
   violations check(const std::vector<command_record>& records) const;
 
   std::vector<watch_segment> segments() const;
-  int64_t updates_acknowledged() const { return acknowledged_; }
-  const std::string& user_id() const { return options_.user_id; }
+  int64_t updates_acknowledged() const {
+    return acknowledged_;
+  }
+  const std::string& user_id() const {
+    return options_.user_id;
+  }
 
 private:
   void read_loop();
@@ -234,13 +238,13 @@ struct verify_options {
 
 /// Each check's violations, in the order they run.
 struct verify_report {
-  violations journal;     // G1, G2 over what the load left
-  violations watch;       // the Watch probe (if any)
-  violations resend;      // G4 for the acknowledged commands
-  violations in_doubt;    // resolving the failed-for-good commands
+  violations journal;              // G1, G2 over what the load left
+  violations watch;                // the Watch probe (if any)
+  violations resend;               // G4 for the acknowledged commands
+  violations in_doubt;             // resolving the failed-for-good commands
   violations journal_after_resend; // G1, G2 again, new findings only
-  violations rejections;  // G5: unexpected status codes
-  violations projections; // G3
+  violations rejections;           // G5: unexpected status codes
+  violations projections;          // G3
   std::string summary;
 };
 

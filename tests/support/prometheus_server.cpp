@@ -91,8 +91,7 @@ prometheus_server::prometheus_server(prometheus_options options) {
   posix_spawn_file_actions_addopen(&actions, 1, log_path.c_str(),
                                    O_WRONLY | O_CREAT | O_APPEND, 0644);
   posix_spawn_file_actions_adddup2(&actions, 1, 2);
-  int rc = posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(),
-                       environ);
+  int rc = posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), environ);
   posix_spawn_file_actions_destroy(&actions);
   if (rc != 0) {
     pid_ = -1;
@@ -101,8 +100,7 @@ prometheus_server::prometheus_server(prometheus_options options) {
   }
   auto deadline = clock_type::now() + std::chrono::seconds(60);
   for (;;) {
-    auto r = http_get("127.0.0.1", port_, "/-/ready",
-                      std::chrono::seconds(2));
+    auto r = http_get("127.0.0.1", port_, "/-/ready", std::chrono::seconds(2));
     if (r.status == 200)
       return;
     int status = 0;

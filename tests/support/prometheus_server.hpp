@@ -39,8 +39,12 @@ public:
   prometheus_server& operator=(const prometheus_server&) = delete;
 
   /// Empty once the server answers /-/ready; else why it did not start.
-  const std::string& error() const { return error_; }
-  int port() const { return port_; }
+  const std::string& error() const {
+    return error_;
+  }
+  int port() const {
+    return port_;
+  }
 
   /// An instant query; the reply's body is the API's JSON.
   http_reply query(const std::string& expr) const;

@@ -25,8 +25,12 @@ public:
   test_database(const test_database&) = delete;
   test_database& operator=(const test_database&) = delete;
 
-  const std::string& url() const { return url_; }
-  const std::string& name() const { return name_; }
+  const std::string& url() const {
+    return url_;
+  }
+  const std::string& name() const {
+    return name_;
+  }
 
   /// Runs one query returning one value.
   template <class T>

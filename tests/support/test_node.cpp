@@ -103,8 +103,7 @@ v1::EntityReply test_node::send(const v1::UserCommand& command,
   caf::scoped_actor self{node_->system()};
   auto on_reply = [&](std::string& bytes) { reply.ParseFromString(bytes); };
   auto on_error = [&](caf::error& err) {
-    *reply.mutable_rejection() = services::rejection_from(err,
-                                                          node_->system());
+    *reply.mutable_rejection() = services::rejection_from(err, node_->system());
   };
   if (command.has_login() && command.login().has_handle())
     self
@@ -128,10 +127,9 @@ context_with_deadline(std::chrono::milliseconds timeout) {
   return ctx;
 }
 
-v1::UserCommand register_user(const std::string& command_id,
-                              const std::string& user_id,
-                              const std::string& handle,
-                              const std::string& password) {
+v1::UserCommand
+register_user(const std::string& command_id, const std::string& user_id,
+              const std::string& handle, const std::string& password) {
   v1::UserCommand c;
   auto* r = c.mutable_register_user();
   r->set_command_id(command_id);
@@ -154,8 +152,8 @@ v1::UserCommand post_shout(const std::string& command_id,
   return c;
 }
 
-v1::UserCommand follow(const std::string& command_id, const std::string& user_id,
-                       const std::string& target) {
+v1::UserCommand follow(const std::string& command_id,
+                       const std::string& user_id, const std::string& target) {
   v1::UserCommand c;
   auto* r = c.mutable_follow();
   r->set_command_id(command_id);

@@ -14,8 +14,8 @@
 #include "services/node/node.hpp"
 #include "shoutflow/v1/admin.grpc.pb.h"
 #include "shoutflow/v1/commands.grpc.pb.h"
-#include "shoutflow/v1/queries.grpc.pb.h"
 #include "shoutflow/v1/entity.pb.h"
+#include "shoutflow/v1/queries.grpc.pb.h"
 
 namespace shoutflow::testing {
 
@@ -34,7 +34,9 @@ public:
                      const clock* clk = nullptr);
   ~test_node();
 
-  node::node& get() { return *node_; }
+  node::node& get() {
+    return *node_;
+  }
 
   /// A new channel + stub to the CommandService.
   std::unique_ptr<v1::CommandService::Stub> command_stub() const;
@@ -44,9 +46,9 @@ public:
 
   /// Sends one command through the router (no gRPC) and waits for the
   /// reply; a CAF error becomes an UNAVAILABLE/DEADLINE_EXCEEDED rejection.
-  v1::EntityReply send(const v1::UserCommand& command,
-                       std::chrono::milliseconds timeout
-                       = std::chrono::seconds(10));
+  v1::EntityReply
+  send(const v1::UserCommand& command,
+       std::chrono::milliseconds timeout = std::chrono::seconds(10));
 
   /// Stops the node gracefully (idempotent).
   void stop();
@@ -74,7 +76,7 @@ v1::UserCommand register_user(const std::string& command_id,
                               const std::string& password = "correct horse");
 v1::UserCommand post_shout(const std::string& command_id,
                            const std::string& user_id, const std::string& text);
-v1::UserCommand follow(const std::string& command_id, const std::string& user_id,
-                       const std::string& target);
+v1::UserCommand follow(const std::string& command_id,
+                       const std::string& user_id, const std::string& target);
 
 } // namespace shoutflow::testing

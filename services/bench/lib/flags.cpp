@@ -22,7 +22,8 @@ void program::usage_error(const std::string& message) const {
 }
 
 flags::flags(const program& p, int argc, char** argv)
-  : program_(p), argc_(argc), argv_(argv) {}
+  : program_(p), argc_(argc), argv_(argv) {
+}
 
 bool flags::next() {
   if (value_taken_ && !inline_value_)

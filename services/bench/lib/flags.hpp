@@ -38,7 +38,9 @@ public:
   bool next();
 
   /// The current flag's name, without the leading "--".
-  const std::string& name() const { return name_; }
+  const std::string& name() const {
+    return name_;
+  }
 
   /// The current flag's value: after '=', or else the next argument.
   std::string text();

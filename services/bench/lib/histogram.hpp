@@ -38,9 +38,15 @@ public:
   void merge(const histogram& other);
   void clear();
 
-  uint64_t count() const { return count_; }
-  int64_t min() const { return count_ == 0 ? 0 : min_; }
-  int64_t max() const { return count_ == 0 ? 0 : max_; }
+  uint64_t count() const {
+    return count_;
+  }
+  int64_t min() const {
+    return count_ == 0 ? 0 : min_;
+  }
+  int64_t max() const {
+    return count_ == 0 ? 0 : max_;
+  }
   double mean() const;
 
   /// Nearest rank: the smallest recorded value v such that at least q of all

@@ -19,7 +19,8 @@ std::string json_number(double x);
 
 class json_writer {
 public:
-  explicit json_writer(bool indent = true) : indent_(indent) {}
+  explicit json_writer(bool indent = true) : indent_(indent) {
+  }
 
   json_writer& begin_object();
   json_writer& end_object();
@@ -33,8 +34,12 @@ public:
   json_writer& value(double x);
   json_writer& value(int64_t x);
   json_writer& value(uint64_t x);
-  json_writer& value(int x) { return value(static_cast<int64_t>(x)); }
-  json_writer& value(unsigned x) { return value(static_cast<uint64_t>(x)); }
+  json_writer& value(int x) {
+    return value(static_cast<int64_t>(x));
+  }
+  json_writer& value(unsigned x) {
+    return value(static_cast<uint64_t>(x));
+  }
   json_writer& value(bool b);
   json_writer& null();
 
@@ -46,7 +51,9 @@ public:
   }
 
   /// The document; complete once every begin has its end.
-  const std::string& str() const { return out_; }
+  const std::string& str() const {
+    return out_;
+  }
 
 private:
   void before_value();

@@ -11,10 +11,10 @@ namespace shoutflow::bench {
 
 struct machine_info {
   unsigned nproc = 0;
-  std::string cpu_model;  // "model name" of /proc/cpuinfo; "" when unknown
-  std::string kernel;     // uname -r
+  std::string cpu_model; // "model name" of /proc/cpuinfo; "" when unknown
+  std::string kernel;    // uname -r
   std::string hostname;
-  double memory_gib = 0;  // MemTotal
+  double memory_gib = 0; // MemTotal
 };
 
 machine_info read_machine();

@@ -38,11 +38,10 @@ lease_epochs held_epochs(const std::string& url) {
   pqxx::connection conn{url};
   pqxx::read_transaction tx{conn};
   lease_epochs out;
-  for (const auto& row :
-       tx.exec("SELECT resource, part, epoch,"
-               "       owner_node IS NOT NULL"
-               "         AND expires_at > clock_timestamp()"
-               "  FROM leases")) {
+  for (const auto& row : tx.exec("SELECT resource, part, epoch,"
+                                 "       owner_node IS NOT NULL"
+                                 "         AND expires_at > clock_timestamp()"
+                                 "  FROM leases")) {
     if (!row[3].as<bool>())
       return {};
     out[{row[0].as<std::string>(), row[1].as<int>()}] = row[2].as<int64_t>();
@@ -76,8 +75,7 @@ TEST(keeper_test, a_lease_stopped_as_overdue_comes_back_only_at_a_new_epoch) {
     stall.exec("SELECT 1 FROM cluster_members FOR UPDATE");
     ASSERT_TRUE(wait_until(
       [&] {
-        return metric_value(node, "shoutflow_cluster_leases_lost_total")
-               > lost;
+        return metric_value(node, "shoutflow_cluster_leases_lost_total") > lost;
       },
       20s, 10ms))
       << "the node never stopped serving its overdue leases";

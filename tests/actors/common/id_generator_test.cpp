@@ -153,10 +153,10 @@ TEST(snowflake_generator, well_formed_rejects_what_encode_cannot_produce) {
   EXPECT_TRUE(snowflake_generator::well_formed("0000000000000"));
   EXPECT_TRUE(snowflake_generator::well_formed("7ZZZZZZZZZZZZ"));
   for (auto& bad : std::vector<std::string>{
-         "", "000000000000", "00000000000000", "8000000000000",
-         "Z000000000000", "000000000000I", "000000000000L", "000000000000O",
-         "000000000000U", "000000000000a", "000000000000z", "00000000000 0",
-         "000000000000-", std::string(13, '\0')})
+         "", "000000000000", "00000000000000", "8000000000000", "Z000000000000",
+         "000000000000I", "000000000000L", "000000000000O", "000000000000U",
+         "000000000000a", "000000000000z", "00000000000 0", "000000000000-",
+         std::string(13, '\0')})
     EXPECT_FALSE(snowflake_generator::well_formed(bad)) << bad;
 }
 

@@ -100,9 +100,11 @@ TEST(pwhash_params, check_rejects_out_of_range_limits) {
   auto low_ops = pwhash_params{p.opslimit - 1, p.memlimit}.check();
   ASSERT_TRUE(low_ops.has_value());
   EXPECT_NE(low_ops->find("opslimit"), std::string::npos) << *low_ops;
-  auto high_ops = pwhash_params{
-    static_cast<unsigned long long>(crypto_pwhash_OPSLIMIT_MAX) + 1,
-    p.memlimit}.check();
+  auto high_ops
+    = pwhash_params{static_cast<unsigned long long>(crypto_pwhash_OPSLIMIT_MAX)
+                      + 1,
+                    p.memlimit}
+        .check();
   ASSERT_TRUE(high_ops.has_value());
   EXPECT_NE(high_ops->find("opslimit"), std::string::npos) << *high_ops;
   auto low_mem = pwhash_params{p.opslimit, p.memlimit - 1}.check();
@@ -111,9 +113,8 @@ TEST(pwhash_params, check_rejects_out_of_range_limits) {
   auto no_mem = pwhash_params{p.opslimit, 0}.check();
   ASSERT_TRUE(no_mem.has_value());
   EXPECT_NE(no_mem->find("memlimit"), std::string::npos) << *no_mem;
-  EXPECT_FALSE((pwhash_params{p.opslimit, crypto_pwhash_MEMLIMIT_MAX}
-                  .check()
-                  .has_value()));
+  EXPECT_FALSE((
+    pwhash_params{p.opslimit, crypto_pwhash_MEMLIMIT_MAX}.check().has_value()));
 }
 
 } // namespace

@@ -13,15 +13,17 @@
 namespace shoutflow {
 namespace {
 
-std::optional<std::size_t> len(const std::string& s) { return utf8_length(s); }
+std::optional<std::size_t> len(const std::string& s) {
+  return utf8_length(s);
+}
 
 TEST(utf8_length, counts_code_points) {
   EXPECT_EQ(len(""), 0u);
   EXPECT_EQ(len("abc"), 3u);
   EXPECT_EQ(len(std::string("a\0b", 3)), 3u);
-  EXPECT_EQ(len("\xC3\xA9"), 1u);                 // é
-  EXPECT_EQ(len("\xE2\x82\xAC"), 1u);             // €
-  EXPECT_EQ(len("\xF0\x9F\x98\x80"), 1u);         // 😀
+  EXPECT_EQ(len("\xC3\xA9"), 1u);         // é
+  EXPECT_EQ(len("\xE2\x82\xAC"), 1u);     // €
+  EXPECT_EQ(len("\xF0\x9F\x98\x80"), 1u); // 😀
   EXPECT_EQ(len("a\xC3\xA9\xE2\x82\xAC\xF0\x9F\x98\x80z"), 5u);
 }
 
@@ -42,7 +44,7 @@ TEST(utf8_length, accepts_the_boundaries_of_each_length) {
 
 TEST(utf8_length, rejects_malformed_input) {
   for (auto& bad : std::vector<std::string>{
-         "\x80",                 // continuation without a lead
+         "\x80", // continuation without a lead
          "\xBF",
          "\xC0\x80",             // overlong NUL
          "\xC1\xBF",             // overlong U+007F
@@ -58,10 +60,11 @@ TEST(utf8_length, rejects_malformed_input) {
          "\xFC\x84\x80\x80\x80\x80",
          "\xFE",
          "\xFF",
-         "\xC3",             // truncated at the end
+         "\xC3", // truncated at the end
          "\xE2\x82",
          "\xF0\x9F\x98",
-         "\xC3" "a",         // lead followed by ASCII
+         "\xC3"
+         "a",                // lead followed by ASCII
          "\xE2\x28\xA1",     // bad second byte
          "\xE2\x82\x28",     // bad third byte
          "\xF0\x9F\x98\x28", // bad fourth byte

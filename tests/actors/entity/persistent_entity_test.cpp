@@ -114,7 +114,7 @@ v1::UserCommand login(const std::string& cid, const std::string& user,
 const std::string good_password = "correct horse";
 const std::string bad_password = "wrong horse!";
 
-// -- reply inspection -----------------------------------------------------------
+// -- reply inspection ---------------------------------------------------------
 
 /// The CommandResult inside a reply (plain or login), or null.
 const v1::CommandResult* result_of(const v1::EntityReply& r) {
@@ -131,7 +131,7 @@ bool rejected_with(const v1::EntityReply& r, v1::RejectionCode code,
          && r.rejection().field() == field;
 }
 
-// -- node and database helpers ----------------------------------------------------
+// -- node and database helpers ------------------------------------------------
 
 auto with_snapshots(int64_t every) {
   return [every](node::node_config& cfg) { cfg.snapshot_every = every; };
@@ -143,7 +143,8 @@ entity::region_stats region_stats_of(test_node& n) {
   self->request(n.get().region(), 5s, stats_atom::value)
     .receive([&](entity::region_stats& s) { out = s; },
              [&](caf::error& err) {
-               ADD_FAILURE() << "region stats: " << n.get().system().render(err);
+               ADD_FAILURE()
+                 << "region stats: " << n.get().system().render(err);
              });
   return out;
 }
@@ -166,7 +167,8 @@ void passivate_and_wait(test_node& n, const std::string& id) {
   EXPECT_TRUE(eventually([&] {
     auto s = region_stats_of(n);
     return s.passivated > before.passivated && s.passivating == 0;
-  })) << "entity " << id << " was not passivated";
+  }))
+    << "entity " << id << " was not passivated";
 }
 
 int64_t event_count(const test_database& db, const std::string& user = {}) {
@@ -229,8 +231,8 @@ user::user_state fold(user::user_state s,
     if (e.seq_nr <= after)
       continue;
     auto decoded = user::decode_event(e.type, e.version, e.payload);
-    EXPECT_TRUE(decoded.has_value()) << "event " << e.seq_nr << " ("
-                                     << e.type << ") does not decode";
+    EXPECT_TRUE(decoded.has_value())
+      << "event " << e.seq_nr << " (" << e.type << ") does not decode";
     if (decoded)
       s = user::evolve(std::move(s), *decoded);
   }
@@ -243,7 +245,7 @@ std::string describe(const user::user_state& s) {
   return out.DebugString();
 }
 
-// -- a model of one user, driven with random commands ---------------------------
+// -- a model of one user, driven with random commands -------------------------
 
 /// What the test expects of one user's state; every command's reply is
 /// checked against it before it is updated.
@@ -269,7 +271,8 @@ public:
   /// `prefix` keeps this driver's command ids apart from any other's.
   driver(test_node& n, user_model& m, world& w, uint32_t seed,
          std::string prefix)
-    : n_(&n), m_(m), w_(w), rng_(seed), prefix_(std::move(prefix)) {}
+    : n_(&n), m_(m), w_(w), rng_(seed), prefix_(std::move(prefix)) {
+  }
 
   /// Runs `steps` random commands, checking each reply against the model.
   void run(int steps) {
@@ -309,8 +312,8 @@ public:
       replies.push_back(r.SerializeAsString());
       SCOPED_TRACE(c.DebugString());
       if (c.has_register_user()) {
-        EXPECT_TRUE(rejected_with(r, v1::REJECTION_CODE_ALREADY_EXISTS,
-                                  "user_id"))
+        EXPECT_TRUE(
+          rejected_with(r, v1::REJECTION_CODE_ALREADY_EXISTS, "user_id"))
           << r.DebugString();
       } else if (c.has_delete_shout()) {
         EXPECT_TRUE(rejected_with(r, v1::REJECTION_CODE_NOT_FOUND, "shout_id"))
@@ -329,8 +332,8 @@ private:
 
   template <class T>
   const T& pick(const std::vector<T>& xs) {
-    return xs[std::uniform_int_distribution<std::size_t>(0, xs.size() - 1)(
-      rng_)];
+    return xs[std::uniform_int_distribution<std::size_t>(0,
+                                                         xs.size() - 1)(rng_)];
   }
 
   bool chance(int percent) {
@@ -384,9 +387,10 @@ private:
     std::vector<std::string> parents = w_.other_shouts;
     parents.insert(parents.end(), w_.own_live.begin(), w_.own_live.end());
     if (chance(30) && !w_.own_deleted.empty()) {
-      auto r = n_->send(reply_to(next_cid(), m_.id, text, pick(w_.own_deleted)));
-      EXPECT_TRUE(rejected_with(r, v1::REJECTION_CODE_NOT_FOUND,
-                                "reply_to_shout_id"))
+      auto r
+        = n_->send(reply_to(next_cid(), m_.id, text, pick(w_.own_deleted)));
+      EXPECT_TRUE(
+        rejected_with(r, v1::REJECTION_CODE_NOT_FOUND, "reply_to_shout_id"))
         << r.DebugString();
       return;
     }
@@ -402,8 +406,8 @@ private:
   }
 
   void remove() {
-    auto i = std::uniform_int_distribution<std::size_t>(
-      0, w_.own_live.size() - 1)(rng_);
+    auto i = std::uniform_int_distribution<std::size_t>(0, w_.own_live.size()
+                                                             - 1)(rng_);
     auto shout = w_.own_live[i];
     expect_applied(n_->send(delete_shout(next_cid(), m_.id, shout)));
     w_.own_live.erase(w_.own_live.begin() + static_cast<std::ptrdiff_t>(i));
@@ -488,8 +492,8 @@ private:
   void do_login() {
     // Never five failures in a row: the account must not lock.
     bool ok = failures_ >= 3 || chance(60);
-    auto r = n_->send(login(next_cid(), m_.id, ok ? good_password
-                                                  : bad_password));
+    auto r
+      = n_->send(login(next_cid(), m_.id, ok ? good_password : bad_password));
     ASSERT_TRUE(r.has_login()) << r.DebugString();
     EXPECT_EQ(r.login().success(), ok);
     EXPECT_FALSE(r.login().has_locked_until());
@@ -553,8 +557,7 @@ void expect_snapshot_plus_tail_equals_full_replay(const test_database& db,
     << describe(recovered) << "\nfull replay:\n"
     << describe(replayed);
   // The snapshot's own state equals the replay up to its seq_nr.
-  std::vector<stored_event> head(events.begin(),
-                                 events.begin() + snap->first);
+  std::vector<stored_event> head(events.begin(), events.begin() + snap->first);
   auto decoded_again = user::decode_state(decoded_snap.state());
   EXPECT_TRUE(*decoded_again == fold(user::user_state{}, head, 0));
   // The snapshot carries the recent-command window, oldest first, bounded.
@@ -562,7 +565,7 @@ void expect_snapshot_plus_tail_equals_full_replay(const test_database& db,
   EXPECT_LE(decoded_snap.recent_commands_size(), 64);
 }
 
-// -- recovery ------------------------------------------------------------------
+// -- recovery -----------------------------------------------------------------
 
 TEST(persistent_entity, recovery_from_snapshot_and_tail_equals_full_replay) {
   test_database db;
@@ -582,7 +585,8 @@ TEST(persistent_entity, recovery_from_snapshot_and_tail_equals_full_replay) {
       // than snapshot_every events) is replayed.
       passivate_and_wait(n, main);
       auto spawned = region_stats_of(n).spawned;
-      auto replayed = metric_value(n, "shoutflow_entity_recovered_events_total");
+      auto replayed = metric_value(n,
+                                   "shoutflow_entity_recovered_events_total");
       d.probe("probe" + std::to_string(round));
       ASSERT_FALSE(HasFailure()) << "after recovery in round " << round;
       EXPECT_EQ(region_stats_of(n).spawned, spawned + 1);
@@ -604,7 +608,8 @@ TEST(persistent_entity, recovery_from_snapshot_and_tail_equals_full_replay) {
     EXPECT_TRUE(eventually([&] {
       auto s = stored_snapshot(db, main);
       return s && s->first == last_snapshot;
-    })) << "no snapshot at seq_nr " << last_snapshot;
+    }))
+      << "no snapshot at seq_nr " << last_snapshot;
     passivate_and_wait(n, main);
     snapshot_node_answers = d.probe("final");
     ASSERT_FALSE(HasFailure());
@@ -641,7 +646,7 @@ TEST(persistent_entity, recovery_from_snapshot_and_tail_equals_full_replay) {
   expect_contiguous_histories(db);
 }
 
-// -- G4 idempotency ---------------------------------------------------------------
+// -- G4 idempotency -----------------------------------------------------------
 
 struct tracked_command {
   std::string what;
@@ -670,8 +675,8 @@ void expect_retries_return_first_result(test_node& n, const test_database& db,
     auto r = n.send(t.command);
     auto* res = result_of(r);
     auto* first = result_of(t.first);
-    ASSERT_NE(res, nullptr) << t.what << " retried " << when
-                            << " answered: " << r.DebugString();
+    ASSERT_NE(res, nullptr)
+      << t.what << " retried " << when << " answered: " << r.DebugString();
     EXPECT_TRUE(res->duplicate()) << t.what << " " << r.DebugString();
     EXPECT_EQ(res->user_id(), first->user_id()) << t.what;
     EXPECT_EQ(res->seq_nr(), first->seq_nr()) << t.what;
@@ -691,7 +696,8 @@ void idempotency_on_every_path(int64_t snapshot_every) {
   std::string doomed;
   {
     test_node n{db.url(), with_snapshots(snapshot_every)};
-    track(n, cs, "RegisterUser", register_user("g-reg-alice", "alice", "alice"));
+    track(n, cs, "RegisterUser",
+          register_user("g-reg-alice", "alice", "alice"));
     ASSERT_TRUE(n.send(register_user("g-reg-bob", "bob", "bob")).has_result());
     auto bob_post = n.send(post_shout("g-bob-post", "bob", "from bob"));
     ASSERT_TRUE(bob_post.has_result());
@@ -746,8 +752,8 @@ void idempotency_on_every_path(int64_t snapshot_every) {
   }
   {
     test_node n{db.url(), with_snapshots(snapshot_every)};
-    expect_retries_return_first_result(
-      n, db, cs, "after 70 later commands and a restart");
+    expect_retries_return_first_result(n, db, cs,
+                                       "after 70 later commands and a restart");
   }
   // Nothing was appended by any retry: alice has exactly the events of her
   // first executions and the 70 later posts.
@@ -771,7 +777,7 @@ TEST(persistent_entity, idempotency_without_snapshots) {
   idempotency_on_every_path(0);
 }
 
-// -- G2 under concurrency ------------------------------------------------------
+// -- G2 under concurrency -----------------------------------------------------
 
 TEST(persistent_entity, concurrent_senders_to_one_user_lose_nothing) {
   test_database db;
@@ -824,19 +830,19 @@ TEST(persistent_entity, concurrent_senders_to_one_user_lose_nothing) {
   EXPECT_EQ(*seqs.begin(), 2);
   EXPECT_EQ(*seqs.rbegin(), 1 + threads * per_thread);
   EXPECT_EQ(event_count(db, "hot"), 1 + threads * per_thread);
-  EXPECT_EQ(db.scalar<int64_t>(
-              "SELECT count(DISTINCT command_id) FROM events"
-              " WHERE persistence_id = 'user|hot'"),
+  EXPECT_EQ(db.scalar<int64_t>("SELECT count(DISTINCT command_id) FROM events"
+                               " WHERE persistence_id = 'user|hot'"),
             1 + threads * per_thread);
   expect_contiguous_histories(db);
 }
 
-// -- precondition retries ----------------------------------------------------------
+// -- precondition retries -----------------------------------------------------
 
 /// Releases `parties` threads together, round after round.
 class round_barrier {
 public:
-  explicit round_barrier(int parties) : parties_(parties) {}
+  explicit round_barrier(int parties) : parties_(parties) {
+  }
 
   void arrive_and_wait() {
     std::unique_lock<std::mutex> lock{mx_};
@@ -947,7 +953,7 @@ TEST(persistent_entity, likes_and_replies_racing_a_delete_stay_consistent) {
   expect_contiguous_histories(db);
 }
 
-// -- writes whose outcome is unknown ------------------------------------------------
+// -- writes whose outcome is unknown ------------------------------------------
 
 /// A write that outlives the entity's I/O timeout is in doubt: the entity
 /// answers UNAVAILABLE and stops, and the next incarnation trusts only the
@@ -1050,7 +1056,8 @@ TEST(persistent_entity, late_commit_of_in_doubt_write_is_not_ignored) {
     return db.scalar<int64_t>("SELECT count(*) FROM events"
                               " WHERE command_id = 'F1'")
            == 1;
-  })) << "the in-doubt follow never committed";
+  }))
+    << "the in-doubt follow never committed";
 
   auto u1 = n.send(unfollow("U1", "lateu", "latev"));
   if (u1.has_rejection()) {
@@ -1060,7 +1067,8 @@ TEST(persistent_entity, late_commit_of_in_doubt_write_is_not_ignored) {
     ASSERT_TRUE(eventually([&] {
       u1 = n.send(unfollow("U1", "lateu", "latev"));
       return u1.has_result();
-    })) << u1.DebugString();
+    }))
+      << u1.DebugString();
   }
   auto journal_state = fold(user::user_state{}, stored_events(db, "lateu"), 0);
   EXPECT_EQ(journal_state.following.count("latev"), 0u)
@@ -1070,23 +1078,24 @@ TEST(persistent_entity, late_commit_of_in_doubt_write_is_not_ignored) {
   expect_contiguous_histories(db);
 }
 
-// -- a broken history is refused, never extended ------------------------------------
+// -- a broken history is refused, never extended ------------------------------
 
 TEST(persistent_entity, broken_history_is_refused_not_extended) {
   test_database db;
   {
     test_node n{db.url(), with_snapshots(2)};
     for (auto u : {"gap", "garbled", "badsnap"}) {
-      ASSERT_TRUE(n.send(register_user(std::string{"r-"} + u, u, u))
-                    .has_result());
+      ASSERT_TRUE(
+        n.send(register_user(std::string{"r-"} + u, u, u)).has_result());
       for (int i = 0; i < 4; ++i)
-        ASSERT_TRUE(n.send(post_shout(std::string{u} + std::to_string(i), u,
-                                      "x"))
-                      .has_result());
+        ASSERT_TRUE(
+          n.send(post_shout(std::string{u} + std::to_string(i), u, "x"))
+            .has_result());
     }
     EXPECT_TRUE(eventually([&] {
       return db.scalar<int64_t>("SELECT count(*) FROM snapshots"
-                                " WHERE seq_nr = 4") == 3;
+                                " WHERE seq_nr = 4")
+             == 3;
     }));
   }
   // Snapshots would hide the damage below them: keep one only for badsnap.
@@ -1111,7 +1120,7 @@ TEST(persistent_entity, broken_history_is_refused_not_extended) {
   EXPECT_EQ(event_count(db), before);
 }
 
-// -- G4 for commands that appended nothing ------------------------------------------
+// -- G4 for commands that appended nothing ------------------------------------
 
 /// A no-op (following someone already followed) is a success. Retried with
 /// its command_id, G4 and the entity's contract ("a retry returns the first
@@ -1145,7 +1154,7 @@ TEST(persistent_entity, retried_noop_returns_first_result_and_appends_nothing) {
   EXPECT_EQ(late.result().seq_nr(), first.result().seq_nr());
 }
 
-// -- cross-entity facts -------------------------------------------------------------
+// -- cross-entity facts -------------------------------------------------------
 
 TEST(persistent_entity, cross_entity_facts) {
   test_database db;
@@ -1162,7 +1171,8 @@ TEST(persistent_entity, cross_entity_facts) {
   auto shout = ben_post.result().shout_id();
 
   r = n.send(delete_shout("d1", "ann", shout));
-  EXPECT_TRUE(rejected_with(r, v1::REJECTION_CODE_PERMISSION_DENIED, "shout_id"))
+  EXPECT_TRUE(
+    rejected_with(r, v1::REJECTION_CODE_PERMISSION_DENIED, "shout_id"))
     << r.DebugString();
 
   ASSERT_TRUE(n.send(like("l0", "ann", shout)).has_result());
@@ -1175,12 +1185,12 @@ TEST(persistent_entity, cross_entity_facts) {
   EXPECT_TRUE(rejected_with(r, v1::REJECTION_CODE_NOT_FOUND, "shout_id"))
     << r.DebugString();
   r = n.send(reply_to("rp1", "ann", "re", shout));
-  EXPECT_TRUE(rejected_with(r, v1::REJECTION_CODE_NOT_FOUND,
-                            "reply_to_shout_id"))
+  EXPECT_TRUE(
+    rejected_with(r, v1::REJECTION_CODE_NOT_FOUND, "reply_to_shout_id"))
     << r.DebugString();
   r = n.send(reply_to("rp2", "ann", "re", snowflake_generator::encode(424242)));
-  EXPECT_TRUE(rejected_with(r, v1::REJECTION_CODE_NOT_FOUND,
-                            "reply_to_shout_id"))
+  EXPECT_TRUE(
+    rejected_with(r, v1::REJECTION_CODE_NOT_FOUND, "reply_to_shout_id"))
     << r.DebugString();
   r = n.send(like("l2", "ann", snowflake_generator::encode(424243)));
   EXPECT_TRUE(rejected_with(r, v1::REJECTION_CODE_NOT_FOUND, "shout_id"))

@@ -31,7 +31,8 @@ entity::region_stats region_stats_of(test_node& n) {
   self->request(n.get().region(), 5s, stats_atom::value)
     .receive([&](entity::region_stats& s) { out = s; },
              [&](caf::error& err) {
-               ADD_FAILURE() << "region stats: " << n.get().system().render(err);
+               ADD_FAILURE()
+                 << "region stats: " << n.get().system().render(err);
              });
   return out;
 }
@@ -79,7 +80,7 @@ std::string user_name(int i) {
   return "u" + std::to_string(i);
 }
 
-// -- passivation after idle time ---------------------------------------------------
+// -- passivation after idle time ----------------------------------------------
 
 TEST(shard_region, idle_entities_passivate_and_come_back_intact) {
   test_database db;
@@ -95,9 +96,9 @@ TEST(shard_region, idle_entities_passivate_and_come_back_intact) {
     // Taken before the command: under load the entity may passivate again
     // (50 ms) before the reply has even been read.
     auto before = region_stats_of(n);
-    auto r = n.send(round == 0 ? follow("f", "ida", "idb")
-                               : post_shout("p" + std::to_string(round), "ida",
-                                            "hello"));
+    auto r = n.send(
+      round == 0 ? follow("f", "ida", "idb")
+                 : post_shout("p" + std::to_string(round), "ida", "hello"));
     ASSERT_TRUE(r.has_result()) << r.DebugString();
     EXPECT_EQ(r.result().seq_nr(), ++seq);
 
@@ -111,7 +112,8 @@ TEST(shard_region, idle_entities_passivate_and_come_back_intact) {
     // State intact: following idb is a no-op at the same seq_nr, the
     // registration is remembered, and the next command continues the
     // history.
-    auto again = n.send(follow("f-again-" + std::to_string(round), "ida", "idb"));
+    auto again
+      = n.send(follow("f-again-" + std::to_string(round), "ida", "idb"));
     ASSERT_TRUE(again.has_result()) << again.DebugString();
     EXPECT_EQ(again.result().seq_nr(), seq);
     auto dup = n.send(register_user("r-a", "ida", "ida"));
@@ -124,15 +126,14 @@ TEST(shard_region, idle_entities_passivate_and_come_back_intact) {
   expect_contiguous_histories(db);
 }
 
-// -- the cap on active entities -------------------------------------------------------
+// -- the cap on active entities -----------------------------------------------
 
 TEST(shard_region, active_entities_stay_within_the_cap) {
   constexpr std::size_t cap = 10;
   constexpr int users = 100;
   test_database db;
-  test_node n{db.url(), [](node::node_config& cfg) {
-                cfg.max_active_entities = cap;
-              }};
+  test_node n{db.url(),
+              [](node::node_config& cfg) { cfg.max_active_entities = cap; }};
   auto within_cap = [&] {
     auto s = region_stats_of(n);
     // Entities not yet asked to passivate never exceed the cap; those
@@ -141,8 +142,8 @@ TEST(shard_region, active_entities_stay_within_the_cap) {
       << "active " << s.active << ", passivating " << s.passivating;
   };
   for (int i = 0; i < users; ++i) {
-    auto r = n.send(register_user("r" + std::to_string(i), user_name(i),
-                                  user_name(i)));
+    auto r = n.send(
+      register_user("r" + std::to_string(i), user_name(i), user_name(i)));
     ASSERT_TRUE(r.has_result()) << r.DebugString();
     within_cap();
   }
@@ -188,17 +189,16 @@ TEST(shard_region, active_entities_stay_within_the_cap) {
   expect_contiguous_histories(db);
 }
 
-// -- commands arriving during passivation --------------------------------------------
+// -- commands arriving during passivation -------------------------------------
 
 /// Sends PostShouts for `user` straight to the region from one actor, in
 /// `rounds` rounds: `half` commands, a request to passivate the entity (which
 /// is still busy with them), `half` more (which the region must buffer),
 /// then waits for every reply of the round. Returns the replies in sending
 /// order.
-std::vector<v1::EntityReply> fire_with_passivations(test_node& n,
-                                                    const std::string& user,
-                                                    int rounds, int half,
-                                                    const std::string& prefix) {
+std::vector<v1::EntityReply>
+fire_with_passivations(test_node& n, const std::string& user, int rounds,
+                       int half, const std::string& prefix) {
   auto region = n.get().region();
   caf::scoped_actor self{n.get().system()};
   std::vector<v1::EntityReply> replies;
@@ -258,8 +258,7 @@ TEST(shard_region, commands_during_passivation_are_buffered_not_lost) {
   EXPECT_EQ(*seqs.rbegin(), count + 1);
   ASSERT_TRUE(eventually([&] { return region_stats_of(n).passivating == 0; }));
   auto after = region_stats_of(n);
-  EXPECT_EQ(after.passivated - before.passivated,
-            static_cast<uint64_t>(rounds))
+  EXPECT_EQ(after.passivated - before.passivated, static_cast<uint64_t>(rounds))
     << "the test did not passivate the entity in every round";
   EXPECT_EQ(after.spawned - before.spawned, static_cast<uint64_t>(rounds));
 
@@ -289,9 +288,9 @@ TEST(shard_region, passivation_races_with_many_senders) {
   constexpr int senders = 4;
   constexpr int per_sender = 40;
   for (int u = 0; u < users; ++u)
-    ASSERT_TRUE(n.send(register_user("r" + std::to_string(u), user_name(u),
-                                     user_name(u)))
-                  .has_result());
+    ASSERT_TRUE(
+      n.send(register_user("r" + std::to_string(u), user_name(u), user_name(u)))
+        .has_result());
   std::atomic<bool> stop{false};
   // A thread that keeps passivating every entity while senders work.
   std::thread passivator([&] {

@@ -52,7 +52,9 @@ public:
   fresh_database(const fresh_database&) = delete;
   fresh_database& operator=(const fresh_database&) = delete;
 
-  const std::string& url() const { return url_; }
+  const std::string& url() const {
+    return url_;
+  }
 
   pqxx::result query(const std::string& sql) const {
     pqxx::connection conn{url_};

@@ -21,8 +21,8 @@
 
 #include "actors/common/atoms.hpp"
 #include "actors/journal/journal_actors.hpp"
-#include "actors/journal/journal_metrics.hpp"
 #include "actors/journal/journal_coordinator.hpp"
+#include "actors/journal/journal_metrics.hpp"
 #include "actors/journal/pg_journal.hpp"
 #include "tests/support/test_db.hpp"
 
@@ -84,12 +84,12 @@ std::vector<stored_event> stored_events(const test_database& db,
   pqxx::connection conn{db.url()};
   pqxx::read_transaction tx{conn};
   std::vector<stored_event> out;
-  for (const auto& row : tx.exec(
-         "SELECT persistence_id, seq_nr, global_position, tx_id::text,"
-         "       event_type, payload, coalesce(command_id, ''),"
-         "       coalesce(correlation_id, ''), coalesce(node_id, '')"
-         "  FROM events WHERE "
-         + where + " ORDER BY global_position")) {
+  for (const auto& row :
+       tx.exec("SELECT persistence_id, seq_nr, global_position, tx_id::text,"
+               "       event_type, payload, coalesce(command_id, ''),"
+               "       coalesce(correlation_id, ''), coalesce(node_id, '')"
+               "  FROM events WHERE "
+               + where + " ORDER BY global_position")) {
     stored_event e;
     e.pid = row[0].as<std::string>();
     e.seq = row[1].as<int64_t>();
@@ -187,8 +187,7 @@ void expect_committed(const test_database& db, const journal_write& w,
 
 /// Asserts that nothing of write `w` reached the table.
 void expect_absent(const test_database& db, const journal_write& w) {
-  EXPECT_EQ(stored_events(db, "command_id = '" + w.command_id + "'").size(),
-            0u)
+  EXPECT_EQ(stored_events(db, "command_id = '" + w.command_id + "'").size(), 0u)
     << "events of failed write " << w.command_id << " were committed";
 }
 
@@ -196,7 +195,9 @@ void expect_absent(const test_database& db, const journal_write& w) {
 /// every test starts from empty tables.
 class fresh_tables_test : public ::testing::Test {
 protected:
-  static void TearDownTestSuite() { shared_.reset(); }
+  static void TearDownTestSuite() {
+    shared_.reset();
+  }
 
   /// Created on first use: throws with instructions when no server is set.
   static test_database& shared() {
@@ -234,13 +235,14 @@ protected:
 
 } // namespace
 
-// -- batch_writer: one transaction per batch -------------------------------------
+// -- batch_writer: one transaction per batch ----------------------------------
 
 // The common case is one statement (one round trip, sql_append); anything
 // else — here a command id applied before — is refused by that statement
 // with nothing written and goes through the step-by-step transaction, which
 // answers each write as before.
-TEST_F(fresh_tables_test, common_batches_take_one_statement_and_others_fall_back) {
+TEST_F(fresh_tables_test,
+       common_batches_take_one_statement_and_others_fall_back) {
   prometheus::Registry registry;
   journal_metrics metrics{registry};
   batch_writer w{db.url(), "node-test", "test-writer", &metrics};
@@ -264,7 +266,8 @@ TEST_F(fresh_tables_test, common_batches_take_one_statement_and_others_fall_back
   expect_committed(db, c, outs2[1]);
   EXPECT_EQ(metrics.refused_appends.Value(), 1);
   EXPECT_EQ(metrics.one_statement_batches.Value(), 1);
-  EXPECT_EQ(stored_claims(db).size(), 2u) << "the refused statement wrote nothing";
+  EXPECT_EQ(stored_claims(db).size(), 2u)
+    << "the refused statement wrote nothing";
   EXPECT_EQ(stored_events(db).size(), 4u);
 
   // A claim taken by another owner: refused, then only that write fails.
@@ -330,7 +333,7 @@ TEST_F(batch_writer_test, empty_batch_is_a_no_op) {
   EXPECT_EQ(db.scalar<int64_t>("SELECT count(*) FROM events"), 0);
 }
 
-// -- a failure fails only its own write ------------------------------------------
+// -- a failure fails only its own write ---------------------------------------
 
 TEST_F(batch_writer_test, stale_seq_nr_conflicts_alone) {
   seed(make_write("taken", 1, 2, "t1"));
@@ -456,8 +459,8 @@ TEST_F(batch_writer_test, release_of_foreign_claim_fails_and_keeps_it) {
   owner.claims.push_back(op("handle", "mine", "r1"));
   seed(owner);
   auto thief = make_write("r1", 1, 1, "r1-1");
-  thief.releases.push_back(op("handle", "mine", "r1"));   // its own: fine
-  thief.releases.push_back(op("handle", "kept", "r1"));   // not its own
+  thief.releases.push_back(op("handle", "mine", "r1")); // its own: fine
+  thief.releases.push_back(op("handle", "kept", "r1")); // not its own
   auto good = make_write("r2", 1, 1, "r2-1");
   auto absent = make_write("r3", 1, 1, "r3-1");
   absent.releases.push_back(op("handle", "nothing-here", "r3"));
@@ -571,7 +574,7 @@ TEST_F(batch_writer_test, double_release_in_a_batch_second_fails) {
   expect_absent(db, second);
 }
 
-// -- nothing partial ---------------------------------------------------------------
+// -- nothing partial ----------------------------------------------------------
 
 TEST_F(batch_writer_test, failed_writes_leave_no_events_or_claims_behind) {
   auto owner = make_write("base", 1, 2, "base-1");
@@ -604,8 +607,8 @@ TEST_F(batch_writer_test, failed_writes_leave_no_events_or_claims_behind) {
   auto good = make_write("good", 1, 2, "good-1");
   good.claims.push_back(op("handle", "good", "good"));
 
-  auto outs = write({stale, half_claim, good, bad_guard, bad_release,
-                     guard_release});
+  auto outs
+    = write({stale, half_claim, good, bad_guard, bad_release, guard_release});
   EXPECT_EQ(outs[0].status, write_status::conflict) << describe(outs);
   EXPECT_EQ(outs[1].status, write_status::precondition_failed)
     << describe(outs);
@@ -616,8 +619,8 @@ TEST_F(batch_writer_test, failed_writes_leave_no_events_or_claims_behind) {
   EXPECT_EQ(outs[5].status, write_status::precondition_failed)
     << describe(outs);
   expect_committed(db, good, outs[2]);
-  for (auto* w : {&stale, &half_claim, &bad_guard, &bad_release,
-                  &guard_release})
+  for (auto* w :
+       {&stale, &half_claim, &bad_guard, &bad_release, &guard_release})
     expect_absent(db, *w);
   auto claims = stored_claims(db);
   EXPECT_EQ(claims.size(), 4u);
@@ -721,8 +724,7 @@ TEST_F(batch_writer_test, deadlock_with_another_transaction_is_retried) {
   pqxx::connection monitor{db.url()};
   auto waiting = [&] {
     pqxx::nontransaction tx{monitor};
-    return tx
-             .exec1("SELECT count(*) FROM pg_stat_activity"
+    return tx.exec1("SELECT count(*) FROM pg_stat_activity"
                     " WHERE datname = current_database()"
                     "   AND wait_event_type = 'Lock'"
                     "   AND query LIKE '%INSERT INTO claims%'")[0]
@@ -845,8 +847,8 @@ TEST_F(batch_writer_test, unreachable_database_is_unavailable_for_all) {
   batch_writer dead{"postgresql://shoutflow@127.0.0.1:1/nowhere", "node-test",
                     "dead-writer"};
   auto started = std::chrono::steady_clock::now();
-  auto outs = dead.write({make_write("a", 1, 1, "a1"),
-                          make_write("b", 1, 1, "b1")});
+  auto outs
+    = dead.write({make_write("a", 1, 1, "a1"), make_write("b", 1, 1, "b1")});
   EXPECT_LT(std::chrono::steady_clock::now() - started,
             std::chrono::seconds(2));
   ASSERT_EQ(outs.size(), 2u);
@@ -856,7 +858,7 @@ TEST_F(batch_writer_test, unreachable_database_is_unavailable_for_all) {
   }
 }
 
-// -- the coordinator actor -----------------------------------------------------
+// -- the coordinator actor ----------------------------------------------------
 
 namespace {
 
@@ -893,9 +895,8 @@ struct outcome_log {
   /// Waits until `n` writers have answered; false on timeout.
   bool wait_for(std::size_t n, std::chrono::seconds timeout) {
     std::unique_lock<std::mutex> lock{mx};
-    return cv.wait_for(lock, timeout, [&] {
-      return outcomes.size() + errors.size() >= n;
-    });
+    return cv.wait_for(lock, timeout,
+                       [&] { return outcomes.size() + errors.size() >= n; });
   }
 };
 
@@ -926,10 +927,10 @@ protected:
   actor_env env;
   journal_actor journal;
 
-  void start(std::chrono::microseconds window, std::size_t max_batch = 256,
-             std::size_t writers = 2, journal_metrics* metrics = nullptr,
-             std::chrono::milliseconds write_timeout
-             = std::chrono::seconds(10)) {
+  void
+  start(std::chrono::microseconds window, std::size_t max_batch = 256,
+        std::size_t writers = 2, journal_metrics* metrics = nullptr,
+        std::chrono::milliseconds write_timeout = std::chrono::seconds(10)) {
     journal_config cfg;
     cfg.db_url = db.url();
     cfg.node_id = "node-actor-test";
@@ -1054,8 +1055,7 @@ TEST_F(journal_actor_test, drain_answers_after_every_queued_write) {
     pending.push_back(self->request(journal, std::chrono::seconds(20),
                                     write_atom::value,
                                     make_write("drain-" + std::to_string(i), 1,
-                                               1,
-                                               "dc-" + std::to_string(i))));
+                                               1, "dc-" + std::to_string(i))));
   // Same sender: the drain request is queued behind every write.
   bool drained = false;
   self->request(journal, std::chrono::seconds(20), drain_atom::value)
@@ -1086,16 +1086,13 @@ TEST_F(journal_actor_test, failures_reach_their_own_writer_and_metrics) {
     write_outcome out;
     self->request(journal, std::chrono::seconds(10), write_atom::value, w)
       .receive([&](write_outcome& o) { out = std::move(o); },
-               [&](caf::error& err) {
-                 ADD_FAILURE() << env.sys->render(err);
-               });
+               [&](caf::error& err) { ADD_FAILURE() << env.sys->render(err); });
     return out;
   };
   ASSERT_EQ(send(make_write("m", 1, 1, "m1")).status, write_status::ok);
   EXPECT_EQ(send(make_write("m", 1, 1, "m-stale")).status,
             write_status::conflict);
-  EXPECT_EQ(send(make_write("m", 2, 1, "m1")).status,
-            write_status::duplicate);
+  EXPECT_EQ(send(make_write("m", 2, 1, "m1")).status, write_status::duplicate);
   auto guarded = make_write("n", 1, 1, "n1");
   guarded.guards.push_back(op("user", "nobody", "nobody"));
   EXPECT_EQ(send(guarded).status, write_status::precondition_failed);
@@ -1124,19 +1121,17 @@ TEST_F(journal_actor_test, held_writes_are_answered_in_doubt_by_write_timeout) {
   lock.exec("LOCK TABLE events IN EXCLUSIVE MODE");
   auto started = std::chrono::steady_clock::now();
   // Our own bound (10 s) only ends the test if the journal never answers.
-  using handle = decltype(self->request(journal, 10s, write_atom::value,
-                                        journal_write{}));
+  using handle
+    = decltype(self->request(journal, 10s, write_atom::value, journal_write{}));
   std::vector<handle> pending;
   for (int i = 0; i < 3; ++i)
-    pending.push_back(self->request(
-      journal, 10s, write_atom::value,
-      make_write("held-" + std::to_string(i), 1, 1,
-                 "hc-" + std::to_string(i))));
+    pending.push_back(self->request(journal, 10s, write_atom::value,
+                                    make_write("held-" + std::to_string(i), 1,
+                                               1, "hc-" + std::to_string(i))));
   for (auto& h : pending)
     h.receive(
       [&](write_outcome& out) {
-        ADD_FAILURE() << "answered while the table was locked: "
-                      << out.detail;
+        ADD_FAILURE() << "answered while the table was locked: " << out.detail;
       },
       [&](caf::error& err) { EXPECT_EQ(err, caf::sec::request_timeout); });
   auto waited = std::chrono::steady_clock::now() - started;

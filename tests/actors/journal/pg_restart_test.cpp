@@ -36,8 +36,8 @@
 
 #include "actors/common/atoms.hpp"
 #include "actors/journal/journal_actors.hpp"
-#include "actors/journal/migrations.hpp"
 #include "actors/journal/journal_coordinator.hpp"
+#include "actors/journal/migrations.hpp"
 #include "actors/journal/pg_store.hpp"
 
 using namespace shoutflow;
@@ -201,7 +201,9 @@ private:
 /// gets its own migrated database on it and leaves the server running.
 class pg_restart_test : public ::testing::Test {
 protected:
-  static void TearDownTestSuite() { instance_.reset(); }
+  static void TearDownTestSuite() {
+    instance_.reset();
+  }
 
   void SetUp() override {
     if (instance_ == nullptr)
@@ -235,7 +237,9 @@ protected:
     ASSERT_TRUE(failure.empty()) << failure;
   }
 
-  void thaw() { instance_->thaw(); }
+  void thaw() {
+    instance_->thaw();
+  }
 
   /// Runs one statement on a fresh connection (admin work on the instance).
   void exec(const std::string& sql) {
@@ -252,12 +256,12 @@ journal_write one_event(const std::string& pid, int64_t seq) {
   journal_write w;
   w.persistence_id = pid;
   w.command_id = pid + "-" + std::to_string(seq);
-  w.events.push_back({seq, "tick", 1, "payload-" + w.command_id,
-                      w.command_id, 0});
+  w.events.push_back(
+    {seq, "tick", 1, "payload-" + w.command_id, w.command_id, 0});
   return w;
 }
 
-// -- the coordinator under load --------------------------------------------------
+// -- the coordinator under load -----------------------------------------------
 
 /// Where the server is, as seen by the clients.
 enum class phase : int { up, stopping, down, starting, up_again };
@@ -349,8 +353,9 @@ caf::behavior load_client(caf::stateful_actor<client_state>* self,
               case write_status::conflict: {
                 // Only a retry of an in-doubt write may find itself stored.
                 if (!st.retrying)
-                  rec->violation(where + "duplicate/conflict on a first "
-                                         "attempt: "
+                  rec->violation(where
+                                 + "duplicate/conflict on a first "
+                                   "attempt: "
                                  + out.detail);
                 if (out.status == write_status::duplicate
                     && (out.original.size() != 1
@@ -544,7 +549,7 @@ TEST_F(pg_restart_test, journal_rides_out_a_server_restart_under_load) {
   EXPECT_GT(acked_total, 150);
 }
 
-// -- session settings across a reconnect ------------------------------------------
+// -- session settings across a reconnect --------------------------------------
 
 // pg_session sets statement_timeout and synchronous_commit = on per
 // connection ("an acknowledged write is durable"). After the server restarts
@@ -601,7 +606,7 @@ TEST_F(pg_restart_test, writer_keeps_its_session_settings_after_a_restart) {
   exec("SELECT pg_reload_conf()");
 }
 
-// -- a server that stops answering ---------------------------------------------
+// -- a server that stops answering --------------------------------------------
 
 // pg_session.hpp promises that "a hung server cannot block a worker thread
 // for long" (statement_timeout, TCP keepalives). A server that accepted the
@@ -616,9 +621,8 @@ TEST_F(pg_restart_test, writer_gives_up_on_a_frozen_server) {
   auto out = writer.write({one_event("f", 1)});
   ASSERT_EQ(out[0].status, write_status::ok) << out[0].detail;
   freeze();
-  auto pending = std::async(std::launch::async, [&] {
-    return writer.write({one_event("f", 2)});
-  });
+  auto pending = std::async(std::launch::async,
+                            [&] { return writer.write({one_event("f", 2)}); });
   // statement_timeout (10 s) plus slack.
   auto answered = pending.wait_for(15s) == std::future_status::ready;
   thaw();

@@ -31,10 +31,10 @@ journal_write make_write(const std::string& pid, int64_t first_seq, int count,
   w.command_id = command_id;
   for (int i = 0; i < count; ++i) {
     auto seq = first_seq + i;
-    w.events.push_back({seq, "type_" + std::to_string(seq), 1 + i % 2,
-                        std::string{"\0bytes-", 7} + pid + "-"
-                          + std::to_string(seq),
-                        command_id, 0});
+    w.events.push_back(
+      {seq, "type_" + std::to_string(seq), 1 + i % 2,
+       std::string{"\0bytes-", 7} + pid + "-" + std::to_string(seq), command_id,
+       0});
   }
   return w;
 }
@@ -43,7 +43,9 @@ journal_write make_write(const std::string& pid, int64_t first_seq, int count,
 /// every test starts from empty tables.
 class store_test : public ::testing::Test {
 protected:
-  static void TearDownTestSuite() { shared_.reset(); }
+  static void TearDownTestSuite() {
+    shared_.reset();
+  }
 
   /// Created on first use: throws with instructions when no server is set.
   static test_database& shared() {
@@ -114,8 +116,8 @@ protected:
     return out;
   }
 
-  void snapshot(const std::string& pid, int64_t seq,
-                const std::string& payload, int32_t version = 1) {
+  void snapshot(const std::string& pid, int64_t seq, const std::string& payload,
+                int32_t version = 1) {
     caf::anon_send(store, snapshot_atom::value,
                    snapshot_record{pid, seq, version, payload});
   }
@@ -181,7 +183,7 @@ TEST_F(store_test, snapshot_at_the_head_leaves_no_events) {
 TEST_F(store_test, snapshot_never_goes_backwards) {
   commit(make_write("b", 1, 8, "c1"));
   snapshot("b", 5, "five");
-  snapshot("b", 3, "three"); // older: must not overwrite
+  snapshot("b", 3, "three");      // older: must not overwrite
   snapshot("b", 5, "five-again"); // same seq_nr: keeps the first
   auto d = recover("b");
   EXPECT_EQ(d.snapshot.seq_nr, 5);
@@ -272,8 +274,8 @@ TEST(store_unreachable, answers_with_an_error_promptly) {
   add_message_types(cfg);
   caf::actor_system sys{cfg};
   // Port 1 on loopback: nothing listens there, connecting fails at once.
-  auto store = spawn_pg_store(
-    sys, {"postgresql://shoutflow@127.0.0.1:1/nowhere", 2});
+  auto store
+    = spawn_pg_store(sys, {"postgresql://shoutflow@127.0.0.1:1/nowhere", 2});
   {
     caf::scoped_actor self{sys};
     auto expect_db_error = [&](const caf::error& err) {
@@ -282,24 +284,26 @@ TEST(store_unreachable, answers_with_an_error_promptly) {
     };
     auto started = std::chrono::steady_clock::now();
     self->request(store, timeout, recover_atom::value, std::string{"x"})
-      .receive([&](recovery_data&) { ADD_FAILURE() << "recovered from nothing"; },
-               expect_db_error);
-    self->request(store, timeout, claim_atom::value, std::string{"handle"},
-                  std::string{"x"})
+      .receive(
+        [&](recovery_data&) { ADD_FAILURE() << "recovered from nothing"; },
+        expect_db_error);
+    self
+      ->request(store, timeout, claim_atom::value, std::string{"handle"},
+                std::string{"x"})
       .receive([&](claim_lookup&) { ADD_FAILURE() << "claim from nothing"; },
                expect_db_error);
-    self->request(store, timeout, lookup_atom::value, std::string{"x"},
-                  std::string{"c"})
-      .receive([&](command_lookup&) {
-                 ADD_FAILURE() << "lookup from nothing";
-               },
+    self
+      ->request(store, timeout, lookup_atom::value, std::string{"x"},
+                std::string{"c"})
+      .receive([&](command_lookup&) { ADD_FAILURE() << "lookup from nothing"; },
                expect_db_error);
     // A lost snapshot is logged, not fatal: the store still answers.
     caf::anon_send(store, snapshot_atom::value,
                    snapshot_record{"x", 1, 1, "s"});
     self->request(store, timeout, recover_atom::value, std::string{"x"})
-      .receive([&](recovery_data&) { ADD_FAILURE() << "recovered from nothing"; },
-               expect_db_error);
+      .receive(
+        [&](recovery_data&) { ADD_FAILURE() << "recovered from nothing"; },
+        expect_db_error);
     EXPECT_LT(std::chrono::steady_clock::now() - started,
               std::chrono::seconds(3))
       << "errors must come promptly, not after a timeout";

@@ -48,7 +48,8 @@ const std::string garbage = std::string("\x0a\x7f", 2) + "trunc";
 class dead_letter_test : public ::testing::Test {
 protected:
   dead_letter_test()
-    : node_{db_.url(), [](node::node_config& c) { with_read_side(c); }} {}
+    : node_{db_.url(), [](node::node_config& c) { with_read_side(c); }} {
+  }
 
   v1::CommandResult ok(const v1::UserCommand& c) {
     auto r = node_.send(c);
@@ -56,7 +57,9 @@ protected:
     return r.has_result() ? r.result() : v1::CommandResult{};
   }
 
-  std::string cid() { return "cmd-" + std::to_string(++next_); }
+  std::string cid() {
+    return "cmd-" + std::to_string(++next_);
+  }
 
   void register_users(std::initializer_list<const char*> ids) {
     for (auto* id : ids)
@@ -112,8 +115,8 @@ protected:
     auto r = tx.exec_params("UPDATE events SET payload = $2, event_type = $3,"
                             "  event_version = $4"
                             " WHERE global_position = $1",
-                            position, pqxx::binarystring(enc.payload),
-                            enc.type, version);
+                            position, pqxx::binarystring(enc.payload), enc.type,
+                            version);
     ASSERT_EQ(r.affected_rows(), 1u);
     tx.commit();
   }
@@ -176,18 +179,18 @@ protected:
   }
 
   int64_t user_field(const std::string& user, const std::string& column) {
-    return db_.scalar<int64_t>("SELECT " + column
-                               + " FROM rm_users WHERE user_id = '" + user
-                               + "'");
+    return db_.scalar<int64_t>(
+      "SELECT " + column + " FROM rm_users WHERE user_id = '" + user + "'");
   }
 
   std::string user_text(const std::string& user, const std::string& column) {
-    return db_.scalar<std::string>("SELECT " + column
-                                   + " FROM rm_users WHERE user_id = '" + user
-                                   + "'");
+    return db_.scalar<std::string>(
+      "SELECT " + column + " FROM rm_users WHERE user_id = '" + user + "'");
   }
 
-  int64_t count(const std::string& sql) { return db_.scalar<int64_t>(sql); }
+  int64_t count(const std::string& sql) {
+    return db_.scalar<int64_t>(sql);
+  }
 
   double continuity_violations() {
     return metric_value(node_,
@@ -217,12 +220,14 @@ v1::UserEvent shout_posted(const std::string& author, const std::string& id,
   return e;
 }
 
-v1::UserEvent user_followed(const std::string& user, const std::string& target) {
+v1::UserEvent user_followed(const std::string& user,
+                            const std::string& target) {
   v1::UserEvent e;
   auto* f = e.mutable_user_followed();
   f->set_user_id(user);
   f->set_target_user_id(target);
-  *f->mutable_followed_at() = google::protobuf::util::TimeUtil::GetCurrentTime();
+  *f->mutable_followed_at()
+    = google::protobuf::util::TimeUtil::GetCurrentTime();
   return e;
 }
 
@@ -247,7 +252,8 @@ TEST_F(dead_letter_test, poison_parks_its_key_until_fixed_and_retried) {
   // profile update; bob follows alice and likes her shout (events of bob's
   // stream that also key alice); carol, unrelated, posts.
   auto poison = insert_raw("alice", "ShoutPosted", garbage);
-  auto profile = insert_event("alice", bio_updated("alice", "after the poison"));
+  auto profile = insert_event("alice",
+                              bio_updated("alice", "after the poison"));
   auto followed = ok(follow(cid(), "bob", "alice")).global_position();
   like("bob", p0);
   auto liked = db_.scalar<int64_t>("SELECT max(global_position) FROM events");
@@ -263,7 +269,8 @@ TEST_F(dead_letter_test, poison_parks_its_key_until_fixed_and_retried) {
     EXPECT_EQ(d.generation(), 1);
     positions.push_back(d.global_position());
   }
-  EXPECT_EQ(positions, (std::vector<int64_t>{poison, profile, followed, liked}));
+  EXPECT_EQ(positions,
+            (std::vector<int64_t>{poison, profile, followed, liked}));
   EXPECT_EQ(users[0].event_type(), "ShoutPosted");
   EXPECT_EQ(users[0].persistence_id(), "user|alice");
   EXPECT_NE(users[0].error().find("cannot decode"), std::string::npos)
@@ -285,14 +292,12 @@ TEST_F(dead_letter_test, poison_parks_its_key_until_fixed_and_retried) {
   EXPECT_EQ(user_field("bob", "following_count"), 1);
   EXPECT_EQ(user_field("bob", "likes_given"), 1);
   EXPECT_EQ(user_field("carol", "shout_count"), 1);
-  EXPECT_EQ(count("SELECT like_count FROM rm_shouts WHERE shout_id = '" + p0
-                  + "'"),
-            1);
-  EXPECT_EQ(count("SELECT count(*) FROM rm_shouts WHERE shout_id = '" + c1
-                  + "'"),
-            1);
-  EXPECT_EQ(count("SELECT count(*) FROM rm_followers WHERE author_id = 'alice'"),
-            0);
+  EXPECT_EQ(
+    count("SELECT like_count FROM rm_shouts WHERE shout_id = '" + p0 + "'"), 1);
+  EXPECT_EQ(
+    count("SELECT count(*) FROM rm_shouts WHERE shout_id = '" + c1 + "'"), 1);
+  EXPECT_EQ(
+    count("SELECT count(*) FROM rm_followers WHERE author_id = 'alice'"), 0);
 
   // Fix the event, retry: the poison and everything parked behind it apply
   // once, in order (the stream's seq_nr continuity holds: 3, then 4).
@@ -342,7 +347,8 @@ TEST_F(dead_letter_test, poison_parks_its_key_until_fixed_and_retried) {
 
 // A retry whose event still does not apply leaves the key blocked (later
 // events keep being parked) and records the error of this attempt.
-TEST_F(dead_letter_test, failed_retry_keeps_the_key_blocked_with_the_new_error) {
+TEST_F(dead_letter_test,
+       failed_retry_keeps_the_key_blocked_with_the_new_error) {
   register_users({"alice", "bob"});
   auto p0 = post("alice");
   auto poison = insert_raw("alice", "ShoutPosted", garbage);
@@ -459,11 +465,10 @@ TEST_F(dead_letter_test, fixed_poison_shout_reaches_the_shouts_read_model) {
   auto s = retry(shouts[0].id(), &applied);
   ASSERT_TRUE(s.ok()) << s.error_message();
   auto left = dead_letters("shouts");
-  EXPECT_TRUE(left.empty()) << "still a dead letter: "
-                            << (left.empty() ? "" : left[0].error());
-  EXPECT_EQ(count("SELECT count(*) FROM rm_shouts WHERE shout_id = '" + id
-                  + "'"),
-            1)
+  EXPECT_TRUE(left.empty())
+    << "still a dead letter: " << (left.empty() ? "" : left[0].error());
+  EXPECT_EQ(
+    count("SELECT count(*) FROM rm_shouts WHERE shout_id = '" + id + "'"), 1)
     << "the fixed shout never reached rm_shouts";
 }
 
@@ -514,15 +519,13 @@ TEST_F(dead_letter_test, duplicate_post_is_a_dead_letter_not_an_overwrite) {
   EXPECT_EQ(count("SELECT count(*) FROM rm_author_shouts WHERE shout_id = '"
                   + p0 + "'"),
             1);
-  EXPECT_EQ(count("SELECT count(*) FROM rm_home WHERE shout_id = '" + p0
-                  + "'"),
+  EXPECT_EQ(count("SELECT count(*) FROM rm_home WHERE shout_id = '" + p0 + "'"),
             2)
     << "alice's and bob's homes hold alice's shout once each";
 
   // Other keys went on, in both projections.
-  EXPECT_EQ(count("SELECT count(*) FROM rm_shouts WHERE shout_id = '" + c1
-                  + "'"),
-            1);
+  EXPECT_EQ(
+    count("SELECT count(*) FROM rm_shouts WHERE shout_id = '" + c1 + "'"), 1);
   EXPECT_EQ(count("SELECT count(*) FROM rm_author_shouts WHERE shout_id = '"
                   + c1 + "'"),
             1);

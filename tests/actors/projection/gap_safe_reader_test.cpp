@@ -40,7 +40,7 @@ using projection::cursor;
 
 namespace {
 
-// -- polling with a deadline ---------------------------------------------------
+// -- polling with a deadline --------------------------------------------------
 
 /// Polls `done` until it holds or `limit` passes; true when it held.
 template <class Pred>
@@ -54,7 +54,7 @@ bool eventually(Pred done, std::chrono::milliseconds limit = 30s) {
   return done();
 }
 
-// -- events built with the real encoder ------------------------------------------
+// -- events built with the real encoder ---------------------------------------
 
 google::protobuf::Timestamp now_ts() {
   return google::protobuf::util::TimeUtil::GetCurrentTime();
@@ -119,7 +119,7 @@ cursor log_end(const test_database& db) {
   return {std::stoull(rows[0][0].as<std::string>()), rows[0][1].as<int64_t>()};
 }
 
-// -- the recording projection ------------------------------------------------------
+// -- the recording projection -------------------------------------------------
 
 /// The keys the recorder files an event under: its stream's owner, plus the
 /// other user a follow, unfollow, like or unlike concerns (as the users read
@@ -149,13 +149,20 @@ std::vector<std::string> recorded_keys(const projection::raw_event& e) {
 /// `delay_ms` slows each batch down so a test can stop it mid-stream.
 class recorder final : public projection::read_model {
 public:
-  explicit recorder(int delay_ms = 0) : delay_ms_(delay_ms) {}
+  explicit recorder(int delay_ms = 0) : delay_ms_(delay_ms) {
+  }
 
   /// The pause each batch takes before its rows (changeable while it runs).
-  void set_delay(int delay_ms) { delay_ms_ = delay_ms; }
+  void set_delay(int delay_ms) {
+    delay_ms_ = delay_ms;
+  }
 
-  std::string name() const override { return "recorder"; }
-  std::vector<std::string> tables() const override { return {"rec_applied"}; }
+  std::string name() const override {
+    return "recorder";
+  }
+  std::vector<std::string> tables() const override {
+    return {"rec_applied"};
+  }
   std::string ddl() const override {
     return "CREATE TABLE rec_applied{g} ("
            "  applied        bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
@@ -188,7 +195,8 @@ private:
 };
 
 /// Per key, the cursors of the events filed under it, in log order.
-using keyed_log = std::map<std::string, std::vector<std::pair<uint64_t, int64_t>>>;
+using keyed_log
+  = std::map<std::string, std::vector<std::pair<uint64_t, int64_t>>>;
 
 keyed_log expected_by_key(const test_database& db) {
   pqxx::connection conn{db.url()};
@@ -246,7 +254,7 @@ void expect_each_key_exactly_once_in_log_order(const test_database& db) {
     << "an (event, key) was applied twice";
 }
 
-// -- an engine of our own (fetcher, partitions, reader) --------------------------
+// -- an engine of our own (fetcher, partitions, reader) -----------------------
 
 struct engine {
   projection::fetcher_actor fetcher;
@@ -314,7 +322,8 @@ protected:
   /// The node's shared tail (log_tail.hpp), counting into `metrics`.
   projection::fetcher_actor spawn_tail(projection::projection_metrics& metrics,
                                        std::size_t capacity) {
-    auto t = projection::spawn_log_tail(*sys_, {db_.url(), capacity, &metrics, {}});
+    auto t = projection::spawn_log_tail(*sys_,
+                                        {db_.url(), capacity, &metrics, {}});
     spawned_.push_back(caf::actor_cast<caf::actor>(t));
     return t;
   }
@@ -360,8 +369,8 @@ protected:
       .receive([](cursor&) {},
                [&](caf::error& err) {
                  ok = ::testing::AssertionFailure()
-                      << "reader did not reach position " << c.position
-                      << ": " << sys_->render(err);
+                      << "reader did not reach position " << c.position << ": "
+                      << sys_->render(err);
                });
     return ok;
   }
@@ -371,8 +380,7 @@ protected:
     caf::scoped_actor self{*sys_};
     projection::fetch_result out;
     self
-      ->request(f, 10s, fetch_atom::value, after, limit, int64_t{0},
-                int64_t{0})
+      ->request(f, 10s, fetch_atom::value, after, limit, int64_t{0}, int64_t{0})
       .receive([&](projection::fetch_result& r) { out = std::move(r); },
                [&](caf::error& err) {
                  ADD_FAILURE() << "fetch failed: " << sys_->render(err);
@@ -478,7 +486,7 @@ void renumber_transactions(const test_database& db, uint64_t first) {
 
 } // namespace
 
-// -- the fetcher -------------------------------------------------------------------
+// -- the fetcher --------------------------------------------------------------
 
 // Transaction ids are numbers: 9 < 10 < 99 < 100, though "10" < "9" as text.
 // Each transaction writes one event; positions run against the id order.
@@ -544,7 +552,8 @@ TEST_F(engine_test, reader_applies_a_log_whose_transaction_ids_gain_a_digit) {
 // back everything committed after it: the fetcher returns nothing past the
 // horizon, says so, and once it commits returns both in (tx_id, position)
 // order — it never skips the late one.
-TEST_F(engine_test, fetcher_holds_back_commits_behind_an_open_older_transaction) {
+TEST_F(engine_test,
+       fetcher_holds_back_commits_behind_an_open_older_transaction) {
   auto fetcher = spawn_fetcher();
   pqxx::connection ca{db_.url()}, cb{db_.url()};
   pqxx::work a{ca};
@@ -568,7 +577,8 @@ TEST_F(engine_test, fetcher_holds_back_commits_behind_an_open_older_transaction)
   ASSERT_TRUE(eventually([&] {
     both = fetch(fetcher, {});
     return both.events.size() >= 2;
-  })) << "the late commit never became readable";
+  }))
+    << "the late commit never became readable";
   ASSERT_EQ(both.events.size(), 2u);
   EXPECT_EQ(both.events[0].at, (cursor{xa, pa}));
   EXPECT_EQ(both.events[1].at, (cursor{xb, pb}));
@@ -606,13 +616,14 @@ TEST_F(engine_test, fetcher_reads_a_late_commit_with_a_lower_position) {
   ASSERT_TRUE(eventually([&] {
     late = fetch(fetcher, first.events[0].at);
     return !late.events.empty();
-  })) << "position " << pa << " (committed late) was skipped";
+  }))
+    << "position " << pa << " (committed late) was skipped";
   ASSERT_EQ(late.events.size(), 1u);
   EXPECT_EQ(late.events[0].at, (cursor{xa, pa}));
   EXPECT_LT(late.events[0].at.position, first.events[0].at.position);
 }
 
-// -- the shared log tail ------------------------------------------------------------
+// -- the shared log tail ------------------------------------------------------
 
 double log_reads(projection::projection_metrics& m, const std::string& source) {
   return m.log_reads.Add({{"source", source}}).Value();
@@ -646,7 +657,8 @@ TEST_F(engine_test, log_tail_holds_back_late_commits_and_shares_what_it_read) {
   ASSERT_TRUE(eventually([&] {
     both = fetch(tail, {});
     return !both.events.empty();
-  })) << "the late commit never became readable";
+  }))
+    << "the late commit never became readable";
   ASSERT_EQ(both.events.size(), 2u);
   EXPECT_EQ(both.events[0].at, (cursor{xa, pa}));
   EXPECT_EQ(both.events[1].at, (cursor{xb, pb}));
@@ -730,7 +742,8 @@ TEST_F(engine_test, log_tail_replaces_a_fetcher_that_stopped) {
         },
         [&](caf::error&) {}); // the request that met the dead fetcher
     return ok;
-  })) << "the tail never read again after its fetcher stopped";
+  }))
+    << "the tail never read again after its fetcher stopped";
   ASSERT_EQ(next.events.size(), 1u);
   EXPECT_EQ(next.events[0].at.position, second_position);
   std::lock_guard<std::mutex> guard{mtx};
@@ -745,7 +758,8 @@ TEST_F(engine_test, log_tail_replaces_a_fetcher_that_stopped) {
 // behind the window (fetched for alone until it reaches it), while
 // transactions commit out of order. Every key gets exactly its events, once,
 // in log order.
-TEST_F(engine_test, readers_sharing_a_log_tail_apply_everything_once_in_log_order) {
+TEST_F(engine_test,
+       readers_sharing_a_log_tail_apply_everything_once_in_log_order) {
   prometheus::Registry registry;
   projection::projection_metrics metrics{registry};
   auto proj = std::make_shared<recorder>();
@@ -791,7 +805,7 @@ TEST_F(engine_test, readers_sharing_a_log_tail_apply_everything_once_in_log_orde
   expect_each_key_exactly_once_in_log_order(db_);
 }
 
-// -- partitions --------------------------------------------------------------------
+// -- partitions ---------------------------------------------------------------
 
 // A batch delivered again (a lost ack) and a partition restarted on the same
 // offset change nothing: the offset is committed with the rows.
@@ -866,8 +880,8 @@ TEST_F(engine_test, partition_rereads_its_offset_after_a_failed_call) {
   EXPECT_GT(failed, 0) << "the broken connection went unnoticed";
   EXPECT_EQ(again->applied, 0u)
     << "applied a batch that had committed: the offset was not re-read";
-  EXPECT_EQ(recorded(), static_cast<int64_t>(first.keyed.size()
-                                             + second.keyed.size()));
+  EXPECT_EQ(recorded(),
+            static_cast<int64_t>(first.keyed.size() + second.keyed.size()));
   expect_each_key_exactly_once_in_log_order(db_);
 }
 
@@ -898,10 +912,11 @@ TEST_F(engine_test, reader_resumes_from_the_lowest_partition_offset) {
   {
     caf::scoped_actor self{*sys_};
     self->request(p0, 30s, apply_atom::value, share)
-      .receive([&](projection::partition_ack& a) {
-                 EXPECT_EQ(a.applied, share.keyed.size());
-               },
-               [&](caf::error& err) { FAIL() << sys_->render(err); });
+      .receive(
+        [&](projection::partition_ack& a) {
+          EXPECT_EQ(a.applied, share.keyed.size());
+        },
+        [&](caf::error& err) { FAIL() << sys_->render(err); });
   }
   auto ahead = recorded();
   ASSERT_GT(ahead, 0);
@@ -1038,13 +1053,13 @@ TEST_F(engine_test, restarts_mid_stream_apply_nothing_twice) {
   expect_each_key_exactly_once_in_log_order(db_);
 }
 
-// -- whole nodes ---------------------------------------------------------------------
+// -- whole nodes --------------------------------------------------------------
 
 namespace {
 
 /// Counters of the users and shouts read models as the events imply them.
 struct expected_counts {
-  std::map<std::string, std::array<int64_t, 5>> users; // shouts, followers,
+  std::map<std::string, std::array<int64_t, 5>> users;  // shouts, followers,
                                                         // following, likes
                                                         // given, received
   std::map<std::string, std::array<int64_t, 2>> shouts; // likes, replies

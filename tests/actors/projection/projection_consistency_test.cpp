@@ -49,7 +49,7 @@ bool eventually(Pred done, std::chrono::milliseconds limit = 60s) {
   return done();
 }
 
-// -- the log, replayed by pure functions -----------------------------------------
+// -- the log, replayed by pure functions --------------------------------------
 
 struct log_event {
   uint64_t tx = 0;
@@ -212,14 +212,14 @@ struct model {
       case v1::UserEvent::kUserLoggedIn: {
         auto& r = e.user_logged_in();
         users[le.owner].last_login_ms = ms(r.logged_in_at());
-        logins[{le.owner, le.position}]
-          = {ms(r.logged_in_at()), true, r.client_ip(), r.user_agent()};
+        logins[{le.owner, le.position}] = {ms(r.logged_in_at()), true,
+                                           r.client_ip(), r.user_agent()};
         break;
       }
       case v1::UserEvent::kLoginFailed: {
         auto& r = e.login_failed();
-        logins[{le.owner, le.position}]
-          = {ms(r.failed_at()), false, r.client_ip(), r.user_agent()};
+        logins[{le.owner, le.position}] = {ms(r.failed_at()), false,
+                                           r.client_ip(), r.user_agent()};
         break;
       }
       case v1::UserEvent::EVENT_NOT_SET:
@@ -256,7 +256,7 @@ model replay(const test_database& db, int64_t threshold, int64_t until = 0) {
   return m;
 }
 
-// -- read models as rows ------------------------------------------------------------
+// -- read models as rows ------------------------------------------------------
 
 std::string join(std::initializer_list<std::string> xs) {
   std::string out;
@@ -286,12 +286,12 @@ std::map<std::string, rows> expected_rows(const model& m) {
             num(d.following), num(d.likes_given), num(d.likes_received),
             num(d.last_login_ms), num(d.source_seq), num(d.position)}));
   for (auto& [k, l] : m.logins)
-    out["rm_logins"].push_back(join({k.first, num(k.second), num(l.at_ms),
-                                     flag(l.success), l.ip, l.agent}));
+    out["rm_logins"].push_back(join(
+      {k.first, num(k.second), num(l.at_ms), flag(l.success), l.ip, l.agent}));
   for (auto& [id, s] : m.shouts)
-    out["rm_shouts"].push_back(join({id, s.author, s.text, num(s.created_ms),
-                                     num(s.likes), num(s.replies), s.reply_to,
-                                     flag(s.deleted), num(s.position)}));
+    out["rm_shouts"].push_back(
+      join({id, s.author, s.text, num(s.created_ms), num(s.likes),
+            num(s.replies), s.reply_to, flag(s.deleted), num(s.position)}));
   for (auto& [k, pos] : m.follows)
     out["rm_followers"].push_back(join({k.first, k.second, num(pos)}));
   for (auto& [author, n] : m.authors)
@@ -337,9 +337,8 @@ std::map<std::string, rows> actual_rows(const test_database& db,
      " (extract(epoch FROM created_at) * 1000)::bigint, like_count,"
      " reply_count, reply_to_shout_id, deleted::int, position)"
      " FROM rm_shouts{g}"},
-    {"rm_followers",
-     "SELECT concat_ws('|', author_id, follower_id, position)"
-     " FROM rm_followers{g}"},
+    {"rm_followers", "SELECT concat_ws('|', author_id, follower_id, position)"
+                     " FROM rm_followers{g}"},
     {"rm_authors",
      "SELECT concat_ws('|', author_id, follower_count) FROM rm_authors{g}"},
     {"rm_author_shouts",
@@ -388,17 +387,16 @@ void expect_read_models_equal(const std::map<std::string, rows>& want,
 }
 
 /// Whole rows (every column, `t::text`) of one generation's tables.
-std::map<std::string, rows> generation_rows(const test_database& db,
-                                            const std::vector<std::string>& bases,
-                                            int32_t generation) {
+std::map<std::string, rows>
+generation_rows(const test_database& db, const std::vector<std::string>& bases,
+                int32_t generation) {
   pqxx::connection conn{db.url()};
   pqxx::read_transaction tx{conn};
   std::map<std::string, rows> out;
   for (auto& base : bases) {
     auto& r = out[base];
-    for (const auto& row :
-         tx.exec("SELECT t::text FROM " + base + "_g"
-                 + std::to_string(generation) + " t"))
+    for (const auto& row : tx.exec("SELECT t::text FROM " + base + "_g"
+                                   + std::to_string(generation) + " t"))
       r.push_back(row[0].as<std::string>());
     std::sort(r.begin(), r.end());
   }
@@ -411,7 +409,7 @@ const std::map<std::string, std::vector<std::string>> tables_of = {
   {"timelines", {"rm_followers", "rm_authors", "rm_author_shouts", "rm_home"}},
 };
 
-// -- the node ---------------------------------------------------------------------------
+// -- the node -----------------------------------------------------------------
 
 projection::cursor log_end(const test_database& db) {
   pqxx::connection conn{db.url()};
@@ -475,9 +473,9 @@ rows index_definitions(const test_database& db,
   pqxx::read_transaction tx{conn};
   rows out;
   for (auto& base : bases)
-    for (const auto& row : tx.exec_params(
-           "SELECT indexdef FROM pg_indexes WHERE tablename = $1",
-           base + suffix)) {
+    for (const auto& row :
+         tx.exec_params("SELECT indexdef FROM pg_indexes WHERE tablename = $1",
+                        base + suffix)) {
       auto def = row[0].as<std::string>();
       for (auto at = def.find(suffix); at != std::string::npos;
            at = def.find(suffix, at))
@@ -526,7 +524,7 @@ std::vector<std::string> timeline_of(test_node& n, const std::string& user,
   return out;
 }
 
-// -- the workload -------------------------------------------------------------------------
+// -- the workload -------------------------------------------------------------
 
 struct workload_stats {
   std::atomic<int64_t> sent{0}, applied{0}, rejected{0}, unavailable{0};
@@ -680,16 +678,17 @@ std::vector<std::string> register_users(test_node& n, int count,
   auto done = [&] {
     for (auto& name : names)
       if (db.scalar<int64_t>("SELECT count(*) FROM projection_generations"
-                             " WHERE projection = '" + name
-                             + "' AND state = 'live' AND generation = "
+                             " WHERE projection = '"
+                             + name + "' AND state = 'live' AND generation = "
                              + std::to_string(generation))
           != 1)
         return false;
     for (auto& name : names)
       for (auto& base : tables_of.at(name))
         if (db.scalar<int64_t>("SELECT count(*) FROM pg_tables"
-                               " WHERE tablename = '" + base + "_g"
-                               + std::to_string(generation - 1) + "'")
+                               " WHERE tablename = '"
+                               + base + "_g" + std::to_string(generation - 1)
+                               + "'")
             != 0)
           return false;
     return true;
@@ -717,21 +716,20 @@ TEST(projection_consistency, concurrent_workload_and_rebuild_from_zero) {
   workload_stats stats;
   constexpr int commands = 10000;
   run_workload(n, users, 16, commands, 1, stats, "w");
-  auto secs = std::chrono::duration<double>(std::chrono::steady_clock::now()
-                                            - started)
-                .count();
+  auto secs
+    = std::chrono::duration<double>(std::chrono::steady_clock::now() - started)
+        .count();
   std::cout << "[ workload ] " << stats.sent << " commands in " << secs
             << " s: " << stats.applied << " applied, " << stats.rejected
             << " rejected, " << stats.unavailable << " unavailable; "
-            << db.scalar<int64_t>("SELECT count(*) FROM events")
-            << " events\n";
+            << db.scalar<int64_t>("SELECT count(*) FROM events") << " events\n";
   // Unavailable or rejected commands are fine: the expected read models
   // come from the events that were committed, whatever the replies said.
   EXPECT_GT(db.scalar<int64_t>("SELECT count(*) FROM events"), commands / 2);
-  for (auto* type : {"UserRegistered", "ProfileUpdated", "UserFollowed",
-                     "UserUnfollowed", "ShoutPosted", "ShoutDeleted",
-                     "ShoutLiked", "ShoutUnliked", "UserLoggedIn",
-                     "LoginFailed"})
+  for (auto* type :
+       {"UserRegistered", "ProfileUpdated", "UserFollowed", "UserUnfollowed",
+        "ShoutPosted", "ShoutDeleted", "ShoutLiked", "ShoutUnliked",
+        "UserLoggedIn", "LoginFailed"})
     EXPECT_GT(db.scalar<int64_t>(
                 std::string{"SELECT count(*) FROM events WHERE event_type = '"}
                 + type + "'"),
@@ -758,8 +756,8 @@ TEST(projection_consistency, concurrent_workload_and_rebuild_from_zero) {
     EXPECT_EQ(live_generation(db, name), 2);
     auto after = generation_rows(db, bases, 2);
     for (auto& base : bases)
-      EXPECT_TRUE(same_rows(base + "_g2 vs _g1", before[name][base],
-                            after[base]));
+      EXPECT_TRUE(
+        same_rows(base + "_g2 vs _g1", before[name][base], after[base]));
   }
 
   // The rebuilt generation is live: it applies what comes next.
@@ -933,7 +931,8 @@ TEST(projection_consistency, point_in_time_build_reflects_events_up_to_p) {
     return db.scalar<int64_t>("SELECT count(*) FROM projection_generations"
                               " WHERE generation = 2 AND state = 'stopped'")
            == 3;
-  })) << "the point-in-time builds did not finish";
+  }))
+    << "the point-in-time builds did not finish";
 
   auto want = expected_rows(at_p);
   auto got = actual_rows(db, "_g2");
@@ -994,7 +993,8 @@ TEST(projection_consistency, swapped_in_generation_is_reported_live) {
 // B-tree or GIN insert per row version) and builds them once it has caught
 // up, before it is promoted: the generation swapped in has every index the
 // one it replaces had, and the planner's statistics of its rows.
-TEST(projection_consistency, swapped_in_generation_has_every_index_and_statistics) {
+TEST(projection_consistency,
+     swapped_in_generation_has_every_index_and_statistics) {
   test_database db;
   test_node n{db.url(), [](node::node_config& c) { with_read_side(c); }};
   auto users = register_users(n, 30, "x");
@@ -1016,10 +1016,10 @@ TEST(projection_consistency, swapped_in_generation_has_every_index_and_statistic
       auto table = base + "_g2";
       if (db.scalar<int64_t>("SELECT count(*) FROM " + table) == 0)
         continue;
-      EXPECT_GT(db.scalar<int64_t>(
-                  "SELECT count(*) FROM pg_stats WHERE tablename = '" + table
-                  + "'"),
-                0)
+      EXPECT_GT(
+        db.scalar<int64_t>("SELECT count(*) FROM pg_stats WHERE tablename = '"
+                           + table + "'"),
+        0)
         << table << " was swapped in without statistics";
     }
   }
@@ -1029,7 +1029,8 @@ TEST(projection_consistency, swapped_in_generation_has_every_index_and_statistic
 // generation at once — not when their next batch finds the retired one
 // fenced: on an idle node that batch never comes, and the first write after
 // a rebuild would wait for the fence and a restart.
-TEST(projection_consistency, live_partitions_move_to_the_swapped_in_generation_at_once) {
+TEST(projection_consistency,
+     live_partitions_move_to_the_swapped_in_generation_at_once) {
   test_database db;
   test_node n{db.url(), [](node::node_config& c) { with_read_side(c); }};
   register_users(n, 3, "m");

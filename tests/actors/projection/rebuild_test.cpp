@@ -25,8 +25,12 @@ namespace {
 /// Counts events per stream; its query index takes `pause` to build.
 class slow_index final : public projection::read_model {
 public:
-  std::string name() const override { return "slow_index"; }
-  std::vector<std::string> tables() const override { return {"si_counts"}; }
+  std::string name() const override {
+    return "slow_index";
+  }
+  std::vector<std::string> tables() const override {
+    return {"si_counts"};
+  }
   std::string ddl() const override {
     return "CREATE TABLE si_counts{g} (stream text PRIMARY KEY,"
            "                          events bigint NOT NULL)";
@@ -103,8 +107,7 @@ TEST(rebuild, answers_while_it_builds_the_query_indexes) {
         EXPECT_TRUE(s.done);
       },
       [&](caf::error& err) {
-        ADD_FAILURE() << "no status during the index step: "
-                      << sys.render(err);
+        ADD_FAILURE() << "no status during the index step: " << sys.render(err);
       });
   EXPECT_TRUE(answered);
 
@@ -119,8 +122,8 @@ TEST(rebuild, answers_while_it_builds_the_query_indexes) {
                                    + g),
             "stopped");
   EXPECT_EQ(db.scalar<int64_t>("SELECT count(*) FROM pg_indexes"
-                               " WHERE indexname = 'si_counts_g" + g
-                               + "_events'"),
+                               " WHERE indexname = 'si_counts_g"
+                               + g + "_events'"),
             1);
   EXPECT_EQ(db.scalar<int64_t>("SELECT sum(events) FROM si_counts_g" + g), 50);
 }

@@ -138,7 +138,8 @@ TEST(user_codec, every_event_round_trips_under_its_message_name_at_v1) {
     ASSERT_TRUE(dec.has_value());
     EXPECT_EQ(dec->event_case(), event.event_case());
     EXPECT_TRUE(MessageDifferencer::Equals(*dec, event))
-      << dec->ShortDebugString() << "\nvs\n" << event.ShortDebugString();
+      << dec->ShortDebugString() << "\nvs\n"
+      << event.ShortDebugString();
   }
 }
 
@@ -293,7 +294,9 @@ TEST(user_codec, corrupt_state_is_nothing) {
   auto bytes = encode_state(sample_state());
   EXPECT_FALSE(decode_state(bytes.substr(0, bytes.size() - 1)).has_value());
   EXPECT_FALSE(decode_state("\xFF\xFF\xFF").has_value());
-  EXPECT_FALSE(decode_state("\x12\x50" "abc").has_value());
+  EXPECT_FALSE(decode_state("\x12\x50"
+                            "abc")
+                 .has_value());
 }
 
 } // namespace

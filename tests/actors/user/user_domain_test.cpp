@@ -84,9 +84,9 @@ TEST_F(user_domain, register_user_records_hash_and_claims_user_and_handle) {
   auto cmd = register_user_cmd("c1", "alice", "Alice_W", "correct horse");
   auto r = alice.run(cmd, {no_owner(), hashed(stored_hash)});
 
-  std::vector<fact_request> expected_needs = {
-    {fact_kind::claim_owner, handle_claim, "alice_w", true},
-    {fact_kind::password_hash, "correct horse", ""}};
+  std::vector<fact_request> expected_needs
+    = {{fact_kind::claim_owner, handle_claim, "alice_w", true},
+       {fact_kind::password_hash, "correct horse", ""}};
   EXPECT_EQ(r.needs, expected_needs);
   ASSERT_FALSE(r.rejected()) << r.rejection->ShortDebugString();
   ASSERT_EQ(r.events.size(), 1u);
@@ -293,8 +293,8 @@ TEST_F(user_domain, follow_guards_the_target_user_claim) {
   register_user(alice);
   alice.clock().advance_ms(5);
   auto r = alice.run(follow_cmd("c2", "alice", "bob"), {owner("bob")});
-  std::vector<fact_request> expected = {
-    {fact_kind::claim_owner, user_claim, "bob"}};
+  std::vector<fact_request> expected
+    = {{fact_kind::claim_owner, user_claim, "bob"}};
   EXPECT_EQ(r.needs, expected);
   ASSERT_FALSE(r.rejected()) << r.rejection->ShortDebugString();
   ASSERT_EQ(r.events.size(), 1u);
@@ -307,8 +307,7 @@ TEST_F(user_domain, follow_guards_the_target_user_claim) {
   EXPECT_TRUE(r.claims.empty());
   EXPECT_TRUE(r.releases.empty());
   expect_result(r, "alice", 2, alice.position());
-  EXPECT_EQ(r.state_after.following,
-            (std::unordered_set<std::string>{"bob"}));
+  EXPECT_EQ(r.state_after.following, (std::unordered_set<std::string>{"bob"}));
 }
 
 TEST_F(user_domain, follow_oneself_is_invalid_target_user_id) {
@@ -411,8 +410,8 @@ TEST_F(user_domain, post_shout_reply_guards_the_parent_and_its_author) {
   std::string parent = "0000000000777";
   auto r = alice.run(post_shout_cmd("c2", "alice", "@bob yes", parent),
                      {owner("bob")});
-  std::vector<fact_request> expected = {
-    {fact_kind::claim_owner, shout_claim, parent}};
+  std::vector<fact_request> expected
+    = {{fact_kind::claim_owner, shout_claim, parent}};
   EXPECT_EQ(r.needs, expected);
   ASSERT_FALSE(r.rejected()) << r.rejection->ShortDebugString();
   ASSERT_EQ(r.events.size(), 1u);
@@ -451,8 +450,8 @@ TEST_F(user_domain, delete_shout_releases_the_authors_claim) {
   auto id = post(alice, "c2");
   alice.clock().advance_ms(minute_ms);
   auto r = alice.run(delete_shout_cmd("c3", "alice", id), {owner("alice")});
-  std::vector<fact_request> expected = {
-    {fact_kind::claim_owner, shout_claim, id}};
+  std::vector<fact_request> expected
+    = {{fact_kind::claim_owner, shout_claim, id}};
   EXPECT_EQ(r.needs, expected);
   ASSERT_FALSE(r.rejected()) << r.rejection->ShortDebugString();
   ASSERT_EQ(r.events.size(), 1u);
@@ -501,8 +500,8 @@ TEST_F(user_domain, like_shout_records_the_author_and_guards_the_shout) {
   std::string shout = "0000000000ABC";
   alice.clock().advance_ms(3);
   auto r = alice.run(like_shout_cmd("c2", "alice", shout), {owner("bob")});
-  std::vector<fact_request> expected = {
-    {fact_kind::claim_owner, shout_claim, shout}};
+  std::vector<fact_request> expected
+    = {{fact_kind::claim_owner, shout_claim, shout}};
   EXPECT_EQ(r.needs, expected);
   ASSERT_FALSE(r.rejected()) << r.rejection->ShortDebugString();
   ASSERT_EQ(r.events.size(), 1u);
@@ -538,9 +537,9 @@ TEST_F(user_domain, like_an_unknown_shout_is_not_found) {
 
 TEST_F(user_domain, like_again_is_a_noop_success) {
   register_user(alice);
-  ASSERT_FALSE(alice.run(like_shout_cmd("c2", "alice", "0000000000ABC"),
-                         {owner("bob")})
-                 .rejected());
+  ASSERT_FALSE(
+    alice.run(like_shout_cmd("c2", "alice", "0000000000ABC"), {owner("bob")})
+      .rejected());
   auto before = alice.state();
   auto r = alice.run(like_shout_cmd("c3", "alice", "0000000000ABC"));
   EXPECT_TRUE(r.needs.empty());
@@ -549,9 +548,9 @@ TEST_F(user_domain, like_again_is_a_noop_success) {
 
 TEST_F(user_domain, unlike_shout_uses_the_author_from_state) {
   register_user(alice);
-  ASSERT_FALSE(alice.run(like_shout_cmd("c2", "alice", "0000000000ABC"),
-                         {owner("bob")})
-                 .rejected());
+  ASSERT_FALSE(
+    alice.run(like_shout_cmd("c2", "alice", "0000000000ABC"), {owner("bob")})
+      .rejected());
   alice.clock().advance_ms(9);
   auto r = alice.run(unlike_shout_cmd("c3", "alice", "0000000000ABC"));
   EXPECT_TRUE(r.needs.empty()) << "the author is known from the like";
@@ -581,8 +580,8 @@ TEST_F(user_domain, login_with_the_right_password) {
   register_user(alice);
   auto r = alice.run(login_cmd("c2", "alice", "correct horse"),
                      {verified(true)});
-  std::vector<fact_request> expected = {
-    {fact_kind::password_verify, "correct horse", stored_hash}};
+  std::vector<fact_request> expected
+    = {{fact_kind::password_verify, "correct horse", stored_hash}};
   EXPECT_EQ(r.needs, expected);
   ASSERT_FALSE(r.rejected());
   ASSERT_EQ(r.events.size(), 1u);
@@ -699,10 +698,9 @@ TEST_F(user_domain, login_works_again_when_the_lock_expires) {
               {verified(false)});
   auto until = alice.state().locked_until_ms;
   alice.clock().set_ms(until - 1);
-  EXPECT_TRUE(alice.run(login_cmd("l1", "alice", "x")).events[0]
-                .login_failed()
-                .reason()
-              == v1::LOGIN_FAILURE_REASON_LOCKED);
+  EXPECT_TRUE(
+    alice.run(login_cmd("l1", "alice", "x")).events[0].login_failed().reason()
+    == v1::LOGIN_FAILURE_REASON_LOCKED);
   alice.clock().set_ms(until);
   auto r = alice.run(login_cmd("l2", "alice", "correct horse"),
                      {verified(true)});
@@ -895,8 +893,8 @@ TEST_P(user_recovery, restart_after_a_long_mixed_history_equals_live) {
       target_facts.push_back(owner(target));
     alice.run(follow_cmd("fo" + n, "alice", target), target_facts);
     if (round % 2 == 1)
-      alice.run(unfollow_cmd("un" + n, "alice", "user" + std::to_string(
-                                                           (round + 1) % 3)));
+      alice.run(unfollow_cmd("un" + n, "alice",
+                             "user" + std::to_string((round + 1) % 3)));
     mine.push_back(post(alice, "po" + n, "shout " + n));
     auto liked = snowflake_generator::encode(1000 + round);
     alice.run(like_shout_cmd("li" + n, "alice", liked), {owner("bob")});

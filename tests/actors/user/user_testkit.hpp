@@ -104,22 +104,25 @@ inline constexpr int64_t minute_ms = 60 * 1000;
 inline fact owner(std::string who) {
   return {fact_kind::claim_owner, true, std::move(who)};
 }
-inline fact no_owner() { return {fact_kind::claim_owner, false, {}}; }
+inline fact no_owner() {
+  return {fact_kind::claim_owner, false, {}};
+}
 inline fact hashed(std::string hash) {
   return {fact_kind::password_hash, true, std::move(hash)};
 }
-inline fact hash_failed() { return {fact_kind::password_hash, false, {}}; }
+inline fact hash_failed() {
+  return {fact_kind::password_hash, false, {}};
+}
 inline fact verified(bool matches) {
   return {fact_kind::password_verify, matches, {}};
 }
 
 // -- commands ----------------------------------------------------------------
 
-inline v1::UserCommand register_user_cmd(const std::string& command_id,
-                                         const std::string& user_id,
-                                         const std::string& handle,
-                                         const std::string& password
-                                         = "correct horse") {
+inline v1::UserCommand
+register_user_cmd(const std::string& command_id, const std::string& user_id,
+                  const std::string& handle,
+                  const std::string& password = "correct horse") {
   v1::UserCommand c;
   auto* r = c.mutable_register_user();
   r->set_command_id(command_id);
@@ -164,10 +167,9 @@ inline v1::UserCommand unfollow_cmd(const std::string& command_id,
   return c;
 }
 
-inline v1::UserCommand post_shout_cmd(const std::string& command_id,
-                                      const std::string& user_id,
-                                      const std::string& text,
-                                      const std::string& reply_to = {}) {
+inline v1::UserCommand
+post_shout_cmd(const std::string& command_id, const std::string& user_id,
+               const std::string& text, const std::string& reply_to = {}) {
   v1::UserCommand c;
   auto* r = c.mutable_post_shout();
   r->set_command_id(command_id);
@@ -250,11 +252,15 @@ struct run_result {
   v1::EntityReply reply;
   user_state state_after;
 
-  bool rejected() const { return rejection.has_value(); }
+  bool rejected() const {
+    return rejection.has_value();
+  }
   v1::RejectionCode code() const {
     return rejection ? rejection->code() : v1::REJECTION_CODE_UNSPECIFIED;
   }
-  std::string field() const { return rejection ? rejection->field() : ""; }
+  std::string field() const {
+    return rejection ? rejection->field() : "";
+  }
 };
 
 /// How restart() recovers the state.
@@ -305,9 +311,8 @@ public:
         asked.push_back(r.kind);
       for (auto& f : facts)
         given.push_back(f.kind);
-      EXPECT_EQ(asked, given)
-        << "the test's facts do not answer needs() for "
-        << command.ShortDebugString();
+      EXPECT_EQ(asked, given) << "the test's facts do not answer needs() for "
+                              << command.ShortDebugString();
     }
     auto eff = decide(state_, command, facts, env_);
     out.rejection = eff.rejection;
@@ -364,14 +369,30 @@ public:
     return recovered;
   }
 
-  const std::string& id() const { return id_; }
-  const user_state& state() const { return state_; }
-  const std::vector<v1::UserEvent>& events() const { return events_; }
-  int64_t seq_nr() const { return static_cast<int64_t>(events_.size()); }
-  int64_t position() const { return position_; }
-  manual_clock& clock() { return clock_; }
-  int64_t now() const { return clock_.now_ms(); }
-  user_environment& env() { return env_; }
+  const std::string& id() const {
+    return id_;
+  }
+  const user_state& state() const {
+    return state_;
+  }
+  const std::vector<v1::UserEvent>& events() const {
+    return events_;
+  }
+  int64_t seq_nr() const {
+    return static_cast<int64_t>(events_.size());
+  }
+  int64_t position() const {
+    return position_;
+  }
+  manual_clock& clock() {
+    return clock_;
+  }
+  int64_t now() const {
+    return clock_.now_ms();
+  }
+  user_environment& env() {
+    return env_;
+  }
 
 private:
   std::string id_;

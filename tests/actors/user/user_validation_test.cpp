@@ -68,8 +68,12 @@ v1::UserCommand valid_update() {
   c.mutable_update_profile()->set_bio("bio");
   return c;
 }
-v1::UserCommand valid_post() { return post_shout_cmd("c1", "alice", "hi"); }
-v1::UserCommand valid_login() { return login_cmd("c1", "alice", "pw"); }
+v1::UserCommand valid_post() {
+  return post_shout_cmd("c1", "alice", "hi");
+}
+v1::UserCommand valid_login() {
+  return login_cmd("c1", "alice", "pw");
+}
 
 std::vector<v1::UserCommand> one_of_each() {
   return {valid_register(),
@@ -247,8 +251,8 @@ TEST(user_validation, command_id_limits) {
   EXPECT_TRUE(accepts(check_command_id("!~{}[]|:;\"'<>,.?/\\")));
   EXPECT_TRUE(rejects(check_command_id(""), "command_id"));
   EXPECT_TRUE(rejects(check_command_id(repeat("c", 65)), "command_id"));
-  for (auto& bad : strings{"a\tb", "a\nb", "\x7F", "\x01", e_acute,
-                           std::string("a\0b", 3)})
+  for (auto& bad :
+       strings{"a\tb", "a\nb", "\x7F", "\x01", e_acute, std::string("a\0b", 3)})
     EXPECT_TRUE(rejects(check_command_id(bad), "command_id")) << to_hex(bad);
 }
 
@@ -368,8 +372,8 @@ TEST(user_validation, display_name_bio_and_avatar_hash_limits) {
   EXPECT_TRUE(accepts(with_update([](auto& r) { r.set_bio(""); })));
   EXPECT_TRUE(
     accepts(with_update([](auto& r) { r.set_bio(repeat(euro, 160)); })));
-  EXPECT_TRUE(rejects(with_update([](auto& r) { r.set_bio(repeat("b", 161)); }),
-                      "bio"));
+  EXPECT_TRUE(
+    rejects(with_update([](auto& r) { r.set_bio(repeat("b", 161)); }), "bio"));
   EXPECT_TRUE(
     rejects(with_update([](auto& r) { r.set_bio("\xED\xA0\x80"); }), "bio"));
 
@@ -380,9 +384,9 @@ TEST(user_validation, display_name_bio_and_avatar_hash_limits) {
   EXPECT_TRUE(accepts(avatar(repeat("f", 128))));
   EXPECT_TRUE(rejects(avatar(repeat("f", 129)), "avatar_hash"));
   EXPECT_TRUE(rejects(avatar("a b"), "avatar_hash"));
-  EXPECT_TRUE(rejects(
-    with_update([](auto& r) { r.set_avatar_hash(repeat("f", 129)); }),
-    "avatar_hash"));
+  EXPECT_TRUE(
+    rejects(with_update([](auto& r) { r.set_avatar_hash(repeat("f", 129)); }),
+            "avatar_hash"));
 }
 
 TEST(user_validation, update_profile_must_set_something) {
@@ -408,9 +412,9 @@ TEST(user_validation, client_ip_rules) {
                             "2001:db8::8a2e:370:7334", "::ffff:192.0.2.1",
                             "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255"})
     EXPECT_TRUE(accepts(ip(good))) << good;
-  for (auto& bad : strings{"256.0.0.1", "1.2.3", "localhost", "1.2.3.4:80",
-                           "2001:db8::1::2", " 127.0.0.1", "127.0.0.1\n",
-                           repeat("1", 46)})
+  for (auto& bad :
+       strings{"256.0.0.1", "1.2.3", "localhost", "1.2.3.4:80",
+               "2001:db8::1::2", " 127.0.0.1", "127.0.0.1\n", repeat("1", 46)})
     EXPECT_TRUE(rejects(ip(bad), "client_ip")) << bad;
 }
 

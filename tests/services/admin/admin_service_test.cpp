@@ -73,19 +73,20 @@ bool same(const google::protobuf::Message& a,
 
 class admin_service_test : public ::testing::Test {
 protected:
-  void SetUp() override { start(); }
+  void SetUp() override {
+    start();
+  }
 
   void start(const std::function<void(node::node_config&)>& tweak = {}) {
     admin_.reset();
     commands_.reset();
     queries_.reset();
     node_.reset();
-    node_ = std::make_unique<test_node>(db_.url(),
-                                        [&](node::node_config& cfg) {
-                                          with_read_side(cfg);
-                                          if (tweak)
-                                            tweak(cfg);
-                                        });
+    node_ = std::make_unique<test_node>(db_.url(), [&](node::node_config& cfg) {
+      with_read_side(cfg);
+      if (tweak)
+        tweak(cfg);
+    });
     admin_ = node_->admin_stub();
     commands_ = node_->command_stub();
     queries_ = node_->query_stub();
@@ -102,8 +103,8 @@ protected:
     v1::CommandResult out;
     auto ctx = context_with_deadline();
     auto status = (commands_.get()->*method)(ctx.get(), r, &out);
-    EXPECT_TRUE(status.ok()) << r.ShortDebugString() << ": "
-                             << status.error_message();
+    EXPECT_TRUE(status.ok())
+      << r.ShortDebugString() << ": " << status.error_message();
     return out;
   }
 
@@ -223,7 +224,7 @@ protected:
   std::string any_user_;
 };
 
-// -- GetClusterStatus ----------------------------------------------------------------
+// -- GetClusterStatus ---------------------------------------------------------
 
 TEST_F(admin_service_test, cluster_status_lists_the_node_and_its_shard_map) {
   // The fixture's first node has left: a new cluster on this database may
@@ -277,7 +278,7 @@ TEST_F(admin_service_test, a_node_without_projections_reports_its_roles) {
   EXPECT_THAT(names, UnorderedElementsAre("users", "shouts", "timelines"));
 }
 
-// -- GetProjectionStatus ----------------------------------------------------------
+// -- GetProjectionStatus ------------------------------------------------------
 
 TEST_F(admin_service_test, projection_status_shows_live_generations_caught_up) {
   any_user_ = "alice";
@@ -350,13 +351,12 @@ TEST_F(admin_service_test, lag_is_zero_once_caught_up_after_concurrent_writes) {
     auto status = projection_status();
     EXPECT_EQ(status.head_position(), newest.load());
     for (auto& g : status.projections())
-      EXPECT_EQ(g.lag_events(), 0)
-        << g.projection() << " at " << g.position() << ", head "
-        << status.head_position();
+      EXPECT_EQ(g.lag_events(), 0) << g.projection() << " at " << g.position()
+                                   << ", head " << status.head_position();
   }
 }
 
-// -- ReadStream --------------------------------------------------------------------
+// -- ReadStream ---------------------------------------------------------------
 
 TEST_F(admin_service_test, read_stream_returns_decoded_events_in_seq_order) {
   auto r1 = register_user("alice", "reg-alice");
@@ -427,9 +427,9 @@ TEST_F(admin_service_test, read_stream_returns_decoded_events_in_seq_order) {
 
 TEST_F(admin_service_test, read_stream_bad_input_is_invalid_argument) {
   register_user("alice");
-  for (std::string id : {std::string{}, std::string{"a b"},
-                         std::string(65, 'a'), std::string{"al|ice"},
-                         std::string{"\xc3\xa5lice"}}) {
+  for (std::string id :
+       {std::string{}, std::string{"a b"}, std::string(65, 'a'),
+        std::string{"al|ice"}, std::string{"\xc3\xa5lice"}}) {
     SCOPED_TRACE(::testing::PrintToString(id));
     v1::StreamEvents out;
     auto s = read_stream(id, 0, 0, &out);
@@ -457,7 +457,9 @@ TEST_F(admin_service_test, read_stream_bad_input_is_invalid_argument) {
 TEST_F(admin_service_test, invalid_utf8_in_admin_requests_is_invalid_argument) {
   register_user("alice");
   v1::StreamEvents events;
-  auto s = read_stream("al\xff" "ce", 0, 0, &events);
+  auto s = read_stream("al\xff"
+                       "ce",
+                       0, 0, &events);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT)
     << s.error_message();
   EXPECT_THAT(s.error_message(), HasSubstr("user_id"));
@@ -477,9 +479,10 @@ TEST_F(admin_service_test, invalid_utf8_in_admin_requests_is_invalid_argument) {
   EXPECT_THAT(s.error_message(), HasSubstr("projection"));
 }
 
-// -- RebuildProjection ------------------------------------------------------------
+// -- RebuildProjection --------------------------------------------------------
 
-TEST_F(admin_service_test, rebuild_of_an_unknown_projection_is_invalid_argument) {
+TEST_F(admin_service_test,
+       rebuild_of_an_unknown_projection_is_invalid_argument) {
   for (std::string name : {"", "nope", "Users", "users "}) {
     SCOPED_TRACE(::testing::PrintToString(name));
     auto s = rebuild(name, nullptr);
@@ -506,7 +509,8 @@ struct population {
 // during and after; read-your-writes holds throughout (G6); a second
 // rebuild while one runs is refused; the rebuilt documents equal the live
 // ones (G3) and generation 1's tables are dropped.
-TEST_F(admin_service_test, rebuild_swaps_in_a_new_generation_while_queries_answer) {
+TEST_F(admin_service_test,
+       rebuild_swaps_in_a_new_generation_while_queries_answer) {
   // Small batches make the replay take a while.
   start([](node::node_config& c) { c.projection_batch = 5; });
   constexpr int stable_users = 24;
@@ -534,10 +538,9 @@ TEST_F(admin_service_test, rebuild_swaps_in_a_new_generation_while_queries_answe
   }
   for (int i = 0; i < stable_users; ++i)
     for (int k = 1; k <= 3; ++k)
-      pop.last_position
-        = follow("s" + std::to_string(i),
-                 "s" + std::to_string((i + k) % stable_users))
-            .global_position();
+      pop.last_position = follow("s" + std::to_string(i),
+                                 "s" + std::to_string((i + k) % stable_users))
+                            .global_position();
   catch_up(pop.last_position);
 
   // The documents as generation 1 serves them.
@@ -548,8 +551,8 @@ TEST_F(admin_service_test, rebuild_swaps_in_a_new_generation_while_queries_answe
     v1::GetLoginHistoryRequest r;
     r.set_user_id(id);
     auto ctx = context_with_deadline();
-    ASSERT_TRUE(queries_->GetLoginHistory(ctx.get(), r, &logins_before[id])
-                  .ok());
+    ASSERT_TRUE(
+      queries_->GetLoginHistory(ctx.get(), r, &logins_before[id]).ok());
   }
   register_user("writer0");
   register_user("writer1");
@@ -662,7 +665,8 @@ TEST_F(admin_service_test, rebuild_swaps_in_a_new_generation_while_queries_answe
   EXPECT_TRUE(eventually([&] {
     return db_.scalar<bool>("SELECT to_regclass('rm_users_g1') IS NULL"
                             "   AND to_regclass('rm_logins_g1') IS NULL");
-  })) << "generation 1's tables were not dropped";
+  }))
+    << "generation 1's tables were not dropped";
   // The other projections were not touched.
   auto status = projection_status();
   EXPECT_NE(find_generation(status, "shouts", 1), nullptr);
@@ -731,7 +735,8 @@ TEST_F(admin_service_test, watch_sees_every_change_across_a_rebuild) {
   EXPECT_TRUE(eventually([&] {
     auto got = received();
     return !got.empty() && got.back().global_position() >= written.back();
-  })) << "the last change never arrived";
+  }))
+    << "the last change never arrived";
   ctx.TryCancel();
   reading.join();
   reader->Finish();
@@ -747,7 +752,7 @@ TEST_F(admin_service_test, watch_sees_every_change_across_a_rebuild) {
   EXPECT_EQ(seen, written);
 }
 
-// -- dead letters -------------------------------------------------------------------
+// -- dead letters -------------------------------------------------------------
 
 TEST_F(admin_service_test, dead_letters_empty_list_and_unknown_ids) {
   any_user_ = "alice";

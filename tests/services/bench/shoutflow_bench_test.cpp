@@ -99,7 +99,8 @@ protected:
     ASSERT_FALSE(bench_binary().empty())
       << "SHOUTFLOW_BENCH must name the shoutflow-bench binary (ctest sets it)";
     node_ = std::make_unique<shoutflow::testing::test_node>(
-      db_.url(), [](node::node_config& cfg) { shoutflow::testing::with_read_side(cfg); });
+      db_.url(),
+      [](node::node_config& cfg) { shoutflow::testing::with_read_side(cfg); });
   }
 
   std::string targets() const {
@@ -139,9 +140,9 @@ TEST_F(shoutflow_bench_test, timeline_mix_report_has_the_documented_shape) {
   EXPECT_TRUE(at(prepare, "ok").bool_value());
   const auto& phases = at(prepare, "phases").list_value();
   ASSERT_EQ(phases.values_size(), 3);
-  EXPECT_EQ(num(phases.values(0).struct_value(), "requests"), 40);   // users
-  EXPECT_EQ(num(phases.values(1).struct_value(), "requests"), 120);  // follows
-  EXPECT_EQ(num(phases.values(2).struct_value(), "requests"), 40);   // seeds
+  EXPECT_EQ(num(phases.values(0).struct_value(), "requests"), 40);  // users
+  EXPECT_EQ(num(phases.values(1).struct_value(), "requests"), 120); // follows
+  EXPECT_EQ(num(phases.values(2).struct_value(), "requests"), 40);  // seeds
   for (const auto& p : phases.values())
     EXPECT_EQ(num(p.struct_value(), "failed"), 0);
 
@@ -152,14 +153,16 @@ TEST_F(shoutflow_bench_test, timeline_mix_report_has_the_documented_shape) {
   // Every operation of the mix ran and succeeded: 1 write per 50 reads.
   const auto& ops = obj(doc, "operations");
   double ok_sum = 0;
-  for (const char* name : {"post_shout", "get_timeline", "get_user", "get_shout"}) {
+  for (const char* name :
+       {"post_shout", "get_timeline", "get_user", "get_shout"}) {
     const auto& op = obj(ops, name);
     EXPECT_GT(num(op, "ok"), 0) << name;
     EXPECT_EQ(num(op, "errors"), 0) << name;
     expect_latency(op, name);
     ok_sum += num(op, "ok");
   }
-  EXPECT_GT(num(obj(ops, "get_timeline"), "ok"), num(obj(ops, "post_shout"), "ok"));
+  EXPECT_GT(num(obj(ops, "get_timeline"), "ok"),
+            num(obj(ops, "post_shout"), "ok"));
   // The probe saw acknowledged shouts become readable.
   const auto& visible = obj(ops, "visible");
   EXPECT_GT(num(visible, "ok"), 0);
@@ -185,15 +188,17 @@ TEST_F(shoutflow_bench_test, timeline_mix_report_has_the_documented_shape) {
 }
 
 TEST_F(shoutflow_bench_test, open_loop_rerun_prepares_idempotently) {
-  auto args = targets() + " --mix write --users 20 --rate 200 --warmup 0.2"
-                          " --duration 1";
+  auto args = targets()
+              + " --mix write --users 20 --rate 200 --warmup 0.2"
+                " --duration 1";
   auto first = run_bench(args);
   ASSERT_EQ(first.exit_status, 0) << first.stderr_text;
   auto second = run_bench(args);
   ASSERT_EQ(second.exit_status, 0) << second.stderr_text;
   auto doc = parse(second.json);
   EXPECT_EQ(at(obj(doc, "parameters"), "mode").string_value(), "open");
-  const auto& reg = at(obj(doc, "prepare"), "phases").list_value().values(0).struct_value();
+  const auto& reg
+    = at(obj(doc, "prepare"), "phases").list_value().values(0).struct_value();
   // The same users again: every registration is answered as already applied.
   EXPECT_EQ(num(reg, "requests"), 20);
   EXPECT_EQ(num(reg, "duplicates"), 20);
@@ -231,5 +236,6 @@ TEST_F(shoutflow_bench_test, bad_flags_and_unreachable_targets) {
   EXPECT_EQ(run_bench("--follows 5 --users 5").exit_status, 2);
   auto o = run_bench("--targets 127.0.0.1:1 --wait-ready 0.5");
   EXPECT_EQ(o.exit_status, 1);
-  EXPECT_NE(o.stderr_text.find("not serving"), std::string::npos) << o.stderr_text;
+  EXPECT_NE(o.stderr_text.find("not serving"), std::string::npos)
+    << o.stderr_text;
 }

@@ -47,11 +47,10 @@ using rpc_method = grpc::Status (stub_type::*)(grpc::ClientContext*,
 
 // -- request builders ---------------------------------------------------------
 
-v1::RegisterUserRequest register_request(const std::string& command_id,
-                                         const std::string& user_id,
-                                         const std::string& handle,
-                                         const std::string& password
-                                         = "correct horse") {
+v1::RegisterUserRequest
+register_request(const std::string& command_id, const std::string& user_id,
+                 const std::string& handle,
+                 const std::string& password = "correct horse") {
   v1::RegisterUserRequest r;
   r.set_command_id(command_id);
   r.set_user_id(user_id);
@@ -94,10 +93,9 @@ Request shout_request(const std::string& command_id, const std::string& user_id,
   return r;
 }
 
-v1::PostShoutRequest post_request(const std::string& command_id,
-                                  const std::string& user_id,
-                                  const std::string& text,
-                                  const std::string& reply_to = "") {
+v1::PostShoutRequest
+post_request(const std::string& command_id, const std::string& user_id,
+             const std::string& text, const std::string& reply_to = "") {
   v1::PostShoutRequest r;
   r.set_command_id(command_id);
   r.set_user_id(user_id);
@@ -118,10 +116,9 @@ v1::LoginRequest login_by_id(const std::string& command_id,
   return r;
 }
 
-v1::LoginRequest login_by_handle(const std::string& command_id,
-                                 const std::string& handle,
-                                 const std::string& password
-                                 = "correct horse") {
+v1::LoginRequest
+login_by_handle(const std::string& command_id, const std::string& handle,
+                const std::string& password = "correct horse") {
   v1::LoginRequest r;
   r.set_command_id(command_id);
   r.set_handle(handle);
@@ -139,7 +136,7 @@ std::string repeat(const std::string& unit, std::size_t n) {
   return out;
 }
 
-// -- raw gRPC helpers (health and reflection have no client headers) -----------
+// -- raw gRPC helpers (health and reflection have no client headers) ----------
 
 grpc::ByteBuffer to_buffer(const std::string& bytes) {
   grpc::Slice slice{bytes};
@@ -218,11 +215,13 @@ struct event_row {
   std::string payload;
 };
 
-// -- the fixture ---------------------------------------------------------------
+// -- the fixture --------------------------------------------------------------
 
 class command_service_test : public ::testing::Test {
 protected:
-  void SetUp() override { start(); }
+  void SetUp() override {
+    start();
+  }
 
   void start(const std::function<void(node::node_config&)>& tweak = {},
              const shoutflow::clock* clk = nullptr) {
@@ -250,9 +249,9 @@ protected:
   Response ok(rpc_method<Request, Response> method, const Request& req) {
     Response out;
     auto status = call(method, req, &out);
-    EXPECT_TRUE(status.ok()) << "code " << status.error_code() << ": "
-                             << status.error_message() << "\nrequest: "
-                             << req.ShortDebugString();
+    EXPECT_TRUE(status.ok())
+      << "code " << status.error_code() << ": " << status.error_message()
+      << "\nrequest: " << req.ShortDebugString();
     return out;
   }
 
@@ -292,9 +291,9 @@ protected:
     if (rows.empty())
       return std::nullopt;
     auto& r = rows[0];
-    return event_row{r[0].as<std::string>(), r[1].as<int64_t>(),
-                     r[2].as<std::string>(), r[3].as<std::string>(),
-                     r[4].as<std::string>(), r[5].as<std::string>(),
+    return event_row{r[0].as<std::string>(),        r[1].as<int64_t>(),
+                     r[2].as<std::string>(),        r[3].as<std::string>(),
+                     r[4].as<std::string>(),        r[5].as<std::string>(),
                      pqxx::binarystring{r[6]}.str()};
   }
 
@@ -329,7 +328,7 @@ protected:
   int64_t last_position_ = 0;
 };
 
-// -- happy paths ---------------------------------------------------------------
+// -- happy paths --------------------------------------------------------------
 
 TEST_F(command_service_test, register_user_appends_user_registered) {
   auto r = register_ok("alice");
@@ -356,7 +355,8 @@ TEST_F(command_service_test, register_user_appends_user_registered) {
 TEST_F(command_service_test, update_profile_appends_profile_updated) {
   register_ok("alice");
   last_position_ = 0;
-  auto r = ok(&stub_type::UpdateProfile, update_request("u1", "alice", "Alice"));
+  auto r = ok(&stub_type::UpdateProfile,
+              update_request("u1", "alice", "Alice"));
   expect_applied(r, "alice", 2, "ProfileUpdated", "u1");
   auto bio_request = update_request("u2", "alice", "Alice");
   bio_request.clear_display_name();
@@ -364,7 +364,8 @@ TEST_F(command_service_test, update_profile_appends_profile_updated) {
   auto bio = ok(&stub_type::UpdateProfile, bio_request);
   expect_applied(bio, "alice", 3, "ProfileUpdated", "u2");
   // Setting what is already set changes nothing: success without an event.
-  auto same = ok(&stub_type::UpdateProfile, update_request("u3", "alice", "Alice"));
+  auto same = ok(&stub_type::UpdateProfile,
+                 update_request("u3", "alice", "Alice"));
   EXPECT_EQ(same.seq_nr(), 3);
   EXPECT_FALSE(same.duplicate());
   EXPECT_EQ(event_count(), 3);
@@ -413,8 +414,8 @@ TEST_F(command_service_test, post_shout_returns_time_ordered_shout_ids) {
 TEST_F(command_service_test, delete_shout_appends_shout_deleted) {
   register_ok("alice");
   auto p = ok(&stub_type::PostShout, post_request("p1", "alice", "soon gone"));
-  auto d = ok(&stub_type::DeleteShout,
-              shout_request<v1::DeleteShoutRequest>("d1", "alice", p.shout_id()));
+  auto d = ok(&stub_type::DeleteShout, shout_request<v1::DeleteShoutRequest>(
+                                         "d1", "alice", p.shout_id()));
   expect_applied(d, "alice", 3, "ShoutDeleted", "d1");
   EXPECT_TRUE(d.shout_id().empty());
   EXPECT_EQ(event_count(), 3);
@@ -431,8 +432,8 @@ TEST_F(command_service_test, like_and_unlike_append_events) {
   v1::ShoutLiked ev;
   ASSERT_TRUE(ev.ParseFromString(event_at(l.global_position())->payload));
   EXPECT_EQ(ev.author_id(), "bob");
-  auto u = ok(&stub_type::UnlikeShout,
-              shout_request<v1::UnlikeShoutRequest>("l2", "alice", p.shout_id()));
+  auto u = ok(&stub_type::UnlikeShout, shout_request<v1::UnlikeShoutRequest>(
+                                         "l2", "alice", p.shout_id()));
   expect_applied(u, "alice", 3, "ShoutUnliked", "l2");
   EXPECT_EQ(event_count(), 5);
 }
@@ -455,7 +456,7 @@ TEST_F(command_service_test, login_by_user_id_and_by_handle_in_any_case) {
   EXPECT_EQ(event_count(), 6);
 }
 
-// -- INVALID_ARGUMENT ----------------------------------------------------------
+// -- INVALID_ARGUMENT ---------------------------------------------------------
 
 // Malformed UTF-8 must be rejected with INVALID_ARGUMENT naming the field
 // (API.md: "text is valid UTF-8"; DESIGN.md G5). Fails today: proto3
@@ -464,9 +465,9 @@ TEST_F(command_service_test, login_by_user_id_and_by_handle_in_any_case) {
 // an empty message, before the service's own validation can run.
 TEST_F(command_service_test, malformed_utf8_text_is_invalid_argument) {
   register_ok("alice");
-  for (std::string bad : {std::string{"\xff\xfe"}, std::string{"ab\xc3"},
-                          std::string{"\xc0\xaf"}, std::string{"\xed\xa0\x80"},
-                          std::string{"\xf4\x90\x80\x80"}}) {
+  for (std::string bad :
+       {std::string{"\xff\xfe"}, std::string{"ab\xc3"}, std::string{"\xc0\xaf"},
+        std::string{"\xed\xa0\x80"}, std::string{"\xf4\x90\x80\x80"}}) {
     SCOPED_TRACE(::testing::PrintToString(bad));
     expect_error(&stub_type::PostShout, post_request("bad-utf8", "alice", bad),
                  grpc::StatusCode::INVALID_ARGUMENT, "text");
@@ -491,7 +492,11 @@ TEST_F(command_service_test,
   login.set_user_agent(bad);
   expect_error(&stub_type::Login, login, grpc::StatusCode::INVALID_ARGUMENT,
                "user_agent");
-  expect_error(&stub_type::PostShout, post_request("p1", "al\xff" "ce", "hi"),
+  expect_error(&stub_type::PostShout,
+               post_request("p1",
+                            "al\xff"
+                            "ce",
+                            "hi"),
                grpc::StatusCode::INVALID_ARGUMENT, "user_id");
   EXPECT_EQ(event_count(), 1);
 }
@@ -558,8 +563,8 @@ TEST_F(command_service_test, malformed_handles_are_invalid_argument) {
 TEST_F(command_service_test, command_id_is_required_on_every_rpc) {
   register_ok("alice");
   auto shout = std::string{"0000000000001"};
-  const std::vector<std::pair<std::string, std::function<grpc::Status(
-                                             const std::string&)>>>
+  const std::vector<
+    std::pair<std::string, std::function<grpc::Status(const std::string&)>>>
     calls = {
       {"RegisterUser",
        [&](const std::string& id) {
@@ -623,8 +628,7 @@ TEST_F(command_service_test, command_id_is_required_on_every_rpc) {
   for (auto& [name, run] : calls) {
     for (auto bad : {std::string{}, std::string(65, 'c'), std::string{"a\nb"},
                      std::string{"caf\xc3\xa9"}}) {
-      SCOPED_TRACE(name + " with command_id "
-                   + ::testing::PrintToString(bad));
+      SCOPED_TRACE(name + " with command_id " + ::testing::PrintToString(bad));
       auto status = run(bad);
       EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT)
         << status.error_message();
@@ -666,8 +670,7 @@ TEST_F(command_service_test, malformed_shout_ids_are_invalid_argument) {
                  shout_request<v1::UnlikeShoutRequest>("u", "alice", bad),
                  grpc::StatusCode::INVALID_ARGUMENT, "shout_id");
     if (!bad.empty()) // empty means "not a reply"
-      expect_error(&stub_type::PostShout,
-                   post_request("p", "alice", "re", bad),
+      expect_error(&stub_type::PostShout, post_request("p", "alice", "re", bad),
                    grpc::StatusCode::INVALID_ARGUMENT, "reply_to_shout_id");
   }
   EXPECT_EQ(event_count(), 1);
@@ -683,7 +686,7 @@ TEST_F(command_service_test, login_needs_user_id_or_handle) {
   EXPECT_EQ(event_count(), 1);
 }
 
-// -- NOT_FOUND -----------------------------------------------------------------
+// -- NOT_FOUND ----------------------------------------------------------------
 
 TEST_F(command_service_test, unknown_user_is_not_found_for_every_command) {
   register_ok("alice");
@@ -712,8 +715,7 @@ TEST_F(command_service_test, unknown_user_is_not_found_for_every_command) {
                                                      p.shout_id()),
                nf, "user_id");
   expect_error(&stub_type::Login, login_by_id("c8", "ghost"), nf, "user_id");
-  expect_error(&stub_type::Login, login_by_handle("c9", "ghost"), nf,
-               "handle");
+  expect_error(&stub_type::Login, login_by_handle("c9", "ghost"), nf, "handle");
   EXPECT_EQ(event_count(), before);
 }
 
@@ -728,7 +730,8 @@ TEST_F(command_service_test, follow_unknown_target_is_not_found) {
 TEST_F(command_service_test, unknown_or_deleted_shout_is_not_found) {
   register_ok("alice");
   register_ok("bob");
-  auto p = ok(&stub_type::PostShout, post_request("p1", "alice", "short-lived"));
+  auto p = ok(&stub_type::PostShout,
+              post_request("p1", "alice", "short-lived"));
   // Well-formed, but never issued.
   auto never = snowflake_generator::encode(12345);
   expect_error(&stub_type::LikeShout,
@@ -755,7 +758,7 @@ TEST_F(command_service_test, unknown_or_deleted_shout_is_not_found) {
   EXPECT_EQ(event_count(), before);
 }
 
-// -- ALREADY_EXISTS, PERMISSION_DENIED, no-ops -----------------------------------
+// -- ALREADY_EXISTS, PERMISSION_DENIED, no-ops --------------------------------
 
 TEST_F(command_service_test, taken_user_id_or_handle_is_already_exists) {
   ok(&stub_type::RegisterUser, register_request("r1", "alice", "Alice"));
@@ -765,7 +768,8 @@ TEST_F(command_service_test, taken_user_id_or_handle_is_already_exists) {
   for (auto handle : {"Alice", "alice", "ALICE", "aLICE"}) {
     SCOPED_TRACE(handle);
     expect_error(&stub_type::RegisterUser,
-                 register_request(std::string{"r3-"} + handle, "alice2", handle),
+                 register_request(std::string{"r3-"} + handle, "alice2",
+                                  handle),
                  grpc::StatusCode::ALREADY_EXISTS, "handle");
   }
   EXPECT_EQ(event_count(), 1);
@@ -774,7 +778,8 @@ TEST_F(command_service_test, taken_user_id_or_handle_is_already_exists) {
   EXPECT_EQ(event_count(), 2);
 }
 
-TEST_F(command_service_test, deleting_someone_elses_shout_is_permission_denied) {
+TEST_F(command_service_test,
+       deleting_someone_elses_shout_is_permission_denied) {
   register_ok("alice");
   register_ok("bob");
   auto p = ok(&stub_type::PostShout, post_request("p1", "alice", "mine"));
@@ -802,8 +807,8 @@ TEST_F(command_service_test, repeated_follow_like_unlike_unfollow_are_noops) {
   EXPECT_EQ(f2.seq_nr(), l.seq_nr());
   EXPECT_EQ(f2.global_position(), l.global_position());
   EXPECT_FALSE(f2.duplicate());
-  auto l2 = ok(&stub_type::LikeShout,
-               shout_request<v1::LikeShoutRequest>("l2", "alice", p.shout_id()));
+  auto l2 = ok(&stub_type::LikeShout, shout_request<v1::LikeShoutRequest>(
+                                        "l2", "alice", p.shout_id()));
   EXPECT_EQ(l2.seq_nr(), l.seq_nr());
   EXPECT_FALSE(l2.duplicate());
   EXPECT_EQ(event_count(), before);
@@ -812,9 +817,8 @@ TEST_F(command_service_test, repeated_follow_like_unlike_unfollow_are_noops) {
   ok(&stub_type::Unfollow,
      target_request<v1::UnfollowRequest>("u2", "alice", "bob"));
   before = event_count();
-  auto u3 = ok(&stub_type::UnlikeShout,
-               shout_request<v1::UnlikeShoutRequest>("u3", "alice",
-                                                     p.shout_id()));
+  auto u3 = ok(&stub_type::UnlikeShout, shout_request<v1::UnlikeShoutRequest>(
+                                          "u3", "alice", p.shout_id()));
   auto u4 = ok(&stub_type::Unfollow,
                target_request<v1::UnfollowRequest>("u4", "alice", "bob"));
   EXPECT_EQ(u3.seq_nr(), f.seq_nr() + 3);
@@ -905,7 +909,7 @@ TEST_F(command_service_test, concurrent_commands_of_one_user_get_distinct_seq) {
             0);
 }
 
-// -- login lockout (manual clock) -------------------------------------------------
+// -- login lockout (manual clock) ---------------------------------------------
 
 class login_lockout_test : public command_service_test {
 protected:
@@ -1012,7 +1016,7 @@ TEST_F(login_lockout_test, failures_outside_the_window_do_not_lock) {
   EXPECT_EQ(event_count(), 5);
 }
 
-// -- G4: retries -----------------------------------------------------------------
+// -- G4: retries --------------------------------------------------------------
 
 TEST_F(command_service_test, retry_with_same_command_id_returns_first_result) {
   auto first_reg = register_ok("alice");
@@ -1111,7 +1115,7 @@ TEST_F(command_service_test, retry_after_restart_and_beyond_memory_window) {
   EXPECT_EQ(fresh.seq_nr(), 72);
 }
 
-// -- deadlines and limits ----------------------------------------------------------
+// -- deadlines and limits -----------------------------------------------------
 
 TEST_F(command_service_test, deadline_already_passed_is_deadline_exceeded) {
   register_ok("alice");
@@ -1119,7 +1123,8 @@ TEST_F(command_service_test, deadline_already_passed_is_deadline_exceeded) {
   ctx.set_deadline(std::chrono::system_clock::now() - seconds(1));
   v1::CommandResult out;
   auto started = steady::now();
-  auto status = stub_->PostShout(&ctx, post_request("late", "alice", "x"), &out);
+  auto status = stub_->PostShout(&ctx, post_request("late", "alice", "x"),
+                                 &out);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED)
     << status.error_message();
   EXPECT_LT(steady::now() - started, seconds(2));
@@ -1133,7 +1138,9 @@ public:
   explicit events_lock(const std::string& url) : conn_(url), tx_(conn_) {
     tx_.exec("LOCK TABLE events IN ACCESS EXCLUSIVE MODE");
   }
-  void release() { tx_.abort(); }
+  void release() {
+    tx_.abort();
+  }
 
 private:
   pqxx::connection conn_;
@@ -1168,7 +1175,8 @@ TEST_F(command_service_test, tiny_deadline_on_stuck_database_is_not_a_hang) {
 }
 
 TEST_F(command_service_test, node_request_timeout_bounds_requests) {
-  start([](node::node_config& cfg) { cfg.request_timeout = milliseconds(300); });
+  start(
+    [](node::node_config& cfg) { cfg.request_timeout = milliseconds(300); });
   register_ok("alice");
   {
     events_lock lock{db_.url()};
@@ -1176,7 +1184,8 @@ TEST_F(command_service_test, node_request_timeout_bounds_requests) {
     auto started = steady::now();
     // The client would wait 20 s; the node gives up after its own bound.
     auto status = call(&stub_type::PostShout,
-                       post_request("bounded", "alice", "x"), &out, seconds(20));
+                       post_request("bounded", "alice", "x"), &out,
+                       seconds(20));
     auto took = steady::now() - started;
     EXPECT_EQ(status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED)
       << status.error_message();
@@ -1216,38 +1225,35 @@ TEST_F(command_service_test, oversized_message_is_resource_exhausted) {
   EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
     << status.error_message();
   // The node keeps serving.
-  auto r = ok(&stub_type::PostShout, post_request("after", "alice", "still up"));
+  auto r = ok(&stub_type::PostShout,
+              post_request("after", "alice", "still up"));
   EXPECT_EQ(r.seq_nr(), 2);
   EXPECT_EQ(event_count(), 2);
 }
 
-// -- garbage ---------------------------------------------------------------------
+// -- garbage ------------------------------------------------------------------
 
 TEST_F(command_service_test, node_survives_a_burst_of_garbage) {
   register_ok("alice");
   register_ok("bob");
   auto p = ok(&stub_type::PostShout, post_request("p1", "bob", "target"));
   auto before = event_count();
-  const std::vector<std::string> methods = {
-    "RegisterUser", "UpdateProfile", "Follow",      "Unfollow", "PostShout",
-    "DeleteShout",  "LikeShout",     "UnlikeShout", "Login"};
+  const std::vector<std::string> methods
+    = {"RegisterUser", "UpdateProfile", "Follow",      "Unfollow", "PostShout",
+       "DeleteShout",  "LikeShout",     "UnlikeShout", "Login"};
   // Invalid requests of every kind, each built from a seed.
   const std::vector<std::function<grpc::Status(stub_type&, int)>> invalid = {
     [](stub_type& s, int i) {
       v1::CommandResult o;
       auto ctx = context_with_deadline();
-      return s.RegisterUser(ctx.get(),
-                            register_request("g" + std::to_string(i), "",
-                                             "h"),
-                            &o);
+      return s.RegisterUser(
+        ctx.get(), register_request("g" + std::to_string(i), "", "h"), &o);
     },
     [](stub_type& s, int i) {
       v1::CommandResult o;
       auto ctx = context_with_deadline();
-      return s.RegisterUser(ctx.get(),
-                            register_request("g" + std::to_string(i), "bob",
-                                             "bob"),
-                            &o);
+      return s.RegisterUser(
+        ctx.get(), register_request("g" + std::to_string(i), "bob", "bob"), &o);
     },
     [](stub_type& s, int i) {
       v1::CommandResult o;
@@ -1261,16 +1267,16 @@ TEST_F(command_service_test, node_survives_a_burst_of_garbage) {
       v1::CommandResult o;
       auto ctx = context_with_deadline();
       return s.Follow(ctx.get(),
-                      target_request<v1::FollowRequest>(
-                        "g" + std::to_string(i), "alice", "alice"),
+                      target_request<v1::FollowRequest>("g" + std::to_string(i),
+                                                        "alice", "alice"),
                       &o);
     },
     [](stub_type& s, int i) {
       v1::CommandResult o;
       auto ctx = context_with_deadline();
       return s.Follow(ctx.get(),
-                      target_request<v1::FollowRequest>(
-                        "g" + std::to_string(i), "alice", "nobody"),
+                      target_request<v1::FollowRequest>("g" + std::to_string(i),
+                                                        "alice", "nobody"),
                       &o);
     },
     [](stub_type& s, int i) {
@@ -1313,11 +1319,11 @@ TEST_F(command_service_test, node_survives_a_burst_of_garbage) {
     [](stub_type& s, int i) {
       v1::CommandResult o;
       auto ctx = context_with_deadline();
-      return s.UnlikeShout(ctx.get(),
-                           shout_request<v1::UnlikeShoutRequest>(
-                             "g" + std::to_string(i), "ghost",
-                             snowflake_generator::encode(99)),
-                           &o);
+      return s.UnlikeShout(
+        ctx.get(),
+        shout_request<v1::UnlikeShoutRequest>("g" + std::to_string(i), "ghost",
+                                              snowflake_generator::encode(99)),
+        &o);
     },
     [](stub_type& s, int i) {
       v1::LoginResult o;
@@ -1330,8 +1336,8 @@ TEST_F(command_service_test, node_survives_a_burst_of_garbage) {
     [](stub_type& s, int i) {
       v1::LoginResult o;
       auto ctx = context_with_deadline();
-      return s.Login(ctx.get(), login_by_handle("g" + std::to_string(i), "nope"),
-                     &o);
+      return s.Login(ctx.get(),
+                     login_by_handle("g" + std::to_string(i), "nope"), &o);
     },
   };
   auto port = node_->get().command_port();
@@ -1358,9 +1364,8 @@ TEST_F(command_service_test, node_survives_a_burst_of_garbage) {
                         + methods[rng() % methods.size()];
           status = raw_unary_call(channel, method, bytes, nullptr);
         } else if (i % 11 == 0) {
-          status = raw_unary_call(channel,
-                                  "/shoutflow.v1.CommandService/Nope", "",
-                                  nullptr);
+          status = raw_unary_call(channel, "/shoutflow.v1.CommandService/Nope",
+                                  "", nullptr);
         } else {
           status = invalid[rng() % invalid.size()](*stub, seed);
         }
@@ -1384,7 +1389,7 @@ TEST_F(command_service_test, node_survives_a_burst_of_garbage) {
             0);
 }
 
-// -- health, reflection, correlation ----------------------------------------------
+// -- health, reflection, correlation ------------------------------------------
 
 TEST_F(command_service_test, health_check_reports_serving) {
   std::string response;
@@ -1396,7 +1401,8 @@ TEST_F(command_service_test, health_check_reports_serving) {
   ASSERT_TRUE(fields.ParseFromString(response));
   ASSERT_EQ(fields.field_count(), 1);
   EXPECT_EQ(fields.field(0).number(), 1);
-  ASSERT_EQ(fields.field(0).type(), google::protobuf::UnknownField::TYPE_VARINT);
+  ASSERT_EQ(fields.field(0).type(),
+            google::protobuf::UnknownField::TYPE_VARINT);
   EXPECT_EQ(fields.field(0).varint(), 1u) << "1 = SERVING";
   // An unknown service name is NOT_FOUND, which proves the real service.
   std::string req;

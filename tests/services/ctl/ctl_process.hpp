@@ -138,10 +138,10 @@ inline int reap(pid_t pid, steady::time_point deadline) {
 } // namespace ctl_detail
 
 /// `shoutflowctl ARGS...` with stdout and stderr on pipes.
-inline ctl_result run_ctl(const std::vector<std::string>& args,
-                          const std::map<std::string, std::string>& env = {},
-                          std::chrono::milliseconds timeout
-                          = std::chrono::seconds(60)) {
+inline ctl_result
+run_ctl(const std::vector<std::string>& args,
+        const std::map<std::string, std::string>& env = {},
+        std::chrono::milliseconds timeout = std::chrono::seconds(60)) {
   ctl_result result;
   auto deadline = ctl_detail::steady::now() + timeout;
   int out[2], err[2];
@@ -169,9 +169,8 @@ inline ctl_result run_ctl(const std::vector<std::string>& args,
     result.err = "posix_spawn " + argv.items[0] + ": " + std::strerror(rc);
     return result;
   }
-  bool drained = ctl_detail::drain({{out[0], &result.out},
-                                    {err[0], &result.err}},
-                                   deadline);
+  bool drained = ctl_detail::drain(
+    {{out[0], &result.out}, {err[0], &result.err}}, deadline);
   ::close(out[0]);
   ::close(err[0]);
   result.exit_code = ctl_detail::reap(pid, drained ? deadline
@@ -181,10 +180,11 @@ inline ctl_result run_ctl(const std::vector<std::string>& args,
 
 /// `shoutflowctl ARGS...` on a pseudo terminal: everything it writes ends
 /// up in `out` (as a terminal shows it, with "\r\n" line ends).
-inline ctl_result run_ctl_on_terminal(
-  const std::vector<std::string>& args,
-  const std::map<std::string, std::string>& env = {},
-  std::chrono::milliseconds timeout = std::chrono::seconds(60)) {
+inline ctl_result
+run_ctl_on_terminal(const std::vector<std::string>& args,
+                    const std::map<std::string, std::string>& env = {},
+                    std::chrono::milliseconds timeout
+                    = std::chrono::seconds(60)) {
   ctl_result result;
   auto deadline = ctl_detail::steady::now() + timeout;
   auto argv = ctl_detail::child_argv(args);

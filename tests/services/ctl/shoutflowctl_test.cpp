@@ -71,8 +71,7 @@ public:
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     socklen_t len = sizeof addr;
     EXPECT_EQ(::bind(fd_, reinterpret_cast<sockaddr*>(&addr), len), 0);
-    EXPECT_EQ(::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len),
-              0);
+    EXPECT_EQ(::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len), 0);
     port_ = ntohs(addr.sin_port);
     if (listening) {
       EXPECT_EQ(::listen(fd_, 16), 0);
@@ -94,7 +93,7 @@ private:
   int port_ = 0;
 };
 
-// -- without a node ---------------------------------------------------------------
+// -- without a node -----------------------------------------------------------
 
 TEST(shoutflowctl_cli, the_binary_is_given) {
   ASSERT_FALSE(ctl_binary().empty())
@@ -104,9 +103,9 @@ TEST(shoutflowctl_cli, the_binary_is_given) {
 TEST(shoutflowctl_cli, help_lists_every_subcommand_and_the_exit_codes) {
   auto r = run_ctl({"--help"});
   ASSERT_EQ(r.exit_code, 0) << show(r);
-  for (auto* sub : {"cluster", "stream", "projections", "rebuild",
-                    "dead-letters list", "dead-letters retry", "migrate",
-                    "call"})
+  for (auto* sub :
+       {"cluster", "stream", "projections", "rebuild", "dead-letters list",
+        "dead-letters retry", "migrate", "call"})
     EXPECT_THAT(r.out, HasSubstr(sub));
   EXPECT_THAT(r.out, HasSubstr("exit codes"));
   EXPECT_THAT(r.out, HasSubstr("3  unreachable"));
@@ -190,8 +189,8 @@ TEST(shoutflowctl_cli, an_unreachable_node_exits_3_naming_the_address) {
   // A peer that accepts and never answers: the --timeout deadline ends it.
   loopback_socket silent{true};
   auto started = std::chrono::steady_clock::now();
-  r = run_ctl({"stream", "alice", "--address", silent.address(), "--timeout",
-               "300ms"});
+  r = run_ctl(
+    {"stream", "alice", "--address", silent.address(), "--timeout", "300ms"});
   auto took = std::chrono::steady_clock::now() - started;
   EXPECT_EQ(r.exit_code, 3) << show(r);
   EXPECT_THAT(r.err, HasSubstr("DEADLINE_EXCEEDED"));
@@ -204,7 +203,7 @@ TEST(shoutflowctl_cli, an_unreachable_node_exits_3_naming_the_address) {
   EXPECT_THAT(r.err, HasSubstr("cannot reach the database"));
 }
 
-// -- against a node ---------------------------------------------------------------
+// -- against a node -----------------------------------------------------------
 
 class shoutflowctl_test : public ::testing::Test {
 protected:
@@ -213,7 +212,8 @@ protected:
               with_read_side(c);
               // Small batches: a rebuild takes long enough to be followed.
               c.projection_batch = 5;
-            }} {}
+            }} {
+  }
 
   std::string admin_address() {
     return "127.0.0.1:" + std::to_string(node_.get().admin_port());
@@ -224,12 +224,14 @@ protected:
     return run_ctl(args, {{"SHOUTFLOW_ADMIN_ADDRESS", admin_address()}});
   }
 
-  std::string cid() { return "cmd-" + std::to_string(++next_id_); }
+  std::string cid() {
+    return "cmd-" + std::to_string(++next_id_);
+  }
 
   v1::CommandResult ok(const v1::UserCommand& c) {
     auto r = node_.send(c);
-    EXPECT_TRUE(r.has_result()) << c.ShortDebugString() << " -> "
-                                << r.ShortDebugString();
+    EXPECT_TRUE(r.has_result())
+      << c.ShortDebugString() << " -> " << r.ShortDebugString();
     return r.result();
   }
 
@@ -337,12 +339,11 @@ TEST_F(shoutflowctl_test, cluster_shows_the_member_and_its_shard_map) {
   EXPECT_THAT(lines[1], AllOf(HasSubstr("command,"),
                               HasSubstr("admin=" + admin_address())));
   auto shards = std::to_string(expected.shards());
-  EXPECT_THAT(r.out, HasSubstr("shards: " + shards + ", " + shards
-                               + " owned"));
+  EXPECT_THAT(r.out, HasSubstr("shards: " + shards + ", " + shards + " owned"));
   EXPECT_THAT(r.out, ContainsRegex(me.node_id() + " +0-"
                                    + std::to_string(expected.shards() - 1)));
-  for (auto* p : {"projection/users", "projection/shouts",
-                  "projection/timelines"})
+  for (auto* p :
+       {"projection/users", "projection/shouts", "projection/timelines"})
     EXPECT_THAT(r.out, ContainsRegex(std::string{p} + " +0=" + me.node_id()
                                      + "@[0-9]+ 1=" + me.node_id()));
 
@@ -372,8 +373,8 @@ TEST_F(shoutflowctl_test, stream_prints_decoded_events_and_pages) {
   ASSERT_EQ(r.exit_code, 0) << show(r);
   auto lines = lines_of(r.out);
   ASSERT_EQ(lines.size(), 5u) << r.out; // header and four events
-  EXPECT_THAT(lines[0],
-              ContainsRegex("^SEQ +POSITION +RECORDED +TYPE +COMMAND +PAYLOAD"));
+  EXPECT_THAT(lines[0], ContainsRegex(
+                          "^SEQ +POSITION +RECORDED +TYPE +COMMAND +PAYLOAD"));
   EXPECT_THAT(lines[1],
               ContainsRegex("^1 +" + std::to_string(alice.global_position())
                             + " +20[0-9-]+T[0-9:.]+Z +UserRegistered +cmd-1 "
@@ -418,8 +419,8 @@ TEST_F(shoutflowctl_test, stream_prints_decoded_events_and_pages) {
   EXPECT_THAT(r.out, IsEmpty());
   r = ctl({"stream", "not a user"});
   EXPECT_EQ(r.exit_code, 2) << show(r);
-  EXPECT_THAT(r.err, AllOf(HasSubstr("INVALID_ARGUMENT"),
-                           HasSubstr("user_id")));
+  EXPECT_THAT(r.err,
+              AllOf(HasSubstr("INVALID_ARGUMENT"), HasSubstr("user_id")));
 }
 
 TEST_F(shoutflowctl_test, projections_show_position_lag_and_partitions) {
@@ -442,8 +443,8 @@ TEST_F(shoutflowctl_test, projections_show_position_lag_and_partitions) {
   for (std::size_t i = 0; i < names.size(); ++i)
     EXPECT_THAT(lines[3 + i],
                 ContainsRegex("^" + names[i] + " +1 +live +" + head
-                              + " +0 +0.0s +4 +0 +0=" + head + "/[0-9]+ 1="
-                              + head + "/[0-9]+$"));
+                              + " +0 +0.0s +4 +0 +0=" + head
+                              + "/[0-9]+ 1=" + head + "/[0-9]+$"));
 
   r = ctl({"projections", "--output", "json"});
   ASSERT_EQ(r.exit_code, 0) << show(r);
@@ -578,18 +579,18 @@ TEST_F(shoutflowctl_test, dead_letters_are_listed_and_retried) {
   r = ctl({"dead-letters", "list"});
   ASSERT_EQ(r.exit_code, 0) << show(r);
   auto lines = lines_of(r.out);
-  EXPECT_THAT(lines.at(0), ContainsRegex("^ID +PROJECTION +GEN +KEY +POSITION "
-                                         "+STREAM +SEQ +TYPE +RECORDED +ERROR"));
-  EXPECT_THAT(r.out, ContainsRegex("users +1 +ghost +"
-                                   + std::to_string(hopeless)
-                                   + " +user\\|ghost +1 +NoSuchEvent .*"
-                                     "NoSuchEvent"));
-  EXPECT_THAT(r.out, ContainsRegex("users +1 +alice +"
-                                   + std::to_string(fixable)
+  EXPECT_THAT(lines.at(0),
+              ContainsRegex("^ID +PROJECTION +GEN +KEY +POSITION "
+                            "+STREAM +SEQ +TYPE +RECORDED +ERROR"));
+  EXPECT_THAT(r.out,
+              ContainsRegex("users +1 +ghost +" + std::to_string(hopeless)
+                            + " +user\\|ghost +1 +NoSuchEvent .*"
+                              "NoSuchEvent"));
+  EXPECT_THAT(r.out, ContainsRegex("users +1 +alice +" + std::to_string(fixable)
                                    + " +user\\|alice +2 +ProfileUpdated"));
 
-  r = ctl({"dead-letters", "list", "--projection", "users", "--output",
-           "json"});
+  r = ctl(
+    {"dead-letters", "list", "--projection", "users", "--output", "json"});
   ASSERT_EQ(r.exit_code, 0) << show(r);
   auto users = parse_json<v1::DeadLetters>(r.out);
   ASSERT_EQ(users.dead_letters_size(), 2) << r.out;
@@ -611,10 +612,10 @@ TEST_F(shoutflowctl_test, dead_letters_are_listed_and_retried) {
   // A retry that fails again exits 5 with the error; it stays listed.
   r = ctl({"dead-letters", "retry", std::to_string(hopeless_id)});
   EXPECT_EQ(r.exit_code, 5) << show(r);
-  EXPECT_THAT(r.err, AllOf(HasSubstr("dead letter "
-                                     + std::to_string(hopeless_id)
-                                     + " failed again"),
-                           HasSubstr("NoSuchEvent")));
+  EXPECT_THAT(r.err,
+              AllOf(HasSubstr("dead letter " + std::to_string(hopeless_id)
+                              + " failed again"),
+                    HasSubstr("NoSuchEvent")));
 
   // Fixed in the log, the retry applies it and it leaves the list.
   v1::UserEvent e;
@@ -626,8 +627,8 @@ TEST_F(shoutflowctl_test, dead_letters_are_listed_and_retried) {
   EXPECT_THAT(r.out, ContainsRegex("^dead letter " + std::to_string(fixable_id)
                                    + ": applied \\([0-9]+ events of its "
                                      "key\\)\n$"));
-  r = ctl({"dead-letters", "list", "--projection", "users", "--output",
-           "json"});
+  r = ctl(
+    {"dead-letters", "list", "--projection", "users", "--output", "json"});
   ASSERT_EQ(r.exit_code, 0) << show(r);
   users = parse_json<v1::DeadLetters>(r.out);
   ASSERT_EQ(users.dead_letters_size(), 1);
@@ -645,14 +646,14 @@ TEST_F(shoutflowctl_test, migrate_reports_the_schema_version) {
   // Already migrated by the fixture: nothing to apply, and safe to repeat.
   auto r = run_ctl({"migrate", "--db-url", db_.url()});
   ASSERT_EQ(r.exit_code, 0) << show(r);
-  EXPECT_EQ(r.out, "schema version " + std::to_string(version)
-                     + " (0 applied)\n");
+  EXPECT_EQ(r.out,
+            "schema version " + std::to_string(version) + " (0 applied)\n");
   r = run_ctl({"migrate", "--output", "json"},
               {{"SHOUTFLOW_DB_URL", db_.url()}});
   ASSERT_EQ(r.exit_code, 0) << show(r);
-  EXPECT_THAT(r.out, AllOf(HasSubstr("\"schema_version\": "
-                                     + std::to_string(version)),
-                           HasSubstr("\"applied\": 0")));
+  EXPECT_THAT(r.out,
+              AllOf(HasSubstr("\"schema_version\": " + std::to_string(version)),
+                    HasSubstr("\"applied\": 0")));
 }
 
 TEST_F(shoutflowctl_test, call_sends_any_rpc_and_maps_its_status) {
@@ -660,8 +661,8 @@ TEST_F(shoutflowctl_test, call_sends_any_rpc_and_maps_its_status) {
   auto r = ctl({"call", "AdminService/ReadStream", "user_id: \"alice\""});
   ASSERT_EQ(r.exit_code, 0) << show(r);
   EXPECT_THAT(r.out, HasSubstr("event_type: \"UserRegistered\""));
-  r = ctl({"call", "ReadStream", "{\"user_id\": \"alice\"}", "--output",
-           "json"});
+  r = ctl(
+    {"call", "ReadStream", "{\"user_id\": \"alice\"}", "--output", "json"});
   ASSERT_EQ(r.exit_code, 0) << show(r);
   EXPECT_EQ(parse_json<v1::StreamEvents>(r.out).events_size(), 1);
   // A server answer that is not a usage problem: exit 1 with its code.

@@ -35,15 +35,14 @@ namespace {
 
 using steady = std::chrono::steady_clock;
 
-const std::vector<std::string> services = {
-  "", "shoutflow.v1.CommandService", "shoutflow.v1.QueryService",
-  "shoutflow.v1.AdminService"};
+const std::vector<std::string> services = {"", "shoutflow.v1.CommandService",
+                                           "shoutflow.v1.QueryService",
+                                           "shoutflow.v1.AdminService"};
 
 /// Polls node i's admin port until `service` answers `want`.
-::testing::AssertionResult wait_health(cluster_harness& c, int i,
-                                       const std::string& service,
-                                       health_answer want,
-                                       std::chrono::milliseconds within) {
+::testing::AssertionResult
+wait_health(cluster_harness& c, int i, const std::string& service,
+            health_answer want, std::chrono::milliseconds within) {
   auto until = steady::now() + within;
   auto last = health_answer::no_answer;
   do {
@@ -99,11 +98,11 @@ TEST(health_test, readiness_follows_join_database_and_drain) {
   // (Another host name: the same id on the same host would be taken for a
   // restart of node 0 and take over at once.) Its longer lease TTL lets it
   // wait up to three TTLs for the id.
-  o.node_flags[1] = {"--node-id",         "0",         "--advertise-host",
-                     "localhost",         "--lease-ttl", "6s",
-                     "--drain-delay",     "4s",        "--log-format",
-                     "json",              "--log-level", "debug",
-                     "--request-timeout", "1s"};
+  o.node_flags[1]
+    = {"--node-id",         "0",    "--advertise-host", "localhost",
+       "--lease-ttl",       "6s",   "--drain-delay",    "4s",
+       "--log-format",      "json", "--log-level",      "debug",
+       "--request-timeout", "1s"};
   cluster_harness c{o, 2};
   ASSERT_TRUE(c.start(0));
   ASSERT_TRUE(c.wait_ready(0, 60s));

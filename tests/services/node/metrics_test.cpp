@@ -37,8 +37,10 @@ struct sample {
 };
 
 std::vector<sample> parse_exposition(const std::string& text) {
-  static const std::regex line_re{R"(^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)$)"};
-  static const std::regex label_re{R"re(([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)")re"};
+  static const std::regex line_re{
+    R"(^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)$)"};
+  static const std::regex label_re{
+    R"re(([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)")re"};
   std::vector<sample> out;
   std::istringstream in{text};
   std::string line;
@@ -59,8 +61,9 @@ std::vector<sample> parse_exposition(const std::string& text) {
 }
 
 /// Samples of `name` whose labels include `labels`.
-std::vector<sample> find(const std::vector<sample>& all, const std::string& name,
-                         const std::map<std::string, std::string>& labels = {}) {
+std::vector<sample>
+find(const std::vector<sample>& all, const std::string& name,
+     const std::map<std::string, std::string>& labels = {}) {
   std::vector<sample> out;
   for (auto& s : all) {
     if (s.name != name)
@@ -172,7 +175,9 @@ protected:
     return r.body;
   }
 
-  std::vector<sample> samples() { return parse_exposition(scrape()); }
+  std::vector<sample> samples() {
+    return parse_exposition(scrape());
+  }
 
   v1::CommandResult command(const v1::UserCommand& c) {
     auto stub = node_->command_stub();
@@ -318,9 +323,8 @@ TEST_F(metrics_test, a_scrape_after_traffic_passes_promtool_with_every_family) {
   EXPECT_GE(sum(find(s, "shoutflow_projection_visibility_delay_seconds_count",
                      {{"projection", "users"}})),
             4);
-  EXPECT_GT(sum(find(s, "shoutflow_projection_offset",
-                     {{"projection", "users"}})),
-            0);
+  EXPECT_GT(
+    sum(find(s, "shoutflow_projection_offset", {{"projection", "users"}})), 0);
   EXPECT_EQ(sum(find(s, "shoutflow_cluster_members", {{"state", "up"}})), 1);
   EXPECT_EQ(sum(find(s, "shoutflow_cluster_shards_owned")),
             node_->get().config().shards);
@@ -335,7 +339,8 @@ TEST_F(metrics_test, a_scrape_after_traffic_passes_promtool_with_every_family) {
         << x.name << " has label " << k << "=" << v;
 }
 
-TEST_F(metrics_test, the_transaction_holding_the_horizon_is_named_until_it_ends) {
+TEST_F(metrics_test,
+       the_transaction_holding_the_horizon_is_named_until_it_ends) {
   command(register_user("h1", "carol", "carol"));
   ASSERT_TRUE(wait_until(
     [&] {
@@ -379,7 +384,8 @@ TEST_F(metrics_test, the_transaction_holding_the_horizon_is_named_until_it_ends)
       return sum(find(s, "shoutflow_projection_horizon_blocker_pid"))
                != static_cast<double>(pid)
              && sum(find(s, "shoutflow_projection_lag_events")) == 0
-             && sum(find(s, "shoutflow_projection_visibility_delay_seconds_count",
+             && sum(find(s,
+                         "shoutflow_projection_visibility_delay_seconds_count",
                          {{"projection", "shouts"}}))
                   >= 1;
     },

@@ -64,8 +64,7 @@ std::string error(const args& a, const env_map& env = {}) {
 TEST(node_config, defaults_without_flags_or_environment) {
   auto c = ok({});
   EXPECT_EQ(c.db_url, "postgresql://shoutflow@127.0.0.1:5544/shoutflow");
-  EXPECT_EQ(c.roles,
-            (args{"command", "query", "entities", "projections"}));
+  EXPECT_EQ(c.roles, (args{"command", "query", "entities", "projections"}));
   for (auto role : {"command", "query", "entities", "projections"})
     EXPECT_TRUE(c.has_role(role)) << role;
   EXPECT_FALSE(c.has_role("admin"));
@@ -103,8 +102,8 @@ TEST(node_config, the_documented_defaults_are_the_defaults) {
   auto text = usage();
   std::regex entry{R"(\((SHOUTFLOW_[A-Z_]+), default ([^)]*)\))"};
   env_map env;
-  for (std::sregex_iterator it{text.begin(), text.end(), entry}, end;
-       it != end; ++it)
+  for (std::sregex_iterator it{text.begin(), text.end(), entry}, end; it != end;
+       ++it)
     env[(*it)[1]] = (*it)[2];
   EXPECT_GE(env.size(), 27u) << text;
   auto c = ok({}, env);
@@ -230,19 +229,32 @@ TEST(node_config, bad_values_name_the_setting_and_the_value) {
     std::string value;
   };
   for (auto& b : std::vector<bad>{
-         {"node-id", "-1"},          {"node-id", "1024"},
-         {"node-id", "3x"},          {"node-id", ""},
-         {"command-port", "65536"},  {"command-port", "-1"},
-         {"metrics-port", "-2"},     {"shards", "0"},
-         {"shards", "65537"},        {"journal-max-batch", "0"},
-         {"journal-writers", "65"},  {"store-readers", "0"},
-         {"snapshot-every", "-1"},   {"max-active-entities", "0"},
-         {"login-max-failures", "0"}, {"hashers", "0"},
-         {"max-message-bytes", "1023"}, {"scheduler-threads", "257"},
-         {"log-level", "verbose"},   {"db-url", ""},
-         {"bind", ""},               {"roles", ""},
-         {"pwhash-opslimit", "0"},   {"pwhash-memlimit", "1"},
-         {"migrate-only", "yes"},    {"request-timeout", "soon"},
+         {"node-id", "-1"},
+         {"node-id", "1024"},
+         {"node-id", "3x"},
+         {"node-id", ""},
+         {"command-port", "65536"},
+         {"command-port", "-1"},
+         {"metrics-port", "-2"},
+         {"shards", "0"},
+         {"shards", "65537"},
+         {"journal-max-batch", "0"},
+         {"journal-writers", "65"},
+         {"store-readers", "0"},
+         {"snapshot-every", "-1"},
+         {"max-active-entities", "0"},
+         {"login-max-failures", "0"},
+         {"hashers", "0"},
+         {"max-message-bytes", "1023"},
+         {"scheduler-threads", "257"},
+         {"log-level", "verbose"},
+         {"db-url", ""},
+         {"bind", ""},
+         {"roles", ""},
+         {"pwhash-opslimit", "0"},
+         {"pwhash-memlimit", "1"},
+         {"migrate-only", "yes"},
+         {"request-timeout", "soon"},
        }) {
     auto m = error({"--" + b.flag + "=" + b.value});
     EXPECT_TRUE(names(m, "--" + b.flag)) << b.value;
@@ -373,15 +385,33 @@ TEST(node_config, help_lists_every_setting) {
     EXPECT_EQ(r.message, usage());
   }
   auto text = usage();
-  for (auto& name :
-       {"db-url", "roles", "node-id", "bind", "command-port", "query-port",
-        "admin-port", "metrics-port", "shards", "journal-batch-window",
-        "journal-max-batch", "journal-writers", "store-readers",
-        "snapshot-every", "passivate-after", "max-active-entities",
-        "login-max-failures", "login-failure-window", "login-lock",
-        "pwhash-opslimit", "pwhash-memlimit", "hashers", "request-timeout",
-        "max-message-bytes", "scheduler-threads", "log-level",
-        "migrate-only"}) {
+  for (auto& name : {"db-url",
+                     "roles",
+                     "node-id",
+                     "bind",
+                     "command-port",
+                     "query-port",
+                     "admin-port",
+                     "metrics-port",
+                     "shards",
+                     "journal-batch-window",
+                     "journal-max-batch",
+                     "journal-writers",
+                     "store-readers",
+                     "snapshot-every",
+                     "passivate-after",
+                     "max-active-entities",
+                     "login-max-failures",
+                     "login-failure-window",
+                     "login-lock",
+                     "pwhash-opslimit",
+                     "pwhash-memlimit",
+                     "hashers",
+                     "request-timeout",
+                     "max-message-bytes",
+                     "scheduler-threads",
+                     "log-level",
+                     "migrate-only"}) {
     EXPECT_TRUE(names(text, std::string("--") + name));
   }
   EXPECT_TRUE(names(text, "SHOUTFLOW_DB_URL"));

@@ -45,8 +45,8 @@ protected:
     for (int i = 0; i < 3; ++i)
       cluster_->start(i);
     ASSERT_TRUE(cluster_->wait_cluster_settled(60s));
-    commands_ = v1::CommandService::NewStub(
-      channel(cluster_->command_address(1)));
+    commands_
+      = v1::CommandService::NewStub(channel(cluster_->command_address(1)));
     queries_ = v1::QueryService::NewStub(channel(cluster_->query_address(2)));
   }
 
@@ -160,9 +160,9 @@ TEST_F(roles_test, watch_on_a_query_only_node_sees_every_change_in_order) {
 
   std::vector<int64_t> sent;
   for (int i = 0; i < 10; ++i)
-    sent.push_back(set_bio("bob", "bio " + std::to_string(i),
-                           "bob-" + std::to_string(i))
-                     .global_position());
+    sent.push_back(
+      set_bio("bob", "bio " + std::to_string(i), "bob-" + std::to_string(i))
+        .global_position());
   // The registration may still come as a change after the initial
   // document (it committed before the subscription; its broadcast was on
   // its way): a stream sends what changed after it subscribed, in order.
@@ -170,8 +170,8 @@ TEST_F(roles_test, watch_on_a_query_only_node_sees_every_change_in_order) {
   std::string last_bio;
   while (seen.empty() || seen.back() < sent.back()) {
     v1::DocumentChange c;
-    ASSERT_TRUE(stream->Read(&c)) << "the stream ended after " << seen.size()
-                                  << " changes";
+    ASSERT_TRUE(stream->Read(&c))
+      << "the stream ended after " << seen.size() << " changes";
     if (c.global_position() <= bob.global_position())
       continue;
     seen.push_back(c.global_position());

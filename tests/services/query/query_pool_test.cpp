@@ -49,7 +49,8 @@ public:
   /// within 10 s.
   std::vector<std::pair<std::size_t, query_answer>> wait(std::size_t n) {
     std::unique_lock<std::mutex> lock{mtx_};
-    EXPECT_TRUE(cv_.wait_for(lock, seconds(10), [&] { return got_.size() >= n; }))
+    EXPECT_TRUE(
+      cv_.wait_for(lock, seconds(10), [&] { return got_.size() >= n; }))
       << "only " << got_.size() << " of " << n << " answers";
     return got_;
   }
@@ -82,7 +83,8 @@ std::unique_ptr<google::protobuf::Message> get_logins(const std::string& id) {
 }
 
 std::unique_ptr<google::protobuf::Message>
-get_timeline(const std::string& id, int32_t size, const std::string& after = "") {
+get_timeline(const std::string& id, int32_t size,
+             const std::string& after = "") {
   auto r = std::make_unique<v1::GetTimelineRequest>();
   r->set_user_id(id);
   r->set_page_size(size);
@@ -91,18 +93,19 @@ get_timeline(const std::string& id, int32_t size, const std::string& after = "")
   return r;
 }
 
-clock_type::time_point later() { return clock_type::now() + seconds(30); }
+clock_type::time_point later() {
+  return clock_type::now() + seconds(30);
+}
 
 class query_pool_test : public ::testing::Test {
 protected:
   void SetUp() override {
     projection::generations_config cfg;
     cfg.db_url = db_.url();
-    cfg.projections = {
-      std::make_shared<read_models::users_projection>(nullptr),
-      std::make_shared<read_models::shouts_projection>(),
-      std::make_shared<read_models::timelines_projection>(
-        read_models::timeline_config{})};
+    cfg.projections = {std::make_shared<read_models::users_projection>(nullptr),
+                       std::make_shared<read_models::shouts_projection>(),
+                       std::make_shared<read_models::timelines_projection>(
+                         read_models::timeline_config{})};
     projection::prepare_generations(cfg);
     for (auto id : {"alice", "bob"})
       add_user(id);
@@ -122,11 +125,12 @@ protected:
     auto gate = release.get_future().share();
     std::promise<void> held;
     auto started = held.get_future();
-    pool.call([gate, &held](pqxx::connection&) {
-                held.set_value();
-                gate.wait();
-              },
-              [](const journal::db_result&) {});
+    pool.call(
+      [gate, &held](pqxx::connection&) {
+        held.set_value();
+        gate.wait();
+      },
+      [](const journal::db_result&) {});
     started.wait();
     return release;
   }
@@ -227,8 +231,8 @@ TEST_F(query_pool_test, timelines_waiting_together_share_one_statement) {
   auto missing = rejection_of(by_slot[2]);
   EXPECT_EQ(missing.code(), v1::REJECTION_CODE_NOT_FOUND);
   EXPECT_EQ(missing.field(), "user_id");
-  EXPECT_EQ(page_of(by_slot[3]), std::make_pair(ids{"s3", "s2", "s1"},
-                                                std::string{}));
+  EXPECT_EQ(page_of(by_slot[3]),
+            std::make_pair(ids{"s3", "s2", "s1"}, std::string{}));
   EXPECT_EQ(page_of(by_slot[4]), std::make_pair(ids{}, std::string{}));
   EXPECT_EQ(page_of(by_slot[5]).first, (ids{"s5", "s4", "s3", "s2", "s1"}));
   EXPECT_EQ(user_of(by_slot[1]).handle(), "alice_h");

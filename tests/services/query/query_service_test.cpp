@@ -179,8 +179,8 @@ public:
     std::vector<v1::DocumentChange> out;
     auto until = steady::now() + timeout;
     while (out.size() < n) {
-      auto left = std::chrono::duration_cast<milliseconds>(until
-                                                           - steady::now());
+      auto left
+        = std::chrono::duration_cast<milliseconds>(until - steady::now());
       if (left.count() <= 0)
         break;
       auto c = next(left);
@@ -204,7 +204,9 @@ public:
     return queue_.size();
   }
 
-  void cancel() { ctx_.TryCancel(); }
+  void cancel() {
+    ctx_.TryCancel();
+  }
 
 private:
   grpc::ClientContext ctx_;
@@ -217,22 +219,23 @@ private:
   grpc::Status status_;
 };
 
-// -- the fixture ---------------------------------------------------------------
+// -- the fixture --------------------------------------------------------------
 
 class query_service_test : public ::testing::Test {
 protected:
-  void SetUp() override { start(); }
+  void SetUp() override {
+    start();
+  }
 
   void start(const std::function<void(node::node_config&)>& tweak = {}) {
     commands_.reset();
     queries_.reset();
     node_.reset();
-    node_ = std::make_unique<test_node>(db_.url(),
-                                        [&](node::node_config& cfg) {
-                                          with_read_side(cfg);
-                                          if (tweak)
-                                            tweak(cfg);
-                                        });
+    node_ = std::make_unique<test_node>(db_.url(), [&](node::node_config& cfg) {
+      with_read_side(cfg);
+      if (tweak)
+        tweak(cfg);
+    });
     commands_ = node_->command_stub();
     queries_ = node_->query_stub();
   }
@@ -374,10 +377,9 @@ protected:
   Response ok(query_method<Request, Response> method, const Request& request) {
     Response out;
     auto status = call(method, request, &out);
-    EXPECT_TRUE(status.ok()) << request.GetTypeName() << " "
-                             << request.ShortDebugString() << ": "
-                             << status.error_code() << " "
-                             << status.error_message();
+    EXPECT_TRUE(status.ok())
+      << request.GetTypeName() << " " << request.ShortDebugString() << ": "
+      << status.error_code() << " " << status.error_message();
     return out;
   }
 
@@ -448,8 +450,7 @@ protected:
   }
 
   v1::UserPage followers(const std::string& id, int64_t min_position,
-                         int32_t page_size = 0,
-                         const std::string& token = "") {
+                         int32_t page_size = 0, const std::string& token = "") {
     v1::ListFollowersRequest r;
     r.set_user_id(id);
     r.set_min_position(min_position);
@@ -459,8 +460,7 @@ protected:
   }
 
   v1::UserPage following(const std::string& id, int64_t min_position,
-                         int32_t page_size = 0,
-                         const std::string& token = "") {
+                         int32_t page_size = 0, const std::string& token = "") {
     v1::ListFollowingRequest r;
     r.set_user_id(id);
     r.set_min_position(min_position);
@@ -492,7 +492,7 @@ protected:
   std::atomic<int64_t> command_ids_{0};
 };
 
-// -- GetUser ---------------------------------------------------------------------
+// -- GetUser ------------------------------------------------------------------
 
 TEST_F(query_service_test, get_user_returns_every_field) {
   auto before = now_ms();
@@ -563,9 +563,10 @@ TEST_F(query_service_test, get_user_returns_every_field) {
   EXPECT_EQ(get_user("bob", r.global_position()).likes_given(), 0);
 }
 
-// -- GetShout --------------------------------------------------------------------
+// -- GetShout -----------------------------------------------------------------
 
-TEST_F(query_service_test, get_shout_shows_the_authors_current_profile_and_counts) {
+TEST_F(query_service_test,
+       get_shout_shows_the_authors_current_profile_and_counts) {
   auto before = now_ms();
   register_user("author", "author", "First Name", "avatar-a");
   for (auto id : {"fan1", "fan2", "fan3"})
@@ -622,7 +623,7 @@ TEST_F(query_service_test, get_shout_shows_the_authors_current_profile_and_count
   EXPECT_EQ(deleted_reply.text(), "");
 }
 
-// -- GetTimeline and GetUserShouts ------------------------------------------------
+// -- GetTimeline and GetUserShouts --------------------------------------------
 
 TEST_F(query_service_test, get_timeline_merges_followed_authors_newest_first) {
   for (auto id : {"fan", "a", "b", "c"})
@@ -688,7 +689,8 @@ TEST_F(query_service_test, get_timeline_merges_celebrity_shouts_at_read_time) {
 // The cap counts fanned-out and merged entries together: a timeline shows
 // its newest `timeline_cap` entries of both kinds, in one order, and a
 // page walk ends there.
-TEST_F(query_service_test, get_timeline_caps_fanned_out_and_merged_entries_together) {
+TEST_F(query_service_test,
+       get_timeline_caps_fanned_out_and_merged_entries_together) {
   start([](node::node_config& c) {
     c.celebrity_threshold = 2;
     c.timeline_cap = 5;
@@ -743,7 +745,7 @@ TEST_F(query_service_test, get_user_shouts_lists_own_shouts_newest_first) {
               ::testing::SizeIs(1));
 }
 
-// -- follow lists ------------------------------------------------------------------
+// -- follow lists -------------------------------------------------------------
 
 TEST_F(query_service_test, list_followers_and_following_newest_follow_first) {
   for (auto id : {"star", "f1", "f2", "f3", "other"})
@@ -780,7 +782,7 @@ TEST_F(query_service_test, list_followers_and_following_newest_follow_first) {
               ElementsAre("f2", "f3", "f1"));
 }
 
-// -- GetLoginHistory ---------------------------------------------------------------
+// -- GetLoginHistory ----------------------------------------------------------
 
 TEST_F(query_service_test, get_login_history_newest_first_with_failures) {
   register_user("alice", "alice");
@@ -826,7 +828,7 @@ TEST_F(query_service_test, get_login_history_newest_first_with_failures) {
   EXPECT_EQ(login_history("carol", none.global_position()).entries_size(), 0);
 }
 
-// -- SearchUsers -------------------------------------------------------------------
+// -- SearchUsers --------------------------------------------------------------
 
 TEST_F(query_service_test, search_users_by_handle_display_name_and_bio) {
   register_user("u1", "MadHatter", "Tea Party Host");
@@ -887,7 +889,7 @@ TEST_F(query_service_test, search_users_finds_non_ascii_words) {
   EXPECT_THAT(user_ids(search("José")), ElementsAre("u3"));
 }
 
-// -- read-your-writes (G6) ----------------------------------------------------------
+// -- read-your-writes (G6) ----------------------------------------------------
 
 TEST_F(query_service_test, min_position_sees_every_post) {
   register_user("author", "author");
@@ -942,7 +944,8 @@ TEST_F(query_service_test, min_position_holds_for_concurrent_writers) {
       for (int i = 0; i < rounds; ++i) {
         auto r = post(id, "post " + std::to_string(i));
         auto page = user_shouts(id, r.global_position(), 1);
-        if (page.shouts_size() != 1 || page.shouts(0).shout_id() != r.shout_id())
+        if (page.shouts_size() != 1
+            || page.shouts(0).shout_id() != r.shout_id())
           ++stale;
         auto bio = update_profile(id, std::nullopt, std::nullopt,
                                   "round " + std::to_string(i));
@@ -1059,7 +1062,7 @@ TEST_F(query_service_test, negative_min_position_is_invalid_argument) {
   }
 }
 
-// -- pagination --------------------------------------------------------------------
+// -- pagination ---------------------------------------------------------------
 
 /// Runs `work` on `n` threads, at most `per_thread` times each, until
 /// stopped. Bounded so that a slow machine (where the pages are read
@@ -1084,14 +1087,18 @@ public:
     eventually([&] { return done_ > before || threads_left_ == 0; },
                seconds(2));
   }
-  ~background() { stop(); }
+  ~background() {
+    stop();
+  }
   void stop() {
     stop_ = true;
     for (auto& t : threads_)
       if (t.joinable())
         t.join();
   }
-  int done() const { return done_; }
+  int done() const {
+    return done_;
+  }
 
 private:
   std::atomic<bool> stop_{false};
@@ -1166,7 +1173,8 @@ TEST_F(query_service_test, timeline_pages_stay_consistent_while_shouts_arrive) {
     EXPECT_GT(seen[i - 1], seen[i]) << "not newest first at " << i;
 }
 
-TEST_F(query_service_test, user_shout_pages_stay_consistent_while_shouts_arrive) {
+TEST_F(query_service_test,
+       user_shout_pages_stay_consistent_while_shouts_arrive) {
   register_user("a", "a");
   std::vector<std::string> before;
   v1::CommandResult last;
@@ -1197,7 +1205,8 @@ TEST_F(query_service_test, user_shout_pages_stay_consistent_while_shouts_arrive)
     EXPECT_EQ(unique.count(id), 1u) << id << " is missing";
 }
 
-TEST_F(query_service_test, follower_pages_stay_consistent_while_follows_arrive) {
+TEST_F(query_service_test,
+       follower_pages_stay_consistent_while_follows_arrive) {
   register_user("star", "star");
   register_user("hub", "hub");
   std::vector<std::string> before;
@@ -1248,16 +1257,16 @@ TEST_F(query_service_test, bad_page_tokens_and_sizes_are_invalid_argument) {
   for (int i = 0; i < 3; ++i)
     post("a", "x" + std::to_string(i));
   auto last = follow("b", "a");
-  auto follow_token = followers("a", last.global_position(), 1)
-                        .next_page_token();
-  auto shout_token = user_shouts("a", last.global_position(), 1)
-                       .next_page_token();
+  auto follow_token
+    = followers("a", last.global_position(), 1).next_page_token();
+  auto shout_token
+    = user_shouts("a", last.global_position(), 1).next_page_token();
   ASSERT_FALSE(follow_token.empty());
   ASSERT_FALSE(shout_token.empty());
   auto bad = grpc::StatusCode::INVALID_ARGUMENT;
-  std::vector<std::string> garbage = {"%%%", "not a token", "AAAAAAAA",
-                                      "\xff\xfe\xfd", repeat("A", 500),
-                                      "Zm9vOmJhcg"};
+  std::vector<std::string> garbage
+    = {"%%%",          "not a token",    "AAAAAAAA",
+       "\xff\xfe\xfd", repeat("A", 500), "Zm9vOmJhcg"};
   for (auto& token : garbage) {
     SCOPED_TRACE(::testing::PrintToString(token));
     v1::GetTimelineRequest tl;
@@ -1320,14 +1329,21 @@ TEST_F(query_service_test, bad_page_tokens_and_sizes_are_invalid_argument) {
   EXPECT_EQ(user_shouts("a", 0, 1).shouts_size(), 1);
 }
 
-// -- bad input (G5) ----------------------------------------------------------------
+// -- bad input (G5) -----------------------------------------------------------
 
-TEST_F(query_service_test, malformed_ids_are_invalid_argument_naming_the_field) {
+TEST_F(query_service_test,
+       malformed_ids_are_invalid_argument_naming_the_field) {
   register_user("alice", "alice");
   auto bad = grpc::StatusCode::INVALID_ARGUMENT;
-  std::vector<std::string> bad_user_ids = {
-    "", "al ice", "a.b", repeat("a", 65), "al\xff" "ce", "\xc3\xa5lice",
-    "\xed\xa0\x80", std::string("a\0b", 3)};
+  std::vector<std::string> bad_user_ids = {"",
+                                           "al ice",
+                                           "a.b",
+                                           repeat("a", 65),
+                                           "al\xff"
+                                           "ce",
+                                           "\xc3\xa5lice",
+                                           "\xed\xa0\x80",
+                                           std::string("a\0b", 3)};
   for (auto& id : bad_user_ids) {
     SCOPED_TRACE(::testing::PrintToString(id));
     v1::GetUserRequest u;
@@ -1349,10 +1365,15 @@ TEST_F(query_service_test, malformed_ids_are_invalid_argument_naming_the_field) 
     h.set_user_id(id);
     expect_error(&query_stub::GetLoginHistory, h, bad, "user_id");
   }
-  std::vector<std::string> bad_shout_ids = {
-    "", "abc", "0000000000000000", "8ZZZZZZZZZZZZ", "0000000000I00",
-    "000000000000\xff", "\xff\xfe\xfd\xfc\xfb\xfa\xf9\xf8\xf7\xf6\xf5\xf4\xf3",
-    "0000000000000 "};
+  std::vector<std::string> bad_shout_ids
+    = {"",
+       "abc",
+       "0000000000000000",
+       "8ZZZZZZZZZZZZ",
+       "0000000000I00",
+       "000000000000\xff",
+       "\xff\xfe\xfd\xfc\xfb\xfa\xf9\xf8\xf7\xf6\xf5\xf4\xf3",
+       "0000000000000 "};
   for (auto& id : bad_shout_ids) {
     SCOPED_TRACE(::testing::PrintToString(id));
     v1::GetShoutRequest s;
@@ -1366,9 +1387,9 @@ TEST_F(query_service_test, malformed_ids_are_invalid_argument_naming_the_field) 
 TEST_F(query_service_test, invalid_utf8_in_search_query_is_invalid_argument) {
   auto r = register_user("alice", "alice");
   get_user("alice", r.global_position());
-  for (std::string q : {std::string{"ali\xff"}, std::string{"\xc3\x28"},
-                        std::string{"alice \xed\xa0\x80"},
-                        std::string{"\xf4\x90\x80\x80"}}) {
+  for (std::string q :
+       {std::string{"ali\xff"}, std::string{"\xc3\x28"},
+        std::string{"alice \xed\xa0\x80"}, std::string{"\xf4\x90\x80\x80"}}) {
     SCOPED_TRACE(::testing::PrintToString(q));
     v1::SearchUsersRequest s;
     s.set_query(q);
@@ -1382,16 +1403,16 @@ TEST_F(query_service_test, invalid_utf8_in_search_query_is_invalid_argument) {
 }
 
 TEST_F(query_service_test, garbage_request_bytes_are_invalid_argument) {
-  auto channel = grpc::CreateChannel("127.0.0.1:"
-                                       + std::to_string(
-                                         node_->get().query_port()),
-                                     grpc::InsecureChannelCredentials());
+  auto channel = grpc::CreateChannel(
+    "127.0.0.1:" + std::to_string(node_->get().query_port()),
+    grpc::InsecureChannelCredentials());
   grpc::GenericStub stub{channel};
-  for (std::string method : {"GetUser", "GetShout", "GetTimeline",
-                             "GetUserShouts", "ListFollowers", "ListFollowing",
-                             "GetLoginHistory", "SearchUsers"})
+  for (std::string method :
+       {"GetUser", "GetShout", "GetTimeline", "GetUserShouts", "ListFollowers",
+        "ListFollowing", "GetLoginHistory", "SearchUsers"})
     for (std::string bytes : {std::string{"\xff\xff\xff\xff"},
-                              std::string{"\x0a\x05" "ab"},
+                              std::string{"\x0a\x05"
+                                          "ab"},
                               std::string{"\x08"}}) {
       SCOPED_TRACE(method + " " + ::testing::PrintToString(bytes));
       grpc::CompletionQueue cq;
@@ -1448,9 +1469,10 @@ TEST_F(query_service_test, unknown_users_and_shouts_are_not_found) {
   expect_error(&query_stub::GetUser, u, nf, "user_id");
 }
 
-// -- Watch -----------------------------------------------------------------------
+// -- Watch --------------------------------------------------------------------
 
-TEST_F(query_service_test, watch_sends_initial_documents_then_changes_in_order) {
+TEST_F(query_service_test,
+       watch_sends_initial_documents_then_changes_in_order) {
   register_user("star", "star", "Star", "avatar-1");
   register_user("bob", "bob");
   post("star", "s0");
@@ -1615,8 +1637,8 @@ TEST_F(query_service_test, watch_timeline_sends_entries_and_removals) {
     }
   }
   std::vector<std::pair<int64_t, std::string>> missing;
-  std::set_difference(expected.begin(), expected.end(), got.begin(),
-                      got.end(), std::back_inserter(missing));
+  std::set_difference(expected.begin(), expected.end(), got.begin(), got.end(),
+                      std::back_inserter(missing));
   EXPECT_THAT(missing, ::testing::IsEmpty())
     << missing.size() << " of " << expected.size() << " changes never arrived";
   EXPECT_EQ(got, expected);
@@ -1625,7 +1647,8 @@ TEST_F(query_service_test, watch_timeline_sends_entries_and_removals) {
 // A consumer that stops reading is cut off with RESOURCE_EXHAUSTED once it
 // is `watch_buffer` changes behind, instead of the node buffering without
 // bound; its session ends without the client doing anything.
-TEST_F(query_service_test, watch_slow_consumer_is_ended_with_resource_exhausted) {
+TEST_F(query_service_test,
+       watch_slow_consumer_is_ended_with_resource_exhausted) {
   start([](node::node_config& c) { c.watch_buffer = 4; });
   auto r = register_user("busy", "busy");
   get_user("busy", r.global_position());
@@ -1650,8 +1673,7 @@ TEST_F(query_service_test, watch_slow_consumer_is_ended_with_resource_exhausted)
     last = update_profile("busy", std::nullopt, std::nullopt,
                           std::to_string(i) + repeat("\xf0\x9f\x98\x80", 150));
   get_user("busy", last.global_position());
-  EXPECT_TRUE(eventually([&] { return running_actors() <= base; },
-                         seconds(15)))
+  EXPECT_TRUE(eventually([&] { return running_actors() <= base; }, seconds(15)))
     << "the watch session of a stalled consumer is still running ("
     << running_actors() << " actors, " << base << " before the stream)";
 
@@ -1781,7 +1803,8 @@ TEST_F(query_service_test, watch_timeline_includes_celebrity_shouts) {
 // follow itself reports them) and their later shouts with it; unfollowing
 // takes them out again and stops them. The hub subscribes the stream to
 // the author's feed as it forwards the follow (watch_hub.hpp).
-TEST_F(query_service_test, watch_timeline_follows_celebrities_followed_during_the_stream) {
+TEST_F(query_service_test,
+       watch_timeline_follows_celebrities_followed_during_the_stream) {
   start([](node::node_config& c) { c.celebrity_threshold = 1; });
   register_user("star", "star");
   register_user("fan", "fan");
@@ -1835,7 +1858,8 @@ TEST_F(query_service_test, watch_timeline_follows_celebrities_followed_during_th
 // the reader publishes a batch's changes sorted once all have committed.
 // Only the order of what arrives is checked here (lost entries are the
 // previous test's).
-TEST_F(query_service_test, watch_timeline_changes_from_many_authors_are_in_log_order) {
+TEST_F(query_service_test,
+       watch_timeline_changes_from_many_authors_are_in_log_order) {
   constexpr int authors = 6;
   constexpr int posts_each = 8;
   register_user("fan", "fan");
@@ -1855,7 +1879,8 @@ TEST_F(query_service_test, watch_timeline_changes_from_many_authors_are_in_log_o
   for (int a = 0; a < authors; ++a)
     threads.emplace_back([&, a] {
       for (int i = 0; i < posts_each; ++i) {
-        auto r = post("author" + std::to_string(a), "post " + std::to_string(i));
+        auto r = post("author" + std::to_string(a),
+                      "post " + std::to_string(i));
         std::lock_guard<std::mutex> guard{mtx};
         position_of[r.shout_id()] = r.global_position();
       }
@@ -1870,7 +1895,8 @@ TEST_F(query_service_test, watch_timeline_changes_from_many_authors_are_in_log_o
     if (c->global_position() == last.global_position())
       break;
     ASSERT_TRUE(c->has_timeline_entry()) << c->ShortDebugString();
-    EXPECT_EQ(c->global_position(), position_of[c->timeline_entry().shout_id()]);
+    EXPECT_EQ(c->global_position(),
+              position_of[c->timeline_entry().shout_id()]);
   }
   ASSERT_FALSE(positions.empty());
   EXPECT_EQ(positions.back(), last.global_position());

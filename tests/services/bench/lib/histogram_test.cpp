@@ -20,7 +20,8 @@ namespace {
 /// The smallest sample with at least q of all samples at or below it.
 int64_t exact(std::vector<int64_t> v, double q) {
   std::sort(v.begin(), v.end());
-  auto rank = static_cast<std::size_t>(std::ceil(q * static_cast<double>(v.size())));
+  auto rank
+    = static_cast<std::size_t>(std::ceil(q * static_cast<double>(v.size())));
   rank = std::clamp<std::size_t>(rank, 1, v.size());
   return v[rank - 1];
 }
@@ -80,7 +81,7 @@ TEST(histogram, lognormal_latencies_within_resolution) {
 
 TEST(histogram, bimodal_with_far_tail) {
   std::mt19937_64 rng{7};
-  std::uniform_int_distribution<int64_t> fast{200000, 900000};       // 0.2-0.9 ms
+  std::uniform_int_distribution<int64_t> fast{200000, 900000}; // 0.2-0.9 ms
   std::uniform_int_distribution<int64_t> stall{2000000000, 3000000000}; // 2-3 s
   std::vector<int64_t> v;
   for (int i = 0; i < 100000; ++i)

@@ -49,8 +49,13 @@ TEST(json_writer, nested_document_parses) {
     EXPECT_EQ(f.at("empty_a").list_value().values_size(), 0);
     EXPECT_EQ(f.at("empty_o").struct_value().fields_size(), 0);
     ASSERT_EQ(f.at("a").list_value().values_size(), 3);
-    EXPECT_EQ(f.at("a").list_value().values(2).struct_value().fields().at(
-                "three").number_value(),
+    EXPECT_EQ(f.at("a")
+                .list_value()
+                .values(2)
+                .struct_value()
+                .fields()
+                .at("three")
+                .number_value(),
               3);
   }
 }
