@@ -23,6 +23,7 @@
 #include "actors/user/user_validation.hpp"
 #include "tests/support/test_db.hpp"
 #include "tests/support/test_node.hpp"
+#include "tests/support/wait.hpp"
 
 using namespace shoutflow;
 using namespace shoutflow::testing;
@@ -88,16 +89,7 @@ private:
   bool active_ = false;
 };
 
-bool eventually(const std::function<bool()>& done,
-                std::chrono::milliseconds limit = 10s) {
-  auto deadline = steady::now() + limit;
-  while (steady::now() < deadline) {
-    if (done())
-      return true;
-    std::this_thread::sleep_for(10ms);
-  }
-  return done();
-}
+using shoutflow::testing::eventually;
 
 v1::UserCommand login(const std::string& cid, const std::string& user,
                       const std::string& password) {

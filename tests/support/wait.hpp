@@ -22,4 +22,11 @@ wait_until(const std::function<bool()>& done, std::chrono::milliseconds within,
   return done();
 }
 
+/// The suites' usual wait: `done` polled every 10 ms for up to `within`.
+inline bool
+eventually(const std::function<bool()>& done,
+           std::chrono::milliseconds within = std::chrono::seconds(30)) {
+  return wait_until(done, within, std::chrono::milliseconds(10));
+}
+
 } // namespace shoutflow::testing

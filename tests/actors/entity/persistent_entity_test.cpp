@@ -31,6 +31,7 @@
 #include "actors/user/user_domain.hpp"
 #include "tests/support/test_db.hpp"
 #include "tests/support/test_node.hpp"
+#include "tests/support/wait.hpp"
 
 using namespace shoutflow;
 using namespace shoutflow::testing;
@@ -149,16 +150,7 @@ entity::region_stats region_stats_of(test_node& n) {
   return out;
 }
 
-bool eventually(const std::function<bool()>& done,
-                std::chrono::milliseconds limit = 10s) {
-  auto deadline = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (done())
-      return true;
-    std::this_thread::sleep_for(5ms);
-  }
-  return done();
-}
+using shoutflow::testing::eventually;
 
 /// Asks the region to passivate `id` and waits until it has stopped.
 void passivate_and_wait(test_node& n, const std::string& id) {

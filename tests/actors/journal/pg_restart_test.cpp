@@ -39,6 +39,7 @@
 #include "actors/journal/journal_coordinator.hpp"
 #include "actors/journal/migrations.hpp"
 #include "actors/journal/pg_store.hpp"
+#include "tests/support/wait.hpp"
 
 using namespace shoutflow;
 using namespace shoutflow::journal;
@@ -86,17 +87,7 @@ command_result run_command(const std::string& cmd) {
   return r;
 }
 
-/// Polls `done` until it holds or `timeout` passes.
-bool eventually(const std::function<bool()>& done,
-                std::chrono::milliseconds timeout) {
-  auto deadline = clock_type::now() + timeout;
-  while (!done()) {
-    if (clock_type::now() > deadline)
-      return false;
-    std::this_thread::sleep_for(10ms);
-  }
-  return true;
-}
+using shoutflow::testing::eventually;
 
 /// A throwaway PostgreSQL instance: started on construction, stopped and
 /// its directory removed on destruction.

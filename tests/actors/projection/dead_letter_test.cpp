@@ -24,6 +24,7 @@
 #include "actors/user/user_codec.hpp"
 #include "tests/support/test_db.hpp"
 #include "tests/support/test_node.hpp"
+#include "tests/support/wait.hpp"
 
 using namespace shoutflow;
 using namespace shoutflow::testing;
@@ -31,16 +32,7 @@ using namespace std::chrono_literals;
 
 namespace {
 
-template <class Pred>
-bool eventually(Pred done, std::chrono::milliseconds limit = 30s) {
-  auto deadline = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (done())
-      return true;
-    std::this_thread::sleep_for(10ms);
-  }
-  return done();
-}
+using shoutflow::testing::eventually;
 
 /// Bytes that parse as no protobuf message: field 1, length 127, 5 bytes.
 const std::string garbage = std::string("\x0a\x7f", 2) + "trunc";

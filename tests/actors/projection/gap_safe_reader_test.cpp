@@ -32,6 +32,7 @@
 #include "actors/user/user_codec.hpp"
 #include "tests/support/test_db.hpp"
 #include "tests/support/test_node.hpp"
+#include "tests/support/wait.hpp"
 
 using namespace shoutflow;
 using namespace shoutflow::testing;
@@ -42,17 +43,7 @@ namespace {
 
 // -- polling with a deadline --------------------------------------------------
 
-/// Polls `done` until it holds or `limit` passes; true when it held.
-template <class Pred>
-bool eventually(Pred done, std::chrono::milliseconds limit = 30s) {
-  auto deadline = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (done())
-      return true;
-    std::this_thread::sleep_for(5ms);
-  }
-  return done();
-}
+using shoutflow::testing::eventually;
 
 // -- events built with the real encoder ---------------------------------------
 

@@ -38,16 +38,7 @@ namespace {
 using google::protobuf::util::TimeUtil;
 using rows = std::vector<std::string>;
 
-template <class Pred>
-bool eventually(Pred done, std::chrono::milliseconds limit = 60s) {
-  auto deadline = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (done())
-      return true;
-    std::this_thread::sleep_for(10ms);
-  }
-  return done();
-}
+using shoutflow::testing::eventually;
 
 // -- the log, replayed by pure functions --------------------------------------
 
@@ -693,7 +684,7 @@ std::vector<std::string> register_users(test_node& n, int count,
           return false;
     return true;
   };
-  if (eventually(done))
+  if (eventually(done, 60s))
     return ::testing::AssertionSuccess();
   return ::testing::AssertionFailure()
          << "generation " << generation << " was not swapped in";
@@ -927,11 +918,13 @@ TEST(projection_consistency, point_in_time_build_reflects_events_up_to_p) {
     live_before[name] = generation_rows(db, bases, 1);
   for (auto& [name, bases] : tables_of)
     EXPECT_EQ(rebuild(n, name, p), 2) << name;
-  ASSERT_TRUE(eventually([&] {
-    return db.scalar<int64_t>("SELECT count(*) FROM projection_generations"
-                              " WHERE generation = 2 AND state = 'stopped'")
-           == 3;
-  }))
+  ASSERT_TRUE(eventually(
+    [&] {
+      return db.scalar<int64_t>("SELECT count(*) FROM projection_generations"
+                                " WHERE generation = 2 AND state = 'stopped'")
+             == 3;
+    },
+    60s))
     << "the point-in-time builds did not finish";
 
   auto want = expected_rows(at_p);

@@ -22,6 +22,7 @@
 
 #include "tests/support/test_db.hpp"
 #include "tests/support/test_node.hpp"
+#include "tests/support/wait.hpp"
 
 using namespace shoutflow;
 using namespace shoutflow::testing;
@@ -44,17 +45,7 @@ using command_method = grpc::Status (command_stub::*)(grpc::ClientContext*,
                                                       const Request&,
                                                       v1::CommandResult*);
 
-/// Polls `done` until it holds or `timeout` passes; true if it held.
-bool eventually(const std::function<bool()>& done,
-                milliseconds timeout = seconds(10)) {
-  auto until = steady::now() + timeout;
-  while (!done()) {
-    if (steady::now() > until)
-      return false;
-    std::this_thread::sleep_for(milliseconds(10));
-  }
-  return true;
-}
+using shoutflow::testing::eventually;
 
 const v1::ProjectionGeneration* find_generation(const v1::ProjectionStatus& s,
                                                 const std::string& name,

@@ -35,6 +35,7 @@
 
 #include "tests/support/test_db.hpp"
 #include "tests/support/test_node.hpp"
+#include "tests/support/wait.hpp"
 
 using namespace shoutflow;
 using namespace shoutflow::testing;
@@ -62,17 +63,7 @@ using command_method = grpc::Status (command_stub::*)(grpc::ClientContext*,
                                                       const Request&,
                                                       v1::CommandResult*);
 
-/// Polls `done` until it holds or `timeout` passes; true if it held.
-bool eventually(const std::function<bool()>& done,
-                milliseconds timeout = seconds(10)) {
-  auto until = steady::now() + timeout;
-  while (!done()) {
-    if (steady::now() > until)
-      return false;
-    std::this_thread::sleep_for(milliseconds(5));
-  }
-  return true;
-}
+using shoutflow::testing::eventually;
 
 /// `n` copies of `unit`.
 std::string repeat(const std::string& unit, std::size_t n) {
