@@ -3,6 +3,7 @@
 #include <map>
 #include <set>
 
+#include "actors/journal/pg_copy.hpp"
 #include "actors/journal/pg_session.hpp"
 #include "actors/read_models/decoding.hpp"
 
@@ -72,17 +73,54 @@ struct shout_doc {
   bool deleted = false;
 };
 
+/// A batch creating at least this many documents sends them by COPY
+/// (actors/journal/pg_copy.hpp): a rebuild's batches create thousands, a
+/// live batch a few, for which the prepared statement's one round trip is
+/// cheaper.
+constexpr std::size_t copy_from = 64;
+
+using doc_ref = std::pair<const std::string, shout_doc>;
+
+void copy_new(pqxx::transaction_base& tx, const std::string& suffix,
+              const std::vector<const doc_ref*>& rows) {
+  journal::copy_writer copy{tx,
+                            "rm_shouts" + suffix,
+                            {"shout_id", "author_id", "text", "created_at",
+                             "like_count", "reply_count", "reply_to_shout_id",
+                             "deleted", "position"}};
+  for (auto* row : rows) {
+    auto& [id, d] = *row;
+    copy.text(id)
+      .text(d.author_id)
+      .text(d.text)
+      .timestamp_ms(d.created_at_ms)
+      .integer(d.like_count)
+      .integer(d.reply_count)
+      .text(d.reply_to)
+      .boolean(d.deleted)
+      .integer(d.position)
+      .end_row();
+  }
+  copy.complete();
+}
+
 /// Writes the dirty documents that were (or were not) loaded.
 void store(pqxx::transaction_base& tx, const std::string& suffix,
            const std::string& sql, const std::map<std::string, shout_doc>& docs,
            const std::set<std::string>& dirty, bool stored) {
+  std::vector<const doc_ref*> rows;
+  for (auto& entry : docs)
+    if (entry.second.stored == stored && dirty.count(entry.first) > 0)
+      rows.push_back(&entry);
+  if (rows.empty())
+    return;
+  if (!stored && rows.size() >= copy_from)
+    return copy_new(tx, suffix, rows);
   std::vector<std::string> ids, authors, texts, parents;
   std::vector<int64_t> created, likes, replies, positions;
   std::vector<bool> deleted;
-  for (auto& id : dirty) {
-    auto& d = docs.at(id);
-    if (d.stored != stored)
-      continue;
+  for (auto* row : rows) {
+    auto& [id, d] = *row;
     ids.push_back(id);
     authors.push_back(d.author_id);
     texts.push_back(d.text);
@@ -93,8 +131,6 @@ void store(pqxx::transaction_base& tx, const std::string& suffix,
     deleted.push_back(d.deleted);
     positions.push_back(d.position);
   }
-  if (ids.empty())
-    return;
   exec_prepared_sql(tx, expand_ddl(sql, suffix), text_array(ids),
                     text_array(authors), text_array(texts), int_array(created),
                     int_array(likes), int_array(replies), text_array(parents),
