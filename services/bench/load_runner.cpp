@@ -8,6 +8,7 @@
 
 #include "services/bench/lib/in_flight.hpp"
 #include "services/bench/lib/machine.hpp"
+#include "services/common/status_code_name.hpp"
 
 namespace shoutflow::bench {
 
@@ -136,7 +137,7 @@ struct load_runner::impl {
           } else if (failed++ < 5) {
             std::fprintf(stderr, "shoutflow-bench: %s %s: %s %s\n", name,
                          rq.user_id().c_str(),
-                         status_code_name(s.error_code()).c_str(),
+                         services::status_code_name(s.error_code()).c_str(),
                          s.error_message().c_str());
           }
           issue_next();
@@ -241,7 +242,7 @@ struct load_runner::impl {
           out.ok = false;
           out.error = "read models did not reach position "
                       + std::to_string(max_position.load()) + ": "
-                      + status_code_name(s.error_code()) + " "
+                      + services::status_code_name(s.error_code()) + " "
                       + s.error_message();
           return;
         }

@@ -10,6 +10,8 @@
 #include <random>
 #include <vector>
 
+#include "services/common/status_code_name.hpp"
+
 namespace shoutflow::bench {
 
 namespace {
@@ -68,7 +70,7 @@ race_result run_race(const options& opt, target_pool& pool) {
         else if (s.error_code() == grpc::StatusCode::ALREADY_EXISTS)
           ++out.already_exists;
         else
-          ++out.errors_by_code[status_code_name(s.error_code())];
+          ++out.errors_by_code[services::status_code_name(s.error_code())];
         if (--left == 0)
           cv.notify_one();
       });

@@ -23,9 +23,6 @@
 
 namespace shoutflow::bench {
 
-/// "UNAVAILABLE" for grpc::StatusCode::UNAVAILABLE.
-std::string status_code_name(grpc::StatusCode code);
-
 struct op_stats {
   uint64_t ok = 0;
   uint64_t errors = 0;

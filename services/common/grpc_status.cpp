@@ -4,7 +4,9 @@
 #include <caf/error.hpp>
 #include <caf/sec.hpp>
 
+#include "actors/common/text.hpp"
 #include "actors/entity/effect.hpp"
+#include "services/common/status_code_name.hpp"
 
 namespace shoutflow::services {
 
@@ -72,27 +74,17 @@ v1::Rejection rejection_from(const caf::error& err, caf::actor_system& sys) {
 std::string code_label(grpc::StatusCode code) {
   switch (code) {
     case grpc::StatusCode::OK:
-      return "ok";
     case grpc::StatusCode::INVALID_ARGUMENT:
-      return "invalid_argument";
     case grpc::StatusCode::NOT_FOUND:
-      return "not_found";
     case grpc::StatusCode::ALREADY_EXISTS:
-      return "already_exists";
     case grpc::StatusCode::FAILED_PRECONDITION:
-      return "failed_precondition";
     case grpc::StatusCode::UNAUTHENTICATED:
-      return "unauthenticated";
     case grpc::StatusCode::PERMISSION_DENIED:
-      return "permission_denied";
     case grpc::StatusCode::RESOURCE_EXHAUSTED:
-      return "resource_exhausted";
     case grpc::StatusCode::UNAVAILABLE:
-      return "unavailable";
     case grpc::StatusCode::DEADLINE_EXCEEDED:
-      return "deadline_exceeded";
     case grpc::StatusCode::CANCELLED:
-      return "cancelled";
+      return ascii_lower(status_code_name(code));
     default:
       return "internal";
   }

@@ -21,7 +21,9 @@ grpc::Status to_status(const v1::Rejection& rejection);
 /// rejection: DEADLINE_EXCEEDED for timeouts, UNAVAILABLE otherwise.
 v1::Rejection rejection_from(const caf::error& err, caf::actor_system& sys);
 
-/// Lower-case gRPC code name for metrics labels ("ok", "not_found", ...).
+/// Lower-case gRPC code name for metrics labels ("ok", "not_found", ...):
+/// status_code_name in lower case for the codes the services answer with,
+/// "internal" for the others (UNKNOWN, ABORTED, DATA_LOSS, ...).
 std::string code_label(grpc::StatusCode code);
 
 } // namespace shoutflow::services

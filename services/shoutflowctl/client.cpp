@@ -1,47 +1,8 @@
 #include "services/shoutflowctl/client.hpp"
 
-namespace shoutflow::ctl {
+#include "services/common/status_code_name.hpp"
 
-std::string code_name(grpc::StatusCode code) {
-  switch (code) {
-    case grpc::StatusCode::OK:
-      return "OK";
-    case grpc::StatusCode::CANCELLED:
-      return "CANCELLED";
-    case grpc::StatusCode::UNKNOWN:
-      return "UNKNOWN";
-    case grpc::StatusCode::INVALID_ARGUMENT:
-      return "INVALID_ARGUMENT";
-    case grpc::StatusCode::DEADLINE_EXCEEDED:
-      return "DEADLINE_EXCEEDED";
-    case grpc::StatusCode::NOT_FOUND:
-      return "NOT_FOUND";
-    case grpc::StatusCode::ALREADY_EXISTS:
-      return "ALREADY_EXISTS";
-    case grpc::StatusCode::PERMISSION_DENIED:
-      return "PERMISSION_DENIED";
-    case grpc::StatusCode::RESOURCE_EXHAUSTED:
-      return "RESOURCE_EXHAUSTED";
-    case grpc::StatusCode::FAILED_PRECONDITION:
-      return "FAILED_PRECONDITION";
-    case grpc::StatusCode::ABORTED:
-      return "ABORTED";
-    case grpc::StatusCode::OUT_OF_RANGE:
-      return "OUT_OF_RANGE";
-    case grpc::StatusCode::UNIMPLEMENTED:
-      return "UNIMPLEMENTED";
-    case grpc::StatusCode::INTERNAL:
-      return "INTERNAL";
-    case grpc::StatusCode::UNAVAILABLE:
-      return "UNAVAILABLE";
-    case grpc::StatusCode::DATA_LOSS:
-      return "DATA_LOSS";
-    case grpc::StatusCode::UNAUTHENTICATED:
-      return "UNAUTHENTICATED";
-    default:
-      return "CODE_" + std::to_string(static_cast<int>(code));
-  }
-}
+namespace shoutflow::ctl {
 
 exit_code exit_code_of(grpc::StatusCode code) {
   switch (code) {
@@ -62,7 +23,8 @@ exit_code exit_code_of(grpc::StatusCode code) {
 exit_code report(const std::string& subcommand, const std::string& address,
                  const grpc::Status& status) {
   auto code = exit_code_of(status.error_code());
-  auto message = code_name(status.error_code()) + ": " + status.error_message();
+  auto message = services::status_code_name(status.error_code()) + ": "
+                 + status.error_message();
   // Whether the node answered or was never reached, the operator needs to
   // know which one we asked.
   if (code == exit_code::unreachable)

@@ -14,9 +14,6 @@
 
 namespace shoutflow::ctl {
 
-/// "INVALID_ARGUMENT", "UNAVAILABLE", ...
-std::string code_name(grpc::StatusCode code);
-
 /// The exit code of a failed call (cli.hpp).
 exit_code exit_code_of(grpc::StatusCode code);
 

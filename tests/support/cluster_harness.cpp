@@ -156,39 +156,10 @@ int acquire_cluster_lock() {
   return fd;
 }
 
-const std::map<grpc::StatusCode, const char*>& code_names() {
-  static const std::map<grpc::StatusCode, const char*> names = {
-    {grpc::StatusCode::OK, "OK"},
-    {grpc::StatusCode::CANCELLED, "CANCELLED"},
-    {grpc::StatusCode::UNKNOWN, "UNKNOWN"},
-    {grpc::StatusCode::INVALID_ARGUMENT, "INVALID_ARGUMENT"},
-    {grpc::StatusCode::DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED"},
-    {grpc::StatusCode::NOT_FOUND, "NOT_FOUND"},
-    {grpc::StatusCode::ALREADY_EXISTS, "ALREADY_EXISTS"},
-    {grpc::StatusCode::PERMISSION_DENIED, "PERMISSION_DENIED"},
-    {grpc::StatusCode::RESOURCE_EXHAUSTED, "RESOURCE_EXHAUSTED"},
-    {grpc::StatusCode::FAILED_PRECONDITION, "FAILED_PRECONDITION"},
-    {grpc::StatusCode::ABORTED, "ABORTED"},
-    {grpc::StatusCode::OUT_OF_RANGE, "OUT_OF_RANGE"},
-    {grpc::StatusCode::UNIMPLEMENTED, "UNIMPLEMENTED"},
-    {grpc::StatusCode::INTERNAL, "INTERNAL"},
-    {grpc::StatusCode::UNAVAILABLE, "UNAVAILABLE"},
-    {grpc::StatusCode::DATA_LOSS, "DATA_LOSS"},
-    {grpc::StatusCode::UNAUTHENTICATED, "UNAUTHENTICATED"},
-  };
-  return names;
-}
-
-std::string code_name(grpc::StatusCode code) {
-  auto it = code_names().find(code);
-  return it == code_names().end() ? std::to_string(static_cast<int>(code))
-                                  : it->second;
-}
-
 std::string counts_text(const std::map<grpc::StatusCode, int64_t>& m) {
   std::string out = "{";
   for (auto& [code, n] : m)
-    out += (out.size() > 1 ? ", " : "") + code_name(code) + ": "
+    out += (out.size() > 1 ? ", " : "") + status_code_name(code) + ": "
            + std::to_string(n);
   return out + "}";
 }
@@ -351,10 +322,6 @@ const char* to_string(health_answer a) {
       return "no answer";
   }
   return "?";
-}
-
-std::string status_code_name(grpc::StatusCode code) {
-  return code_name(code);
 }
 
 bool transport_failure(const grpc::Status& status) {
@@ -1195,7 +1162,7 @@ load_driver::~load_driver() {
         if (r.outcome != command_outcome::acknowledged) {
           std::lock_guard<std::mutex> guard{mtx};
           failures.push_back(users_[k] + ": " + to_string(r.outcome) + " "
-                             + code_name(r.code) + " " + r.message);
+                             + status_code_name(r.code) + " " + r.message);
         }
       }
     });

@@ -55,6 +55,7 @@
 #include <thread>
 #include <vector>
 
+#include "services/common/status_code_name.hpp"
 #include "shoutflow/v1/commands.pb.h"
 
 namespace shoutflow::testing {
@@ -120,8 +121,9 @@ const char* to_string(health_answer a);
 /// closed socket).
 bool transport_failure(const grpc::Status& status);
 
-/// "UNAVAILABLE", "NOT_FOUND", ...
-std::string status_code_name(grpc::StatusCode code);
+/// "UNAVAILABLE", "NOT_FOUND", ... (services/common/status_code_name.hpp),
+/// in this namespace for the harness's users, who print statuses.
+using services::status_code_name;
 
 // -- processes ----------------------------------------------------------------
 

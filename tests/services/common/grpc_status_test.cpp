@@ -1,0 +1,32 @@
+// services/common/grpc_status.hpp, code_label: the `code` label values of
+// the request counters (docs/metrics.md), the lower-case status names of the
+// codes the services answer with, and "internal" for every other code.
+
+#include <gtest/gtest.h>
+
+#include "services/common/grpc_status.hpp"
+
+namespace shoutflow::services {
+namespace {
+
+TEST(code_label, lower_cases_the_codes_the_services_answer_with) {
+  EXPECT_EQ(code_label(grpc::StatusCode::OK), "ok");
+  EXPECT_EQ(code_label(grpc::StatusCode::CANCELLED), "cancelled");
+  EXPECT_EQ(code_label(grpc::StatusCode::NOT_FOUND), "not_found");
+  EXPECT_EQ(code_label(grpc::StatusCode::DEADLINE_EXCEEDED),
+            "deadline_exceeded");
+  EXPECT_EQ(code_label(grpc::StatusCode::RESOURCE_EXHAUSTED),
+            "resource_exhausted");
+  EXPECT_EQ(code_label(grpc::StatusCode::UNAUTHENTICATED), "unauthenticated");
+}
+
+TEST(code_label, counts_every_other_code_as_internal) {
+  EXPECT_EQ(code_label(grpc::StatusCode::INTERNAL), "internal");
+  EXPECT_EQ(code_label(grpc::StatusCode::UNKNOWN), "internal");
+  EXPECT_EQ(code_label(grpc::StatusCode::ABORTED), "internal");
+  EXPECT_EQ(code_label(grpc::StatusCode::DATA_LOSS), "internal");
+  EXPECT_EQ(code_label(static_cast<grpc::StatusCode>(42)), "internal");
+}
+
+} // namespace
+} // namespace shoutflow::services
