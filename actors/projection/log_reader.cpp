@@ -311,9 +311,10 @@ void on_share_done(pointer self) {
   if (st.cfg.owner)
     caf::anon_send(st.cfg.owner, applied_atom::value, st.watermark);
   auto now = std::chrono::steady_clock::now();
-  if (st.cfg.role != "live" && now - st.last_progress > progress_every) {
+  if (st.cfg.role != generation_role::live
+      && now - st.last_progress > progress_every) {
     st.last_progress = now;
-    log_info("projection", label(self) + " " + st.cfg.role + ": "
+    log_info("projection", label(self) + " " + to_string(st.cfg.role) + ": "
                              + std::to_string(st.events)
                              + " events applied, at position "
                              + std::to_string(st.watermark.position));
@@ -444,7 +445,7 @@ void start(pointer self) {
           st.read_cursor = st.watermark;
           st.started = true;
           st.last_progress = std::chrono::steady_clock::now();
-          log_info("projection", label(self) + " " + st.cfg.role
+          log_info("projection", label(self) + " " + to_string(st.cfg.role)
                                    + " starts after position "
                                    + std::to_string(st.watermark.position));
           release_awaiting(self);
@@ -521,9 +522,8 @@ reader_actor::behavior_type reader(pointer self, reader_config cfg) {
       st.hold_waiters.push_back(promise);
       return promise;
     },
-    [=](promote_atom, const caf::actor& sink, const std::string& role) {
+    [=](promote_atom, const caf::actor& sink) {
       auto& st = self->state;
-      st.cfg.role = role;
       st.cfg.sink = sink;
       st.cfg.publish = true;
       st.held = false;
@@ -534,7 +534,7 @@ reader_actor::behavior_type reader(pointer self, reader_config cfg) {
       reader_status s;
       s.projection = st.cfg.proj->name();
       s.generation = st.cfg.generation;
-      s.state = st.cfg.role;
+      s.state = to_string(st.cfg.role);
       s.watermark = st.watermark;
       s.events = st.events;
       s.dead_letters = st.dead_letters;

@@ -43,8 +43,8 @@ namespace shoutflow::projection {
 struct reader_config {
   projection_ptr proj;
   int32_t generation = 1;
-  /// "live" or "building": labels status and logs.
-  std::string role = "live";
+  /// Labels status and logs.
+  generation_role role = generation_role::live;
   /// One slot per partition of the generation (their number is the
   /// partition count); the reader applies the partitions it has a handle
   /// for and skips the rest.

@@ -127,15 +127,15 @@ void start_runner(pointer self, const key& k, int64_t epoch) {
   pc.index = k.second;
   pc.count = live->second;
   pc.sink = st.cfg.sink;
-  pc.fence = {"live", cluster::partition_resource(k.first), epoch,
-              st.cfg.incarnation};
+  pc.fence = {generation_role::live, cluster::partition_resource(k.first),
+              epoch, st.cfg.incarnation};
   pc.metrics = st.cfg.metrics != nullptr ? st.cfg.metrics->of(proj->name())
                                          : nullptr;
   run.partition = spawn_partition(sys, std::move(pc));
   reader_config rc;
   rc.proj = proj;
   rc.generation = live->first;
-  rc.role = "live";
+  rc.role = generation_role::live;
   rc.partitions.resize(static_cast<std::size_t>(live->second));
   rc.partitions[static_cast<std::size_t>(k.second)] = run.partition;
   rc.fetcher = st.tail;

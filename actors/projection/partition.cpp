@@ -103,16 +103,16 @@ using pointer = partition_actor::stateful_pointer<partition_state>;
 void check_fence(pointer self, pqxx::transaction_base& tx) {
   auto& c = self->state.cfg;
   auto& f = c.fence;
-  if (f.generation_state.empty())
+  if (!f.role)
     return;
   auto row = exec_prepared_sql(tx, fence_sql, c.proj->name(), c.generation,
-                               f.generation_state, f.lease_resource, c.index,
-                               f.lease_epoch, f.incarnation)
+                               generation_state(*f.role), f.lease_resource,
+                               c.index, f.lease_epoch, f.incarnation)
                .at(0);
   if (row[0].as<int64_t>() == 0)
     throw fenced_error(c.proj->name() + " generation "
                        + std::to_string(c.generation) + " is no longer "
-                       + f.generation_state);
+                       + generation_state(*f.role));
   if (!f.lease_resource.empty() && row[1].as<int64_t>() == 0)
     throw fenced_error(
       "lease " + f.lease_resource + "#" + std::to_string(c.index) + " at epoch "
@@ -199,7 +199,7 @@ void save_offset(pointer self, pqxx::transaction_base& tx, const cursor& end,
                     static_cast<int64_t>(events));
   for (auto& ch : changes)
     ch.partition = c.index;
-  if (changes.empty() || c.fence.generation_state != "live")
+  if (changes.empty() || c.fence.role != generation_role::live)
     return;
   auto batch = encode_batch(c.proj->name(), c.generation, c.count, {c.index},
                             st.offset, end, changes);

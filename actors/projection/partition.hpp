@@ -25,6 +25,7 @@
 
 #include <caf/actor_system.hpp>
 
+#include <optional>
 #include <string>
 
 #include "actors/projection/projection.hpp"
@@ -34,11 +35,11 @@
 
 namespace shoutflow::projection {
 
-/// What a partition's writes are fenced by. Empty `generation_state`: no
-/// fence (engine tests only).
+/// What a partition's writes are fenced by. No `role`: no fence (engine
+/// tests only).
 struct partition_fence {
-  /// "live" or "building".
-  std::string generation_state;
+  /// The generation must still be in this role's state.
+  std::optional<generation_role> role;
   /// "projection/<name>" for a leased (live) partition; empty: none.
   std::string lease_resource;
   int64_t lease_epoch = 0;

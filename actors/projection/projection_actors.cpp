@@ -6,6 +6,22 @@
 
 namespace shoutflow::projection {
 
+const char* to_string(generation_role role) {
+  switch (role) {
+    case generation_role::live:
+      return "live";
+    case generation_role::building:
+      return "building";
+    case generation_role::point_in_time:
+      return "point-in-time";
+  }
+  return "unknown";
+}
+
+const char* generation_state(generation_role role) {
+  return role == generation_role::live ? "live" : "building";
+}
+
 void add_message_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<cursor>("shoutflow.cursor");
   cfg.add_message_type<raw_event>("shoutflow.raw_event");

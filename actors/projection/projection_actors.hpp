@@ -27,6 +27,18 @@ class actor_system_config;
 
 namespace shoutflow::projection {
 
+/// What a generation's reader and partitions do: apply the log for the
+/// queries (live), or replay it into a rebuild's tables, to the head
+/// (building) or up to a point in time.
+enum class generation_role { live, building, point_in_time };
+
+/// "live", "building", "point-in-time": the label in status and logs.
+const char* to_string(generation_role role);
+
+/// projection_generations.state of a generation in `role` (a point-in-time
+/// build is "building" there too).
+const char* generation_state(generation_role role);
+
 struct keyed_ref {
   uint32_t index = 0;
   std::string key;
@@ -141,7 +153,7 @@ using reader_actor = caf::typed_actor<
   caf::replies_to<hold_atom, bool>::with<cursor>,
   // A rebuilt generation about to be swapped in: publish to this sink from
   // the next batch on, go on, and take this role.
-  caf::reacts_to<promote_atom, caf::actor, std::string>>;
+  caf::reacts_to<promote_atom, caf::actor>>;
 
 using fetcher_actor = caf::typed_actor<
   // (after, limit, until position or 0, until recorded_at ms or 0)

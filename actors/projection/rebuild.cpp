@@ -226,8 +226,7 @@ rebuild_actor::behavior_type holding(pointer self) {
           // Publishes from `at` on: the hubs keep its changes aside until
           // the swap.
           st.promoted_at = at;
-          self->send(reader, promote_atom::value, st.cfg.sink,
-                     std::string{"building"});
+          self->send(reader, promote_atom::value, st.cfg.sink);
           log_info(component, label(self) + " caught up; promoted at position "
                                 + std::to_string(at.position));
           // At once: with the live generation idle the swap holds now.
@@ -281,13 +280,14 @@ rebuild_actor::behavior_type rebuild(pointer self, rebuild_config cfg) {
     pc.generation = st.cfg.generation;
     pc.index = i;
     pc.count = st.cfg.partitions;
-    pc.fence = {"building", "", 0, ""};
+    pc.fence.role = generation_role::building;
     st.partitions.push_back(spawn_partition(sys, std::move(pc)));
   }
   reader_config rc;
   rc.proj = st.cfg.proj;
   rc.generation = st.cfg.generation;
-  rc.role = point_in_time(st.cfg) ? "point-in-time" : "building";
+  rc.role = point_in_time(st.cfg) ? generation_role::point_in_time
+                                  : generation_role::building;
   rc.partitions = st.partitions;
   rc.fetcher = st.fetcher;
   rc.batch_size = st.cfg.batch_size;
