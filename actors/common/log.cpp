@@ -10,6 +10,8 @@
 #include <mutex>
 #include <string>
 
+#include "actors/common/json_escape.hpp"
+
 namespace shoutflow {
 
 namespace {
@@ -59,61 +61,7 @@ std::shared_ptr<const std::string> current_node() {
   return node_name;
 }
 
-/// Length of the valid UTF-8 sequence starting at s[i], or 0.
-std::size_t utf8_length(std::string_view s, std::size_t i) {
-  auto c = static_cast<unsigned char>(s[i]);
-  std::size_t n = c < 0x80           ? 1
-                  : (c >> 5) == 0x6  ? 2
-                  : (c >> 4) == 0xE  ? 3
-                  : (c >> 3) == 0x1E ? 4
-                                     : 0;
-  if (n == 0 || i + n > s.size())
-    return 0;
-  for (std::size_t k = 1; k < n; ++k)
-    if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80)
-      return 0;
-  return n;
-}
-
 } // namespace
-
-void append_json_escaped(std::string& out, std::string_view text) {
-  for (std::size_t i = 0; i < text.size();) {
-    auto c = static_cast<unsigned char>(text[i]);
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (c < 0x20) {
-          char esc[8];
-          std::snprintf(esc, sizeof(esc), "\\u%04x", c);
-          out += esc;
-        } else if (auto n = utf8_length(text, i); n > 0) {
-          out.append(text.substr(i, n));
-          i += n;
-          continue;
-        } else {
-          // A stray byte would make the whole line unparsable for a log
-          // shipper: replace it (U+FFFD).
-          out += "\\ufffd";
-        }
-    }
-    ++i;
-  }
-}
 
 bool log_enabled(log_level level) {
   return static_cast<int>(level) >= threshold.load(std::memory_order_relaxed);

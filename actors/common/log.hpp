@@ -6,7 +6,9 @@
 //   text (default)  "<UTC time> <level> <component>: <text> [corr=<id>]"
 //   json            {"time":"…","level":"info","node":"node-0",
 //                    "component":"…","message":"…","correlation_id":"…"}
-//                   one object per line, for log shippers (SHOUTFLOW_LOG_FORMAT)
+//                   one object per line, for log shippers
+//                   (SHOUTFLOW_LOG_FORMAT); strings escaped by json_escape.hpp,
+//                   so invalid UTF-8 arrives as U+FFFD
 //
 // The correlation id is the request's (the x-correlation-id metadata, else
 // the command_id) when a line is about one request: pass it explicitly, or
@@ -61,9 +63,5 @@ public:
 private:
   std::string previous_;
 };
-
-/// Appends `text` to `out` as the inside of a JSON string (quotes, control
-/// characters and invalid UTF-8 bytes escaped).
-void append_json_escaped(std::string& out, std::string_view text);
 
 } // namespace shoutflow

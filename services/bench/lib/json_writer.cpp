@@ -5,6 +5,8 @@
 #include <cmath>
 #include <cstdio>
 
+#include "actors/common/json_escape.hpp"
+
 namespace shoutflow::bench {
 
 void json_writer::newline() {
@@ -75,34 +77,10 @@ json_writer& json_writer::key(const std::string& k) {
 }
 
 std::string json_quote(const std::string& s) {
-  std::string out = "\"";
-  for (unsigned char c : s) {
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (c < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\u%04x", c);
-          out += buf;
-        } else {
-          out += static_cast<char>(c);
-        }
-    }
-  }
+  std::string out;
+  out.reserve(s.size() + 2);
+  out += '"';
+  append_json_escaped(out, s);
   out += '"';
   return out;
 }

@@ -1,5 +1,6 @@
 // A streaming JSON writer for benchmark reports: objects, arrays, strings
-// (escaped per RFC 8259), integers and doubles (non-finite ones as null).
+// (escaped per RFC 8259 by actors/common/json_escape.hpp, which also turns
+// invalid UTF-8 into U+FFFD), integers and doubles (non-finite ones as null).
 // It places the commas; the caller nests begin/end calls correctly (checked
 // by assertions). Output is compact unless `indent` is set.
 
@@ -11,7 +12,8 @@
 
 namespace shoutflow::bench {
 
-/// A string as a JSON string literal (quotes included, escaped per RFC 8259).
+/// A string as a JSON string literal (quotes included, escaped per RFC 8259;
+/// a byte that is not well-formed UTF-8 becomes \ufffd).
 std::string json_quote(const std::string& s);
 /// A number as JSON: whole numbers below 1e15 without a fraction, others
 /// with 10 significant digits; null when not finite.

@@ -82,6 +82,18 @@ TEST(utf8_length, does_not_read_past_the_view) {
   EXPECT_EQ(utf8_length(std::string_view(s.data(), 0)), 0u);
 }
 
+TEST(utf8_sequence_length, measures_the_sequence_at_an_index) {
+  std::string s = "a\xC3\xA9\xE2\x82\xAC\xF0\x9F\x98\x80\x80";
+  EXPECT_EQ(utf8_sequence_length(s, 0), 1u);
+  EXPECT_EQ(utf8_sequence_length(s, 1), 2u);
+  EXPECT_EQ(utf8_sequence_length(s, 2), 0u) << "inside a sequence";
+  EXPECT_EQ(utf8_sequence_length(s, 3), 3u);
+  EXPECT_EQ(utf8_sequence_length(s, 6), 4u);
+  EXPECT_EQ(utf8_sequence_length(s, 10), 0u) << "stray continuation";
+  EXPECT_EQ(utf8_sequence_length("\xED\xA0\x80", 0), 0u) << "surrogate";
+  EXPECT_EQ(utf8_sequence_length("\xE2\x82", 0), 0u) << "truncated";
+}
+
 TEST(ascii_lower, lowers_ascii_letters_only) {
   EXPECT_EQ(ascii_lower(""), "");
   EXPECT_EQ(ascii_lower("AbC_09-z"), "abc_09-z");

@@ -59,3 +59,13 @@ TEST(json_writer, nested_document_parses) {
               3);
   }
 }
+
+TEST(json_writer, invalid_utf8_becomes_the_replacement_character) {
+  // An error message or host name with a stray byte must not make the
+  // whole report unparsable (actors/common/json_escape.hpp).
+  json_writer w;
+  w.begin_object().field("s", "caf\xC3\xA9 \xFF end").end_object();
+  auto doc = parse(w.str());
+  EXPECT_EQ(doc.fields().at("s").string_value(),
+            "caf\xC3\xA9 \xEF\xBF\xBD end");
+}
