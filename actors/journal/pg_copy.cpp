@@ -79,7 +79,8 @@ copy_writer& copy_writer::timestamp_ms(int64_t unix_ms) {
       || tm.tm_year + 1900 > 9999)
     throw std::out_of_range("timestamp out of range: " + std::to_string(unix_ms)
                             + " ms");
-  char out[40];
+  // Room for any int in every field (-Wformat-truncation counts them so).
+  char out[96];
   std::snprintf(out, sizeof(out), "%04d-%02d-%02d %02d:%02d:%02d.%03d+00",
                 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
                 tm.tm_min, tm.tm_sec, static_cast<int>(ms));
