@@ -85,21 +85,16 @@ fetcher(fetcher_actor::stateful_pointer<fetcher_state> self,
         out.events.clear();
         pqxx::nontransaction tx{conn};
         auto tx_text = std::to_string(after.tx);
-        for (const auto& row : tx.exec_prepared(
-               "fetch", tx_text, after.position, limit, until_pos, until_ms)) {
+        auto rows = tx.exec_prepared("fetch", tx_text, after.position, limit,
+                                     until_pos, until_ms);
+        out.events.reserve(rows.size());
+        for (const auto& row : rows) {
           if (row[0].is_null()) {
             out.behind_horizon = row[8].as<bool>();
             continue;
           }
-          raw_event e;
-          e.at = {std::stoull(row[0].as<std::string>()), row[1].as<int64_t>()};
-          e.persistence_id = row[2].as<std::string>();
-          e.seq_nr = row[3].as<int64_t>();
-          e.type = row[4].as<std::string>();
-          e.version = row[5].as<int32_t>();
-          e.payload = pqxx::binarystring{row[6]}.str();
-          e.recorded_at_ms = row[7].as<int64_t>();
-          out.events.push_back(std::move(e));
+          journal::row_reader c{row};
+          out.events.push_back(read_raw_event(c));
         }
       });
       if (!r)

@@ -406,16 +406,10 @@ caf::result<retry_result> retry_key(pointer self, const std::string& key) {
                                c.generation, key);
     cleared = true;
     for (const auto& row : rows) {
-      raw_event e;
-      e.at = {std::stoull(row[1].as<std::string>()), row[2].as<int64_t>()};
-      e.persistence_id = row[3].as<std::string>();
-      e.seq_nr = row[4].as<int64_t>();
-      e.type = row[5].as<std::string>();
-      e.version = row[6].as<int32_t>();
-      e.payload = pqxx::binarystring{row[7]}.str();
-      e.recorded_at_ms = row[8].as<int64_t>();
-      bool unrouted = row[9].as<bool>();
-      auto id = row[0].as<int64_t>();
+      journal::row_reader cols{row};
+      auto id = cols.int64();
+      auto e = read_raw_event(cols);
+      bool unrouted = cols.boolean();
       std::vector<change> one;
       std::vector<std::string> handed;
       try {

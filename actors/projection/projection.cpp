@@ -33,4 +33,17 @@ std::string stream_owner(const std::string& persistence_id) {
                                   : persistence_id.substr(bar + 1);
 }
 
+raw_event read_raw_event(journal::row_reader& c) {
+  raw_event e;
+  e.at.tx = c.uint64();
+  e.at.position = c.int64();
+  c.text(&e.persistence_id);
+  e.seq_nr = c.int64();
+  c.text(&e.type);
+  e.version = c.int32();
+  c.bytea(&e.payload);
+  e.recorded_at_ms = c.int64();
+  return e;
+}
+
 } // namespace shoutflow::projection

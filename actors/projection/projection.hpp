@@ -13,6 +13,8 @@
 
 #include <pqxx/pqxx>
 
+#include "actors/journal/pg_row.hpp"
+
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -171,5 +173,11 @@ pqxx::result exec_prepared_sql(pqxx::transaction_base& tx,
 
 /// The user id of a user stream ("user|alice" -> "alice").
 std::string stream_owner(const std::string& persistence_id);
+
+/// Reads an event from the next eight columns of `c`: the xid8 as text, the
+/// global position, persistence id, seq_nr, type, version, payload and
+/// recorded_at in ms — the order of `log_fetch_sql` and of the dead
+/// letters' query, the two places a raw event comes from.
+raw_event read_raw_event(journal::row_reader& c);
 
 } // namespace shoutflow::projection

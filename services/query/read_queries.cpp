@@ -8,6 +8,7 @@
 #include <unordered_map>
 
 #include "actors/entity/effect.hpp"
+#include "actors/journal/pg_row.hpp"
 #include "actors/journal/pg_session.hpp"
 #include "actors/user/user_validation.hpp"
 
@@ -49,39 +50,7 @@ void set_time(google::protobuf::Timestamp* t, int64_t ms) {
   *t = TimeUtil::MillisecondsToTimestamp(ms);
 }
 
-/// Reads a row's columns left to right through one field iterator. In
-/// libpqxx 6 a field taken by index (`row[i]`) holds a copy of the whole
-/// result, a reference count taken and dropped per column: on a timeline
-/// page (20 rows of 12 columns) that was 8 % of the node's CPU. Text goes
-/// into the message straight from libpq's buffer, with no temporary string.
-class columns {
-public:
-  explicit columns(const pqxx::row& r) : it_(r.begin()) {
-  }
-
-  void text(std::string* to) {
-    to->assign(it_->c_str(), it_->size());
-    ++it_;
-  }
-
-  int64_t int64() {
-    auto v = it_->as<int64_t>();
-    ++it_;
-    return v;
-  }
-
-  bool boolean() {
-    auto v = it_->as<bool>();
-    ++it_;
-    return v;
-  }
-
-private:
-  pqxx::row::const_iterator it_;
-};
-
-/// `user_cols`, from the reader's column on.
-void to_user(columns& c, v1::UserView* out) {
+void to_user(journal::row_reader& c, v1::UserView* out) {
   c.text(out->mutable_user_id());
   c.text(out->mutable_handle());
   c.text(out->mutable_display_name());
@@ -99,12 +68,12 @@ void to_user(columns& c, v1::UserView* out) {
 }
 
 void to_user(const pqxx::row& r, v1::UserView* out) {
-  columns c{r};
+  journal::row_reader c{r};
   to_user(c, out);
 }
 
 /// `shout_cols`, from the reader's column on.
-void to_shout(columns& c, v1::ShoutView* out) {
+void to_shout(journal::row_reader& c, v1::ShoutView* out) {
   c.text(out->mutable_shout_id());
   c.text(out->mutable_author_id());
   c.text(out->mutable_author_handle());
@@ -123,7 +92,7 @@ void to_shout(columns& c, v1::ShoutView* out) {
 }
 
 void to_shout(const pqxx::row& r, v1::ShoutView* out) {
-  columns c{r};
+  journal::row_reader c{r};
   to_shout(c, out);
 }
 
@@ -319,7 +288,7 @@ get_timelines(pqxx::transaction_base& tx,
   // A page is the rows of its request, in the statement's order.
   std::vector<std::size_t> counts(requests.size());
   for (const auto& row : rows) {
-    columns c{row};
+    journal::row_reader c{row};
     auto i = static_cast<std::size_t>(c.int64() - 1);
     auto& page = dynamic_cast<v1::TimelinePage&>(*responses.at(i));
     to_shout(c, page.add_shouts());
