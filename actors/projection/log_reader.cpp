@@ -7,7 +7,6 @@
 #include <map>
 #include <memory>
 #include <optional>
-#include <set>
 #include <tuple>
 
 #include "actors/common/log.hpp"
@@ -164,7 +163,8 @@ struct reader_state {
   int64_t last_event_ms = 0;
   std::multimap<cursor, caf::typed_response_promise<cursor>> awaiting;
   std::chrono::steady_clock::time_point last_progress;
-  std::vector<partition_batch> failed_shares;
+  /// The share each partition applies, until it acknowledges (send_share).
+  std::vector<caf::message> sent;
   /// The applying batch's changes, gathered from the partitions' acks.
   std::vector<change> changes;
   /// A partition could not say what part of the batch changed.
@@ -215,6 +215,11 @@ std::unique_ptr<routed_batch> route(pointer self,
     s.id = id;
     s.end = batch->end;
   }
+  // An event has one or two keys. It is moved into the last share that
+  // takes it and copied only into the others: a rebuild routes 50,000
+  // events a batch, nearly all to one share each.
+  std::vector<std::pair<int32_t, std::string>> targets;
+  std::vector<std::pair<int32_t, uint32_t>> placed; // share, index in it
   for (auto& e : events) {
     std::vector<std::string> keys;
     bool unrouted = false;
@@ -226,27 +231,38 @@ std::unique_ptr<routed_batch> route(pointer self,
       keys = {stream_owner(e.persistence_id)};
       unrouted = true;
     }
-    std::set<std::string> unique(keys.begin(), keys.end());
-    std::map<int32_t, uint32_t> index_in_share;
-    for (auto& key : unique) {
+    std::sort(keys.begin(), keys.end());
+    keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
+    targets.clear();
+    placed.clear();
+    for (auto& key : keys) {
       auto p = partition_of(key, n);
       if (!st.cfg.partitions[static_cast<std::size_t>(p)])
         continue; // another reader's partition
-      auto& share = batch->shares[static_cast<std::size_t>(p)];
-      auto it = index_in_share.find(p);
-      if (it == index_in_share.end()) {
-        it = index_in_share
-               .emplace(p, static_cast<uint32_t>(share.events.size()))
-               .first;
+      targets.emplace_back(p, std::move(key));
+      if (std::none_of(placed.begin(), placed.end(),
+                       [p](const auto& x) { return x.first == p; }))
+        placed.emplace_back(p, 0);
+    }
+    for (std::size_t i = 0; i < placed.size(); ++i) {
+      auto& share = batch->shares[static_cast<std::size_t>(placed[i].first)];
+      placed[i].second = static_cast<uint32_t>(share.events.size());
+      if (i + 1 == placed.size())
+        share.events.push_back(std::move(e));
+      else
         share.events.push_back(e);
-      }
-      share.keyed.push_back({it->second, key, unrouted});
+    }
+    for (auto& [p, key] : targets) {
+      auto it = std::find_if(placed.begin(), placed.end(),
+                             [p = p](const auto& x) { return x.first == p; });
+      batch->shares[static_cast<std::size_t>(p)].keyed.push_back(
+        {it->second, std::move(key), unrouted});
     }
   }
   return batch;
 }
 
-void send_share(pointer self, std::size_t p, partition_batch share);
+void send_share(pointer self, std::size_t p);
 
 void start_batch(pointer self, std::unique_ptr<routed_batch> batch) {
   auto& st = self->state;
@@ -259,7 +275,9 @@ void start_batch(pointer self, std::unique_ptr<routed_batch> batch) {
     auto i = static_cast<std::size_t>(p);
     // Decided when the batch starts: a rebuild is promoted between batches.
     batch->shares[i].changes_wanted = st.cfg.publish;
-    send_share(self, i, std::move(batch->shares[i]));
+    st.sent[i] = caf::make_message(apply_atom::value,
+                                   std::move(batch->shares[i]));
+    send_share(self, i);
   }
 }
 
@@ -328,15 +346,30 @@ bool is_fenced(const caf::error& err) {
          && err.code() == static_cast<uint8_t>(journal::db_errc::fenced);
 }
 
-void send_share(pointer self, std::size_t p, partition_batch share) {
+/// Sends partition `p` its share, kept in `st.sent[p]` until the partition
+/// acknowledges it. No timeout: partitions bound their own database calls. A
+/// failed share is sent again after a pause (nothing else is in flight to
+/// that partition meanwhile, so order holds; partitions skip what they
+/// applied). The message is built once and shared by the resends: a share
+/// of a rebuild's batch holds tens of thousands of events, and it used to be
+/// copied into the request and again into the failure handler (with the
+/// routing's copies, a sixth of a shouts rebuild's node CPU;
+/// docs/benchmarks.md, issue 14).
+void send_share(pointer self, std::size_t p) {
+  // The untyped handle lets the prepared message go out as it is; the typed
+  // interface still checks what it carries.
+  static_assert(caf::response_type_unbox<
+                  caf::signatures_of_t<partition_actor>,
+                  caf::detail::type_list<apply_atom, partition_batch>>::valid,
+                "a partition applies (apply_atom, partition_batch)");
   auto& st = self->state;
-  // No timeout: partitions bound their own database calls. A failed share
-  // is sent again after a pause (nothing else is in flight to that
-  // partition meanwhile, so order holds; partitions skip what they applied).
-  self->request(st.cfg.partitions[p], caf::infinite, apply_atom::value, share)
+  self
+    ->request(caf::actor_cast<caf::actor>(st.cfg.partitions[p]), caf::infinite,
+              st.sent[p])
     .then(
       [=](partition_ack& ack) {
         auto& st = self->state;
+        st.sent[p] = caf::message{};
         st.dead_letters += static_cast<int64_t>(ack.dead_lettered);
         st.changes_lost = st.changes_lost || ack.changes_unknown;
         for (auto& c : ack.changes) {
@@ -356,7 +389,6 @@ void send_share(pointer self, std::size_t p, partition_batch share) {
         log_warn("projection",
                  label(self) + ": partition " + std::to_string(p)
                    + " failed, will resend: " + self->system().render(err));
-        self->state.failed_shares[p] = share;
         self->delayed_send(self, failure_retry, retry_atom::value,
                            static_cast<uint64_t>(p));
       });
@@ -464,7 +496,7 @@ reader_actor::behavior_type reader(pointer self, reader_config cfg) {
   for (std::size_t p = 0; p < st.cfg.partitions.size(); ++p)
     if (st.cfg.partitions[p])
       st.owned.push_back(static_cast<int32_t>(p));
-  st.failed_shares.resize(st.cfg.partitions.size());
+  st.sent.resize(st.cfg.partitions.size());
   start(self);
   // A stopped reader tells whoever awaits it.
   self->set_exit_handler([=](caf::exit_msg& msg) {
@@ -491,10 +523,7 @@ reader_actor::behavior_type reader(pointer self, reader_config cfg) {
       if (n == st.tick && st.idle)
         fetch(self);
     },
-    [=](retry_atom, uint64_t p) {
-      auto& st = self->state;
-      send_share(self, p, std::move(st.failed_shares[p]));
-    },
+    [=](retry_atom, uint64_t p) { send_share(self, p); },
     [=](await_atom, const cursor& c) {
       auto& st = self->state;
       auto promise = self->make_response_promise<cursor>();

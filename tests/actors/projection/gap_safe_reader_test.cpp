@@ -1044,6 +1044,34 @@ TEST_F(engine_test, restarts_mid_stream_apply_nothing_twice) {
   expect_each_key_exactly_once_in_log_order(db_);
 }
 
+// A partition whose call fails (its connection cut, as in a database
+// restart) is sent the same share again after a pause: the reader keeps the
+// share until the partition acknowledges it, and only then moves on. Every
+// connection of the engine is cut three times while it is mid-stream; a
+// partition's first call after a cut fails (see the test above), so each
+// cut makes the partitions that still have work fail a share.
+TEST_F(engine_test, reader_resends_the_share_of_a_failed_partition) {
+  auto proj = std::make_shared<recorder>(50);
+  create_tables(*proj);
+  prewrite_log(db_, 20, 1200, 29);
+  auto total = static_cast<int64_t>(0);
+  for (auto& [key, events] : expected_by_key(db_))
+    total += static_cast<int64_t>(events.size());
+  auto end = log_end(db_);
+
+  auto e = spawn_engine(proj, 3, 20);
+  for (int cut = 1; cut <= 3; ++cut) {
+    ASSERT_TRUE(eventually([&] { return recorded() >= cut * total / 5; }));
+    db_.exec("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+             " WHERE datname = current_database()"
+             "   AND application_name = 'shoutflowd'");
+    EXPECT_LT(recorded(), total) << "the engine finished before cut " << cut;
+  }
+  ASSERT_TRUE(await(e.reader, end));
+  EXPECT_EQ(recorded(), total);
+  expect_each_key_exactly_once_in_log_order(db_);
+}
+
 // -- whole nodes --------------------------------------------------------------
 
 namespace {
