@@ -1,7 +1,7 @@
 #include "actors/read_models/shouts_projection.hpp"
 
-#include <map>
-#include <set>
+#include <algorithm>
+#include <unordered_map>
 
 #include "actors/journal/pg_copy.hpp"
 #include "actors/journal/pg_session.hpp"
@@ -104,16 +104,23 @@ void copy_new(pqxx::transaction_base& tx, const std::string& suffix,
   copy.complete();
 }
 
-/// Writes the dirty documents that were (or were not) loaded.
+/// The batch's documents (every one was changed by an event of the batch),
+/// by shout id.
+using doc_map = std::unordered_map<std::string, shout_doc>;
+
+/// Writes the documents that were (or were not) loaded, in key order: the
+/// ids are time-ordered, so a rebuild appends to the primary key's B-tree.
 void store(pqxx::transaction_base& tx, const std::string& suffix,
-           const std::string& sql, const std::map<std::string, shout_doc>& docs,
-           const std::set<std::string>& dirty, bool stored) {
+           const std::string& sql, const doc_map& docs, bool stored) {
   std::vector<const doc_ref*> rows;
   for (auto& entry : docs)
-    if (entry.second.stored == stored && dirty.count(entry.first) > 0)
+    if (entry.second.stored == stored)
       rows.push_back(&entry);
   if (rows.empty())
     return;
+  std::sort(rows.begin(), rows.end(), [](const doc_ref* a, const doc_ref* b) {
+    return a->first < b->first;
+  });
   if (!stored && rows.size() >= copy_from)
     return copy_new(tx, suffix, rows);
   std::vector<std::string> ids, authors, texts, parents;
@@ -186,19 +193,19 @@ void shouts_projection::apply(pqxx::transaction_base& tx,
   // (docs/benchmarks.md, issue 14).
   std::vector<v1::UserEvent> decoded;
   decoded.reserve(events.size());
-  std::set<std::string> seen, wanted;
+  doc_map docs;
+  docs.reserve(events.size());
+  std::vector<std::string> wanted;
   for (auto& k : events) {
     decoded.push_back(decode_or_throw(*k.event));
     auto& e = decoded.back();
-    if (seen.insert(k.key).second
+    if (docs.try_emplace(k.key).second
         && !(e.has_shout_posted() && e.shout_posted().shout_id() == k.key))
-      wanted.insert(k.key);
+      wanted.push_back(k.key);
   }
-  std::map<std::string, shout_doc> docs;
   if (!wanted.empty())
-    for (const auto& row :
-         exec_prepared_sql(tx, expand_ddl(load_sql, suffix),
-                           text_array({wanted.begin(), wanted.end()}))) {
+    for (const auto& row : exec_prepared_sql(tx, expand_ddl(load_sql, suffix),
+                                             text_array(wanted))) {
       auto& d = docs[row[0].as<std::string>()];
       d.exists = d.stored = true;
       d.author_id = row[1].as<std::string>();
@@ -210,7 +217,6 @@ void shouts_projection::apply(pqxx::transaction_base& tx,
       d.deleted = row[7].as<bool>();
       d.position = row[8].as<int64_t>();
     }
-  std::set<std::string> dirty;
   for (std::size_t i = 0; i < events.size(); ++i) {
     auto& k = events[i];
     auto& raw = *k.event;
@@ -251,13 +257,12 @@ void shouts_projection::apply(pqxx::transaction_base& tx,
         break;
     }
     d.position = raw.at.position;
-    dirty.insert(k.key);
     if (changes != nullptr)
       changes->push_back(
         {change::shout, k.key, {}, raw.at.position, raw.at.tx});
   }
-  store(tx, suffix, insert_sql, docs, dirty, false);
-  store(tx, suffix, upsert_sql, docs, dirty, true);
+  store(tx, suffix, insert_sql, docs, false);
+  store(tx, suffix, upsert_sql, docs, true);
 }
 
 } // namespace shoutflow::read_models
