@@ -1,6 +1,6 @@
 #include "actors/journal/pg_copy.hpp"
 
-#include <cstdio>
+#include <charconv>
 #include <ctime>
 #include <stdexcept>
 
@@ -32,30 +32,42 @@ void copy_writer::separate() {
 
 copy_writer& copy_writer::text(std::string_view value) {
   separate();
-  for (char c : value) {
-    switch (c) {
-      case '\\':
-        line_ += "\\\\";
-        break;
+  // Runs without a special character are appended whole (shout texts
+  // rarely hold one), not character by character.
+  auto special = [](char c) {
+    return c == '\\' || c == '\t' || c == '\n' || c == '\r';
+  };
+  std::size_t from = 0;
+  while (true) {
+    auto run = from;
+    while (run < value.size() && !special(value[run]))
+      ++run;
+    line_.append(value.data() + from, run - from);
+    if (run == value.size())
+      return *this;
+    line_ += '\\';
+    switch (value[run]) {
       case '\t':
-        line_ += "\\t";
+        line_ += 't';
         break;
       case '\n':
-        line_ += "\\n";
+        line_ += 'n';
         break;
       case '\r':
-        line_ += "\\r";
+        line_ += 'r';
         break;
       default:
-        line_ += c;
+        line_ += '\\';
     }
+    from = run + 1;
   }
-  return *this;
 }
 
 copy_writer& copy_writer::integer(int64_t value) {
   separate();
-  line_ += std::to_string(value);
+  char digits[24];
+  auto end = std::to_chars(digits, digits + sizeof(digits), value).ptr;
+  line_.append(digits, end);
   return *this;
 }
 
@@ -79,13 +91,25 @@ copy_writer& copy_writer::timestamp_ms(int64_t unix_ms) {
       || tm.tm_year + 1900 > 9999)
     throw std::out_of_range("timestamp out of range: " + std::to_string(unix_ms)
                             + " ms");
-  // Room for any int in every field (-Wformat-truncation counts them so).
-  char out[96];
-  std::snprintf(out, sizeof(out), "%04d-%02d-%02d %02d:%02d:%02d.%03d+00",
-                tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-                tm.tm_min, tm.tm_sec, static_cast<int>(ms));
+  // "YYYY-MM-DD hh:mm:ss.mmm+00", written digit by digit: snprintf and its
+  // stream were 2.6 % of a shouts rebuild's node samples.
+  char out[] = "0000-00-00 00:00:00.000+00";
+  auto put = [&out](std::size_t at, int value, int width) {
+    for (int i = width - 1; i >= 0; --i) {
+      out[at + static_cast<std::size_t>(i)]
+        = static_cast<char>('0' + value % 10);
+      value /= 10;
+    }
+  };
+  put(0, tm.tm_year + 1900, 4);
+  put(5, tm.tm_mon + 1, 2);
+  put(8, tm.tm_mday, 2);
+  put(11, tm.tm_hour, 2);
+  put(14, tm.tm_min, 2);
+  put(17, tm.tm_sec, 2);
+  put(20, static_cast<int>(ms), 3);
   separate();
-  line_ += out;
+  line_.append(out, sizeof(out) - 1);
   return *this;
 }
 
