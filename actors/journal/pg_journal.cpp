@@ -4,6 +4,8 @@
 #include <set>
 #include <tuple>
 
+#include "actors/journal/pg_row.hpp"
+
 namespace shoutflow::journal {
 
 namespace {
@@ -11,19 +13,21 @@ namespace {
 // -- SQL ---------------------------------------------------------------------
 
 // Earlier executions of the batch's command ids: their events, or the
-// stored reply of one that appended nothing (last column).
+// stored reply of one that appended nothing (last column). An event's
+// columns come first, in read_event_record's order (a no-op's row has only
+// its command id there), then the stream.
 constexpr const char* sql_duplicates
   = "SELECT * FROM ("
-    " SELECT e.persistence_id, e.command_id, e.seq_nr, e.event_type,"
-    "        e.event_version, e.payload, e.global_position, NULL::bytea"
+    " SELECT e.seq_nr, e.event_type, e.event_version, e.payload,"
+    "        e.command_id, e.global_position, e.persistence_id, NULL::bytea"
     "   FROM unnest($1::text[], $2::text[]) AS q(pid, cid)"
     "   JOIN events e ON e.persistence_id = q.pid AND e.command_id = q.cid"
     " UNION ALL"
-    " SELECT n.persistence_id, n.command_id, 0, NULL, 0, NULL, 0, n.reply"
+    " SELECT 0, '', 0, ''::bytea, n.command_id, 0, n.persistence_id, n.reply"
     "   FROM unnest($1::text[], $2::text[]) AS q(pid, cid)"
     "   JOIN noop_commands n"
     "     ON n.persistence_id = q.pid AND n.command_id = q.cid) AS d"
-    " ORDER BY 1, 3";
+    " ORDER BY 7, 1";
 
 constexpr const char* sql_noops
   = "INSERT INTO noop_commands (persistence_id, command_id, reply)"
@@ -390,19 +394,14 @@ void fail_duplicates(pqxx::work& tx, batch_state& st) {
   std::map<std::pair<std::string, std::string>, std::string> replies;
   for (const auto& row : tx.exec_prepared("duplicates", text_array(keys.pids),
                                           text_array(keys.cids))) {
-    if (!row[7].is_null()) {
-      replies[{row[0].as<std::string>(), row[1].as<std::string>()}]
-        = pqxx::binarystring{row[7]}.str();
+    row_reader c{row};
+    auto e = read_event_record(c);
+    auto key = std::make_pair(c.text(), e.command_id);
+    if (!c.is_null()) {
+      replies[key] = c.bytea();
       continue;
     }
-    event_record e;
-    e.seq_nr = row[2].as<int64_t>();
-    e.type = row[3].as<std::string>();
-    e.version = row[4].as<int32_t>();
-    e.payload = pqxx::binarystring{row[5]}.str();
-    e.command_id = row[1].as<std::string>();
-    e.position = row[6].as<int64_t>();
-    found[{row[0].as<std::string>(), e.command_id}].push_back(std::move(e));
+    found[key].push_back(std::move(e));
   }
   for (std::size_t i = 0; i < n; ++i) {
     if (!st.live[i])

@@ -93,4 +93,15 @@ void row_reader::bytea(std::string* to) {
   ++it_;
 }
 
+event_record read_event_record(row_reader& c) {
+  event_record e;
+  e.seq_nr = c.int64();
+  c.text(&e.type);
+  e.version = c.int32();
+  c.bytea(&e.payload);
+  c.text(&e.command_id);
+  e.position = c.int64();
+  return e;
+}
+
 } // namespace shoutflow::journal

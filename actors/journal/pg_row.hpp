@@ -19,6 +19,8 @@
 
 #include <pqxx/pqxx>
 
+#include "actors/journal/journal_types.hpp"
+
 namespace shoutflow::journal {
 
 class row_reader {
@@ -70,5 +72,10 @@ private:
   pqxx::row::const_iterator it_;
   pqxx::row::const_iterator end_;
 };
+
+/// Reads a journal event from the next six columns of `c`: seq_nr, type,
+/// version, payload, command id (NULL reads as empty) and global position,
+/// the order of every statement that reads events back for an entity.
+event_record read_event_record(row_reader& c);
 
 } // namespace shoutflow::journal

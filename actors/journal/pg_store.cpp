@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "actors/common/log.hpp"
+#include "actors/journal/pg_row.hpp"
 #include "actors/journal/pg_session.hpp"
 
 namespace shoutflow::journal {
@@ -55,14 +56,8 @@ std::vector<event_record> event_rows(const pqxx::result& rows) {
   std::vector<event_record> out;
   out.reserve(rows.size());
   for (const auto& row : rows) {
-    event_record e;
-    e.seq_nr = row[0].as<int64_t>();
-    e.type = row[1].as<std::string>();
-    e.version = row[2].as<int32_t>();
-    e.payload = pqxx::binarystring{row[3]}.str();
-    e.command_id = row[4].as<std::string>();
-    e.position = row[5].as<int64_t>();
-    out.push_back(std::move(e));
+    row_reader c{row};
+    out.push_back(read_event_record(c));
   }
   return out;
 }

@@ -397,6 +397,37 @@ TEST_F(batch_writer_test, duplicate_command_returns_original_events) {
   EXPECT_EQ(stored_claims(db).count(ck("handle", "dup-handle")), 0u);
 }
 
+// A command that appended nothing keeps its reply (binary, any byte) for a
+// retry. Retried in one batch with a retry of a command that did append
+// (another stream), each gets its own original back.
+TEST_F(batch_writer_test, retried_noop_returns_its_stored_reply) {
+  std::string reply{"\x00reply\xff\\x41", 11};
+  journal_write noop;
+  noop.persistence_id = "m";
+  noop.command_id = "noop-cmd";
+  noop.noop_reply = reply;
+  auto appended = make_write("n", 1, 1, "append-cmd");
+  auto first = write({appended, noop});
+  expect_committed(db, appended, first[0]);
+  ASSERT_EQ(first[1].status, write_status::ok) << describe(first);
+
+  auto retry_noop = noop;
+  retry_noop.noop_reply = "another reply";
+  auto retry_appended = make_write("n", 2, 1, "append-cmd");
+  auto outs = write({retry_noop, retry_appended});
+  ASSERT_EQ(outs[0].status, write_status::duplicate) << describe(outs);
+  EXPECT_EQ(outs[0].original_reply, reply);
+  EXPECT_TRUE(outs[0].original.empty());
+  ASSERT_EQ(outs[1].status, write_status::duplicate) << describe(outs);
+  ASSERT_EQ(outs[1].original.size(), 1u);
+  EXPECT_EQ(outs[1].original[0].seq_nr, 1);
+  EXPECT_EQ(outs[1].original[0].payload, appended.events[0].payload);
+  EXPECT_EQ(outs[1].original[0].command_id, "append-cmd");
+  EXPECT_EQ(outs[1].original[0].position, first[0].positions[0]);
+  EXPECT_TRUE(outs[1].original_reply.empty());
+  EXPECT_EQ(stream(db, "n").size(), 1u);
+}
+
 TEST_F(batch_writer_test, same_command_id_on_another_stream_is_no_duplicate) {
   seed(make_write("p", 1, 1, "shared-cmd"));
   auto w = make_write("q", 1, 1, "shared-cmd");
