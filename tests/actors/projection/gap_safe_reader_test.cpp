@@ -407,6 +407,15 @@ protected:
     return ack;
   }
 
+  /// How many (event, key) applications the log implies: what recorded()
+  /// reaches once everything is applied.
+  int64_t expected_applications() const {
+    int64_t total = 0;
+    for (auto& [key, events] : expected_by_key(db_))
+      total += static_cast<int64_t>(events.size());
+    return total;
+  }
+
   int64_t recorded() const {
     return db_.scalar<int64_t>("SELECT count(*) FROM rec_applied_g1");
   }
@@ -1019,9 +1028,7 @@ TEST_F(engine_test, restarts_mid_stream_apply_nothing_twice) {
   auto proj = std::make_shared<recorder>(100);
   create_tables(*proj);
   prewrite_log(db_, 20, 1600, 23);
-  auto total = static_cast<int64_t>(0);
-  for (auto& [key, events] : expected_by_key(db_))
-    total += static_cast<int64_t>(events.size());
+  auto total = expected_applications();
   auto end = log_end(db_);
 
   auto e = spawn_engine(proj, 3, 20);
@@ -1054,9 +1061,7 @@ TEST_F(engine_test, reader_resends_the_share_of_a_failed_partition) {
   auto proj = std::make_shared<recorder>(50);
   create_tables(*proj);
   prewrite_log(db_, 20, 1200, 29);
-  auto total = static_cast<int64_t>(0);
-  for (auto& [key, events] : expected_by_key(db_))
-    total += static_cast<int64_t>(events.size());
+  auto total = expected_applications();
   auto end = log_end(db_);
 
   auto e = spawn_engine(proj, 3, 20);
