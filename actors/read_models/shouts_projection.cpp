@@ -203,20 +203,24 @@ void shouts_projection::apply(pqxx::transaction_base& tx,
         && !(e.has_shout_posted() && e.shout_posted().shout_id() == k.key))
       wanted.push_back(k.key);
   }
-  if (!wanted.empty())
+  if (!wanted.empty()) {
+    std::string id;
     for (const auto& row : exec_prepared_sql(tx, expand_ddl(load_sql, suffix),
                                              text_array(wanted))) {
-      auto& d = docs[row[0].as<std::string>()];
+      journal::row_reader c{row};
+      c.text(&id);
+      auto& d = docs[id];
       d.exists = d.stored = true;
-      d.author_id = row[1].as<std::string>();
-      d.text = row[2].as<std::string>();
-      d.created_at_ms = row[3].as<int64_t>();
-      d.like_count = row[4].as<int64_t>();
-      d.reply_count = row[5].as<int64_t>();
-      d.reply_to = row[6].as<std::string>();
-      d.deleted = row[7].as<bool>();
-      d.position = row[8].as<int64_t>();
+      c.text(&d.author_id);
+      c.text(&d.text);
+      d.created_at_ms = c.int64();
+      d.like_count = c.int64();
+      d.reply_count = c.int64();
+      c.text(&d.reply_to);
+      d.deleted = c.boolean();
+      d.position = c.int64();
     }
+  }
   for (std::size_t i = 0; i < events.size(); ++i) {
     auto& k = events[i];
     auto& raw = *k.event;

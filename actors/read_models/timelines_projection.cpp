@@ -225,13 +225,16 @@ SELECT (SELECT fanned_out FROM was), homes.owner_id
 void unfollow_changes(const pqxx::result& rows, const std::string& author,
                       const std::string& follower, const projection::cursor& at,
                       std::vector<change>& changes) {
+  std::string what;
   for (const auto& row : rows) {
-    if (row[0].as<std::string>() == "feed")
+    journal::row_reader c{row};
+    c.text(&what);
+    if (what == "feed")
       changes.push_back(
         {change::feed_removed, follower, author, at.position, at.tx});
     else
-      changes.push_back({change::timeline_remove, follower,
-                         row[1].as<std::string>(), at.position, at.tx});
+      changes.push_back(
+        {change::timeline_remove, follower, c.text(), at.position, at.tx});
   }
 }
 
@@ -331,13 +334,14 @@ void timelines_projection::apply(pqxx::transaction_base& tx,
     for (const auto& row : exec_prepared_sql(
            tx, posts, journal::text_array(authors), journal::text_array(shouts),
            cfg_.celebrity_threshold)) {
-      auto ord = row[0].as<std::size_t>();
+      journal::row_reader c{row};
+      auto ord = static_cast<std::size_t>(c.int64());
       auto& p = run_posts[ord - 1];
       auto at = p.raw->at;
-      if (row[1].as<bool>()) {
-        if (!row[2].is_null())
-          changes.push_back({change::timeline_add, row[2].as<std::string>(),
-                             p.shout, at.position, at.tx});
+      if (c.boolean()) {
+        if (!c.is_null())
+          changes.push_back(
+            {change::timeline_add, c.text(), p.shout, at.position, at.tx});
       } else if (announced < ord) {
         announced = ord;
         changes.push_back(
@@ -371,14 +375,15 @@ void timelines_projection::apply(pqxx::transaction_base& tx,
          exec_prepared_sql(tx, follows, journal::text_array(authors),
                            journal::text_array(followers),
                            journal::int_array(positions), cfg_.cap)) {
-      auto& f = run_follows[row[0].as<std::size_t>() - 1];
+      journal::row_reader c{row};
+      auto& f = run_follows[static_cast<std::size_t>(c.int64()) - 1];
       auto at = f.raw->at;
-      if (row[1].as<std::string>() == "feed")
+      if (c.text() == "feed")
         changes.push_back(
           {change::feed_added, f.follower, f.author, at.position, at.tx});
       else
-        changes.push_back({change::timeline_add, f.follower,
-                           row[2].as<std::string>(), at.position, at.tx});
+        changes.push_back(
+          {change::timeline_add, f.follower, c.text(), at.position, at.tx});
     }
     run_follows.clear();
   };

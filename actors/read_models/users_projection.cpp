@@ -166,24 +166,27 @@ void users_projection::apply(pqxx::transaction_base& tx,
   for (auto& k : events)
     wanted.insert(k.key);
   std::map<std::string, user_doc> docs;
+  std::string id;
   for (const auto& row :
        exec_prepared_sql(tx, expand_ddl(load_sql, suffix),
                          text_array({wanted.begin(), wanted.end()}))) {
-    auto& d = docs[row[0].as<std::string>()];
+    journal::row_reader c{row};
+    c.text(&id);
+    auto& d = docs[id];
     d.exists = true;
-    d.handle = row[1].as<std::string>();
-    d.display_name = row[2].as<std::string>();
-    d.avatar_hash = row[3].as<std::string>();
-    d.bio = row[4].as<std::string>();
-    d.created_at_ms = row[5].as<int64_t>();
-    d.shout_count = row[6].as<int64_t>();
-    d.follower_count = row[7].as<int64_t>();
-    d.following_count = row[8].as<int64_t>();
-    d.likes_given = row[9].as<int64_t>();
-    d.likes_received = row[10].as<int64_t>();
-    d.last_login_ms = row[11].as<int64_t>();
-    d.source_seq = row[12].as<int64_t>();
-    d.position = row[13].as<int64_t>();
+    c.text(&d.handle);
+    c.text(&d.display_name);
+    c.text(&d.avatar_hash);
+    c.text(&d.bio);
+    d.created_at_ms = c.int64();
+    d.shout_count = c.int64();
+    d.follower_count = c.int64();
+    d.following_count = c.int64();
+    d.likes_given = c.int64();
+    d.likes_received = c.int64();
+    d.last_login_ms = c.int64();
+    d.source_seq = c.int64();
+    d.position = c.int64();
   }
   std::set<std::string> dirty;
   std::vector<login_row> logins;
