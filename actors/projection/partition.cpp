@@ -70,12 +70,15 @@ constexpr const char* fence_sql
     " SELECT (SELECT count(*) FROM g), (SELECT count(*) FROM l)";
 
 // The outbox (migration 0008): what a live partition's batch changed, in
-// its transaction, for hubs that miss the broadcast.
-constexpr const char* change_log_sql
-  = "INSERT INTO projection_change_log (projection, generation, partition,"
-    "  after_tx, after_position, to_tx, to_position, batch)"
-    " VALUES ($1, $2, $3, $4::text::xid8, $5, $6::text::xid8, $7, $8)"
-    " ON CONFLICT DO NOTHING";
+// its transaction, for hubs that miss the broadcast. Written with the
+// offset, in one statement: one round trip less for every live batch that
+// changed something ($7 tx and $8 position before the batch, $9 the batch).
+const std::string save_offset_and_log_sql
+  = "WITH o AS (" + std::string{save_offset_sql}
+    + ") INSERT INTO projection_change_log (projection, generation,"
+      "   partition, after_tx, after_position, to_tx, to_position, batch)"
+      " VALUES ($1, $2, $3, $7::text::xid8, $8, $4::text::xid8, $5, $9)"
+      " ON CONFLICT DO NOTHING";
 
 /// Thrown inside a transaction whose fence failed: nothing is written.
 struct fenced_error : std::runtime_error {
@@ -194,18 +197,20 @@ void save_offset(pointer self, pqxx::transaction_base& tx, const cursor& end,
                  uint64_t events, std::vector<change>& changes) {
   auto& st = self->state;
   auto& c = st.cfg;
-  exec_prepared_sql(tx, save_offset_sql, c.proj->name(), c.generation, c.index,
-                    std::to_string(end.tx), end.position,
-                    static_cast<int64_t>(events));
   for (auto& ch : changes)
     ch.partition = c.index;
-  if (changes.empty() || c.fence.role != generation_role::live)
+  auto end_tx = std::to_string(end.tx);
+  auto count = static_cast<int64_t>(events);
+  if (changes.empty() || c.fence.role != generation_role::live) {
+    exec_prepared_sql(tx, save_offset_sql, c.proj->name(), c.generation,
+                      c.index, end_tx, end.position, count);
     return;
+  }
   auto batch = encode_batch(c.proj->name(), c.generation, c.count, {c.index},
                             st.offset, end, changes);
-  exec_prepared_sql(tx, change_log_sql, c.proj->name(), c.generation, c.index,
+  exec_prepared_sql(tx, save_offset_and_log_sql, c.proj->name(), c.generation,
+                    c.index, end_tx, end.position, count,
                     std::to_string(st.offset.tx), st.offset.position,
-                    std::to_string(end.tx), end.position,
                     pqxx::binarystring{batch});
 }
 

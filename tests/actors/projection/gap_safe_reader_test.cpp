@@ -29,6 +29,7 @@
 #include "actors/projection/log_reader.hpp"
 #include "actors/projection/log_tail.hpp"
 #include "actors/projection/partition.hpp"
+#include "shoutflow/v1/projection.pb.h"
 #include "actors/user/user_codec.hpp"
 #include "tests/support/test_db.hpp"
 #include "tests/support/test_node.hpp"
@@ -168,7 +169,11 @@ public:
   }
   void apply(pqxx::transaction_base& tx, const std::string& suffix,
              const std::vector<projection::keyed_event>& events,
-             std::vector<projection::change>*) const override {
+             std::vector<projection::change>* changes) const override {
+    if (changes != nullptr)
+      for (auto& k : events)
+        changes->push_back({projection::change::user, k.key, "",
+                            k.event->at.position, k.event->at.tx});
     auto delay_ms = delay_ms_.load();
     if (delay_ms > 0 && !events.empty())
       tx.exec("SELECT pg_sleep(" + std::to_string(delay_ms / 1000.0) + ")");
@@ -275,14 +280,16 @@ protected:
     db_.exec(projection::expand_ddl(proj.ddl(), "_g1"));
   }
 
-  projection::partition_actor spawn_partition(projection::projection_ptr proj,
-                                              int32_t index, int32_t count) {
+  projection::partition_actor
+  spawn_partition(projection::projection_ptr proj, int32_t index,
+                  int32_t count, projection::partition_fence fence = {}) {
     projection::partition_config pc;
     pc.db_url = db_.url();
     pc.proj = std::move(proj);
     pc.generation = 1;
     pc.index = index;
     pc.count = count;
+    pc.fence = std::move(fence);
     auto p = projection::spawn_partition(*sys_, std::move(pc));
     spawned_.push_back(caf::actor_cast<caf::actor>(p));
     return p;
@@ -883,6 +890,74 @@ TEST_F(engine_test, partition_rereads_its_offset_after_a_failed_call) {
   EXPECT_EQ(recorded(),
             static_cast<int64_t>(first.keyed.size() + second.keyed.size()));
   expect_each_key_exactly_once_in_log_order(db_);
+}
+
+// A live partition writes its batch's changes into the outbox
+// (projection_change_log) in the transaction that moves its offset, for the
+// watch hubs that miss the broadcast: each row runs from the offset before
+// the batch to the offset after it, and holds every change the batch made.
+TEST_F(engine_test, live_partition_logs_each_batch_with_its_offset) {
+  auto proj = std::make_shared<recorder>();
+  create_tables(*proj);
+  db_.exec("INSERT INTO projection_generations"
+           " (projection, generation, state, partitions)"
+           " VALUES ('recorder', 1, 'live', 1)");
+  prewrite_log(db_, 6, 40, 7);
+  auto fetcher = spawn_fetcher();
+  projection::fetch_result res;
+  ASSERT_TRUE(eventually([&] {
+    res = fetch(fetcher, {});
+    return res.events.size() == 46;
+  }));
+  projection::partition_fence fence;
+  fence.role = projection::generation_role::live;
+  auto p = spawn_partition(proj, 0, 1, fence);
+  auto first = single_partition_batch(res.events, 0, 20, 1);
+  auto second = single_partition_batch(res.events, 20, res.events.size(), 2);
+  for (auto* b : {&first, &second}) {
+    auto ack = apply(p, *b);
+    ASSERT_TRUE(ack) << "apply failed";
+    EXPECT_EQ(ack->applied, b->keyed.size());
+  }
+
+  pqxx::connection conn{db_.url()};
+  pqxx::read_transaction tx{conn};
+  auto offset = tx.exec("SELECT tx_id::text, position, events"
+                        "  FROM projection_offsets"
+                        " WHERE projection = 'recorder' AND generation = 1"
+                        "   AND partition = 0");
+  ASSERT_EQ(offset.size(), 1u);
+  journal::row_reader o{offset[0]};
+  EXPECT_EQ(o.uint64(), second.end.tx);
+  EXPECT_EQ(o.int64(), second.end.position);
+  EXPECT_EQ(o.int64(),
+            static_cast<int64_t>(first.keyed.size() + second.keyed.size()));
+  auto logged = tx.exec("SELECT after_tx::text, after_position, to_tx::text,"
+                        "       to_position, batch"
+                        "  FROM projection_change_log"
+                        " WHERE projection = 'recorder' AND generation = 1"
+                        "   AND partition = 0 ORDER BY to_tx, to_position");
+  ASSERT_EQ(logged.size(), 2u);
+  cursor after;
+  for (std::size_t i = 0; i < 2; ++i) {
+    auto& b = i == 0 ? first : second;
+    journal::row_reader r{logged[i]};
+    cursor from{r.uint64(), r.int64()};
+    cursor to{r.uint64(), r.int64()};
+    EXPECT_EQ(from, after) << "logged batch " << i << " starts elsewhere";
+    EXPECT_EQ(to, b.end) << "logged batch " << i << " ends elsewhere";
+    after = to;
+    v1::ReadSideMessage m;
+    ASSERT_TRUE(m.ParseFromString(r.bytea()));
+    ASSERT_TRUE(m.has_batch());
+    std::vector<int64_t> positions;
+    for (auto& c : m.batch().changes())
+      positions.push_back(c.at().position());
+    std::vector<int64_t> expected;
+    for (auto& k : b.keyed)
+      expected.push_back(b.events[k.index].at.position);
+    EXPECT_EQ(positions, expected) << "logged batch " << i;
+  }
 }
 
 // A reader that crashed after one partition committed a batch and before
