@@ -403,7 +403,7 @@ void fetch(pointer self) {
   st.idle = false;
   auto& c = st.cfg;
   self
-    ->request(c.fetcher, std::chrono::seconds(60), fetch_atom::value,
+    ->request(c.fetcher, c.fetch_timeout, fetch_atom::value,
               st.read_cursor, c.batch_size, c.until_position, c.until_ms)
     .then(
       [=](fetch_result& res) {
@@ -498,6 +498,16 @@ reader_actor::behavior_type reader(pointer self, reader_config cfg) {
       st.owned.push_back(static_cast<int32_t>(p));
   st.sent.resize(st.cfg.partitions.size());
   start(self);
+  if (!st.cfg.fetch_timeout.valid()) { // caf::infinite
+    self->monitor(st.cfg.fetcher);
+    self->set_down_handler([=](caf::down_msg& msg) {
+      if (msg.source != self->state.cfg.fetcher.address())
+        return;
+      log_warn("projection", label(self) + ": its log fetcher stopped ("
+                               + self->system().render(msg.reason) + ")");
+      self->quit(msg.reason);
+    });
+  }
   // A stopped reader tells whoever awaits it.
   self->set_exit_handler([=](caf::exit_msg& msg) {
     for (auto& kv : self->state.awaiting)

@@ -29,6 +29,7 @@
 
 #include <caf/actor.hpp>
 #include <caf/actor_system.hpp>
+#include <caf/duration.hpp>
 
 #include <chrono>
 #include <string>
@@ -50,6 +51,16 @@ struct reader_config {
   /// for and skips the rest.
   std::vector<partition_actor> partitions;
   fetcher_actor fetcher;
+  /// How long a fetch may take before the reader gives up on it and tries
+  /// again. `caf::infinite` for a fetcher that answers every request within
+  /// a bound of its own, as the node's log tail does (log_tail.hpp): in CAF
+  /// 0.17 a timed request costs the clock thread an entry, and its timeout
+  /// fires later as a stale message, for every fetch — the live readers'
+  /// fetches were three quarters of the clock's request timeouts at the
+  /// write peak (docs/benchmarks.md). Without a timeout the reader watches
+  /// its fetcher and stops when it does (a promise the fetcher held dies
+  /// with it unanswered).
+  caf::duration fetch_timeout{std::chrono::seconds(60)};
   int64_t batch_size = 2000;
   std::chrono::milliseconds poll{200};
   /// A point-in-time build stops after this position / time (0: never).

@@ -139,6 +139,8 @@ void start_runner(pointer self, const key& k, int64_t epoch) {
   rc.partitions.resize(static_cast<std::size_t>(live->second));
   rc.partitions[static_cast<std::size_t>(k.second)] = run.partition;
   rc.fetcher = st.tail;
+  // The tail answers every request within its own fetch timeout.
+  rc.fetch_timeout = caf::infinite;
   rc.batch_size = st.cfg.batch_size;
   rc.poll = st.cfg.poll;
   rc.sink = st.cfg.sink;

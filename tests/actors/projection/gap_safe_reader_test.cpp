@@ -298,12 +298,14 @@ protected:
   projection::reader_actor
   spawn_reader(projection::projection_ptr proj,
                const std::vector<projection::partition_actor>& partitions,
-               projection::fetcher_actor fetcher, int64_t batch) {
+               projection::fetcher_actor fetcher, int64_t batch,
+               caf::duration fetch_timeout = caf::duration{60s}) {
     projection::reader_config rc;
     rc.proj = std::move(proj);
     rc.generation = 1;
     rc.partitions = partitions;
     rc.fetcher = std::move(fetcher);
+    rc.fetch_timeout = fetch_timeout;
     rc.batch_size = batch;
     rc.poll = 10ms;
     auto r = projection::spawn_reader(*sys_, std::move(rc));
@@ -682,6 +684,32 @@ TEST_F(engine_test, log_tail_holds_back_late_commits_and_shares_what_it_read) {
   EXPECT_EQ(log_reads(metrics, "database"), database)
     << "read again from PostgreSQL what the window holds";
   EXPECT_EQ(log_reads(metrics, "shared"), shared + 2);
+}
+
+// A live reader asks the node's tail without a timeout (the tail answers
+// every request within its own fetch timeout). A request the tail held when
+// it stopped would never be answered, so the reader watches the tail and
+// stops with it; the manager then starts the runner again. Here the tail
+// stops while the reader follows it, as the node's would.
+TEST_F(engine_test, reader_without_a_fetch_timeout_stops_with_its_fetcher) {
+  auto proj = std::make_shared<recorder>();
+  create_tables(*proj);
+  prometheus::Registry registry;
+  projection::projection_metrics metrics{registry};
+  auto tail = spawn_tail(metrics, 100);
+  auto p = spawn_partition(proj, 0, 1);
+  auto reader = spawn_reader(proj, {p}, tail, 10, caf::infinite);
+  prewrite_log(db_, 2, 5, 3);
+  ASSERT_TRUE(eventually([&] { return recorded() > 0; }))
+    << "the reader never applied anything";
+  caf::scoped_actor self{*sys_};
+  self->monitor(reader);
+  self->send_exit(tail, caf::exit_reason::kill);
+  bool down = false;
+  self->receive(
+    [&](const caf::down_msg& m) { down = m.source == reader.address(); },
+    caf::after(10s) >> [] {});
+  EXPECT_TRUE(down) << "the reader outlived its fetcher";
 }
 
 // The tail's database fetcher stops (killed here; in a node, an exception
