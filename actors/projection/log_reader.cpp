@@ -451,6 +451,15 @@ void fetch(pointer self) {
       });
 }
 
+/// Quits, telling whoever awaits a watermark (CAF 0.17 drops an unanswered
+/// promise silently).
+void stop(pointer self, caf::error reason) {
+  for (auto& kv : self->state.awaiting)
+    kv.second.deliver(caf::make_error(caf::sec::request_receiver_down));
+  self->state.awaiting.clear();
+  self->quit(std::move(reason));
+}
+
 /// Starts from the lowest offset of its partitions (retrying while the
 /// database is unreachable).
 void start(pointer self) {
@@ -505,16 +514,11 @@ reader_actor::behavior_type reader(pointer self, reader_config cfg) {
         return;
       log_warn("projection", label(self) + ": its log fetcher stopped ("
                                + self->system().render(msg.reason) + ")");
-      self->quit(msg.reason);
+      stop(self, msg.reason);
     });
   }
-  // A stopped reader tells whoever awaits it.
-  self->set_exit_handler([=](caf::exit_msg& msg) {
-    for (auto& kv : self->state.awaiting)
-      kv.second.deliver(caf::make_error(caf::sec::request_receiver_down));
-    self->state.awaiting.clear();
-    self->quit(msg.reason);
-  });
+  self->set_exit_handler(
+    [=](caf::exit_msg& msg) { stop(self, std::move(msg.reason)); });
   return {
     [=](wake_atom) {
       auto& st = self->state;

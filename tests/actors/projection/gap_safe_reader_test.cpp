@@ -704,12 +704,19 @@ TEST_F(engine_test, reader_without_a_fetch_timeout_stops_with_its_fetcher) {
     << "the reader never applied anything";
   caf::scoped_actor self{*sys_};
   self->monitor(reader);
+  // Someone waiting for a position the log never reaches is told, too.
+  auto far = self->request(reader, 10s, await_atom::value,
+                           cursor{~uint64_t{0}, 0});
   self->send_exit(tail, caf::exit_reason::kill);
   bool down = false;
   self->receive(
     [&](const caf::down_msg& m) { down = m.source == reader.address(); },
     caf::after(10s) >> [] {});
   EXPECT_TRUE(down) << "the reader outlived its fetcher";
+  caf::error answer;
+  far.receive([&](cursor&) {}, [&](caf::error& e) { answer = std::move(e); });
+  EXPECT_EQ(answer, caf::make_error(caf::sec::request_receiver_down))
+    << "a watermark waiter was not told: " << sys_->render(answer);
 }
 
 // The tail's database fetcher stops (killed here; in a node, an exception
