@@ -252,6 +252,9 @@ void expect_each_key_exactly_once_in_log_order(const test_database& db) {
 
 // -- an engine of our own (fetcher, partitions, reader) -----------------------
 
+void prewrite_log(const test_database& db, int streams, int events,
+                  uint32_t seed);
+
 struct engine {
   projection::fetcher_actor fetcher;
   std::vector<projection::partition_actor> partitions;
@@ -402,6 +405,16 @@ protected:
       for (auto& k : recorded_keys(b.events[i]))
         b.keyed.push_back({i, k});
     return b;
+  }
+
+  /// Writes a small log (6 streams, 46 events) and fetches all of it.
+  void fetch_small_log(projection::fetch_result& res) {
+    prewrite_log(db_, 6, 40, 7);
+    auto fetcher = spawn_fetcher();
+    ASSERT_TRUE(eventually([&] {
+      res = fetch(fetcher, {});
+      return res.events.size() == 46;
+    }));
   }
 
   /// The partition's ack, or nothing when the call failed.
@@ -854,13 +867,8 @@ TEST_F(engine_test,
 TEST_F(engine_test, partition_applies_a_redelivered_batch_once) {
   auto proj = std::make_shared<recorder>();
   create_tables(*proj);
-  prewrite_log(db_, 6, 40, 7);
-  auto fetcher = spawn_fetcher();
   projection::fetch_result res;
-  ASSERT_TRUE(eventually([&] {
-    res = fetch(fetcher, {});
-    return res.events.size() == 46;
-  }));
+  ASSERT_NO_FATAL_FAILURE(fetch_small_log(res));
   auto batch = single_partition_batch(res.events, 0, res.events.size(), 1);
   auto pairs = batch.keyed.size();
   auto applied = [&](const projection::partition_actor& p) {
@@ -888,13 +896,8 @@ TEST_F(engine_test, partition_applies_a_redelivered_batch_once) {
 TEST_F(engine_test, partition_rereads_its_offset_after_a_failed_call) {
   auto proj = std::make_shared<recorder>();
   create_tables(*proj);
-  prewrite_log(db_, 6, 40, 7);
-  auto fetcher = spawn_fetcher();
   projection::fetch_result res;
-  ASSERT_TRUE(eventually([&] {
-    res = fetch(fetcher, {});
-    return res.events.size() == 46;
-  }));
+  ASSERT_NO_FATAL_FAILURE(fetch_small_log(res));
   auto first = single_partition_batch(res.events, 0, 23, 1);
   auto second = single_partition_batch(res.events, 23, 46, 2);
 
@@ -937,13 +940,8 @@ TEST_F(engine_test, live_partition_logs_each_batch_with_its_offset) {
   db_.exec("INSERT INTO projection_generations"
            " (projection, generation, state, partitions)"
            " VALUES ('recorder', 1, 'live', 1)");
-  prewrite_log(db_, 6, 40, 7);
-  auto fetcher = spawn_fetcher();
   projection::fetch_result res;
-  ASSERT_TRUE(eventually([&] {
-    res = fetch(fetcher, {});
-    return res.events.size() == 46;
-  }));
+  ASSERT_NO_FATAL_FAILURE(fetch_small_log(res));
   projection::partition_fence fence;
   fence.role = projection::generation_role::live;
   auto p = spawn_partition(proj, 0, 1, fence);
