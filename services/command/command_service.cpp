@@ -149,17 +149,15 @@ command_service::dispatch(ctx* c, const char* method, const char* command_field,
     finish(to_status(rejection_from(err, *sys)));
   };
   // The reply and the deadline run in the same edge actor; the first one
-  // finishes the call. The request itself has no timeout (actor_edge.hpp).
-  auto answered = std::make_shared<bool>(false);
-  auto first = [answered] { return !std::exchange(*answered, true); };
+  // ends the call. The request itself has no timeout (actor_edge.hpp).
   edge_.run(
-    [=, router = router_](caf::event_based_actor* self) {
+    [=, router = router_](caf::event_based_actor* self, actor_edge::call call) {
       auto reply = [=](std::string& r) {
-        if (first())
+        if (call.finish())
           on_reply(r);
       };
       auto error = [=](caf::error& err) {
-        if (first())
+        if (call.finish())
           on_error(err);
       };
       if (handle.empty())
@@ -174,10 +172,8 @@ command_service::dispatch(ctx* c, const char* method, const char* command_field,
     },
     clock_type::now() + timeout,
     [=](caf::event_based_actor*) {
-      if (first()) {
-        auto err = caf::make_error(caf::sec::request_timeout);
-        on_error(err);
-      }
+      auto err = caf::make_error(caf::sec::request_timeout);
+      on_error(err);
     });
   return reactor;
 }
