@@ -18,6 +18,7 @@
 #include "actors/user/user_validation.hpp"
 #include "services/common/grpc_status.hpp"
 #include "services/common/lenient_proto.hpp"
+#include "services/common/request_intake.hpp"
 
 namespace shoutflow::services {
 
@@ -54,17 +55,9 @@ reactor* on_thread_raw(grpc::CallbackServerContext* c,
                        const grpc::ByteBuffer* request,
                        grpc::ByteBuffer* response, Work work) {
   auto req = std::make_shared<Request>();
-  std::string bytes;
-  if (!buffer_bytes(*request, &bytes) || !parse_lenient(bytes, req.get())) {
+  if (auto bad = read_request(*request, req.get())) {
     auto* r = c->DefaultReactor();
-    r->Finish({grpc::StatusCode::INVALID_ARGUMENT,
-               "request: not a valid " + Request::descriptor()->name()});
-    return r;
-  }
-  if (auto field = invalid_utf8_field(*req); !field.empty()) {
-    auto* r = c->DefaultReactor();
-    r->Finish(
-      {grpc::StatusCode::INVALID_ARGUMENT, field + ": must be valid UTF-8"});
+    r->Finish(to_status(*bad));
     return r;
   }
   return on_thread(c, [req, response, work]() -> grpc::Status {

@@ -11,6 +11,7 @@
 #include "actors/user/user_validation.hpp"
 #include "services/common/grpc_status.hpp"
 #include "services/common/lenient_proto.hpp"
+#include "services/common/request_intake.hpp"
 
 namespace shoutflow::services {
 
@@ -95,10 +96,8 @@ command_service::dispatch(ctx* c, const char* method, const char* command_field,
     auto* user = command.mutable_user();
     auto* field = user->GetDescriptor()->FindFieldByName(command_field);
     auto* typed = user->GetReflection()->MutableMessage(user, field);
-    std::string bytes;
-    if (!buffer_bytes(*request, &bytes) || !parse_lenient(bytes, typed)) {
-      finish({grpc::StatusCode::INVALID_ARGUMENT,
-              "request: not a valid " + typed->GetDescriptor()->name()});
+    if (auto bad = read_request(*request, typed)) {
+      finish(to_status(*bad));
       return reactor;
     }
   }
@@ -108,15 +107,9 @@ command_service::dispatch(ctx* c, const char* method, const char* command_field,
   }
   // The client's deadline, bounded by our own upper limit.
   auto timeout = cfg_.request_timeout;
-  auto deadline = c->deadline();
-  if (deadline != std::chrono::system_clock::time_point::max()) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-      deadline - std::chrono::system_clock::now());
-    if (left.count() <= 0) {
-      finish({grpc::StatusCode::DEADLINE_EXCEEDED, "deadline already passed"});
-      return reactor;
-    }
-    timeout = std::min(timeout, left);
+  if (auto late = fit_to_deadline(*c, &timeout)) {
+    finish(to_status(*late));
+    return reactor;
   }
   auto command_id = user::command_id_of(command.user());
   auto correlation = metadata(c, "x-correlation-id");

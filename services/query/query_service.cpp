@@ -14,7 +14,7 @@
 #include "actors/entity/effect.hpp"
 #include "actors/user/user_validation.hpp"
 #include "services/common/grpc_status.hpp"
-#include "services/common/lenient_proto.hpp"
+#include "services/common/request_intake.hpp"
 
 namespace shoutflow::services {
 
@@ -603,16 +603,8 @@ query_service::raw query_service::dispatch(ctx* c, const char* method,
   auto* reactor = call->reactor;
   auto* m = query_method(method);
   auto parsed = new_query_message(*m, true);
-  std::string bytes;
-  if (!buffer_bytes(*request, &bytes) || !parse_lenient(bytes, parsed.get())) {
-    call->finish(
-      {grpc::StatusCode::INVALID_ARGUMENT,
-       std::string{"request: not a valid "} + m->input_type()->name()});
-    return reactor;
-  }
-  if (auto field = invalid_utf8_field(*parsed); !field.empty()) {
-    call->finish(
-      {grpc::StatusCode::INVALID_ARGUMENT, field + ": must be valid UTF-8"});
+  if (auto bad = read_request(*request, parsed.get())) {
+    call->finish(to_status(*bad));
     return reactor;
   }
   if (auto bad = validate_query(method, *parsed, query_limits{})) {
@@ -624,15 +616,9 @@ query_service::raw query_service::dispatch(ctx* c, const char* method,
   call->request = std::move(parsed);
   call->projections = projections_read_by(method);
   auto timeout = cfg_.max_wait;
-  if (c->deadline() != std::chrono::system_clock::time_point::max()) {
-    auto left = std::chrono::duration_cast<milliseconds>(
-      c->deadline() - std::chrono::system_clock::now());
-    if (left.count() <= 0) {
-      call->finish(
-        {grpc::StatusCode::DEADLINE_EXCEEDED, "deadline already passed"});
-      return reactor;
-    }
-    timeout = std::min(timeout, left);
+  if (auto late = fit_to_deadline(*c, &timeout)) {
+    call->finish(to_status(*late));
+    return reactor;
   }
   call->deadline = clock_type::now() + timeout;
   call->pool = pool_.get();
@@ -698,11 +684,7 @@ query_service::Watch(ctx*, const buf* request) {
     return new watch_stream(outbox, caf::actor{});
   };
   v1::WatchRequest req;
-  std::string bytes;
-  if (!buffer_bytes(*request, &bytes) || !parse_lenient(bytes, &req))
-    return refuse({grpc::StatusCode::INVALID_ARGUMENT,
-                   "request: not a valid WatchRequest"});
-  user::rejection bad;
+  auto bad = read_request(*request, &req);
   for (auto& id : req.user_ids())
     if (!bad)
       bad = user::check_user_id("user_ids", id);
