@@ -25,6 +25,7 @@
 #include <sstream>
 
 #include "actors/journal/migrations.hpp"
+#include "tests/support/commands.hpp"
 
 extern char** environ;
 
@@ -1144,19 +1145,15 @@ load_driver::~load_driver() {
     threads.emplace_back([&, t] {
       std::mt19937_64 rng{options_.seed * 7919 + static_cast<uint64_t>(t)};
       for (auto k = next++; k < users_.size(); k = next++) {
-        v1::RegisterUserRequest req;
-        req.set_command_id(options_.tag + "-reg-" + std::to_string(k));
-        req.set_user_id(users_[k]);
         // Handles: [A-Za-z0-9_]{1,15}, so no '-' from the tag.
         std::string handle = "h";
         for (auto c : options_.tag)
           if (std::isalnum(static_cast<unsigned char>(c)))
             handle += c;
         handle = handle.substr(0, 9) + "_" + std::to_string(k);
-        req.set_handle(handle);
-        req.set_display_name("User " + std::to_string(k));
-        req.set_email(users_[k] + "@example.com");
-        req.set_password("correct horse");
+        auto req = register_user_request(
+          options_.tag + "-reg-" + std::to_string(k), users_[k], handle,
+          "User " + std::to_string(k));
         auto r = client_.execute(
           command_client::make("RegisterUser", users_[k], req), rng);
         if (r.outcome != command_outcome::acknowledged) {
@@ -1230,10 +1227,7 @@ void load_driver::run_client(int index) {
     bool needs_shout = (roll >= 48 && roll < 75) || (roll >= 85 && roll < 90);
     command_record cmd;
     if (roll < 25 || (needs_shout && !shout)) {
-      v1::PostShoutRequest r;
-      r.set_command_id(cid);
-      r.set_user_id(who);
-      r.set_text("shout " + cid);
+      auto r = post_shout_request(cid, who, "shout " + cid);
       if (shout && rng() % 4 == 0)
         r.set_reply_to_shout_id(shout->first);
       cmd = command_client::make("PostShout", who, r);
@@ -1241,11 +1235,8 @@ void load_driver::run_client(int index) {
       auto whom = any_user();
       if (whom == who)
         continue;
-      v1::FollowRequest r;
-      r.set_command_id(cid);
-      r.set_user_id(who);
-      r.set_target_user_id(whom);
-      cmd = command_client::make("Follow", who, r);
+      cmd = command_client::make(
+        "Follow", who, target_request<v1::FollowRequest>(cid, who, whom));
     } else if (roll < 48) {
       // Mostly a follow that exists; else maybe none (a no-op success).
       auto pair = rng() % 10 < 7 ? recall(known_.follows) : std::nullopt;
@@ -1254,30 +1245,21 @@ void load_driver::run_client(int index) {
         who = pair->first;
       if (whom == who)
         continue;
-      v1::UnfollowRequest r;
-      r.set_command_id(cid);
-      r.set_user_id(who);
-      r.set_target_user_id(whom);
-      cmd = command_client::make("Unfollow", who, r);
+      cmd = command_client::make(
+        "Unfollow", who, target_request<v1::UnfollowRequest>(cid, who, whom));
     } else if (roll < 68) {
-      v1::LikeShoutRequest r;
-      r.set_command_id(cid);
-      r.set_user_id(who);
-      r.set_shout_id(shout->first);
-      cmd = command_client::make("LikeShout", who, r);
+      cmd = command_client::make(
+        "LikeShout", who,
+        shout_request<v1::LikeShoutRequest>(cid, who, shout->first));
     } else if (roll < 75) {
       auto pair = rng() % 10 < 7 ? recall(known_.likes) : std::nullopt;
-      v1::UnlikeShoutRequest r;
-      r.set_command_id(cid);
       if (pair)
         who = pair->first;
-      r.set_user_id(who);
-      r.set_shout_id(pair ? pair->second : shout->first);
+      auto r = shout_request<v1::UnlikeShoutRequest>(
+        cid, who, pair ? pair->second : shout->first);
       cmd = command_client::make("UnlikeShout", who, r);
     } else if (roll < 85) {
-      v1::UpdateProfileRequest r;
-      r.set_command_id(cid);
-      r.set_user_id(who);
+      auto r = command_request<v1::UpdateProfileRequest>(cid, who);
       switch (rng() % 3) {
         case 0:
           r.set_display_name("Name " + cid);
@@ -1294,16 +1276,12 @@ void load_driver::run_client(int index) {
       // Mostly by the author; sometimes by someone else (PERMISSION_DENIED).
       if (rng() % 5 != 0)
         who = shout->second;
-      v1::DeleteShoutRequest r;
-      r.set_command_id(cid);
-      r.set_user_id(who);
-      r.set_shout_id(shout->first);
-      cmd = command_client::make("DeleteShout", who, r);
+      cmd = command_client::make(
+        "DeleteShout", who,
+        shout_request<v1::DeleteShoutRequest>(cid, who, shout->first));
     } else {
-      v1::LoginRequest r;
-      r.set_command_id(cid);
-      r.set_user_id(who);
-      r.set_password(rng() % 100 < 85 ? "correct horse" : "wrong horse");
+      auto r = command_request<v1::LoginRequest>(cid, who);
+      r.set_password(rng() % 100 < 85 ? test_password : "wrong horse");
       r.set_client_ip("10.0.0." + std::to_string(rng() % 250));
       r.set_user_agent("load/" + std::to_string(index));
       cmd = command_client::make("Login", who, r);

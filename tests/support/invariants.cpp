@@ -14,6 +14,7 @@
 #include "shoutflow/v1/entity.pb.h"
 #include "shoutflow/v1/events.pb.h"
 #include "shoutflow/v1/queries.grpc.pb.h"
+#include "tests/support/commands.hpp"
 
 namespace shoutflow::testing {
 
@@ -880,13 +881,9 @@ watch_probe::~watch_probe() {
 
 ::testing::AssertionResult watch_probe::start() {
   std::mt19937_64 rng{options_.seed * 17};
-  v1::RegisterUserRequest reg;
-  reg.set_command_id("watch-register-" + options_.user_id);
-  reg.set_user_id(options_.user_id);
-  reg.set_handle(options_.handle);
-  reg.set_display_name("Watched");
-  reg.set_email(options_.user_id + "@example.com");
-  reg.set_password("correct horse");
+  auto reg = register_user_request("watch-register-" + options_.user_id,
+                                   options_.user_id, options_.handle,
+                                   "Watched");
   auto r = client_.execute(
     command_client::make("RegisterUser", options_.user_id, reg), rng);
   if (r.outcome != command_outcome::acknowledged)
@@ -942,10 +939,8 @@ watch_probe::~watch_probe() {
 void watch_probe::write_loop() {
   std::mt19937_64 rng{options_.seed * 19};
   for (int64_t n = 0; !stop_writing_; ++n) {
-    v1::UpdateProfileRequest req;
     auto cid = "watch-" + options_.user_id + "-" + std::to_string(n);
-    req.set_command_id(cid);
-    req.set_user_id(options_.user_id);
+    auto req = command_request<v1::UpdateProfileRequest>(cid, options_.user_id);
     req.set_bio("watch " + cid);
     auto r = client_.execute(
       command_client::make("UpdateProfile", options_.user_id, req), rng);

@@ -127,39 +127,4 @@ context_with_deadline(std::chrono::milliseconds timeout) {
   return ctx;
 }
 
-v1::UserCommand
-register_user(const std::string& command_id, const std::string& user_id,
-              const std::string& handle, const std::string& password) {
-  v1::UserCommand c;
-  auto* r = c.mutable_register_user();
-  r->set_command_id(command_id);
-  r->set_user_id(user_id);
-  r->set_handle(handle);
-  r->set_display_name("User " + user_id);
-  r->set_email(user_id + "@example.com");
-  r->set_password(password);
-  return c;
-}
-
-v1::UserCommand post_shout(const std::string& command_id,
-                           const std::string& user_id,
-                           const std::string& text) {
-  v1::UserCommand c;
-  auto* r = c.mutable_post_shout();
-  r->set_command_id(command_id);
-  r->set_user_id(user_id);
-  r->set_text(text);
-  return c;
-}
-
-v1::UserCommand follow(const std::string& command_id,
-                       const std::string& user_id, const std::string& target) {
-  v1::UserCommand c;
-  auto* r = c.mutable_follow();
-  r->set_command_id(command_id);
-  r->set_user_id(user_id);
-  r->set_target_user_id(target);
-  return c;
-}
-
 } // namespace shoutflow::testing

@@ -16,6 +16,9 @@
 #include "shoutflow/v1/commands.grpc.pb.h"
 #include "shoutflow/v1/entity.pb.h"
 #include "shoutflow/v1/queries.grpc.pb.h"
+// The commands that tests send through test_node::send (register_user,
+// post_shout, follow) are built there.
+#include "tests/support/commands.hpp"
 
 namespace shoutflow::testing {
 
@@ -68,15 +71,5 @@ double metric_value(test_node& n, const std::string& name,
 std::unique_ptr<grpc::ClientContext>
 context_with_deadline(std::chrono::milliseconds timeout
                       = std::chrono::seconds(10));
-
-/// Convenience builders for commands.
-v1::UserCommand register_user(const std::string& command_id,
-                              const std::string& user_id,
-                              const std::string& handle,
-                              const std::string& password = "correct horse");
-v1::UserCommand post_shout(const std::string& command_id,
-                           const std::string& user_id, const std::string& text);
-v1::UserCommand follow(const std::string& command_id,
-                       const std::string& user_id, const std::string& target);
 
 } // namespace shoutflow::testing

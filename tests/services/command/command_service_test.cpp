@@ -27,6 +27,7 @@
 #include "actors/common/clock.hpp"
 #include "actors/common/id_generator.hpp"
 #include "shoutflow/v1/events.pb.h"
+#include "tests/support/commands.hpp"
 #include "tests/support/test_db.hpp"
 #include "tests/support/test_node.hpp"
 
@@ -50,75 +51,40 @@ using rpc_method = grpc::Status (stub_type::*)(grpc::ClientContext*,
 v1::RegisterUserRequest
 register_request(const std::string& command_id, const std::string& user_id,
                  const std::string& handle,
-                 const std::string& password = "correct horse") {
-  v1::RegisterUserRequest r;
-  r.set_command_id(command_id);
-  r.set_user_id(user_id);
-  r.set_handle(handle);
-  r.set_display_name("User " + user_id);
-  r.set_email(user_id + "@example.com");
-  r.set_password(password);
-  return r;
+                 const std::string& password = test_password) {
+  return register_user_request(command_id, user_id, handle, "User " + user_id,
+                               password);
 }
 
 v1::UpdateProfileRequest update_request(const std::string& command_id,
                                         const std::string& user_id,
                                         const std::string& display_name) {
-  v1::UpdateProfileRequest r;
-  r.set_command_id(command_id);
-  r.set_user_id(user_id);
+  auto r = command_request<v1::UpdateProfileRequest>(command_id, user_id);
   r.set_display_name(display_name);
-  return r;
-}
-
-/// Follow and Unfollow requests share their shape.
-template <class Request>
-Request target_request(const std::string& command_id,
-                       const std::string& user_id, const std::string& target) {
-  Request r;
-  r.set_command_id(command_id);
-  r.set_user_id(user_id);
-  r.set_target_user_id(target);
-  return r;
-}
-
-/// DeleteShout, LikeShout and UnlikeShout requests share their shape.
-template <class Request>
-Request shout_request(const std::string& command_id, const std::string& user_id,
-                      const std::string& shout_id) {
-  Request r;
-  r.set_command_id(command_id);
-  r.set_user_id(user_id);
-  r.set_shout_id(shout_id);
   return r;
 }
 
 v1::PostShoutRequest
 post_request(const std::string& command_id, const std::string& user_id,
              const std::string& text, const std::string& reply_to = "") {
-  v1::PostShoutRequest r;
-  r.set_command_id(command_id);
-  r.set_user_id(user_id);
-  r.set_text(text);
+  auto r = post_shout_request(command_id, user_id, text);
   r.set_reply_to_shout_id(reply_to);
   return r;
 }
 
 v1::LoginRequest login_by_id(const std::string& command_id,
                              const std::string& user_id,
-                             const std::string& password = "correct horse") {
-  v1::LoginRequest r;
-  r.set_command_id(command_id);
-  r.set_user_id(user_id);
+                             const std::string& password = test_password) {
+  auto r = command_request<v1::LoginRequest>(command_id, user_id);
   r.set_password(password);
   r.set_client_ip("192.0.2.7");
   r.set_user_agent("command_service_test");
   return r;
 }
 
-v1::LoginRequest
-login_by_handle(const std::string& command_id, const std::string& handle,
-                const std::string& password = "correct horse") {
+v1::LoginRequest login_by_handle(const std::string& command_id,
+                                 const std::string& handle,
+                                 const std::string& password = test_password) {
   v1::LoginRequest r;
   r.set_command_id(command_id);
   r.set_handle(handle);
