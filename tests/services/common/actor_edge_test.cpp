@@ -23,8 +23,10 @@ using shoutflow::testing::eventually;
 using clock_type = actor_edge::clock_type;
 
 /// Answers an `int` with the same `int`, that many milliseconds later (a
-/// detached actor, so it may sleep).
-caf::behavior slow_echo(caf::event_based_actor*) {
+/// detached actor, so it may sleep). The unused argument: CAF 0.17 binds a
+/// reference to a null tuple when a function-based actor is spawned without
+/// arguments (undefined behaviour that UBSan reports).
+caf::behavior slow_echo(caf::event_based_actor*, int) {
   return {[](int ms) {
     std::this_thread::sleep_for(std::chrono::milliseconds(ms));
     return ms;
@@ -50,7 +52,7 @@ protected:
 
   caf::actor_system_config cfg_;
   caf::actor_system sys_{cfg_};
-  caf::actor echo_ = sys_.spawn<caf::detached>(slow_echo);
+  caf::actor echo_ = sys_.spawn<caf::detached>(slow_echo, 0);
   std::atomic<int> answered_{0};
   std::atomic<int> late_{0};
   std::atomic<int> expired_{0};
