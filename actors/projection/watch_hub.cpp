@@ -466,6 +466,41 @@ void try_switch(pointer self, const std::string& name, projection_track& t,
 void on_live_batch(pointer self, const std::string& name, projection_track& t,
                    std::size_t count, const v1::ChangeBatch& b);
 
+/// After a swap notice, the successor's partitions that have published
+/// nothing since its promotion leave the hub not knowing where their
+/// batches start, and try_switch waits for them. On a quiet log none comes:
+/// a build promoted at the head has nothing more to publish, and the switch
+/// used to be forced after the grace period, ending every Watch stream of
+/// the projection as "lost". The database knows: a silent partition it
+/// shows at the retired generation's final offset (`db`, the successor's
+/// committed offsets, read after the swap committed) has committed nothing
+/// past it, so none of its broadcasts can be missing and its next batch
+/// continues from there. Places those partitions at that offset; one the
+/// database shows further is left to the grace period (its broadcasts are
+/// late or lost).
+void place_silent_successor(projection_track& t,
+                            const std::vector<cursor>& db) {
+  auto& final_offsets = *t.retired_final;
+  if (db.size() != final_offsets.size())
+    return;
+  if (!t.next || t.next->generation != t.successor) {
+    t.next.emplace();
+    t.next->generation = t.successor;
+  }
+  auto& next = *t.next;
+  next.resize(db.size());
+  for (std::size_t p = 0; p < db.size(); ++p) {
+    if (next.seen[p] || final_offsets[p] < db[p])
+      continue;
+    next.seen[p] = true;
+    next.first_after[p] = db[p];
+    if (next.received[p] < db[p])
+      next.received[p] = db[p];
+    if (next.applied[p] < db[p])
+      next.applied[p] = db[p];
+  }
+}
+
 /// Takes the logged batches of partition `p` up to `target` (what its
 /// broadcasts would have carried), then the batches that waited.
 void finish_fill(pointer self, const std::string& name, int32_t generation,
@@ -638,6 +673,8 @@ void on_batch(pointer self, const v1::ChangeBatch& b) {
   try_switch(self, b.projection(), t);
 }
 
+void poll(pointer self);
+
 void on_swap(pointer self, const v1::GenerationSwap& s) {
   auto& st = self->state;
   auto& t = st.projections[s.projection()];
@@ -663,6 +700,10 @@ void on_swap(pointer self, const v1::GenerationSwap& s) {
   t.retired_final = std::move(final_offsets);
   t.successor = s.live_generation();
   try_switch(self, s.projection(), t);
+  // Still waiting: the database may show the successor's silent
+  // partitions where they are (place_silent_successor).
+  if (t.retired_final)
+    poll(self);
 }
 
 /// The database's view of the live generations: raises what waits use,
@@ -685,6 +726,12 @@ void on_offsets(pointer self, std::vector<live_offsets>& rows) {
     if (row.generation != t.live.generation) {
       if (row.generation < t.live.generation)
         continue;
+      if (t.retired_final && row.generation == t.successor) {
+        place_silent_successor(t, row.offsets);
+        try_switch(self, row.projection, t);
+        if (t.live.generation == row.generation)
+          continue;
+      }
       // Swapped in the database; the notice should follow shortly.
       if (!t.swapped_since) {
         t.swapped_since = now;

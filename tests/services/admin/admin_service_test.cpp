@@ -46,6 +46,7 @@ using command_method = grpc::Status (command_stub::*)(grpc::ClientContext*,
                                                       v1::CommandResult*);
 
 using shoutflow::testing::eventually;
+using shoutflow::testing::wait_until;
 
 const v1::ProjectionGeneration* find_generation(const v1::ProjectionStatus& s,
                                                 const std::string& name,
@@ -741,6 +742,80 @@ TEST_F(admin_service_test, watch_sees_every_change_across_a_rebuild) {
   for (std::size_t i = 1; i < got.size(); ++i)
     seen.push_back(got[i].global_position());
   EXPECT_EQ(seen, written);
+}
+
+// A rebuild on a quiet log, on a node that has seen no batch since it
+// started: the build is promoted at the head and has nothing more to
+// publish before the swap. The watch hub places the new
+// generation where the database shows it and follows it; the stream stays
+// open and the first change after the swap reaches it. (It used to end with
+// UNAVAILABLE: the hub waited for a batch of the new generation that never
+// came, then switched as if changes had been lost.)
+TEST_F(admin_service_test, watch_stream_stays_open_across_a_rebuild_of_a_quiet_log) {
+  any_user_ = "probe";
+  auto registered = register_user("probe");
+  auto before = set_bio("probe", "before").global_position();
+  catch_up(before);
+  // A restarted node: its hub learns the live generation from the database,
+  // and no batch has passed through it since.
+  start();
+  catch_up(before);
+
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + seconds(60));
+  v1::WatchRequest req;
+  req.add_user_ids("probe");
+  auto reader = queries_->Watch(&ctx, req);
+  std::mutex mtx;
+  std::vector<v1::DocumentChange> changes;
+  std::atomic<bool> ended{false};
+  std::thread reading([&] {
+    v1::DocumentChange change;
+    while (reader->Read(&change)) {
+      std::lock_guard<std::mutex> guard{mtx};
+      changes.push_back(change);
+    }
+    ended = true;
+  });
+  auto received = [&] {
+    std::lock_guard<std::mutex> guard{mtx};
+    return changes;
+  };
+  ASSERT_TRUE(eventually([&] { return !received().empty(); }));
+
+  ASSERT_TRUE(rebuild("users", nullptr).ok());
+  ASSERT_TRUE(eventually(
+    [&] {
+      auto status = projection_status();
+      return find_generation(status, "users", 1) == nullptr;
+    },
+    seconds(30)))
+    << projection_status().ShortDebugString();
+  // Nothing is written for a while: the defect showed as the stream ending
+  // one grace period (1 s) and two offset polls after the swap, when the
+  // hub gave up waiting for the new generation's first batch. Four seconds
+  // is twice that; a write now would hide it (its batch is that first
+  // batch).
+  EXPECT_FALSE(wait_until([&] { return ended.load(); }, seconds(4)))
+    << "the stream ended across the swap";
+  auto after = set_bio("probe", "after the swap").global_position();
+  EXPECT_TRUE(eventually([&] {
+    auto got = received();
+    return ended || (!got.empty() && got.back().global_position() >= after);
+  }));
+  EXPECT_FALSE(ended) << "the stream ended across the swap";
+  ctx.TryCancel();
+  reading.join();
+  auto status = reader->Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::CANCELLED)
+    << status.error_message();
+
+  auto got = received();
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[0].global_position(), 0); // the initial document
+  EXPECT_EQ(got[1].global_position(), after);
+  EXPECT_EQ(got[1].user().bio(), "after the swap");
+  EXPECT_GT(after, registered.global_position());
 }
 
 // -- dead letters -------------------------------------------------------------
