@@ -29,6 +29,11 @@ using reactor = grpc::ServerUnaryReactor;
 
 constexpr auto manager_timeout = std::chrono::seconds(30);
 
+grpc::Status database_unavailable(const std::string& why) {
+  return to_status(entity::make_rejection(v1::REJECTION_CODE_UNAVAILABLE, "",
+                                          "database unavailable: " + why));
+}
+
 /// Runs `work` on a thread of its own and finishes the call with its status;
 /// database errors become UNAVAILABLE.
 reactor* on_thread(grpc::CallbackServerContext* c,
@@ -39,8 +44,7 @@ reactor* on_thread(grpc::CallbackServerContext* c,
     try {
       status = work();
     } catch (const std::exception& e) {
-      status = {grpc::StatusCode::UNAVAILABLE,
-                std::string{"database unavailable: "} + e.what()};
+      status = database_unavailable(e.what());
     }
     r->Finish(status);
   }).detach();
@@ -75,8 +79,9 @@ grpc::Status invalid(const std::string& field, const std::string& why) {
 }
 
 grpc::Status no_projections() {
-  return {grpc::StatusCode::UNAVAILABLE,
-          "this node runs no projections (role 'projections')"};
+  return to_status(entity::make_rejection(
+    v1::REJECTION_CODE_UNAVAILABLE, "",
+    "this node runs no projections (role 'projections')"));
 }
 
 /// Asks the projection manager and waits (on this admin thread).
@@ -112,8 +117,7 @@ reactor* admin_service::GetClusterStatus(ctx* c,
     pqxx::connection conn{db_url_};
     cluster::cluster_view view;
     if (auto r = cluster::read_view(conn, view); !r)
-      return {grpc::StatusCode::UNAVAILABLE,
-              "database unavailable: " + r.detail};
+      return database_unavailable(r.detail);
     auto name = [](int32_t node) {
       return node < 0 ? std::string{} : "node-" + std::to_string(node);
     };

@@ -7,6 +7,7 @@
 
 #include "actors/common/log.hpp"
 #include "actors/common/text.hpp"
+#include "actors/entity/effect.hpp"
 #include "actors/user/user_domain.hpp"
 #include "actors/user/user_validation.hpp"
 #include "services/common/grpc_status.hpp"
@@ -29,7 +30,8 @@ grpc::Status fill(const v1::EntityReply& reply, bool login,
   else if (!login && reply.has_result())
     *out = to_buffer(reply.result());
   else
-    return {grpc::StatusCode::INTERNAL, "internal: unexpected reply"};
+    return to_status(entity::make_rejection(v1::REJECTION_CODE_INTERNAL, "",
+                                            "internal: unexpected reply"));
   return grpc::Status::OK;
 }
 
@@ -114,9 +116,10 @@ command_service::dispatch(ctx* c, const char* method, const char* command_field,
   auto command_id = user::command_id_of(command.user());
   auto correlation = metadata(c, "x-correlation-id");
   if (!correlation.empty() && user::check_command_id(correlation)) {
-    finish({grpc::StatusCode::INVALID_ARGUMENT,
-            "x-correlation-id (metadata): must be 1-64 printable ASCII "
-            "characters"});
+    finish(to_status(entity::make_rejection(
+      v1::REJECTION_CODE_INVALID_ARGUMENT, "x-correlation-id",
+      "x-correlation-id (metadata): must be 1-64 printable ASCII "
+      "characters")));
     return reactor;
   }
   command.set_correlation_id(correlation.empty() ? command_id : correlation);
@@ -132,7 +135,8 @@ command_service::dispatch(ctx* c, const char* method, const char* command_field,
   auto on_reply = [finish, response, login](std::string& reply_bytes) {
     v1::EntityReply reply;
     if (!reply.ParseFromString(reply_bytes)) {
-      finish({grpc::StatusCode::INTERNAL, "internal: malformed reply"});
+      finish(to_status(entity::make_rejection(v1::REJECTION_CODE_INTERNAL, "",
+                                              "internal: malformed reply")));
       return;
     }
     finish(fill(reply, login, response));

@@ -4,6 +4,8 @@
 #include <caf/error.hpp>
 #include <caf/sec.hpp>
 
+#include <utility>
+
 #include "actors/common/text.hpp"
 #include "actors/entity/effect.hpp"
 #include "services/common/status_code_name.hpp"
@@ -50,6 +52,10 @@ grpc::Status to_status(const v1::Rejection& r) {
       break;
   }
   return {code, r.message()};
+}
+
+grpc::Status cancelled(std::string why) {
+  return {grpc::StatusCode::CANCELLED, std::move(why)};
 }
 
 v1::Rejection rejection_from(const caf::error& err, caf::actor_system& sys) {

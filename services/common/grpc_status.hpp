@@ -17,6 +17,10 @@ namespace shoutflow::services {
 
 grpc::Status to_status(const v1::Rejection& rejection);
 
+/// CANCELLED with `why`: the client ended the call. Nothing was refused,
+/// so it is not a rejection.
+grpc::Status cancelled(std::string why);
+
 /// A failed request inside the node (timeout, actor gone, ...) as a
 /// rejection: DEADLINE_EXCEEDED for timeouts, UNAVAILABLE otherwise.
 v1::Rejection rejection_from(const caf::error& err, caf::actor_system& sys);

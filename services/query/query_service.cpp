@@ -31,6 +31,12 @@ grpc::Status rejection_status(const std::string& bytes) {
   return to_status(r);
 }
 
+/// A read the pool could not run (query_answer::unavailable).
+grpc::Status unavailable_status(const std::string& why) {
+  return to_status(entity::make_rejection(v1::REJECTION_CODE_UNAVAILABLE, "",
+                                          "unavailable: " + why));
+}
+
 // -- unary reads --------------------------------------------------------------
 
 /// One read in flight: its inputs and how to answer it.
@@ -70,11 +76,14 @@ milliseconds remaining(const call_ptr& call) {
 }
 
 grpc::Status out_of_time(const read_call& call) {
-  return {grpc::StatusCode::DEADLINE_EXCEEDED,
-          call.min_position > 0
-            ? "min_position: the read models have not reached position "
-                + std::to_string(call.min_position) + " within the deadline"
-            : std::string{"the read did not finish within the deadline"}};
+  if (call.min_position > 0)
+    return to_status(entity::make_rejection(
+      v1::REJECTION_CODE_DEADLINE_EXCEEDED, "min_position",
+      "min_position: the read models have not reached position "
+        + std::to_string(call.min_position) + " within the deadline"));
+  return to_status(
+    entity::make_rejection(v1::REJECTION_CODE_DEADLINE_EXCEEDED, "",
+                           "the read did not finish within the deadline"));
 }
 
 /// A read that ran out of time says what it was waiting for (the shared
@@ -106,8 +115,7 @@ void query(const call_ptr& call) {
                          call->finish(out_of_time(*call));
                          break;
                        case query_answer::unavailable:
-                         call->finish({grpc::StatusCode::UNAVAILABLE,
-                                       "unavailable: " + a.bytes});
+                         call->finish(unavailable_status(a.bytes));
                          break;
                      }
                    });
@@ -135,9 +143,10 @@ void resolve(caf::event_based_actor* self, const call_ptr& call) {
           return;
         }
         if (remaining(call) <= resolve_retry) {
-          call->finish({grpc::StatusCode::DEADLINE_EXCEEDED,
-                        "min_position: " + std::to_string(call->min_position)
-                          + " is not a committed log position (yet)"});
+          call->finish(to_status(entity::make_rejection(
+            v1::REJECTION_CODE_DEADLINE_EXCEEDED, "min_position",
+            "min_position: " + std::to_string(call->min_position)
+              + " is not a committed log position (yet)")));
           return;
         }
         self->delayed_send(self, resolve_retry, tick_atom::value);
@@ -212,7 +221,7 @@ public:
   }
 
   void OnCancel() override {
-    outbox_->finish({grpc::StatusCode::CANCELLED, "cancelled"});
+    outbox_->finish(cancelled("cancelled"));
   }
 
   void OnDone() override {
@@ -247,10 +256,10 @@ bool watch_outbox::push(std::string bytes) {
   if (queue_.size() >= capacity_) {
     if (metrics_ != nullptr)
       metrics_->watch_dropped_slow_client.Increment();
-    finish_locked({grpc::StatusCode::RESOURCE_EXHAUSTED,
-                   "watch: the client fell more than "
-                     + std::to_string(capacity_)
-                     + " changes behind; resubscribe"});
+    finish_locked(to_status(entity::make_rejection(
+      v1::REJECTION_CODE_RESOURCE_EXHAUSTED, "",
+      "watch: the client fell more than " + std::to_string(capacity_)
+        + " changes behind; resubscribe")));
     return false;
   }
   grpc::Slice slice(bytes);
@@ -307,7 +316,7 @@ void watch_outbox::on_write_done(bool ok) {
     // The client is gone (possibly before OnCancel runs, which then finds
     // the stream over): end the RPC here, or it never ends.
     over_ = true;
-    finish_now_locked({grpc::StatusCode::CANCELLED, "the client is gone"});
+    finish_now_locked(cancelled("the client is gone"));
     return;
   }
   if (!over_)
@@ -399,9 +408,10 @@ constexpr auto read_retry = std::chrono::milliseconds(250);
 void read_failed(session_pointer self, const std::string& why) {
   auto& st = self->state;
   if (++st.read_failures >= max_read_failures) {
-    st.outbox->finish({grpc::StatusCode::UNAVAILABLE,
-                       "watch: a changed document could not be read (" + why
-                         + "); resubscribe"});
+    st.outbox->finish(to_status(
+      entity::make_rejection(v1::REJECTION_CODE_UNAVAILABLE, "",
+                             "watch: a changed document could not be read ("
+                               + why + "); resubscribe")));
     self->quit();
     return;
   }
@@ -502,9 +512,9 @@ caf::behavior session(session_pointer self, std::shared_ptr<watch_outbox> out,
   st.workers = std::move(workers);
   st.hub = hub;
   auto refuse = [=](const caf::error& err) {
-    self->state.outbox->finish(
-      {grpc::StatusCode::UNAVAILABLE,
-       "watch: could not subscribe: " + self->system().render(err)});
+    self->state.outbox->finish(to_status(entity::make_rejection(
+      v1::REJECTION_CODE_UNAVAILABLE, "",
+      "watch: could not subscribe: " + self->system().render(err))));
     self->quit();
   };
   // Subscribe first and read the current documents once the hub confirms:
@@ -556,8 +566,9 @@ caf::behavior session(session_pointer self, std::shared_ptr<watch_outbox> out,
       if (st.to_send.size() >= st.max_pending) {
         if (auto* m = st.outbox->metrics())
           m->watch_dropped_backlog.Increment();
-        st.outbox->finish({grpc::StatusCode::RESOURCE_EXHAUSTED,
-                           "watch: too many changes pending; resubscribe"});
+        st.outbox->finish(to_status(entity::make_rejection(
+          v1::REJECTION_CODE_RESOURCE_EXHAUSTED, "",
+          "watch: too many changes pending; resubscribe")));
         self->quit();
         return;
       }
@@ -573,8 +584,8 @@ caf::behavior session(session_pointer self, std::shared_ptr<watch_outbox> out,
       // The hub cannot vouch for every change any more (a node failed
       // between a commit and its broadcast): end the stream rather than
       // skip one silently.
-      self->state.outbox->finish(
-        {grpc::StatusCode::UNAVAILABLE, "watch: " + why});
+      self->state.outbox->finish(to_status(entity::make_rejection(
+        v1::REJECTION_CODE_UNAVAILABLE, "", "watch: " + why)));
       self->quit();
     },
   };
@@ -630,8 +641,9 @@ query_service::raw query_service::dispatch(ctx* c, const char* method,
     return reactor;
   }
   if (!hub_) {
-    call->finish({grpc::StatusCode::UNAVAILABLE,
-                  "min_position: this node has no watch hub"});
+    call->finish(to_status(
+      entity::make_rejection(v1::REJECTION_CODE_UNAVAILABLE, "min_position",
+                             "min_position: this node has no watch hub")));
     return reactor;
   }
   sys_.spawn(resolve, call);
@@ -707,7 +719,8 @@ query_service::Watch(ctx*, const buf* request) {
     return refuse(to_status(*bad));
   if (!hub_)
     return refuse(
-      {grpc::StatusCode::UNAVAILABLE, "watch: this node has no watch hub"});
+      to_status(entity::make_rejection(v1::REJECTION_CODE_UNAVAILABLE, "",
+                                       "watch: this node has no watch hub")));
   projection::subscription sub;
   sub.user_ids.assign(req.user_ids().begin(), req.user_ids().end());
   sub.shout_ids.assign(req.shout_ids().begin(), req.shout_ids().end());
