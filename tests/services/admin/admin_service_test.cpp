@@ -63,6 +63,57 @@ bool same(const google::protobuf::Message& a,
   return a.SerializeAsString() == b.SerializeAsString();
 }
 
+/// A Watch of one user's document, read by a thread of its own so that a
+/// lost change fails the test instead of blocking it.
+class user_watch {
+public:
+  user_watch(query_stub* queries, const std::string& user_id) {
+    ctx_.set_deadline(std::chrono::system_clock::now()
+                      + std::chrono::seconds(60));
+    v1::WatchRequest req;
+    req.add_user_ids(user_id);
+    reader_ = queries->Watch(&ctx_, req);
+    reading_ = std::thread([this] {
+      v1::DocumentChange change;
+      while (reader_->Read(&change)) {
+        std::lock_guard<std::mutex> guard{mtx_};
+        changes_.push_back(change);
+      }
+      ended_ = true;
+    });
+  }
+
+  ~user_watch() {
+    if (reading_.joinable())
+      finish();
+  }
+
+  std::vector<v1::DocumentChange> received() {
+    std::lock_guard<std::mutex> guard{mtx_};
+    return changes_;
+  }
+
+  /// The server ended the stream.
+  bool ended() const {
+    return ended_;
+  }
+
+  /// Cancels the stream; its final status.
+  grpc::Status finish() {
+    ctx_.TryCancel();
+    reading_.join();
+    return reader_->Finish();
+  }
+
+private:
+  grpc::ClientContext ctx_;
+  std::unique_ptr<grpc::ClientReader<v1::DocumentChange>> reader_;
+  std::mutex mtx_;
+  std::vector<v1::DocumentChange> changes_;
+  std::atomic<bool> ended_{false};
+  std::thread reading_;
+};
+
 class admin_service_test : public ::testing::Test {
 protected:
   void SetUp() override {
@@ -684,27 +735,8 @@ TEST_F(admin_service_test, watch_sees_every_change_across_a_rebuild) {
   // the Watch reads it, so the first message is the initial document.
   catch_up(register_user("probe").global_position());
 
-  // The stream is read by a thread of its own, so a lost change fails the
-  // test instead of blocking it.
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + seconds(60));
-  v1::WatchRequest req;
-  req.add_user_ids("probe");
-  auto reader = queries_->Watch(&ctx, req);
-  std::mutex mtx;
-  std::vector<v1::DocumentChange> changes;
-  std::thread reading([&] {
-    v1::DocumentChange change;
-    while (reader->Read(&change)) {
-      std::lock_guard<std::mutex> guard{mtx};
-      changes.push_back(change);
-    }
-  });
-  auto received = [&] {
-    std::lock_guard<std::mutex> guard{mtx};
-    return changes;
-  };
-  EXPECT_TRUE(eventually([&] { return !received().empty(); }));
+  user_watch watch{queries_.get(), "probe"};
+  EXPECT_TRUE(eventually([&] { return !watch.received().empty(); }));
 
   std::vector<int64_t> written;
   std::atomic<bool> stop{false};
@@ -725,15 +757,13 @@ TEST_F(admin_service_test, watch_sees_every_change_across_a_rebuild) {
   writer.join();
   written.push_back(set_bio("probe", "the end").global_position());
   EXPECT_TRUE(eventually([&] {
-    auto got = received();
+    auto got = watch.received();
     return !got.empty() && got.back().global_position() >= written.back();
   }))
     << "the last change never arrived";
-  ctx.TryCancel();
-  reading.join();
-  reader->Finish();
+  watch.finish();
 
-  auto got = received();
+  auto got = watch.received();
   ASSERT_FALSE(got.empty());
   ASSERT_TRUE(got[0].has_user());
   EXPECT_EQ(got[0].user().user_id(), "probe");
@@ -751,7 +781,8 @@ TEST_F(admin_service_test, watch_sees_every_change_across_a_rebuild) {
 // open and the first change after the swap reaches it. (It used to end with
 // UNAVAILABLE: the hub waited for a batch of the new generation that never
 // came, then switched as if changes had been lost.)
-TEST_F(admin_service_test, watch_stream_stays_open_across_a_rebuild_of_a_quiet_log) {
+TEST_F(admin_service_test,
+       watch_stream_stays_open_across_a_rebuild_of_a_quiet_log) {
   any_user_ = "probe";
   auto registered = register_user("probe");
   auto before = set_bio("probe", "before").global_position();
@@ -761,27 +792,8 @@ TEST_F(admin_service_test, watch_stream_stays_open_across_a_rebuild_of_a_quiet_l
   start();
   catch_up(before);
 
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + seconds(60));
-  v1::WatchRequest req;
-  req.add_user_ids("probe");
-  auto reader = queries_->Watch(&ctx, req);
-  std::mutex mtx;
-  std::vector<v1::DocumentChange> changes;
-  std::atomic<bool> ended{false};
-  std::thread reading([&] {
-    v1::DocumentChange change;
-    while (reader->Read(&change)) {
-      std::lock_guard<std::mutex> guard{mtx};
-      changes.push_back(change);
-    }
-    ended = true;
-  });
-  auto received = [&] {
-    std::lock_guard<std::mutex> guard{mtx};
-    return changes;
-  };
-  ASSERT_TRUE(eventually([&] { return !received().empty(); }));
+  user_watch watch{queries_.get(), "probe"};
+  ASSERT_TRUE(eventually([&] { return !watch.received().empty(); }));
 
   ASSERT_TRUE(rebuild("users", nullptr).ok());
   ASSERT_TRUE(eventually(
@@ -796,21 +808,20 @@ TEST_F(admin_service_test, watch_stream_stays_open_across_a_rebuild_of_a_quiet_l
   // hub gave up waiting for the new generation's first batch. Four seconds
   // is twice that; a write now would hide it (its batch is that first
   // batch).
-  EXPECT_FALSE(wait_until([&] { return ended.load(); }, seconds(4)))
+  EXPECT_FALSE(wait_until([&] { return watch.ended(); }, seconds(4)))
     << "the stream ended across the swap";
   auto after = set_bio("probe", "after the swap").global_position();
   EXPECT_TRUE(eventually([&] {
-    auto got = received();
-    return ended || (!got.empty() && got.back().global_position() >= after);
+    auto got = watch.received();
+    return watch.ended()
+           || (!got.empty() && got.back().global_position() >= after);
   }));
-  EXPECT_FALSE(ended) << "the stream ended across the swap";
-  ctx.TryCancel();
-  reading.join();
-  auto status = reader->Finish();
+  EXPECT_FALSE(watch.ended()) << "the stream ended across the swap";
+  auto status = watch.finish();
   EXPECT_EQ(status.error_code(), grpc::StatusCode::CANCELLED)
     << status.error_message();
 
-  auto got = received();
+  auto got = watch.received();
   ASSERT_EQ(got.size(), 2u);
   EXPECT_EQ(got[0].global_position(), 0); // the initial document
   EXPECT_EQ(got[1].global_position(), after);
