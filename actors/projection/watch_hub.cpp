@@ -350,14 +350,42 @@ void release_waiters(pointer self) {
   }
 }
 
-/// Delivers the live generation's changes that every partition has passed.
-void release(pointer self, projection_track& t) {
-  auto mark = t.live.release_mark();
-  auto& pending = t.live.pending;
+/// Whether every subject of `projection` is a key of its partitions. A
+/// user's document changes only in the partition that owns the user's id,
+/// a shout's only in its shout id's: their order per subject is their
+/// partition's order. A timeline takes entries from authors of every
+/// partition, and its feed changes must come before the author's next
+/// post: its order is the log's.
+bool subjects_are_keys(const std::string& projection) {
+  return projection == "users" || projection == "shouts";
+}
+
+/// Delivers the live generation's changes that may go: those every
+/// partition has passed (log order) and, where subjects are partition keys,
+/// those their own partition has passed — a change of one user need not
+/// wait for another partition's batch (the lag of a user document is then
+/// its own partition's, not the slowest one's; Watch promises log order per
+/// subject, docs/read-side.md).
+void release(pointer self, const std::string& name, projection_track& t) {
+  auto& g = t.live;
+  auto mark = g.release_mark();
+  auto& pending = g.pending;
   auto end = pending.upper_bound(mark);
   for (auto it = pending.begin(); it != end; ++it)
     deliver(self, it->second);
   pending.erase(pending.begin(), end);
+  if (!subjects_are_keys(name))
+    return;
+  for (auto it = pending.begin(); it != pending.end();) {
+    auto p = it->second.partition;
+    if (p >= 0 && static_cast<std::size_t>(p) < g.received.size()
+        && !(g.received[static_cast<std::size_t>(p)] < it->first)) {
+      deliver(self, it->second);
+      it = pending.erase(it);
+    } else {
+      ++it;
+    }
+  }
 }
 
 /// Takes a batch's progress and changes into `g`. False: the batch does not
@@ -459,7 +487,7 @@ void try_switch(pointer self, const std::string& name, projection_track& t,
     lost(self, name,
          "the rebuilt generation's changes around the swap did "
          "not all reach this node");
-  release(self, t);
+  release(self, name, t);
   release_waiters(self);
 }
 
@@ -554,7 +582,7 @@ void finish_fill(pointer self, const std::string& name, int32_t generation,
     }
     on_live_batch(self, name, t, count, b);
   }
-  release(self, t);
+  release(self, name, t);
   try_switch(self, name, t);
   release_waiters(self);
 }
@@ -657,7 +685,7 @@ void on_batch(pointer self, const v1::ChangeBatch& b) {
     t.live.generation = b.generation();
   if (b.generation() == t.live.generation) {
     on_live_batch(self, b.projection(), t, count, b);
-    release(self, t);
+    release(self, b.projection(), t);
     try_switch(self, b.projection(), t);
     release_waiters(self);
     return;
@@ -781,7 +809,7 @@ void on_offsets(pointer self, std::vector<live_offsets>& rows) {
         start_fill(self, row.projection, g, p, db);
       }
     }
-    release(self, t);
+    release(self, row.projection, t);
   }
   release_waiters(self);
 }
