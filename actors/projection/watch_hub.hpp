@@ -9,7 +9,10 @@
 // the hub keeps, for each partition of the live generation, how far its
 // batches have arrived in sequence, and releases changes in log order only
 // up to the lowest of those: so a Watch sees every change of its subjects in
-// log order, whichever nodes applied them. The same per-partition cursors,
+// log order, whichever nodes applied them. Users' and shouts' changes go
+// as soon as their own partition has passed them: each such subject is a
+// partition key, so its order is its partition's (`subjects_are_keys`);
+// a timeline mixes authors of every partition. The same per-partition cursors,
 // raised by a periodic read of projection_offsets (the fallback when a
 // broadcast is late or lost), answer `await`: a query's min_position (G6)
 // works on every query node.
