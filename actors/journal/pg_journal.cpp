@@ -153,6 +153,7 @@ constexpr const char* sql_stream_heads
     " WHERE persistence_id = ANY($1::text[]) GROUP BY persistence_id";
 
 void prepare_statements(pqxx::connection& c) {
+  use_key_plans_only(c);
   c.prepare("duplicates", sql_duplicates);
   c.prepare("guards_releases", sql_guards_releases);
   c.prepare("claims", sql_claims);

@@ -131,6 +131,13 @@ std::string array_of(std::size_t n, F&& element) {
 
 } // namespace
 
+void use_key_plans_only(pqxx::connection& c) {
+  pqxx::nontransaction tx{c};
+  tx.exec("SET enable_seqscan = off");
+  tx.exec("SET enable_hashjoin = off");
+  tx.exec("SET enable_mergejoin = off");
+}
+
 pg_session::pg_session(std::string url, std::string name, preparer prepare,
                        std::chrono::milliseconds statement_timeout)
   : url_(with_conn_params(url, {{"connect_timeout", "3"},

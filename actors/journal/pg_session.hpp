@@ -51,6 +51,18 @@ struct db_result {
   }
 };
 
+/// For a connection whose statements all find their rows by key (the
+/// journal's, the store's): the planner may not scan a table or hash- or
+/// merge-join it. On a fresh database, before autovacuum's first ANALYZE,
+/// `events` looks empty, and the generic plan cached after a prepared
+/// statement's fifth run hash-joined each journal batch's command ids
+/// against a sequential scan of `events` — and went on doing so while the
+/// table grew, until the next ANALYZE: one scan of the whole journal per
+/// batch, which tripled the journal's PostgreSQL CPU per command at 50,000
+/// events (docs/benchmarks.md). The read side's statements are joins that
+/// may want those plans; they keep the defaults.
+void use_key_plans_only(pqxx::connection& c);
+
 class pg_session {
 public:
   using preparer = std::function<void(pqxx::connection&)>;

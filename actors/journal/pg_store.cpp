@@ -44,6 +44,7 @@ constexpr const char* sql_save_snapshot
     " WHERE snapshots.seq_nr < excluded.seq_nr";
 
 void prepare_statements(pqxx::connection& c) {
+  use_key_plans_only(c);
   c.prepare("snapshot", sql_snapshot);
   c.prepare("events_after", sql_events_after);
   c.prepare("command_events", sql_command_events);

@@ -25,6 +25,7 @@
 #include "actors/journal/journal_metrics.hpp"
 #include "actors/journal/pg_journal.hpp"
 #include "tests/support/test_db.hpp"
+#include "tests/support/wait.hpp"
 
 using namespace shoutflow;
 using namespace shoutflow::journal;
@@ -280,6 +281,59 @@ TEST_F(fresh_tables_test,
   expect_committed(db, e, outs3[1]);
   EXPECT_EQ(metrics.refused_appends.Value(), 2);
   EXPECT_EQ(stored_events(db).size(), 5u);
+}
+
+// The journal's statements find their rows by key whatever the statistics
+// say. A fresh database's `events` looks empty to the planner until
+// autovacuum's first ANALYZE; a generic plan cached then once hash-joined
+// every later batch's command ids against a sequential scan of the whole
+// journal. Here every plan is generic from the first run, autovacuum stays
+// away from `events`, and the journal grows by 20,000 rows behind the
+// cached plans: the batches after that must not scan it.
+TEST(batch_writer_plans, plans_made_on_an_empty_journal_never_scan_it) {
+  test_database db;
+  db.exec("ALTER DATABASE " + db.name()
+          + " SET plan_cache_mode = force_generic_plan");
+  db.exec("ALTER TABLE events SET (autovacuum_enabled = false)");
+  int64_t rows = 0;
+  int batches = 0;
+  auto write_batch = [&](batch_writer& w) {
+    std::vector<journal_write> batch;
+    for (int i = 0; i < 5; ++i) {
+      auto pid = "plan-" + std::to_string(batches) + "-" + std::to_string(i);
+      batch.push_back(make_write(pid, 1, 1, pid + "-cmd"));
+    }
+    for (auto& out : w.write(batch))
+      ASSERT_EQ(out.status, write_status::ok) << out.detail;
+    rows += 5;
+    ++batches;
+  };
+  {
+    batch_writer w{db.url(), "node-test", "test-writer"};
+    for (int i = 0; i < 3; ++i)
+      write_batch(w); // the plans are made and cached now
+    db.exec("INSERT INTO events (persistence_id, seq_nr, event_type,"
+            " event_version, payload, command_id)"
+            " SELECT 'bulk-' || g, 1, 'test_event_1', 1, '\\x00', 'bulk-' || g"
+            "   FROM generate_series(1, 20000) g");
+    rows += 20000;
+    for (int i = 0; i < 20; ++i)
+      write_batch(w);
+  } // the writer's backend exits and so reports its table statistics
+  auto stats = [&](const std::string& column) {
+    return db.scalar<int64_t>("SELECT " + column
+                              + " FROM pg_stat_user_tables"
+                                " WHERE relname = 'events'");
+  };
+  ASSERT_TRUE(shoutflow::testing::eventually([&] { return stats("n_tup_ins") >= rows; }))
+    << "the writer's statistics never arrived: " << stats("n_tup_ins")
+    << " of " << rows << " inserts counted";
+  // Rows read by sequential scans: the migrations' index builds scanned
+  // `events` while it was empty, so only the journal's own scans count.
+  EXPECT_EQ(stats("seq_tup_read"), 0)
+    << stats("seq_scan") << " sequential scans of `events` in " << batches
+    << " batches";
+  EXPECT_GE(stats("idx_scan"), batches) << "each batch looks its ids up";
 }
 
 TEST_F(batch_writer_test, many_streams_commit_in_one_transaction) {
