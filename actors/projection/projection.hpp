@@ -128,6 +128,16 @@ public:
     return {};
   }
 
+  /// True when every statement `apply` runs finds its rows by key through
+  /// an index (a document loaded and stored by its id): the partitions'
+  /// connections then forbid scans and hash or merge joins
+  /// (journal::use_key_plans_only), so a generic plan cached while the
+  /// generation's tables were young does not scan them once they have
+  /// grown. False for read models whose statements join many rows.
+  virtual bool finds_rows_by_key() const {
+    return false;
+  }
+
   /// The keys an event affects (none: the projection ignores it). Throws
   /// std::runtime_error for an event it cannot decode: the reader then
   /// routes it to the key of its source stream as poison.

@@ -28,6 +28,10 @@ public:
   std::vector<std::string> tables() const override;
   std::string ddl() const override;
   std::string query_indexes() const override;
+  /// Documents are loaded and stored by id.
+  bool finds_rows_by_key() const override {
+    return true;
+  }
   std::vector<std::string> keys(const projection::raw_event& e) const override;
   void apply(pqxx::transaction_base& tx, const std::string& suffix,
              const std::vector<projection::keyed_event>& events,
