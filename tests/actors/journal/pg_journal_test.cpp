@@ -325,9 +325,10 @@ TEST(batch_writer_plans, plans_made_on_an_empty_journal_never_scan_it) {
                               + " FROM pg_stat_user_tables"
                                 " WHERE relname = 'events'");
   };
-  ASSERT_TRUE(shoutflow::testing::eventually([&] { return stats("n_tup_ins") >= rows; }))
-    << "the writer's statistics never arrived: " << stats("n_tup_ins")
-    << " of " << rows << " inserts counted";
+  ASSERT_TRUE(
+    shoutflow::testing::eventually([&] { return stats("n_tup_ins") >= rows; }))
+    << "the writer's statistics never arrived: " << stats("n_tup_ins") << " of "
+    << rows << " inserts counted";
   // Rows read by sequential scans: the migrations' index builds scanned
   // `events` while it was empty, so only the journal's own scans count.
   EXPECT_EQ(stats("seq_tup_read"), 0)
