@@ -928,6 +928,37 @@ TEST_F(fenced_writer_test, takeover_waits_for_the_batch_in_flight) {
   tx.commit();
 }
 
+// The race the fence's row lock exists for: a batch of the old owner whose
+// statement took its snapshot before a new owner's acquisition committed
+// would pass a check of the lease under that snapshot, at the old epoch.
+// Locking the row makes it wait for the acquisition (which holds the row
+// FOR UPDATE, as membership.cpp's does) and then check the newest version:
+// it fails as fenced, with nothing written.
+TEST_F(fenced_writer_test, a_batch_behind_a_takeover_waits_and_is_fenced) {
+  pqxx::connection taker{db.url()};
+  pqxx::work take{taker};
+  take.exec("SELECT 1 FROM leases WHERE resource = 'shard' AND part = 7"
+            " FOR UPDATE");
+  take.exec("UPDATE leases SET owner_incarnation = 'inc-b', epoch = 4"
+            " WHERE resource = 'shard' AND part = 7");
+  auto w = fenced(make_write("behind", 1, 1, "behind-1"), 7, 3);
+  std::vector<write_outcome> outs;
+  std::thread batch{[&] { outs = writer.write({w}); }};
+  bool waited = shoutflow::testing::eventually(
+    [&] {
+      return db.scalar<int64_t>("SELECT count(*) FROM pg_locks"
+                                " WHERE NOT granted")
+             > 0;
+    },
+    std::chrono::seconds(10));
+  take.commit();
+  batch.join();
+  EXPECT_TRUE(waited) << "the batch never waited for the takeover";
+  ASSERT_EQ(outs.size(), 1u);
+  EXPECT_EQ(outs[0].status, write_status::fenced) << outs[0].detail;
+  expect_absent(db, w);
+}
+
 TEST_F(batch_writer_test, unreachable_database_is_unavailable_for_all) {
   // Port 1 on loopback: nothing listens there, connecting fails at once.
   batch_writer dead{"postgresql://shoutflow@127.0.0.1:1/nowhere", "node-test",
