@@ -403,15 +403,15 @@ void fetch(pointer self) {
   st.idle = false;
   auto& c = st.cfg;
   self
-    ->request(c.fetcher, c.fetch_timeout, fetch_atom::value,
-              st.read_cursor, c.batch_size, c.until_position, c.until_ms)
+    ->request(c.fetcher, c.fetch_timeout, fetch_atom::value, st.read_cursor,
+              c.replay.batch_size, c.replay.until_position, c.replay.until_ms)
     .then(
       [=](fetch_result& res) {
         auto& st = self->state;
         st.fetching = false;
         if (res.events.empty()) {
-          if ((st.cfg.until_position > 0 || st.cfg.until_ms > 0)
-              && !res.behind_horizon && !st.applying) {
+          if (st.cfg.replay.point_in_time() && !res.behind_horizon
+              && !st.applying) {
             st.done = true;
             log_info("projection", label(self)
                                      + ": point-in-time build "
@@ -427,8 +427,8 @@ void fetch(pointer self) {
             st.horizon_wait = std::min(st.horizon_wait * 2, horizon_retry_max);
             return;
           }
-          st.idle_poll = std::min(std::max(st.idle_poll * 2, st.cfg.poll),
-                                  st.cfg.poll * 10);
+          auto poll = st.cfg.replay.poll;
+          st.idle_poll = std::min(std::max(st.idle_poll * 2, poll), poll * 10);
           schedule_poll(self, st.idle_poll);
           return;
         }

@@ -41,6 +41,20 @@
 
 namespace shoutflow::projection {
 
+/// How a reader walks the log: events per fetch, the poll while idle, and
+/// where a point-in-time build stops. A rebuild passes its own to its reader.
+struct replay_settings {
+  int64_t batch_size = 2000;
+  std::chrono::milliseconds poll{200};
+  /// A point-in-time build stops after this position / time (0: never).
+  int64_t until_position = 0;
+  int64_t until_ms = 0;
+
+  bool point_in_time() const {
+    return until_position > 0 || until_ms > 0;
+  }
+};
+
 struct reader_config {
   projection_ptr proj;
   int32_t generation = 1;
@@ -61,11 +75,7 @@ struct reader_config {
   /// its fetcher and stops when it does (a promise the fetcher held dies
   /// with it unanswered).
   caf::duration fetch_timeout{std::chrono::seconds(60)};
-  int64_t batch_size = 2000;
-  std::chrono::milliseconds poll{200};
-  /// A point-in-time build stops after this position / time (0: never).
-  int64_t until_position = 0;
-  int64_t until_ms = 0;
+  replay_settings replay;
   /// The rebuild this reader replays for (none for a live reader): told
   /// (applied_atom, watermark) after every batch, and (built_atom,
   /// projection name, generation) when an `until` build is complete.

@@ -141,8 +141,8 @@ void start_runner(pointer self, const key& k, int64_t epoch) {
   rc.fetcher = st.tail;
   // The tail answers every request within its own fetch timeout.
   rc.fetch_timeout = caf::infinite;
-  rc.batch_size = st.cfg.batch_size;
-  rc.poll = st.cfg.poll;
+  rc.replay.batch_size = st.cfg.batch_size;
+  rc.replay.poll = st.cfg.poll;
   rc.sink = st.cfg.sink;
   rc.publish = true;
   run.reader = spawn_reader(sys, std::move(rc));
@@ -324,7 +324,8 @@ manager_actor::behavior_type manager(pointer self, manager_config cfg) {
                                name + " is already being rebuilt");
       int32_t g = 0;
       std::string refused;
-      auto point_in_time = until_position > 0 || until_ms > 0;
+      replay_settings replay{st.cfg.rebuild_batch_size, st.cfg.poll,
+                             until_position, until_ms};
       auto r = st.session->run([&](pqxx::connection& conn) {
         try {
           g = create_build(conn, *proj, st.cfg.partitions, st.cfg.node_id,
@@ -339,18 +340,15 @@ manager_actor::behavior_type manager(pointer self, manager_config cfg) {
         return caf::make_error(caf::sec::invalid_argument, refused);
       if (!r)
         return journal::make_error(journal::db_errc::unavailable, r.detail);
-      log_info(component, "rebuilding " + name + " into generation "
-                            + std::to_string(g)
-                            + (point_in_time ? " (point in time)" : ""));
+      log_info(component,
+               "rebuilding " + name + " into generation " + std::to_string(g)
+                 + (replay.point_in_time() ? " (point in time)" : ""));
       rebuild_config rc;
       rc.db_url = st.cfg.db_url;
       rc.proj = proj;
       rc.generation = g;
       rc.partitions = st.cfg.partitions;
-      rc.batch_size = st.cfg.rebuild_batch_size;
-      rc.poll = st.cfg.poll;
-      rc.until_position = until_position;
-      rc.until_ms = until_ms;
+      rc.replay = replay;
       rc.sink = st.cfg.sink;
       rc.owner = caf::actor_cast<caf::actor>(self);
       auto actor = spawn_rebuild(self->system(), std::move(rc));

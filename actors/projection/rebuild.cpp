@@ -48,10 +48,6 @@ std::string label(pointer self) {
          + std::to_string(self->state.cfg.generation);
 }
 
-bool point_in_time(const rebuild_config& cfg) {
-  return cfg.until_position > 0 || cfg.until_ms > 0;
-}
-
 /// What `finish` does next: with whether the tables are complete.
 using finished_fn = std::function<void(bool)>;
 
@@ -85,7 +81,7 @@ rebuild_actor::behavior_type phase(pointer self, Step step) {
     },
     [=](built_atom, const std::string&, int32_t generation) {
       auto& st = self->state;
-      if (generation != st.cfg.generation || !point_in_time(st.cfg))
+      if (generation != st.cfg.generation || !st.cfg.replay.point_in_time())
         return;
       // Left in place for inspection: complete, indexes included. A build
       // that could not get them is still complete in its rows.
@@ -246,7 +242,7 @@ rebuild_actor::behavior_type holding(pointer self) {
 rebuild_actor::behavior_type building(pointer self) {
   return phase(self, [=] {
     auto& st = self->state;
-    if (point_in_time(st.cfg))
+    if (st.cfg.replay.point_in_time())
       return;
     auto name = st.cfg.proj->name();
     cursor lowest;
@@ -286,14 +282,11 @@ rebuild_actor::behavior_type rebuild(pointer self, rebuild_config cfg) {
   reader_config rc;
   rc.proj = st.cfg.proj;
   rc.generation = st.cfg.generation;
-  rc.role = point_in_time(st.cfg) ? generation_role::point_in_time
-                                  : generation_role::building;
+  rc.role = st.cfg.replay.point_in_time() ? generation_role::point_in_time
+                                          : generation_role::building;
   rc.partitions = st.partitions;
   rc.fetcher = st.fetcher;
-  rc.batch_size = st.cfg.batch_size;
-  rc.poll = st.cfg.poll;
-  rc.until_position = st.cfg.until_position;
-  rc.until_ms = st.cfg.until_ms;
+  rc.replay = st.cfg.replay;
   rc.owner = caf::actor_cast<caf::actor>(self);
   rc.publish = false;
   st.reader = spawn_reader(sys, std::move(rc));

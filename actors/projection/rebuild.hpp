@@ -46,6 +46,7 @@
 #include <cstdint>
 #include <string>
 
+#include "actors/projection/log_reader.hpp"
 #include "actors/projection/projection.hpp"
 #include "actors/projection/projection_actors.hpp"
 
@@ -70,11 +71,7 @@ struct rebuild_config {
   /// The generation being built (created by the caller) and its partitions.
   int32_t generation = 0;
   int32_t partitions = 2;
-  int64_t batch_size = 50000;
-  std::chrono::milliseconds poll{200};
-  /// A point-in-time build stops after this position / time (0: never).
-  int64_t until_position = 0;
-  int64_t until_ms = 0;
+  replay_settings replay{50000};
   /// Receives (batch_atom, ReadSideMessage bytes) for every watch hub: the
   /// build's changes from its promotion on, then the swap.
   caf::actor sink;

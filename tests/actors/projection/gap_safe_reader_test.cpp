@@ -29,8 +29,8 @@
 #include "actors/projection/log_reader.hpp"
 #include "actors/projection/log_tail.hpp"
 #include "actors/projection/partition.hpp"
-#include "shoutflow/v1/projection.pb.h"
 #include "actors/user/user_codec.hpp"
+#include "shoutflow/v1/projection.pb.h"
 #include "tests/support/test_db.hpp"
 #include "tests/support/test_node.hpp"
 #include "tests/support/wait.hpp"
@@ -284,8 +284,8 @@ protected:
   }
 
   projection::partition_actor
-  spawn_partition(projection::projection_ptr proj, int32_t index,
-                  int32_t count, projection::partition_fence fence = {}) {
+  spawn_partition(projection::projection_ptr proj, int32_t index, int32_t count,
+                  projection::partition_fence fence = {}) {
     projection::partition_config pc;
     pc.db_url = db_.url();
     pc.proj = std::move(proj);
@@ -309,8 +309,8 @@ protected:
     rc.partitions = partitions;
     rc.fetcher = std::move(fetcher);
     rc.fetch_timeout = fetch_timeout;
-    rc.batch_size = batch;
-    rc.poll = 10ms;
+    rc.replay.batch_size = batch;
+    rc.replay.poll = 10ms;
     auto r = projection::spawn_reader(*sys_, std::move(rc));
     spawned_.push_back(caf::actor_cast<caf::actor>(r));
     return r;

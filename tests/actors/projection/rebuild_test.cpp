@@ -82,8 +82,8 @@ TEST(rebuild, answers_while_it_builds_the_query_indexes) {
   rc.proj = proj;
   rc.generation = generation;
   rc.partitions = 2;
-  rc.poll = 10ms;
-  rc.until_position = 50;
+  rc.replay.poll = 10ms;
+  rc.replay.until_position = 50;
   auto rebuild = projection::spawn_rebuild(sys, rc);
   caf::scoped_actor self{sys};
   self->monitor(rebuild);
