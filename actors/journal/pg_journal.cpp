@@ -90,10 +90,14 @@ constexpr const char* sql_fences
 // The common case in ONE statement, run in autocommit (no BEGIN, no COMMIT
 // round trip): fences, earlier executions, claims, events and no-op replies
 // of a batch without guards or releases. Anything unusual — a fence not
-// held, a command id seen before, a claim taken — makes it call
-// journal_refuse (SQLSTATE SF001, migration 0009), which aborts it with
-// nothing written; the batch then goes through the step-by-step
-// transaction below, which sorts out which write fails and why. All CTEs
+// held, a command id seen before — makes it call journal_refuse (SQLSTATE
+// SF001, migration 0009), and a claim taken (or any other key met) makes
+// an INSERT fail with a unique violation: either aborts it with nothing
+// written, and the batch then goes through the step-by-step transaction
+// below, which sorts out which write fails and why. The claims go in
+// without ON CONFLICT: a speculative insertion costs an index probe before
+// the insert and a WAL record after it, per claim, and every PostShout
+// claims its shout id. All CTEs
 // read one snapshot taken before the statement gets its xid, as the
 // step-by-step path's reads do.
 constexpr const char* sql_append
@@ -119,13 +123,7 @@ constexpr const char* sql_append
     "  SELECT * FROM unnest($6::text[], $7::text[], $8::text[], $9::text[])"
     "    AS q(ns, k, o, v)"
     "   WHERE (SELECT ok FROM go)"
-    "   ORDER BY ns, k"
-    "  ON CONFLICT DO NOTHING"
-    "  RETURNING 1),"
-    " all_claimed AS MATERIALIZED ("
-    "  SELECT (SELECT ok FROM go)"
-    "         AND (SELECT count(*) FROM claimed) = cardinality($6::text[])"
-    "         AS ok),"
+    "   ORDER BY ns, k),"
     " appended AS ("
     "  INSERT INTO events (persistence_id, seq_nr, event_type, event_version,"
     "                      payload, command_id, correlation_id, causation_id,"
@@ -136,17 +134,17 @@ constexpr const char* sql_append
     "                $14::bytea[], $15::text[], $16::text[], $17::text[],"
     "                $19::bigint[])"
     "      AS u(pid, seq, type, version, payload, cid, corr, cause, epoch)"
-    "   WHERE (SELECT ok FROM all_claimed)"
+    "   WHERE (SELECT ok FROM go)"
     "  RETURNING persistence_id, seq_nr, global_position),"
     " noops AS ("
     "  INSERT INTO noop_commands (persistence_id, command_id, reply)"
     "  SELECT * FROM unnest($20::text[], $21::text[], $22::bytea[])"
-    "   WHERE (SELECT ok FROM all_claimed)"
+    "   WHERE (SELECT ok FROM go)"
     "  RETURNING 1)"
     " SELECT persistence_id, seq_nr, global_position FROM appended"
     " UNION ALL"
     " SELECT NULL, NULL, journal_refuse('journal: not the common case')"
-    "  WHERE NOT (SELECT ok FROM all_claimed)";
+    "  WHERE NOT (SELECT ok FROM go)";
 
 constexpr const char* sql_stream_heads
   = "SELECT persistence_id, max(seq_nr) FROM events"
@@ -556,7 +554,9 @@ void append_in_one_statement(pqxx::connection& conn, const batch_state& st,
       a.positions[{row[0].as<std::string>(), row[1].as<int64_t>()}]
         = row[2].as<int64_t>();
   } catch (const pqxx::sql_error& err) {
-    if (err.sqlstate() != "SF001")
+    // 23505: a claim taken, or a stale writer's seq_nr (sorted out by the
+    // step-by-step transaction, which meets it again).
+    if (err.sqlstate() != "SF001" && err.sqlstate() != "23505")
       throw;
     a.positions.clear();
     a.refused = true;
