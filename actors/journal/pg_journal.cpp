@@ -97,9 +97,8 @@ constexpr const char* sql_fences
 // below, which sorts out which write fails and why. The claims go in
 // without ON CONFLICT: a speculative insertion costs an index probe before
 // the insert and a WAL record after it, per claim, and every PostShout
-// claims its shout id. All CTEs
-// read one snapshot taken before the statement gets its xid, as the
-// step-by-step path's reads do.
+// claims its shout id. All CTEs read one snapshot taken before the
+// statement gets its xid, as the step-by-step path's reads do.
 constexpr const char* sql_append
   = "WITH fenced AS ("
     "  SELECT l.part FROM leases l"

@@ -133,9 +133,8 @@ std::string array_of(std::size_t n, F&& element) {
 
 void use_key_plans_only(pqxx::connection& c) {
   pqxx::nontransaction tx{c};
-  tx.exec("SET enable_seqscan = off");
-  tx.exec("SET enable_hashjoin = off");
-  tx.exec("SET enable_mergejoin = off");
+  tx.exec("SET enable_seqscan = off; SET enable_hashjoin = off;"
+          " SET enable_mergejoin = off");
 }
 
 pg_session::pg_session(std::string url, std::string name, preparer prepare,
