@@ -25,6 +25,7 @@
 #include <set>
 #include <thread>
 
+#include "actors/cluster/cluster_types.hpp"
 #include "actors/journal/journal_actors.hpp"
 #include "actors/projection/log_reader.hpp"
 #include "actors/projection/log_tail.hpp"
@@ -427,6 +428,62 @@ protected:
       .receive([&](projection::partition_ack& a) { ack = a; },
                [&](caf::error&) {});
     return ack;
+  }
+
+  /// Whether the partition refuses `b` as fenced (a failed fence; any other
+  /// answer, an ack included, is not).
+  ::testing::AssertionResult fenced(const projection::partition_actor& p,
+                                    const projection::partition_batch& b) {
+    caf::scoped_actor self{*sys_};
+    auto out = ::testing::AssertionFailure() << "no answer";
+    self->request(p, 30s, apply_atom::value, b)
+      .receive(
+        [&](projection::partition_ack& a) {
+          out = ::testing::AssertionFailure()
+                << "applied " << a.applied << " events, not fenced";
+        },
+        [&](caf::error& err) {
+          if (err.category() == caf::atom("db")
+              && err.code()
+                   == static_cast<uint8_t>(journal::db_errc::fenced))
+            out = ::testing::AssertionSuccess();
+          else
+            out = ::testing::AssertionFailure()
+                  << "failed, not fenced: " << sys_->render(err);
+        });
+    return out;
+  }
+
+  /// The recorder's live generation 1 with partition 0 leased to
+  /// incarnation inc-a at epoch 3, and the fence of that holder.
+  projection::partition_fence lease_partition_zero() {
+    db_.exec("INSERT INTO projection_generations"
+             " (projection, generation, state, partitions)"
+             " VALUES ('recorder', 1, 'live', 1)");
+    db_.exec("INSERT INTO leases (resource, part, owner_node,"
+             "                    owner_incarnation, epoch, expires_at)"
+             " VALUES ('"
+             + cluster::partition_resource("recorder")
+             + "', 0, 1, 'inc-a', 3, now() + interval '10 minutes')");
+    projection::partition_fence fence;
+    fence.role = projection::generation_role::live;
+    fence.lease_resource = cluster::partition_resource("recorder");
+    fence.lease_epoch = 3;
+    fence.incarnation = "inc-a";
+    return fence;
+  }
+
+  /// The partition's committed offset (none: zero).
+  cursor committed_offset() const {
+    pqxx::connection conn{db_.url()};
+    pqxx::read_transaction tx{conn};
+    auto rows = tx.exec("SELECT tx_id::text, position FROM projection_offsets"
+                        " WHERE projection = 'recorder' AND generation = 1"
+                        "   AND partition = 0");
+    if (rows.empty())
+      return {};
+    journal::row_reader r{rows[0]};
+    return {r.uint64(), r.int64()};
   }
 
   /// How many (event, key) applications the log implies: what recorded()
@@ -991,6 +1048,91 @@ TEST_F(engine_test, live_partition_logs_each_batch_with_its_offset) {
       expected.push_back(b.events[k.index].at.position);
     EXPECT_EQ(positions, expected) << "logged batch " << i;
   }
+}
+
+// The partition's fence (G2/G3: one owner applies a partition at a time).
+// A partition whose lease has moved on — another incarnation, a new epoch —
+// writes nothing: neither read-model rows nor its offset. It stays fenced.
+TEST_F(engine_test, a_partition_whose_lease_moved_on_writes_nothing) {
+  auto proj = std::make_shared<recorder>();
+  create_tables(*proj);
+  auto fence = lease_partition_zero();
+  projection::fetch_result res;
+  ASSERT_NO_FATAL_FAILURE(fetch_small_log(res));
+  auto p = spawn_partition(proj, 0, 1, fence);
+  auto first = single_partition_batch(res.events, 0, 20, 1);
+  auto second = single_partition_batch(res.events, 20, res.events.size(), 2);
+  ASSERT_TRUE(apply(p, first)) << "the holder's batch failed";
+  auto applied = recorded();
+  EXPECT_EQ(applied, static_cast<int64_t>(first.keyed.size()));
+
+  db_.exec("UPDATE leases SET owner_incarnation = 'inc-b', epoch = 4"
+           " WHERE resource = '"
+           + cluster::partition_resource("recorder") + "' AND part = 0");
+  EXPECT_TRUE(fenced(p, second));
+  EXPECT_EQ(recorded(), applied) << "a fenced batch wrote read-model rows";
+  EXPECT_EQ(committed_offset(), first.end) << "a fenced batch moved the offset";
+  EXPECT_TRUE(fenced(p, second)) << "the partition did not stay fenced";
+}
+
+// A partition of a generation that is no longer in its role's state (a swap
+// retired it) writes nothing.
+TEST_F(engine_test, a_partition_of_a_retired_generation_writes_nothing) {
+  auto proj = std::make_shared<recorder>();
+  create_tables(*proj);
+  auto fence = lease_partition_zero();
+  projection::fetch_result res;
+  ASSERT_NO_FATAL_FAILURE(fetch_small_log(res));
+  auto p = spawn_partition(proj, 0, 1, fence);
+  auto first = single_partition_batch(res.events, 0, 20, 1);
+  auto second = single_partition_batch(res.events, 20, res.events.size(), 2);
+  ASSERT_TRUE(apply(p, first)) << "the live generation's batch failed";
+  auto applied = recorded();
+
+  db_.exec("UPDATE projection_generations SET state = 'retired'"
+           " WHERE projection = 'recorder' AND generation = 1");
+  EXPECT_TRUE(fenced(p, second));
+  EXPECT_EQ(recorded(), applied) << "a fenced batch wrote read-model rows";
+  EXPECT_EQ(committed_offset(), first.end) << "a fenced batch moved the offset";
+}
+
+// A takeover in progress (the new owner's acquisition holds the lease row
+// FOR UPDATE with the epoch bumped) and a batch of the old owner: the batch
+// waits for the takeover's COMMIT, then ends fenced with nothing written.
+// Without the fence's row lock it would read the old, committed epoch and
+// commit beside the new owner.
+TEST_F(engine_test, a_batch_behind_a_takeover_waits_and_is_fenced) {
+  auto proj = std::make_shared<recorder>();
+  create_tables(*proj);
+  auto fence = lease_partition_zero();
+  projection::fetch_result res;
+  ASSERT_NO_FATAL_FAILURE(fetch_small_log(res));
+  auto p = spawn_partition(proj, 0, 1, fence);
+  auto batch = single_partition_batch(res.events, 0, res.events.size(), 1);
+
+  pqxx::connection taker{db_.url()};
+  pqxx::work take{taker};
+  auto resource = taker.quote(cluster::partition_resource("recorder"));
+  take.exec("SELECT 1 FROM leases WHERE resource = " + resource
+            + " AND part = 0 FOR UPDATE");
+  take.exec("UPDATE leases SET owner_incarnation = 'inc-b', epoch = 4"
+            " WHERE resource = "
+            + resource + " AND part = 0");
+  ::testing::AssertionResult outcome = ::testing::AssertionFailure();
+  std::thread old_owner{[&] { outcome = fenced(p, batch); }};
+  bool waited = eventually(
+    [&] {
+      return db_.scalar<int64_t>("SELECT count(*) FROM pg_locks"
+                                 " WHERE NOT granted")
+             > 0;
+    },
+    10s);
+  take.commit();
+  old_owner.join();
+  EXPECT_TRUE(waited) << "the batch never waited for the takeover";
+  EXPECT_TRUE(outcome);
+  EXPECT_EQ(recorded(), 0) << "a fenced batch wrote read-model rows";
+  EXPECT_EQ(committed_offset(), cursor{}) << "a fenced batch moved the offset";
 }
 
 // A reader that crashed after one partition committed a batch and before
