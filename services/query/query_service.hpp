@@ -12,13 +12,7 @@
 // DEADLINE_EXCEEDED. Then the query pool reads, in one statement (one
 // snapshot), and finishes the RPC from its thread.
 //
-// Watch: a session actor per stream subscribes to the watch hub, sends the
-// current document of each subject, then one DocumentChange per change, in
-// order per subject. The stream's outbox is bounded: a consumer that falls
-// `watch_buffer` messages behind is ended with RESOURCE_EXHAUSTED, and a
-// cancelled stream frees its actor and subscription. A stream whose hub can
-// no longer vouch for every change (a partition owner died between a commit
-// and its broadcast) ends with UNAVAILABLE: the client resubscribes.
+// Watch: watch_session.hpp.
 
 #include <caf/actor_system.hpp>
 
