@@ -279,8 +279,38 @@ std::vector<topic> topics(const change& c) {
   return {};
 }
 
+/// Erases the cached pages `c` touches (page_cache.hpp): a page shows its
+/// owner's timeline (entries, and the feeds merged into it), and the shouts
+/// and authors on it. A celebrity's post or deletion changes the pages of
+/// its followers without touching their timelines; the hub does not know
+/// them, so it empties the cache (celebrities are few).
+void erase_pages(pointer self, const change& c) {
+  auto& pages = self->state.cfg.pages;
+  if (!pages)
+    return;
+  switch (c.kind) {
+    case change::user:
+      pages->invalidate({page_cache::kind::user, c.subject});
+      break;
+    case change::shout:
+      pages->invalidate({page_cache::kind::shout, c.subject});
+      break;
+    case change::timeline_add:
+    case change::timeline_remove:
+    case change::feed_added:
+    case change::feed_removed:
+      pages->invalidate({page_cache::kind::timeline, c.subject});
+      break;
+    case change::author_post:
+    case change::author_remove:
+      pages->clear();
+      break;
+  }
+}
+
 void deliver(pointer self, const change& c) {
   auto& st = self->state;
+  erase_pages(self, c);
   if (c.kind == change::feed_added || c.kind == change::feed_removed) {
     follow_feed(self, c);
     return;
@@ -309,6 +339,8 @@ std::vector<uint8_t> kinds_of(const std::string& projection) {
 /// resubscribe.
 void lost(pointer self, const std::string& projection, const std::string& why) {
   auto& st = self->state;
+  if (st.cfg.pages)
+    st.cfg.pages->clear();
   std::set<caf::actor> affected;
   for (auto kind : kinds_of(projection))
     for (auto it = st.subscribers.lower_bound({kind, std::string{}});
@@ -329,8 +361,41 @@ void lost(pointer self, const std::string& projection, const std::string& why) {
 
 // -- progress -----------------------------------------------------------------
 
+/// The projections a cached page reads (read_queries.cpp,
+/// projections_read_by("GetTimeline")).
+constexpr const char* page_projections[] = {"timelines", "shouts", "users"};
+
+/// Tells the page cache how far every change of the projections its pages
+/// read has been released, and whether the hub knows of a committed one it
+/// has not released (a partition the database shows further than its
+/// broadcasts, a fill or a swap in progress).
+void publish_progress(pointer self) {
+  auto& st = self->state;
+  if (!st.cfg.pages)
+    return;
+  std::optional<cursor> released;
+  bool current = true;
+  for (auto* name : page_projections) {
+    auto it = st.projections.find(name);
+    if (it == st.projections.end() || it->second.live.received.empty()) {
+      st.cfg.pages->set_progress(std::nullopt, false);
+      return;
+    }
+    auto& t = it->second;
+    auto& g = t.live;
+    auto mark = g.release_mark();
+    if (!released || mark < *released)
+      released = mark;
+    current = current && !t.retired_final && !t.swapped_since && !t.next;
+    for (std::size_t p = 0; p < g.received.size(); ++p)
+      current = current && !g.filling[p] && !(g.received[p] < g.applied[p]);
+  }
+  st.cfg.pages->set_progress(released, current);
+}
+
 void release_waiters(pointer self) {
   auto& st = self->state;
+  publish_progress(self);
   for (auto it = st.waiters.begin(); it != st.waiters.end();) {
     bool ready = true;
     for (auto& n : it->names) {
@@ -481,6 +546,8 @@ void try_switch(pointer self, const std::string& name, projection_track& t,
   t.next.reset();
   t.retired_final.reset();
   t.swapped_since.reset();
+  if (self->state.cfg.pages)
+    self->state.cfg.pages->clear(); // pages read the retired generation
   log_info(component, name + ": following generation "
                         + std::to_string(t.live.generation));
   if (!continuous)

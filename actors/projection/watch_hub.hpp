@@ -34,6 +34,12 @@
 // changes up to those, then the new one's after them, and from then on
 // follows the new generation: every change once, in order, across a swap.
 //
+// Pages: the first pages of home timelines that GetTimeline answers from
+// memory (page_cache.hpp) are kept exact here. Every released change erases
+// the pages it touches before any later change goes out; whenever changes
+// may have been missed (`lost`) or the hub follows a new generation, all of
+// them go. The hub tells the cache how far it has released.
+//
 // Subscribers: each Watch session subscribes to the subjects it follows
 // (users, shouts, a timeline, authors' feeds) and receives (change_atom,
 // change) for those only; the hub monitors it and forgets it when it ends.
@@ -56,7 +62,10 @@
 #include <vector>
 
 #include "actors/common/atoms.hpp"
+#include "actors/projection/page_cache.hpp"
 #include "actors/projection/projection.hpp"
+
+#include <memory>
 
 namespace shoutflow::projection {
 
@@ -99,6 +108,9 @@ struct hub_config {
   /// The database may show a partition further than its broadcasts for
   /// this long before the hub takes the broadcasts as lost.
   std::chrono::milliseconds gap_grace{1000};
+  /// Timeline pages kept in memory (page_cache.hpp), which the hub keeps
+  /// exact with what it releases; null: none.
+  std::shared_ptr<page_cache> pages;
 };
 
 hub_actor spawn_watch_hub(caf::actor_system& sys, hub_config cfg);

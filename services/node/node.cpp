@@ -133,12 +133,16 @@ void node::start() {
   // The watch hub of a query node follows every partition's progress
   // wherever it runs (watch_hub.hpp); the peers actor connects this node to
   // the others and fans the read side's messages and wake-ups out.
-  if (cfg_.has_role("query"))
+  if (cfg_.has_role("query")) {
+    if (cfg_.timeline_pages > 0)
+      pages_ = std::make_shared<projection::page_cache>(cfg_.timeline_pages);
     hub_ = projection::spawn_watch_hub(
       sys, {cfg_.db_url,
             std::clamp(cfg_.projection_poll, std::chrono::milliseconds(20),
                        std::chrono::milliseconds(1000)),
-            std::max(std::chrono::milliseconds(1000), cfg_.lease_ttl / 2)});
+            std::max(std::chrono::milliseconds(1000), cfg_.lease_ttl / 2),
+            pages_});
+  }
   cluster::peers_config pcfg;
   pcfg.self = cfg_.node_id;
   pcfg.local_hub = caf::actor_cast<caf::actor>(hub_);
@@ -266,7 +270,7 @@ void node::start() {
     query_service_ = std::make_unique<services::query_service>(
       sys, query_pool_, query_workers_, hub_,
       services::query_service_config{cfg_.query_max_wait, cfg_.watch_buffer,
-                                     &metrics_->query});
+                                     &metrics_->query, pages_});
     query_server_ = serve(query_service_.get(), cfg_.bind, cfg_.query_port,
                           cfg_.max_message_bytes, "QueryService", &query_port_,
                           metrics_->in_flight, metrics_->in_flight.query);

@@ -147,6 +147,8 @@ private:
   std::unique_ptr<services::command_service> command_service_;
   std::unique_ptr<grpc::Server> command_server_;
   projection::hub_actor hub_;
+  /// First timeline pages kept in memory (null: none, or no query role).
+  std::shared_ptr<projection::page_cache> pages_;
   projection::manager_actor manager_;
   /// Samples projection lag for the metrics (projections role).
   caf::actor lag_probe_;

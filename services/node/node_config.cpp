@@ -224,6 +224,10 @@ const std::vector<option>& options() {
      int_setter(&node_config::timeline_cap, 1, 100000)},
     {"query-workers", "connections serving QueryService reads", "4",
      int_setter(&node_config::query_workers, 1, 256)},
+    {"timeline-pages",
+     "first pages of home timelines GetTimeline answers from memory, kept "
+     "exact by the watch hub (0: none)",
+     "10000", int_setter(&node_config::timeline_pages, 0, 10000000)},
     {"query-max-wait",
      "longest a read waits for min_position (a client deadline can shorten "
      "it)",

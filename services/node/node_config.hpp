@@ -65,6 +65,7 @@ struct node_config {
   int64_t celebrity_threshold = 10000;
   int64_t timeline_cap = 800;
   std::size_t query_workers = 4;
+  std::size_t timeline_pages = 10000;
   std::chrono::milliseconds query_max_wait{std::chrono::seconds(5)};
   std::size_t watch_buffer = 256;
   std::string log_level = "info";

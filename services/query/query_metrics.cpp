@@ -4,6 +4,14 @@ namespace shoutflow::services {
 
 namespace {
 
+prometheus::Family<prometheus::Counter>& page_reads(prometheus::Registry& r) {
+  return prometheus::BuildCounter()
+    .Name("shoutflow_query_timeline_pages_total")
+    .Help("First pages of home timelines asked for, by where they were "
+          "answered from: memory (hit) or the database (miss)")
+    .Register(r);
+}
+
 prometheus::Family<prometheus::Counter>& dropped(prometheus::Registry& r) {
   return prometheus::BuildCounter()
     .Name("shoutflow_watch_dropped_total")
@@ -25,7 +33,9 @@ query_metrics::query_metrics(prometheus::Registry& r)
                          .Register(r)
                          .Add({})),
     watch_dropped_slow_client(dropped(r).Add({{"reason", "slow_client"}})),
-    watch_dropped_backlog(dropped(r).Add({{"reason", "backlog"}})) {
+    watch_dropped_backlog(dropped(r).Add({{"reason", "backlog"}})),
+    page_hits(page_reads(r).Add({{"from", "memory"}})),
+    page_misses(page_reads(r).Add({{"from", "database"}})) {
 }
 
 } // namespace shoutflow::services

@@ -7,6 +7,8 @@
 //   shoutflow_watch_changes_sent_total         DocumentChanges written
 //   shoutflow_watch_dropped_total{reason}      streams ended because the
 //                                              client fell behind
+//   shoutflow_query_timeline_pages_total{from} first timeline pages answered
+//                                              from memory or the database
 // Open Watch streams are shoutflow_grpc_requests_in_flight{service="watch"}
 // (services/common/in_flight.hpp).
 
@@ -26,6 +28,10 @@ struct query_metrics {
   prometheus::Counter& watch_dropped_slow_client;
   /// Changes piled up faster than their documents could be read.
   prometheus::Counter& watch_dropped_backlog;
+  /// First timeline pages answered from memory, and those that were not
+  /// (page_cache.hpp).
+  prometheus::Counter& page_hits;
+  prometheus::Counter& page_misses;
 };
 
 } // namespace shoutflow::services

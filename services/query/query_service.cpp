@@ -57,7 +57,13 @@ struct read_call {
   grpc::ByteBuffer* response = nullptr;
   /// The method's metrics (null: none) and the request's arrival.
   const rpc_metrics::method_series* series = nullptr;
+  query_metrics* metrics = nullptr;
   clock_type::time_point started;
+  /// A first page of a home timeline, which may be answered from memory
+  /// (page_cache.hpp; null: not one, or no cache).
+  projection::page_cache* pages = nullptr;
+  std::string page_owner;
+  int32_t page_size = 0;
 
   void finish(const grpc::Status& s) {
     if (series != nullptr)
@@ -98,17 +104,54 @@ void fail(caf::event_based_actor* self, const call_ptr& call,
   call->finish(to_status(rejection_from(err, self->system())));
 }
 
-/// Hands the read to the pool, which finishes the RPC on its thread.
-void query(const call_ptr& call) {
+void answer(const call_ptr& call, const std::string& bytes) {
+  grpc::Slice slice(bytes);
+  *call->response = grpc::ByteBuffer(&slice, 1);
+  call->finish(grpc::Status::OK);
+}
+
+/// Offers a page read from the database to the cache: it depends on its
+/// owner's timeline and on each shout and author it shows.
+void keep_page(const read_call& call, const std::string& bytes,
+               uint64_t since) {
+  v1::TimelinePage page;
+  if (!page.ParseFromString(bytes))
+    return;
+  using pc = projection::page_cache;
+  std::vector<pc::topic> depends_on{{pc::kind::timeline, call.page_owner}};
+  for (auto& s : page.shouts()) {
+    depends_on.emplace_back(pc::kind::shout, s.shout_id());
+    depends_on.emplace_back(pc::kind::user, s.author_id());
+  }
+  call.pages->fill(call.page_owner, call.page_size, bytes,
+                   std::move(depends_on), since);
+}
+
+/// Answers from the page cache when it can (`min`: the read's min_position
+/// as a cursor, already awaited); otherwise hands the read to the pool,
+/// which finishes the RPC on its thread.
+void query(const call_ptr& call,
+           const std::optional<projection::cursor>& min = std::nullopt) {
+  uint64_t since = 0;
+  if (call->pages != nullptr) {
+    auto page = call->pages->find(call->page_owner, call->page_size, min);
+    if (call->metrics != nullptr)
+      (page ? call->metrics->page_hits : call->metrics->page_misses)
+        .Increment();
+    if (page) {
+      answer(call, *page);
+      return;
+    }
+    since = call->pages->begin_fill();
+  }
   call->pool->read(call->method, std::move(call->request), call->deadline,
-                   [call = call](query_answer a) {
+                   [call = call, since](query_answer a) {
                      switch (a.kind) {
-                       case query_answer::ok: {
-                         grpc::Slice slice(a.bytes);
-                         *call->response = grpc::ByteBuffer(&slice, 1);
-                         call->finish(grpc::Status::OK);
+                       case query_answer::ok:
+                         if (call->pages != nullptr)
+                           keep_page(*call, a.bytes, since);
+                         answer(call, a.bytes);
                          break;
-                       }
                        case query_answer::rejected:
                          call->finish(rejection_status(a.bytes));
                          break;
@@ -127,7 +170,7 @@ void await(caf::event_based_actor* self, const call_ptr& call,
   self
     ->request(call->hub, remaining(call), await_atom::value, call->projections,
               c)
-    .then([=](bool) { query(call); },
+    .then([=](bool) { query(call, c); },
           [=](caf::error& err) { fail(self, call, err); });
 }
 
@@ -189,6 +232,13 @@ query_service::raw query_service::dispatch(ctx* c, const char* method,
   }
   call->method = method;
   call->min_position = min_position_of(*parsed);
+  call->metrics = cfg_.metrics;
+  if (auto* r = dynamic_cast<const v1::GetTimelineRequest*>(parsed.get());
+      r != nullptr && cfg_.pages && r->page_token().empty()) {
+    call->pages = cfg_.pages.get();
+    call->page_owner = r->user_id();
+    call->page_size = r->page_size();
+  }
   call->request = std::move(parsed);
   call->projections = projections_read_by(method);
   auto timeout = cfg_.max_wait;

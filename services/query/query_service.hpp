@@ -10,7 +10,10 @@
 // it, wherever those partitions run (watch_hub.hpp). The wait
 // is bounded by the client's deadline and `max_wait`; past it the answer is
 // DEADLINE_EXCEEDED. Then the query pool reads, in one statement (one
-// snapshot), and finishes the RPC from its thread.
+// snapshot), and finishes the RPC from its thread. A first page of a home
+// timeline may be answered from memory instead (`pages`), when the watch
+// hub has released every change up to the read's min_position (and, for a
+// read without one, knows of no committed change it has not released).
 //
 // Watch: watch_session.hpp.
 
@@ -34,6 +37,9 @@ struct query_service_config {
   std::size_t watch_buffer = 256;
   /// Optional; outlives the service.
   query_metrics* metrics = nullptr;
+  /// First timeline pages answered from memory, kept exact by the watch hub
+  /// (page_cache.hpp); null: every read goes to the pool.
+  std::shared_ptr<projection::page_cache> pages;
 };
 
 using query_service_base = v1::QueryService::WithRawCallbackMethod_GetUser<

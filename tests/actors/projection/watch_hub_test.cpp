@@ -9,10 +9,12 @@
 #include <caf/all.hpp>
 
 #include <chrono>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "actors/common/atoms.hpp"
+#include "actors/projection/page_cache.hpp"
 #include "actors/projection/projection_actors.hpp"
 #include "actors/projection/read_side_codec.hpp"
 #include "actors/projection/watch_hub.hpp"
@@ -30,7 +32,9 @@ protected:
 
   void SetUp() override {
     sys_ = std::make_unique<caf::actor_system>(cfg_);
-    hub_ = spawn_watch_hub(*sys_, hub_config{});
+    hub_config hc;
+    hc.pages = pages_;
+    hub_ = spawn_watch_hub(*sys_, hc);
     self_ = std::make_unique<caf::scoped_actor>(*sys_);
   }
 
@@ -88,6 +92,7 @@ protected:
 
   caf::actor_system_config cfg_;
   std::unique_ptr<caf::actor_system> sys_;
+  std::shared_ptr<page_cache> pages_ = std::make_shared<page_cache>(100);
   hub_actor hub_;
   std::unique_ptr<caf::scoped_actor> self_;
 };
@@ -129,6 +134,47 @@ TEST_F(watch_hub_test, a_timeline_entry_waits_until_every_partition_passed_it) {
   ASSERT_EQ(got.size(), 2u);
   EXPECT_EQ(got[0].position, 3);
   EXPECT_EQ(got[1].position, 5);
+}
+
+// The timeline pages (page_cache.hpp) follow what the hub releases: a page
+// goes when a change of its timeline is released, not when it arrives; a
+// read with a min_position is answered from memory only once the hub has
+// released everything up to it, from every partition of the three
+// projections a page reads.
+TEST_F(watch_hub_test, timeline_pages_follow_what_the_hub_released) {
+  using kind = page_cache::kind;
+  std::vector<page_cache::topic> bobs_page{
+    {kind::timeline, "bob"}, {kind::shout, "s1"}, {kind::user, "alice"}};
+  ASSERT_TRUE(pages_->fill("bob", 20, "page", bobs_page, pages_->begin_fill()));
+  EXPECT_FALSE(pages_->find("bob", 20))
+    << "answered before the hub knew how far the projections are";
+  for (auto* name : {"timelines", "shouts", "users"})
+    for (int32_t p = 0; p < 2; ++p)
+      publish(name, p, {}, {10, 10}, {});
+  released();
+  EXPECT_EQ(pages_->find("bob", 20), "page");
+  EXPECT_EQ(pages_->find("bob", 20, cursor{10, 10}), "page");
+  EXPECT_FALSE(pages_->find("bob", 20, cursor{10, 11}));
+
+  // An entry of bob's timeline from partition 0 waits for partition 1: it
+  // is not released, so the page stays, and no min_position past 10 is
+  // answered from memory.
+  publish("timelines", 0, {10, 10}, {20, 20},
+          {make(change::timeline_add, "bob", 15, 0)});
+  released();
+  EXPECT_EQ(pages_->find("bob", 20), "page");
+  EXPECT_FALSE(pages_->find("bob", 20, cursor{15, 15}));
+  publish("timelines", 1, {10, 10}, {20, 20}, {});
+  released();
+  EXPECT_FALSE(pages_->find("bob", 20)) << "kept after bob's new entry";
+
+  // A change of an author on the page erases it as soon as its own
+  // partition has committed it.
+  ASSERT_TRUE(pages_->fill("bob", 20, "page", bobs_page, pages_->begin_fill()));
+  EXPECT_EQ(pages_->find("bob", 20), "page");
+  publish("users", 1, {10, 10}, {30, 30}, {make(change::user, "alice", 25, 1)});
+  released();
+  EXPECT_FALSE(pages_->find("bob", 20)) << "kept after alice's change";
 }
 
 } // namespace
