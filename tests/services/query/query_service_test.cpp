@@ -720,9 +720,9 @@ TEST_F(query_service_test,
 }
 
 // First timeline pages answered from memory (page_cache.hpp) are exactly
-// the database's: random commands of every kind that changes a page (posts,
-// likes, deletions, profile changes, follows, with a celebrity among the
-// authors), and after each the first pages of two random owners, read twice
+// the database's: random commands of every kind that changes a page (posts
+// and replies, likes, deletions, profile changes, follows, with a celebrity
+// among the authors), and after each the first pages of two random owners, read twice
 // with the command's position as min_position (G6), must equal the page
 // the read models give by SQL. The seed is printed; SHOUTFLOW_TEST_SEED
 // replays a run.
@@ -779,9 +779,19 @@ TEST_F(query_service_test, timeline_pages_from_memory_equal_the_database) {
     switch (op) {
       case 0:
       case 1: {
-        auto res = post(who, "step " + std::to_string(step));
-        shouts.emplace_back(res.shout_id(), who);
-        at = res.global_position();
+        // A third are replies: the parent's reply count is on its pages.
+        v1::PostShoutRequest r;
+        r.set_command_id("cmd-" + std::to_string(++command_ids_));
+        r.set_user_id(who);
+        r.set_text("step " + std::to_string(step));
+        if (!shouts.empty() && pick(3) == 0)
+          r.set_reply_to_shout_id(shouts[pick(shouts.size())].first);
+        v1::CommandResult res;
+        auto ctx = context_with_deadline();
+        if (commands_->PostShout(ctx.get(), r, &res).ok()) {
+          shouts.emplace_back(res.shout_id(), who);
+          at = res.global_position();
+        }
         break;
       }
       case 2:
