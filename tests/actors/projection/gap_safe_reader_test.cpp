@@ -486,6 +486,31 @@ protected:
     return {r.uint64(), r.int64()};
   }
 
+  /// A recorder partition 0 leased as lease_partition_zero() says, and the
+  /// small log as two batches: `first` (20 events), then `second`.
+  struct leased_partition {
+    projection::partition_actor actor;
+    projection::partition_batch first;
+    projection::partition_batch second;
+  };
+
+  void start_leased_partition(leased_partition& out) {
+    auto proj = std::make_shared<recorder>();
+    create_tables(*proj);
+    auto fence = lease_partition_zero();
+    projection::fetch_result res;
+    ASSERT_NO_FATAL_FAILURE(fetch_small_log(res));
+    out.actor = spawn_partition(proj, 0, 1, fence);
+    out.first = single_partition_batch(res.events, 0, 20, 1);
+    out.second = single_partition_batch(res.events, 20, res.events.size(), 2);
+  }
+
+  /// Nothing beyond `rows` recorded and `offset` committed.
+  void expect_nothing_more_written(int64_t rows, const cursor& offset) {
+    EXPECT_EQ(recorded(), rows) << "a fenced batch wrote read-model rows";
+    EXPECT_EQ(committed_offset(), offset) << "a fenced batch moved the offset";
+  }
+
   /// How many (event, key) applications the log implies: what recorded()
   /// reaches once everything is applied.
   int64_t expected_applications() const {
@@ -1054,46 +1079,34 @@ TEST_F(engine_test, live_partition_logs_each_batch_with_its_offset) {
 // A partition whose lease has moved on — another incarnation, a new epoch —
 // writes nothing: neither read-model rows nor its offset. It stays fenced.
 TEST_F(engine_test, a_partition_whose_lease_moved_on_writes_nothing) {
-  auto proj = std::make_shared<recorder>();
-  create_tables(*proj);
-  auto fence = lease_partition_zero();
-  projection::fetch_result res;
-  ASSERT_NO_FATAL_FAILURE(fetch_small_log(res));
-  auto p = spawn_partition(proj, 0, 1, fence);
-  auto first = single_partition_batch(res.events, 0, 20, 1);
-  auto second = single_partition_batch(res.events, 20, res.events.size(), 2);
-  ASSERT_TRUE(apply(p, first)) << "the holder's batch failed";
+  leased_partition lp;
+  ASSERT_NO_FATAL_FAILURE(start_leased_partition(lp));
+  ASSERT_TRUE(apply(lp.actor, lp.first)) << "the holder's batch failed";
   auto applied = recorded();
-  EXPECT_EQ(applied, static_cast<int64_t>(first.keyed.size()));
+  EXPECT_EQ(applied, static_cast<int64_t>(lp.first.keyed.size()));
 
   db_.exec("UPDATE leases SET owner_incarnation = 'inc-b', epoch = 4"
            " WHERE resource = '"
            + cluster::partition_resource("recorder") + "' AND part = 0");
-  EXPECT_TRUE(fenced(p, second));
-  EXPECT_EQ(recorded(), applied) << "a fenced batch wrote read-model rows";
-  EXPECT_EQ(committed_offset(), first.end) << "a fenced batch moved the offset";
-  EXPECT_TRUE(fenced(p, second)) << "the partition did not stay fenced";
+  EXPECT_TRUE(fenced(lp.actor, lp.second));
+  expect_nothing_more_written(applied, lp.first.end);
+  EXPECT_TRUE(fenced(lp.actor, lp.second))
+    << "the partition did not stay fenced";
 }
 
 // A partition of a generation that is no longer in its role's state (a swap
 // retired it) writes nothing.
 TEST_F(engine_test, a_partition_of_a_retired_generation_writes_nothing) {
-  auto proj = std::make_shared<recorder>();
-  create_tables(*proj);
-  auto fence = lease_partition_zero();
-  projection::fetch_result res;
-  ASSERT_NO_FATAL_FAILURE(fetch_small_log(res));
-  auto p = spawn_partition(proj, 0, 1, fence);
-  auto first = single_partition_batch(res.events, 0, 20, 1);
-  auto second = single_partition_batch(res.events, 20, res.events.size(), 2);
-  ASSERT_TRUE(apply(p, first)) << "the live generation's batch failed";
+  leased_partition lp;
+  ASSERT_NO_FATAL_FAILURE(start_leased_partition(lp));
+  ASSERT_TRUE(apply(lp.actor, lp.first))
+    << "the live generation's batch failed";
   auto applied = recorded();
 
   db_.exec("UPDATE projection_generations SET state = 'retired'"
            " WHERE projection = 'recorder' AND generation = 1");
-  EXPECT_TRUE(fenced(p, second));
-  EXPECT_EQ(recorded(), applied) << "a fenced batch wrote read-model rows";
-  EXPECT_EQ(committed_offset(), first.end) << "a fenced batch moved the offset";
+  EXPECT_TRUE(fenced(lp.actor, lp.second));
+  expect_nothing_more_written(applied, lp.first.end);
 }
 
 // A takeover in progress (the new owner's acquisition holds the lease row
@@ -1102,13 +1115,8 @@ TEST_F(engine_test, a_partition_of_a_retired_generation_writes_nothing) {
 // Without the fence's row lock it would read the old, committed epoch and
 // commit beside the new owner.
 TEST_F(engine_test, a_batch_behind_a_takeover_waits_and_is_fenced) {
-  auto proj = std::make_shared<recorder>();
-  create_tables(*proj);
-  auto fence = lease_partition_zero();
-  projection::fetch_result res;
-  ASSERT_NO_FATAL_FAILURE(fetch_small_log(res));
-  auto p = spawn_partition(proj, 0, 1, fence);
-  auto batch = single_partition_batch(res.events, 0, res.events.size(), 1);
+  leased_partition lp;
+  ASSERT_NO_FATAL_FAILURE(start_leased_partition(lp));
 
   pqxx::connection taker{db_.url()};
   pqxx::work take{taker};
@@ -1119,7 +1127,7 @@ TEST_F(engine_test, a_batch_behind_a_takeover_waits_and_is_fenced) {
             " WHERE resource = "
             + resource + " AND part = 0");
   ::testing::AssertionResult outcome = ::testing::AssertionFailure();
-  std::thread old_owner{[&] { outcome = fenced(p, batch); }};
+  std::thread old_owner{[&] { outcome = fenced(lp.actor, lp.first); }};
   bool waited = eventually(
     [&] {
       return db_.scalar<int64_t>("SELECT count(*) FROM pg_locks"
@@ -1131,8 +1139,7 @@ TEST_F(engine_test, a_batch_behind_a_takeover_waits_and_is_fenced) {
   old_owner.join();
   EXPECT_TRUE(waited) << "the batch never waited for the takeover";
   EXPECT_TRUE(outcome);
-  EXPECT_EQ(recorded(), 0) << "a fenced batch wrote read-model rows";
-  EXPECT_EQ(committed_offset(), cursor{}) << "a fenced batch moved the offset";
+  expect_nothing_more_written(0, cursor{});
 }
 
 // A reader that crashed after one partition committed a batch and before
