@@ -885,6 +885,14 @@ TEST_F(fenced_writer_test, stale_epoch_expired_lease_or_other_owner_is_fenced) {
   expect_absent(db, stale);
   expect_absent(db, unleased);
 
+  // A stale epoch alone, for a shard this node still holds at a newer one:
+  // the one-statement append must refuse it by itself (above, the unleased
+  // write alone sends the batch down the step-by-step path).
+  auto stale_alone = fenced(make_write("stale-alone", 1, 1, "stale-alone-1"),
+                            7, 2);
+  EXPECT_EQ(writer.write({stale_alone})[0].status, write_status::fenced);
+  expect_absent(db, stale_alone);
+
   // Expired by the database's clock: a node frozen past its lease.
   db.exec("UPDATE leases SET expires_at = clock_timestamp()"
           " - interval '1 second' WHERE part = 7");
