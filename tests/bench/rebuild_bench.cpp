@@ -684,7 +684,10 @@ progress generation_progress(pqxx::connection& conn,
 
 projection::cursor log_head(pqxx::connection& conn) {
   pqxx::read_transaction tx{conn};
-  auto rows = tx.exec("SELECT tx_id::text, global_position FROM events"
+  // The text gets its own name: under the name tx_id, ORDER BY tx_id would
+  // sort the text ("992583" after "14021885") and name a head in the middle
+  // of the log, so "every partition at the head" came early.
+  auto rows = tx.exec("SELECT tx_id::text AS tx, global_position FROM events"
                       " ORDER BY tx_id DESC, global_position DESC LIMIT 1");
   if (rows.empty())
     return {};
