@@ -146,6 +146,9 @@ struct reader_state {
   bool idle = false;
   bool done = false;
   uint64_t tick = 0;
+  /// The linger: no fetch before this; one is wanted when it has passed.
+  std::chrono::steady_clock::time_point next_fetch;
+  bool lingering = false;
   /// The next idle poll's delay: doubles while nothing comes, up to ten
   /// polls, back to one on a wake or an event. Wake-ups (this node's
   /// journal, other nodes' through the peers) make polling a fallback.
@@ -399,6 +402,17 @@ void fetch(pointer self) {
   if (!st.started || st.fetching || st.prefetched || st.done || st.held
       || st.owned.empty())
     return;
+  if (st.cfg.replay.linger.count() > 0) {
+    auto now = std::chrono::steady_clock::now();
+    if (now < st.next_fetch) {
+      if (!st.lingering) {
+        st.lingering = true;
+        self->delayed_send(self, st.next_fetch - now, fetch_atom::value);
+      }
+      return;
+    }
+    st.next_fetch = now + st.cfg.replay.linger;
+  }
   st.fetching = true;
   st.idle = false;
   auto& c = st.cfg;
@@ -536,6 +550,10 @@ reader_actor::behavior_type reader(pointer self, reader_config cfg) {
       }
       if (n == st.tick && st.idle)
         fetch(self);
+    },
+    [=](fetch_atom) {
+      self->state.lingering = false;
+      fetch(self);
     },
     [=](retry_atom, uint64_t p) { send_share(self, p); },
     [=](await_atom, const cursor& c) {

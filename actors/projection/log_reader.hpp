@@ -49,6 +49,10 @@ struct replay_settings {
   /// A point-in-time build stops after this position / time (0: never).
   int64_t until_position = 0;
   int64_t until_ms = 0;
+  /// A live reader fetches at most once per `linger` (0: as soon as it
+  /// can), so that what commits meanwhile makes one batch instead of
+  /// several (docs/read-side.md). Rebuilds do not linger.
+  std::chrono::milliseconds linger{0};
 
   bool point_in_time() const {
     return until_position > 0 || until_ms > 0;

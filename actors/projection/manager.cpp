@@ -143,6 +143,7 @@ void start_runner(pointer self, const key& k, int64_t epoch) {
   rc.fetch_timeout = caf::infinite;
   rc.replay.batch_size = st.cfg.batch_size;
   rc.replay.poll = st.cfg.poll;
+  rc.replay.linger = st.cfg.linger;
   rc.sink = st.cfg.sink;
   rc.publish = true;
   run.reader = spawn_reader(sys, std::move(rc));

@@ -81,6 +81,8 @@ struct manager_config {
   /// with it: the node peaked at ~190 MB during a 50,000-event rebuild.
   int64_t rebuild_batch_size = 50000;
   std::chrono::milliseconds poll{200};
+  /// A live reader fetches at most once per linger (replay_settings).
+  std::chrono::milliseconds linger{0};
   /// Receives (batch_atom, ReadSideMessage bytes) for every watch hub.
   caf::actor sink;
   /// This node (builder of its rebuilds) and its incarnation (lease

@@ -143,6 +143,8 @@ using reader_actor = caf::typed_actor<
   caf::reacts_to<wake_atom>,
   // A poll timer; stale ones (an older number) are ignored.
   caf::reacts_to<tick_atom, uint64_t>,
+  // The linger has passed: fetch if waiting to.
+  caf::reacts_to<fetch_atom>,
   // Resend the failed share of partition N.
   caf::reacts_to<retry_atom, uint64_t>,
   // Answers once everything up to the cursor is applied.

@@ -168,6 +168,7 @@ void node::start() {
     mcfg.batch_size = cfg_.projection_batch;
     mcfg.rebuild_batch_size = cfg_.projection_rebuild_batch;
     mcfg.poll = cfg_.projection_poll;
+    mcfg.linger = cfg_.projection_linger;
     mcfg.sink = caf::actor_cast<caf::actor>(peers_);
     mcfg.node_id = cfg_.node_id;
     mcfg.incarnation = incarnation_;

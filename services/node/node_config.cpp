@@ -216,6 +216,13 @@ const std::vector<option>& options() {
     {"projection-poll", "projection polling interval when idle", "200ms",
      duration_setter(&node_config::projection_poll, milliseconds(1),
                      minutes(1))},
+    {"projection-linger",
+     "a live projection reader fetches at most once per this interval: "
+     "under load, larger batches for less CPU per event (0: at every "
+     "wake-up)",
+     "25ms",
+     duration_setter(&node_config::projection_linger, milliseconds(0),
+                     seconds(1))},
     {"celebrity-threshold",
      "followers from which an author's shouts are merged at read time "
      "instead of fanned out",

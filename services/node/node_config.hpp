@@ -62,6 +62,7 @@ struct node_config {
   int64_t projection_batch = 2000;
   int64_t projection_rebuild_batch = 50000;
   std::chrono::milliseconds projection_poll{200};
+  std::chrono::milliseconds projection_linger{25};
   int64_t celebrity_threshold = 10000;
   int64_t timeline_cap = 800;
   std::size_t query_workers = 4;

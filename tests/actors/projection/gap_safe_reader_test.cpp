@@ -303,7 +303,8 @@ protected:
   spawn_reader(projection::projection_ptr proj,
                const std::vector<projection::partition_actor>& partitions,
                projection::fetcher_actor fetcher, int64_t batch,
-               caf::duration fetch_timeout = caf::duration{60s}) {
+               caf::duration fetch_timeout = caf::duration{60s},
+               std::chrono::milliseconds linger = 0ms) {
     projection::reader_config rc;
     rc.proj = std::move(proj);
     rc.generation = 1;
@@ -312,6 +313,7 @@ protected:
     rc.fetch_timeout = fetch_timeout;
     rc.replay.batch_size = batch;
     rc.replay.poll = 10ms;
+    rc.replay.linger = linger;
     auto r = projection::spawn_reader(*sys_, std::move(rc));
     spawned_.push_back(caf::actor_cast<caf::actor>(r));
     return r;
@@ -940,6 +942,78 @@ TEST_F(engine_test,
   EXPECT_GT(log_reads(metrics, "direct"), 0.0)
     << "precondition: the late reader never started behind the window";
   expect_each_key_exactly_once_in_log_order(db_);
+}
+
+// A fetcher in front of another that notes when each fetch arrives.
+struct fetch_times {
+  std::mutex mtx;
+  std::vector<std::chrono::steady_clock::time_point> at;
+
+  std::size_t size() {
+    std::lock_guard<std::mutex> guard{mtx};
+    return at.size();
+  }
+};
+
+projection::fetcher_actor::behavior_type
+timed_fetcher(projection::fetcher_actor::pointer self,
+              projection::fetcher_actor next,
+              std::shared_ptr<fetch_times> times) {
+  return {
+    [=](fetch_atom, const cursor& after, int64_t limit, int64_t until_position,
+        int64_t until_ms) {
+      {
+        std::lock_guard<std::mutex> guard{times->mtx};
+        times->at.push_back(std::chrono::steady_clock::now());
+      }
+      return self->delegate(next, fetch_atom::value, after, limit,
+                            until_position, until_ms);
+    },
+    [=](head_atom) { return self->delegate(next, head_atom::value); },
+  };
+}
+
+// A live reader with a linger fetches at most once per linger, however
+// often it polls (every 10 ms here) and however fast events commit (one per
+// transaction, without pause), and still applies every event once, in log
+// order. With no linger the same reader fetches every few milliseconds.
+TEST_F(engine_test, reader_with_a_linger_fetches_at_most_once_per_linger) {
+  auto proj = std::make_shared<recorder>();
+  create_tables(*proj);
+  auto times = std::make_shared<fetch_times>();
+  auto fetcher = sys_->spawn(timed_fetcher, spawn_fetcher(), times);
+  spawned_.push_back(caf::actor_cast<caf::actor>(fetcher));
+  auto p = spawn_partition(proj, 0, 1);
+  constexpr auto linger = 100ms;
+  auto reader = spawn_reader(proj, {p}, fetcher, 1000, caf::duration{60s},
+                             linger);
+  std::atomic<bool> writing{true};
+  std::thread writer([&] {
+    pqxx::connection c{db_.url()};
+    for (int i = 0; writing; ++i) {
+      pqxx::work tx{c};
+      auto u = "w" + std::to_string(i);
+      insert_event(tx, u, 1, registered(u));
+      tx.commit();
+    }
+  });
+  auto fetched = eventually([&] { return times->size() >= 8; });
+  writing = false;
+  writer.join();
+  ASSERT_TRUE(fetched) << "the reader fetched " << times->size()
+                       << " times in 30 s";
+  ASSERT_TRUE(await(reader, log_end(db_)));
+  expect_each_key_exactly_once_in_log_order(db_);
+  std::lock_guard<std::mutex> guard{times->mtx};
+  // Arrivals, not sends: a fetch sent on time may arrive a little late and
+  // the next one on time, hence the margin.
+  for (std::size_t i = 1; i < times->at.size(); ++i)
+    EXPECT_GE(times->at[i] - times->at[i - 1], linger - 20ms)
+      << "fetches " << i - 1 << " and " << i << " came "
+      << std::chrono::duration_cast<std::chrono::milliseconds>(
+           times->at[i] - times->at[i - 1])
+           .count()
+      << " ms apart";
 }
 
 // -- partitions ---------------------------------------------------------------
