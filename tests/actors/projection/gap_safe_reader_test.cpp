@@ -975,8 +975,9 @@ timed_fetcher(projection::fetcher_actor::pointer self,
 
 // A live reader with a linger fetches at most once per linger, however
 // often it polls (every 10 ms here) and however fast events commit (one per
-// transaction, without pause), and still applies every event once, in log
-// order. With no linger the same reader fetches every few milliseconds.
+// transaction, without pause, up to 3,000), and still applies every event
+// once, in log order. With no linger the same reader fetches every few
+// milliseconds.
 TEST_F(engine_test, reader_with_a_linger_fetches_at_most_once_per_linger) {
   auto proj = std::make_shared<recorder>();
   create_tables(*proj);
@@ -990,18 +991,21 @@ TEST_F(engine_test, reader_with_a_linger_fetches_at_most_once_per_linger) {
   std::atomic<bool> writing{true};
   std::thread writer([&] {
     pqxx::connection c{db_.url()};
-    for (int i = 0; writing; ++i) {
+    // At most 3,000: the reader must apply them all below (a reader with
+    // nothing new still fetches once per linger).
+    for (int i = 0; writing && i < 3000; ++i) {
       pqxx::work tx{c};
       auto u = "w" + std::to_string(i);
       insert_event(tx, u, 1, registered(u));
       tx.commit();
     }
   });
-  auto fetched = eventually([&] { return times->size() >= 8; });
+  // 60 s: under TSan a batch of 1,000 events takes seconds to apply.
+  auto fetched = eventually([&] { return times->size() >= 8; }, 60s);
   writing = false;
   writer.join();
   ASSERT_TRUE(fetched) << "the reader fetched " << times->size()
-                       << " times in 30 s";
+                       << " times in 60 s";
   ASSERT_TRUE(await(reader, log_end(db_)));
   expect_each_key_exactly_once_in_log_order(db_);
   std::lock_guard<std::mutex> guard{times->mtx};
