@@ -141,9 +141,7 @@ void start_runner(pointer self, const key& k, int64_t epoch) {
   rc.fetcher = st.tail;
   // The tail answers every request within its own fetch timeout.
   rc.fetch_timeout = caf::infinite;
-  rc.replay.batch_size = st.cfg.batch_size;
-  rc.replay.poll = st.cfg.poll;
-  rc.replay.linger = st.cfg.linger;
+  rc.replay = st.cfg.live;
   rc.sink = st.cfg.sink;
   rc.publish = true;
   run.reader = spawn_reader(sys, std::move(rc));
@@ -234,7 +232,7 @@ manager_actor::behavior_type manager(pointer self, manager_config cfg) {
   st.cfg = std::move(cfg);
   st.tail = spawn_log_tail(self->system(),
                            {st.cfg.db_url,
-                            static_cast<std::size_t>(4 * st.cfg.batch_size),
+                            static_cast<std::size_t>(4 * st.cfg.live.batch_size),
                             st.cfg.metrics,
                             {}});
   self->attach_functor([tail = st.tail] {
@@ -325,7 +323,7 @@ manager_actor::behavior_type manager(pointer self, manager_config cfg) {
                                name + " is already being rebuilt");
       int32_t g = 0;
       std::string refused;
-      replay_settings replay{st.cfg.rebuild_batch_size, st.cfg.poll,
+      replay_settings replay{st.cfg.rebuild_batch_size, st.cfg.live.poll,
                              until_position, until_ms};
       auto r = st.session->run([&](pqxx::connection& conn) {
         try {

@@ -38,6 +38,7 @@
 
 #include "actors/cluster/cluster_types.hpp"
 #include "actors/projection/generations.hpp"
+#include "actors/projection/log_reader.hpp"
 #include "actors/projection/projection.hpp"
 #include "actors/projection/projection_actors.hpp"
 #include "actors/projection/projection_metrics.hpp"
@@ -73,16 +74,15 @@ struct manager_config {
   std::string db_url;
   std::vector<projection_ptr> projections;
   int32_t partitions = 2;
-  int64_t batch_size = 2000;
+  /// How the live readers walk the log: events per fetch, the poll while
+  /// idle, the linger between fetches under load.
+  replay_settings live;
   /// A rebuild's batches: a read-model row touched by many events of a
   /// batch is written once per batch, so larger batches rebuild faster
   /// (users 2,000 -> 20,000: 57k -> 105k events/s; 20,000 -> 50,000 on
   /// 1M events: 82-107k -> 111-123k, docs/benchmarks.md). Memory grows
   /// with it: the node peaked at ~190 MB during a 50,000-event rebuild.
   int64_t rebuild_batch_size = 50000;
-  std::chrono::milliseconds poll{200};
-  /// A live reader fetches at most once per linger (replay_settings).
-  std::chrono::milliseconds linger{0};
   /// Receives (batch_atom, ReadSideMessage bytes) for every watch hub.
   caf::actor sink;
   /// This node (builder of its rebuilds) and its incarnation (lease

@@ -165,10 +165,10 @@ void node::start() {
         read_models::timeline_config{cfg_.celebrity_threshold,
                                      cfg_.timeline_cap})};
     mcfg.partitions = cfg_.projection_partitions;
-    mcfg.batch_size = cfg_.projection_batch;
+    mcfg.live.batch_size = cfg_.projection_batch;
     mcfg.rebuild_batch_size = cfg_.projection_rebuild_batch;
-    mcfg.poll = cfg_.projection_poll;
-    mcfg.linger = cfg_.projection_linger;
+    mcfg.live.poll = cfg_.projection_poll;
+    mcfg.live.linger = cfg_.projection_linger;
     mcfg.sink = caf::actor_cast<caf::actor>(peers_);
     mcfg.node_id = cfg_.node_id;
     mcfg.incarnation = incarnation_;
