@@ -138,7 +138,8 @@ void use_key_plans_only(pqxx::connection& c) {
 }
 
 pg_session::pg_session(std::string url, std::string name, preparer prepare,
-                       std::chrono::milliseconds statement_timeout)
+                       std::chrono::milliseconds statement_timeout,
+                       session_role role)
   : url_(with_conn_params(url, {{"connect_timeout", "3"},
                                 {"keepalives", "1"},
                                 {"keepalives_idle", "5"},
@@ -148,7 +149,8 @@ pg_session::pg_session(std::string url, std::string name, preparer prepare,
                                 {"application_name", "shoutflowd"}})),
     name_(std::move(name)),
     prepare_(std::move(prepare)),
-    statement_timeout_(statement_timeout) {
+    statement_timeout_(statement_timeout),
+    role_(role) {
 }
 
 db_result pg_session::connect() {
@@ -163,6 +165,9 @@ db_result pg_session::connect() {
       tx.exec("SET statement_timeout = "
               + std::to_string(statement_timeout_.count()));
       tx.exec("SET synchronous_commit = on");
+      if (role_ == session_role::read_side)
+        tx.exec(std::string{"SET application_name = '"} + read_side_application
+                + "'");
       // A process frozen inside a transaction (SIGSTOP, a stalled host)
       // would keep its row locks — among them its FOR KEY SHARE on a lease
       // (docs/cluster.md) — and block that lease's takeover for as long as

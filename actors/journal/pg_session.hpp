@@ -63,14 +63,28 @@ struct db_result {
 /// may want those plans; they keep the defaults.
 void use_key_plans_only(pqxx::connection& c);
 
+/// What a session's transactions may write. A `read_side` session (a
+/// projection partition, a rebuild, the projection manager) never writes
+/// events: the log readers' gap-safe horizon passes its open transactions
+/// (docs/read-side.md, "Reading the log without gaps"). The database knows
+/// it by the session's application_name, `read_side_application`, set
+/// after connecting whatever the URL says.
+enum class session_role { general, read_side };
+
+constexpr const char* read_side_application = "shoutflowd-read-side";
+
+constexpr std::chrono::milliseconds default_statement_timeout{10000};
+
 class pg_session {
 public:
   using preparer = std::function<void(pqxx::connection&)>;
 
-  /// `name` appears in logs and as application_name.
+  /// `name` appears in logs; the application_name is "shoutflowd", or
+  /// `read_side_application` for a read-side session.
   pg_session(std::string url, std::string name, preparer prepare,
              std::chrono::milliseconds statement_timeout
-             = std::chrono::seconds(10));
+             = default_statement_timeout,
+             session_role role = session_role::general);
 
   /// Runs `fn(connection)`; libpqxx exceptions become a db_result.
   db_result run(const std::function<void(pqxx::connection&)>& fn);
@@ -91,6 +105,7 @@ private:
   std::string name_;
   preparer prepare_;
   std::chrono::milliseconds statement_timeout_;
+  session_role role_;
   std::unique_ptr<pqxx::connection> conn_;
   std::chrono::steady_clock::time_point next_attempt_{};
   std::chrono::milliseconds backoff_{0};

@@ -9,6 +9,7 @@
 #include "actors/common/atoms.hpp"
 #include "actors/common/log.hpp"
 #include "actors/journal/pg_session.hpp"
+#include "actors/projection/log_reader.hpp"
 
 namespace shoutflow::projection {
 
@@ -34,26 +35,29 @@ SELECT o.projection, o.partition, o.position, h.head,
    AND l.expires_at > clock_timestamp()
 )sql";
 
-// Not EXISTS: see horizon_sql in log_reader.cpp on generic plans.
-constexpr const char* behind_sql = R"sql(
-SELECT 1 FROM events
- WHERE tx_id >= pg_snapshot_xmin(pg_current_snapshot())
- ORDER BY tx_id
- LIMIT 1
-)sql";
+// Not EXISTS: see log_fetch_sql in log_reader.cpp on generic plans.
+std::string behind_sql() {
+  return "SELECT 1 FROM events WHERE tx_id >= " + gap_safe_horizon_sql()
+         + " ORDER BY tx_id LIMIT 1";
+}
 
-constexpr const char* blocker_sql = R"sql(
+// The read side's own transactions do not hold the horizon back.
+std::string blocker_sql() {
+  return std::string{R"sql(
 SELECT pid, extract(epoch FROM clock_timestamp() - xact_start)::float8
   FROM pg_stat_activity
  WHERE backend_xid IS NOT NULL AND xact_start IS NOT NULL
+   AND application_name IS DISTINCT FROM ')sql"}
+         + journal::read_side_application + R"sql('
  ORDER BY age(backend_xid) DESC
  LIMIT 1
 )sql";
+}
 
 void prepare(pqxx::connection& c) {
   c.prepare("partitions", partitions_sql);
-  c.prepare("behind", behind_sql);
-  c.prepare("blocker", blocker_sql);
+  c.prepare("behind", behind_sql());
+  c.prepare("blocker", blocker_sql());
 }
 
 struct partition_series {

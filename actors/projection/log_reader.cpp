@@ -31,8 +31,35 @@ namespace shoutflow::projection {
 // scans the whole table — every idle poll read the log (113 ms at 300,000
 // events). Five round trips per poll became one (docs/benchmarks.md, the
 // issue 14 profile).
-const char* const log_fetch_sql = R"sql(
-WITH h AS MATERIALIZED (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin)
+
+// The horizon: the oldest transaction still running at the statement's
+// snapshot, leaving out the read side's own (sessions that never write
+// events, known by their application_name: journal::session_role), or the
+// snapshot's xmax when none is left. Every event below it is either visible
+// to the snapshot or rolled back: its transaction was not running at the
+// snapshot (or it would be the horizon or above it), or ran in a read-side
+// session, which writes no events. A read-side transaction seen running by
+// the snapshot and over by the time pg_stat_activity is read still counts:
+// the horizon only errs low. backend_xid is a 32-bit xid; the running
+// transactions lie within 2^31 of each other, so the low 32 bits of an
+// xid8 name one. Without it a partition's open transaction (its fan-out,
+// tens of milliseconds) held back every reader of the node, its own
+// prefetch included (docs/benchmarks.md).
+std::string gap_safe_horizon_sql() {
+  return std::string{R"sql(coalesce(
+  (SELECT min(x) FROM pg_snapshot_xip(pg_current_snapshot()) AS x
+    WHERE x::text::bigint % 4294967296 NOT IN (
+            SELECT backend_xid::text::bigint FROM pg_stat_activity
+             WHERE application_name = ')sql"}
+         + journal::read_side_application + R"sql('
+               AND backend_xid IS NOT NULL)),
+  pg_snapshot_xmax(pg_current_snapshot())))sql";
+}
+
+std::string log_fetch_sql() {
+  return R"sql(
+WITH h AS MATERIALIZED (SELECT )sql"
+         + gap_safe_horizon_sql() + R"sql( AS xmin)
 SELECT * FROM (
   SELECT tx_id::text AS tx, global_position, persistence_id, seq_nr,
          event_type, event_version, payload,
@@ -56,13 +83,14 @@ SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
          ORDER BY tx_id, global_position
          LIMIT 1) IS NOT NULL
 )sql";
+}
 
 namespace {
 
 // -- fetcher ------------------------------------------------------------------
 
 void prepare_fetcher(pqxx::connection& c) {
-  c.prepare("fetch", log_fetch_sql);
+  c.prepare("fetch", log_fetch_sql());
   c.prepare("head", "SELECT coalesce(max(global_position), 0) FROM events");
 }
 

@@ -7,7 +7,9 @@
 // a late commit forever. The fetcher therefore reads only rows whose writer
 // transaction is older than every transaction still running
 // (tx_id < pg_snapshot_xmin(pg_current_snapshot())), ordered by
-// (tx_id, position), with that pair as the cursor.
+// (tx_id, position), with that pair as the cursor. The read side's own
+// transactions, which write no events, are left out of that horizon
+// (gap_safe_horizon_sql below).
 //
 // The reader routes each batch to the partitions it runs, by key, and waits
 // for their acks before the next (the next batch is fetched meanwhile). A
@@ -95,7 +97,11 @@ struct reader_config {
 /// (text), position, persistence id, seq_nr, type, version, payload,
 /// recorded_at (ms), behind; the last row has a NULL tx and only `behind`:
 /// whether committed events wait behind the horizon.
-extern const char* const log_fetch_sql;
+std::string log_fetch_sql();
+
+/// The gap-safe horizon as an SQL expression (an xid8): events of
+/// transactions below it are all visible or rolled back (log_reader.cpp).
+std::string gap_safe_horizon_sql();
 
 fetcher_actor spawn_fetcher(caf::actor_system& sys, const std::string& db_url);
 

@@ -228,7 +228,8 @@ void combine(std::vector<reader_status>& out, reader_status s) {
 manager_actor::behavior_type manager(pointer self, manager_config cfg) {
   auto& st = self->state;
   st.session = std::make_unique<journal::pg_session>(
-    cfg.db_url, "projection-manager", nullptr);
+    cfg.db_url, "projection-manager", nullptr,
+    journal::default_statement_timeout, journal::session_role::read_side);
   st.cfg = std::move(cfg);
   st.tail = spawn_log_tail(self->system(),
                            {st.cfg.db_url,

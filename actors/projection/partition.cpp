@@ -479,7 +479,8 @@ partition_actor::behavior_type partition(pointer self, partition_config cfg) {
   st.session = std::make_unique<journal::pg_session>(
     cfg.db_url,
     "projection-" + cfg.proj->name() + "-" + std::to_string(cfg.index),
-    cfg.proj->finds_rows_by_key() ? journal::use_key_plans_only : nullptr);
+    cfg.proj->finds_rows_by_key() ? journal::use_key_plans_only : nullptr,
+    journal::default_statement_timeout, journal::session_role::read_side);
   st.cfg = std::move(cfg);
   return {
     [=](apply_atom, const partition_batch& batch) {

@@ -114,7 +114,8 @@ finisher_actor::behavior_type finisher(finisher_actor::pointer self,
   return {
     [=](index_atom) -> caf::result<bool> {
       journal::pg_session session{db_url, "projection-rebuild", nullptr,
-                                  finish_timeout};
+                                  finish_timeout,
+                                  journal::session_role::read_side};
       auto r = session.run(
         [&](pqxx::connection& conn) { finish_build(conn, *proj, generation); });
       self->quit();
@@ -266,7 +267,8 @@ rebuild_actor::behavior_type rebuild(pointer self, rebuild_config cfg) {
   auto& st = self->state;
   st.cfg = std::move(cfg);
   st.session = std::make_unique<journal::pg_session>(
-    st.cfg.db_url, "projection-rebuild", nullptr);
+    st.cfg.db_url, "projection-rebuild", nullptr,
+    journal::default_statement_timeout, journal::session_role::read_side);
   auto& sys = self->system();
   st.fetcher = spawn_fetcher(sys, st.cfg.db_url);
   for (int32_t i = 0; i < st.cfg.partitions; ++i) {
