@@ -382,6 +382,17 @@ protected:
     return ok;
   }
 
+  /// Fetches after `after` until events come (any open transaction on the
+  /// server, another test's too, may hold the horizon for a while); `out`
+  /// keeps the last answer.
+  bool fetch_until_some(const projection::fetcher_actor& f,
+                        const cursor& after, projection::fetch_result& out) {
+    return eventually([&] {
+      out = fetch(f, after);
+      return !out.events.empty();
+    });
+  }
+
   projection::fetch_result fetch(const projection::fetcher_actor& f,
                                  const cursor& after, int64_t limit = 100) {
     caf::scoped_actor self{*sys_};
@@ -711,19 +722,13 @@ TEST_F(engine_test, fetcher_reads_a_late_commit_with_a_lower_position) {
   b.commit();
 
   projection::fetch_result first;
-  ASSERT_TRUE(eventually([&] {
-    first = fetch(fetcher, {});
-    return !first.events.empty();
-  }));
+  ASSERT_TRUE(fetch_until_some(fetcher, {}, first));
   ASSERT_EQ(first.events.size(), 1u);
   EXPECT_EQ(first.events[0].at, (cursor{xb, pb}));
 
   a.commit();
   projection::fetch_result late;
-  ASSERT_TRUE(eventually([&] {
-    late = fetch(fetcher, first.events[0].at);
-    return !late.events.empty();
-  }))
+  ASSERT_TRUE(fetch_until_some(fetcher, first.events[0].at, late))
     << "position " << pa << " (committed late) was skipped";
   ASSERT_EQ(late.events.size(), 1u);
   EXPECT_EQ(late.events[0].at, (cursor{xa, pa}));
@@ -752,10 +757,7 @@ TEST_F(engine_test, fetcher_reads_past_an_open_read_side_transaction) {
 
   // Eventually: other tests' transactions on this server count.
   projection::fetch_result passed;
-  ASSERT_TRUE(eventually([&] {
-    passed = fetch(fetcher, {});
-    return !passed.events.empty();
-  }))
+  ASSERT_TRUE(fetch_until_some(fetcher, {}, passed))
     << "an open read-side transaction (xid " << held_by
     << ") held back an event committed after it";
   ASSERT_EQ(passed.events.size(), 1u);
@@ -777,10 +779,7 @@ TEST_F(engine_test, fetcher_reads_past_an_open_read_side_transaction) {
   held.commit();
   open.commit();
   projection::fetch_result late;
-  ASSERT_TRUE(eventually([&] {
-    late = fetch(fetcher, passed.events[0].at);
-    return !late.events.empty();
-  }));
+  ASSERT_TRUE(fetch_until_some(fetcher, passed.events[0].at, late));
   EXPECT_EQ(late.events[0].at, (cursor{x2, p2}));
 }
 
@@ -832,10 +831,7 @@ TEST_F(engine_test, log_tail_holds_back_late_commits_and_shares_what_it_read) {
 
   a.commit();
   projection::fetch_result both;
-  ASSERT_TRUE(eventually([&] {
-    both = fetch(tail, {});
-    return !both.events.empty();
-  }))
+  ASSERT_TRUE(fetch_until_some(tail, {}, both))
     << "the late commit never became readable";
   ASSERT_EQ(both.events.size(), 2u);
   EXPECT_EQ(both.events[0].at, (cursor{xa, pa}));
@@ -914,10 +910,7 @@ TEST_F(engine_test, log_tail_replaces_a_fetcher_that_stopped) {
   // Eventually: any open transaction of the server (another database's
   // too) holds the horizon back.
   projection::fetch_result first;
-  ASSERT_TRUE(eventually([&] {
-    first = fetch(tail, {});
-    return !first.events.empty();
-  }));
+  ASSERT_TRUE(fetch_until_some(tail, {}, first));
   ASSERT_EQ(first.events.size(), 1u);
   projection::fetcher_actor dead;
   {
