@@ -133,6 +133,8 @@ int32_t create_build(pqxx::connection& conn, const read_model& p,
                                 + running[0][1].as<std::string>() + ")");
   auto g = next_generation(tx, p.name());
   create_tables(tx, p, g, false);
+  if (!p.build_ddl().empty())
+    tx.exec(expand_ddl(p.build_ddl(), generation_suffix(g)));
   tx.exec_params("INSERT INTO projection_generations (projection,"
                  " generation, state, partitions, until_position, builder)"
                  " VALUES ($1, $2, 'building', $3, $4, $5)",
@@ -145,6 +147,8 @@ void finish_build(pqxx::connection& conn, const read_model& p,
                   int32_t generation) {
   auto suffix = generation_suffix(generation);
   pqxx::work tx{conn};
+  if (!p.completion_sql().empty())
+    tx.exec(expand_ddl(p.completion_sql(), suffix));
   if (!p.query_indexes().empty())
     tx.exec(expand_ddl(p.query_indexes(), suffix));
   for (auto& base : p.tables())

@@ -55,7 +55,8 @@ int32_t create_build(pqxx::connection& conn, const read_model& p,
                      int32_t partitions, int32_t builder,
                      std::optional<int64_t> until_position);
 
-/// Completes a build's tables for queries: creates the query indexes it was
+/// Completes a build's tables for queries: fills what its apply left to the
+/// end (read_model::completion_sql), creates the query indexes it was
 /// built without (read_model::query_indexes) and gathers the planner's
 /// statistics, so the first queries after the swap plan on real numbers.
 /// Idempotent. Long on a large generation: the caller's session needs a

@@ -97,6 +97,10 @@ struct partition_state {
   /// A call failed: its COMMIT may have happened, and whatever of the
   /// next batch is skipped as applied had changes nobody reported.
   bool in_doubt = false;
+  /// Its changes are published: a live generation, or a build since its
+  /// promotion. Until then a build's `apply` gets no changes to fill and
+  /// may leave tables to read_model::completion_sql; so do its retries.
+  bool publishing = true;
   static inline const char* name = "projection-partition";
 };
 
@@ -274,6 +278,7 @@ caf::result<partition_ack> apply_batch(pointer self,
   ack.id = batch.id;
   std::vector<change> changes;
   cursor before;
+  st.publishing = st.publishing || batch.changes_wanted;
   auto r = run_fenced(self, [&](pqxx::connection& conn) {
     ensure_loaded(self, conn);
     before = st.offset;
@@ -433,7 +438,7 @@ caf::result<retry_result> retry_key(pointer self, const std::string& key) {
         pqxx::subtransaction sub{tx};
         set_savepoint(sub);
         if (!mine.empty())
-          c.proj->apply(sub, st.suffix, mine, &one);
+          c.proj->apply(sub, st.suffix, mine, st.publishing ? &one : nullptr);
         for (auto& k : handed)
           dead_letter(self, sub, e, k, "", false, partition_of(k, c.count));
         sub.commit();
@@ -481,6 +486,7 @@ partition_actor::behavior_type partition(pointer self, partition_config cfg) {
     "projection-" + cfg.proj->name() + "-" + std::to_string(cfg.index),
     cfg.proj->finds_rows_by_key() ? journal::use_key_plans_only : nullptr,
     journal::default_statement_timeout, journal::session_role::read_side);
+  st.publishing = !cfg.fence.role || *cfg.fence.role == generation_role::live;
   st.cfg = std::move(cfg);
   return {
     [=](apply_atom, const partition_batch& batch) {

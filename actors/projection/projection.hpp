@@ -128,6 +128,23 @@ public:
     return {};
   }
 
+  /// Statements, with "{g}" for the suffix, that a build's tables get after
+  /// `ddl`: what its `apply` keeps before its promotion in place of the
+  /// tables it leaves to `completion_sql`. Empty: none.
+  virtual std::string build_ddl() const {
+    return {};
+  }
+
+  /// Statements, with "{g}" for the suffix, that a build runs once it has
+  /// caught up, before its query indexes and in the same transaction
+  /// (finish_build): they fill the tables `apply` leaves alone in a build
+  /// before its promotion (see `apply`) with the rows live application
+  /// would have, and leave the tables as `ddl` makes them. A second run
+  /// changes nothing. Empty: none.
+  virtual std::string completion_sql() const {
+    return {};
+  }
+
   /// True when every statement `apply` runs finds its rows by key through
   /// an index (a document loaded and stored by its id): the partitions'
   /// connections then forbid scans and hash or merge joins
@@ -146,8 +163,9 @@ public:
   /// Applies events in order inside `tx`; tables carry `suffix`. Appends
   /// the changes it made to `*changes`; with `changes` null nobody will
   /// publish them (a rebuild before its promotion), and the projection may
-  /// skip working them out. Throws to refuse an event (the partition then
-  /// isolates it into the dead letters).
+  /// skip working them out and leave the tables `completion_sql` fills
+  /// alone. Throws to refuse an event (the partition then isolates it into
+  /// the dead letters).
   virtual void apply(pqxx::transaction_base& tx, const std::string& suffix,
                      const std::vector<keyed_event>& events,
                      std::vector<change>* changes) const = 0;

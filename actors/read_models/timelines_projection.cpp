@@ -80,9 +80,9 @@ CREATE TABLE rm_home{g} (
 // time (not fanned out) and that therefore entered (left) the timeline too.
 // Both take the newest `cap` shouts, as the timeline shows no more.
 
-/// The writes of a run of follows: $1 authors, $2 followers, $3 positions,
-/// $4 cap; its last CTE (`homes`, the backfill) is left open.
-constexpr const char* follows_writes = R"sql(
+/// The follow graph's writes of a run of follows: $1 authors, $2
+/// followers, $3 positions; the WITH is left open.
+constexpr const char* follows_graph = R"sql(
 WITH f AS (
   SELECT author_id, follower_id, min(position) AS position, min(ord) AS ord
     FROM unnest($1::text[], $2::text[], $3::bigint[]) WITH ORDINALITY
@@ -98,17 +98,18 @@ WITH f AS (
   SELECT author_id, count(*) FROM added GROUP BY author_id
   ON CONFLICT (author_id)
     DO UPDATE SET follower_count = a.follower_count + excluded.follower_count
-), homes AS (
+))sql";
+
+/// follows_graph and the backfill of the new followers' homes ($4 cap)
+/// → the rows above, each with the follow's 1-based place in the run. A
+/// pair repeated in the run counts once (its first place).
+const std::string follows_sql = std::string{follows_graph} + R"sql(, homes AS (
   INSERT INTO rm_home{g} (owner_id, shout_id, author_id)
   SELECT n.follower_id, s.shout_id, n.author_id
     FROM added n CROSS JOIN LATERAL (
       SELECT shout_id FROM rm_author_shouts{g}
        WHERE author_id = n.author_id AND fanned_out AND NOT deleted
-       ORDER BY shout_id DESC LIMIT $4) s)sql";
-
-/// follows_writes → the rows above, each with the follow's 1-based place
-/// in the run. A pair repeated in the run counts once (its first place).
-const std::string follows_sql = std::string{follows_writes} + R"sql(
+       ORDER BY shout_id DESC LIMIT $4) s
   RETURNING owner_id, shout_id, author_id
 ), new AS (
   SELECT f.ord, f.author_id, f.follower_id
@@ -154,11 +155,12 @@ UNION ALL (SELECT 'merged', shout_id FROM rm_author_shouts{g}
             ORDER BY shout_id DESC LIMIT $3)
 )sql";
 
-/// The writes of a run of posts: $1 authors, $2 shouts, $3 celebrity
-/// threshold; its last CTE (`homes`, the fan-out) is left open. A post's
-/// mode depends only on its author's follower count, which no post
-/// changes: the whole run is one statement.
-constexpr const char* posts_writes = R"sql(
+/// A run of posts: $1 authors, $2 shouts, $3 celebrity threshold → per
+/// post (by its 1-based place in the run) whether it was fanned out, and
+/// one row per timeline it entered (owner; NULL if none). A post's mode
+/// depends only on its author's follower count, which no post changes: the
+/// whole run is one statement.
+constexpr const char* posts_sql = R"sql(
 WITH p AS (
   SELECT p.author_id, p.shout_id, p.ord,
          coalesce(a.follower_count, 0) < $3 AS fan_out
@@ -176,12 +178,7 @@ WITH p AS (
       FROM p JOIN rm_followers{g} f ON f.author_id = p.author_id
      WHERE p.fan_out
     UNION ALL SELECT author_id, shout_id, author_id FROM p) h (o, s, a)
-   ORDER BY o COLLATE "C", s COLLATE "C")sql";
-
-/// posts_writes → per post (by its 1-based place in the run) whether it
-/// was fanned out, and one row per timeline it entered (owner; NULL if
-/// none).
-const std::string posts_sql = std::string{posts_writes} + R"sql(
+   ORDER BY o COLLATE "C", s COLLATE "C"
   RETURNING owner_id, shout_id
 )
 SELECT p.ord, p.fan_out, h.owner_id
@@ -189,15 +186,49 @@ SELECT p.ord, p.fan_out, h.owner_id
  ORDER BY p.ord
 )sql";
 
-// The same two statements when nobody publishes the batch's changes (a
-// rebuild before its promotion): the rows are written alike, nothing comes
-// back. Returning a row per fanned-out home cost the database and the node
-// ~9 million rows in a rebuild of the bench's 1M-event log
-// (docs/benchmarks.md). A data-modifying WITH runs to completion whether or
-// not the query reads it.
-const std::string follows_quiet_sql = std::string{follows_writes}
-                                      + "\n)\nSELECT 1";
-const std::string posts_quiet_sql = std::string{posts_writes} + "\n)\nSELECT 1";
+// A build before its promotion: nobody publishes its changes, and it
+// leaves rm_home to its end (completion_sql): one fill and one index build
+// instead of a B-tree insert per fan-out row at a random place of an index
+// far larger than shared_buffers (docs/read-side.md). Its statements keep
+// the follow graph and the authors' shouts, with where each post and
+// deletion is in the log (build_ddl's columns), which is what the fill
+// derives the homes from.
+
+/// $1 authors, $2 shouts, $3 celebrity threshold, $4 positions.
+constexpr const char* posts_building_sql = R"sql(
+WITH p AS (
+  SELECT p.author_id, p.shout_id, p.position,
+         coalesce(a.follower_count, 0) < $3 AS fan_out
+    FROM unnest($1::text[], $2::text[], $4::bigint[])
+           AS p(author_id, shout_id, position)
+    LEFT JOIN rm_authors{g} a ON a.author_id = p.author_id
+)
+INSERT INTO rm_author_shouts{g} (author_id, shout_id, fanned_out, deleted,
+                                 position)
+SELECT author_id, shout_id, fan_out, false, position FROM p
+ ORDER BY author_id COLLATE "C", shout_id COLLATE "C"
+)sql";
+
+const std::string follows_building_sql = std::string{follows_graph}
+                                         + "\nSELECT 1";
+
+/// $1 author, $2 follower.
+constexpr const char* unfollow_building_sql = R"sql(
+WITH removed AS (
+  DELETE FROM rm_followers{g} WHERE author_id = $1 AND follower_id = $2
+  RETURNING author_id
+)
+INSERT INTO rm_authors{g} AS a (author_id, follower_count)
+SELECT author_id, -1 FROM removed
+ON CONFLICT (author_id)
+  DO UPDATE SET follower_count = a.follower_count - 1
+)sql";
+
+/// $1 author, $2 shout, $3 the deletion's position.
+constexpr const char* delete_building_sql = R"sql(
+UPDATE rm_author_shouts{g} SET deleted = true, deleted_at = $3
+ WHERE author_id = $1 AND shout_id = $2 AND NOT deleted
+)sql";
 
 /// $1 author, $2 shout → one row per timeline the shout left (owner; NULL
 /// if none), each with whether it had been fanned out (NULL if it was
@@ -261,6 +292,66 @@ CREATE INDEX IF NOT EXISTS rm_followers{g}_by_follower
 )sql";
 }
 
+std::string timelines_projection::build_ddl() const {
+  // A build before its promotion leaves rm_home alone (apply, `building`)
+  // and keeps where each post and deletion is in the log instead, which is
+  // what completion_sql derives the homes from.
+  return R"sql(
+ALTER TABLE rm_author_shouts{g} ADD COLUMN position bigint,
+                                ADD COLUMN deleted_at bigint;
+ALTER TABLE rm_home{g} DROP CONSTRAINT rm_home{g}_pkey;
+)sql";
+}
+
+std::string timelines_projection::completion_sql() const {
+  // The homes live application would have left. A shout of author X is in
+  //   * X's own home, unless deleted;
+  //   * the home of each follower F whose follow (the row's position, the
+  //     follow still standing) came before the post, if the post was
+  //     fanned out and is not deleted: the post's fan-out reached F;
+  //   * F's home if the post came before that follow and was among X's
+  //     newest `cap` fanned-out shouts not deleted at the follow (its
+  //     backfill), and has not been deleted since.
+  // An earlier follow of F ended with an unfollow, which took all of X's
+  // shouts out of F's home; nothing else writes rm_home. The rows go into
+  // the table without its key, which is then built in one sort, and the
+  // positions go (build_ddl's columns). Done once: a second call finds no
+  // positions and changes nothing.
+  return R"sql(
+DO $$
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_attribute
+                  WHERE attrelid = 'rm_author_shouts{g}'::regclass
+                    AND attname = 'deleted_at' AND NOT attisdropped) THEN
+    RETURN;
+  END IF;
+  TRUNCATE rm_home{g};
+  INSERT INTO rm_home{g} (owner_id, shout_id, author_id)
+  SELECT author_id, shout_id, author_id FROM rm_author_shouts{g}
+   WHERE NOT deleted
+  UNION ALL
+  SELECT f.follower_id, s.shout_id, s.author_id
+    FROM rm_followers{g} f
+    JOIN rm_author_shouts{g} s ON s.author_id = f.author_id
+   WHERE s.fanned_out AND NOT s.deleted AND s.position > f.position
+  UNION ALL
+  SELECT f.follower_id, b.shout_id, f.author_id
+    FROM rm_followers{g} f CROSS JOIN LATERAL (
+      SELECT s.shout_id, s.deleted FROM rm_author_shouts{g} s
+       WHERE s.author_id = f.author_id AND s.fanned_out
+         AND s.position < f.position
+         AND (s.deleted_at IS NULL OR s.deleted_at > f.position)
+       ORDER BY s.shout_id DESC LIMIT )sql"
+         + std::to_string(cfg_.cap) + R"sql() b
+   WHERE NOT b.deleted;
+  ALTER TABLE rm_home{g} ADD CONSTRAINT rm_home{g}_pkey
+    PRIMARY KEY (owner_id, shout_id);
+  ALTER TABLE rm_author_shouts{g} DROP COLUMN position,
+                                  DROP COLUMN deleted_at;
+END $$;
+)sql";
+}
+
 std::vector<std::string>
 timelines_projection::keys(const raw_event& raw) const {
   auto e = decode_or_throw(raw);
@@ -282,16 +373,19 @@ void timelines_projection::apply(pqxx::transaction_base& tx,
                                  const std::string& g,
                                  const std::vector<keyed_event>& events,
                                  std::vector<change>* wanted) const {
-  // Without a caller for them, the changes of unfollows and deletes (a few
-  // rows each) are worked out and dropped; posts and follows skip theirs.
-  const bool quiet = wanted == nullptr;
+  // Without a caller for the changes, a build before its promotion: it
+  // leaves rm_home to completion_sql.
+  const bool building = wanted == nullptr;
   std::vector<change> dropped;
-  auto& changes = quiet ? dropped : *wanted;
+  auto& changes = building ? dropped : *wanted;
   // Once per batch, not per event.
-  const auto follows = expand_ddl(quiet ? follows_quiet_sql : follows_sql, g);
-  const auto unfollow = expand_ddl(unfollow_sql, g);
-  const auto posts = expand_ddl(quiet ? posts_quiet_sql : posts_sql, g);
-  const auto remove = expand_ddl(delete_sql, g);
+  const auto follows = expand_ddl(building ? follows_building_sql : follows_sql,
+                                  g);
+  const auto unfollow
+    = expand_ddl(building ? unfollow_building_sql : unfollow_sql, g);
+  const auto posts = expand_ddl(building ? posts_building_sql : posts_sql, g);
+  const auto remove = expand_ddl(building ? delete_building_sql : delete_sql,
+                                 g);
   const auto first_change = changes.size();
 
   // Posts and follows wait in a run and are applied together, one
@@ -320,13 +414,16 @@ void timelines_projection::apply(pqxx::transaction_base& tx,
     if (run_posts.empty())
       return;
     std::vector<std::string> authors, shouts;
+    std::vector<int64_t> positions;
     for (auto& p : run_posts) {
       authors.push_back(p.author);
       shouts.push_back(p.shout);
+      positions.push_back(p.raw->at.position);
     }
-    if (quiet) {
+    if (building) {
       exec_prepared_sql(tx, posts, journal::text_array(authors),
-                        journal::text_array(shouts), cfg_.celebrity_threshold);
+                        journal::text_array(shouts), cfg_.celebrity_threshold,
+                        journal::int_array(positions));
       run_posts.clear();
       return;
     }
@@ -364,10 +461,10 @@ void timelines_projection::apply(pqxx::transaction_base& tx,
       followers.push_back(f.follower);
       positions.push_back(f.raw->at.position);
     }
-    if (quiet) {
+    if (building) {
       exec_prepared_sql(tx, follows, journal::text_array(authors),
                         journal::text_array(followers),
-                        journal::int_array(positions), cfg_.cap);
+                        journal::int_array(positions));
       run_follows.clear();
       return;
     }
@@ -416,6 +513,13 @@ void timelines_projection::apply(pqxx::transaction_base& tx,
     }
     if (run_authors.count(k.key) > 0)
       apply_run();
+    if (building) {
+      if (e.event_case() == v1::UserEvent::kUserUnfollowed)
+        exec_prepared_sql(tx, unfollow, k.key, e.user_unfollowed().user_id());
+      else if (e.event_case() == v1::UserEvent::kShoutDeleted)
+        exec_prepared_sql(tx, remove, k.key, e.shout_deleted().shout_id(), pos);
+      continue;
+    }
     switch (e.event_case()) {
       case v1::UserEvent::kUserUnfollowed:
         unfollow_changes(exec_prepared_sql(tx, unfollow, k.key,

@@ -47,6 +47,8 @@ public:
   std::vector<std::string> tables() const override;
   std::string ddl() const override;
   std::string query_indexes() const override;
+  std::string build_ddl() const override;
+  std::string completion_sql() const override;
   std::vector<std::string> keys(const projection::raw_event& e) const override;
   void apply(pqxx::transaction_base& tx, const std::string& suffix,
              const std::vector<projection::keyed_event>& events,

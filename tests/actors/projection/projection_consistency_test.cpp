@@ -762,6 +762,45 @@ TEST(projection_consistency, concurrent_workload_and_rebuild_from_zero) {
 
 namespace {
 
+/// Commands to a test node that must succeed, with fresh command ids.
+struct scenario_commands {
+  test_node& n;
+  int next = 0;
+
+  std::string id() {
+    return "k" + std::to_string(++next);
+  }
+  v1::CommandResult ok(const v1::UserCommand& c) {
+    auto r = n.send(c);
+    EXPECT_TRUE(r.has_result()) << c.DebugString() << r.DebugString();
+    return r.has_result() ? r.result() : v1::CommandResult{};
+  }
+  std::string post(const std::string& who, const std::string& reply_to = "") {
+    auto c = post_shout(id(), who, "from " + who);
+    c.mutable_post_shout()->set_reply_to_shout_id(reply_to);
+    return ok(c).shout_id();
+  }
+  void follows(const std::string& who, const std::string& target) {
+    ok(follow(id(), who, target));
+  }
+  void unfollows(const std::string& who, const std::string& target) {
+    v1::UserCommand c;
+    auto* u = c.mutable_unfollow();
+    u->set_command_id(id());
+    u->set_user_id(who);
+    u->set_target_user_id(target);
+    ok(c);
+  }
+  void deletes(const std::string& who, const std::string& shout) {
+    v1::UserCommand c;
+    auto* d = c.mutable_delete_shout();
+    d->set_command_id(id());
+    d->set_user_id(who);
+    d->set_shout_id(shout);
+    ok(c);
+  }
+};
+
 /// Authors on both sides of the celebrity threshold (3): bob (1 follower),
 /// carol (2, then 1), alice (6), and xavier, who crosses it up and down
 /// between posts; followers follow and unfollow along the way; shouts,
@@ -777,80 +816,50 @@ void celebrity_scenario(int64_t cap, bool compare_tables) {
   std::vector<std::string> users = {"alice", "bob", "carol", "xavier"};
   for (int i = 1; i <= 7; ++i)
     users.push_back("f" + std::to_string(i));
-  int next = 0;
-  auto ok = [&](const v1::UserCommand& c) {
-    auto r = n.send(c);
-    EXPECT_TRUE(r.has_result()) << c.DebugString() << r.DebugString();
-    return r.has_result() ? r.result() : v1::CommandResult{};
-  };
-  auto id = [&] { return "k" + std::to_string(++next); };
-  auto post = [&](const std::string& who, const std::string& reply_to = "") {
-    auto c = post_shout(id(), who, "from " + who);
-    c.mutable_post_shout()->set_reply_to_shout_id(reply_to);
-    return ok(c).shout_id();
-  };
-  auto follows = [&](const std::string& who, const std::string& target) {
-    ok(follow(id(), who, target));
-  };
-  auto unfollows = [&](const std::string& who, const std::string& target) {
-    v1::UserCommand c;
-    auto* u = c.mutable_unfollow();
-    u->set_command_id(id());
-    u->set_user_id(who);
-    u->set_target_user_id(target);
-    ok(c);
-  };
-  auto deletes = [&](const std::string& who, const std::string& shout) {
-    v1::UserCommand c;
-    auto* d = c.mutable_delete_shout();
-    d->set_command_id(id());
-    d->set_user_id(who);
-    d->set_shout_id(shout);
-    ok(c);
-  };
+  scenario_commands cmd{n};
   for (auto& u : users)
-    ok(register_user(id(), u, u));
+    cmd.ok(register_user(cmd.id(), u, u));
 
-  follows("f1", "bob");
-  follows("f2", "carol");
-  follows("f3", "carol");
+  cmd.follows("f1", "bob");
+  cmd.follows("f2", "carol");
+  cmd.follows("f3", "carol");
   for (auto* f : {"f1", "f2", "f3", "f4", "f5", "f6"})
-    follows(f, "alice");
-  follows("f1", "xavier");
-  follows("f2", "xavier");
-  auto x1 = post("xavier"); // 2 followers: fanned out
-  auto x2 = post("xavier");
-  auto a1 = post("alice"); // 6 followers: merged at read time
-  auto a2 = post("alice");
-  post("bob");
-  auto c1 = post("carol");
-  post("carol");
-  follows("f3", "xavier"); // 3: xavier is a celebrity now
-  auto x3 = post("xavier");
-  follows("f4", "xavier");
-  unfollows("f1", "xavier");
-  unfollows("f2", "xavier"); // 2: below the threshold again
-  auto x4 = post("xavier");
-  deletes("xavier", x2);
-  deletes("alice", a1);
-  follows("f5", "xavier"); // 3 again
-  post("xavier");
-  unfollows("f6", "alice");
-  follows("f7", "alice");
-  post("f1", x3);
-  post("bob", a2);
-  post("f4", x4);
+    cmd.follows(f, "alice");
+  cmd.follows("f1", "xavier");
+  cmd.follows("f2", "xavier");
+  auto x1 = cmd.post("xavier"); // 2 followers: fanned out
+  auto x2 = cmd.post("xavier");
+  auto a1 = cmd.post("alice"); // 6 followers: merged at read time
+  auto a2 = cmd.post("alice");
+  cmd.post("bob");
+  auto c1 = cmd.post("carol");
+  cmd.post("carol");
+  cmd.follows("f3", "xavier"); // 3: xavier is a celebrity now
+  auto x3 = cmd.post("xavier");
+  cmd.follows("f4", "xavier");
+  cmd.unfollows("f1", "xavier");
+  cmd.unfollows("f2", "xavier"); // 2: below the threshold again
+  auto x4 = cmd.post("xavier");
+  cmd.deletes("xavier", x2);
+  cmd.deletes("alice", a1);
+  cmd.follows("f5", "xavier"); // 3 again
+  cmd.post("xavier");
+  cmd.unfollows("f6", "alice");
+  cmd.follows("f7", "alice");
+  cmd.post("f1", x3);
+  cmd.post("bob", a2);
+  cmd.post("f4", x4);
   for (int i = 1; i <= 7; ++i)
-    post("f" + std::to_string(i));
+    cmd.post("f" + std::to_string(i));
   for (int i = 0; i < 6; ++i)
-    post("alice");
-  follows("f1", "xavier");
-  post("carol", c1);
-  unfollows("f3", "carol");
+    cmd.post("alice");
+  cmd.follows("f1", "xavier");
+  cmd.post("carol", c1);
+  cmd.unfollows("f3", "carol");
   for (int i = 0; i < 3; ++i)
-    post("bob");
-  deletes("carol", c1);
-  post("f2");
+    cmd.post("bob");
+  cmd.deletes("carol", c1);
+  cmd.post("f2");
 
   ASSERT_TRUE(await_read_models(n, db));
   auto m = replay(db, 3);
@@ -893,6 +902,63 @@ TEST(projection_consistency, timelines_equal_pure_fan_out_across_threshold) {
 
 TEST(projection_consistency, timelines_equal_pure_fan_out_under_the_cap) {
   celebrity_scenario(10, false);
+}
+
+// A rebuild leaves rm_home to its end and derives it from the follow graph
+// and the authors' shouts with their positions (timelines_projection,
+// completion_sql). The follow backfill is what that derivation must get
+// right: the newest `cap` shouts at the follow, counting deletions made
+// before it and not those made after. Live application is the reference:
+// the rebuilt generation's rows equal the live one's.
+TEST(projection_consistency, rebuilt_homes_equal_live_across_the_backfill) {
+  test_database db;
+  test_node n{db.url(), [](node::node_config& c) {
+                with_read_side(c);
+                c.timeline_cap = 3;
+              }};
+  scenario_commands cmd{n};
+  for (auto* u : {"x", "f", "g", "h"})
+    cmd.ok(register_user(cmd.id(), u, u));
+  cmd.follows("h", "x"); // every post fans out to h, past the cap
+  std::vector<std::string> s{""};
+  for (int i = 1; i <= 5; ++i)
+    s.push_back(cmd.post("x"));
+  cmd.deletes("x", s[5]);     // before f's follow: the window reaches s2
+  cmd.follows("f", "x");      // backfill s4, s3, s2
+  cmd.deletes("x", s[3]);     // after it: leaves f's home, nothing refills
+  s.push_back(cmd.post("x")); // s6 fans out to f
+  cmd.unfollows("f", "x");
+  s.push_back(cmd.post("x")); // s7 reaches h only
+  cmd.follows("f", "x");      // backfill s7, s6, s4
+  cmd.deletes("x", s[4]);
+  cmd.follows("g", "x"); // backfill s7, s6, s2
+  ASSERT_TRUE(await_read_models(n, db));
+
+  auto home = [&](const std::string& owner) {
+    std::vector<std::string> out;
+    pqxx::connection conn{db.url()};
+    pqxx::read_transaction tx{conn};
+    for (const auto& row :
+         tx.exec_params("SELECT shout_id FROM rm_home_g1 WHERE owner_id = $1"
+                        " ORDER BY shout_id DESC",
+                        owner))
+      out.push_back(row[0].as<std::string>());
+    return out;
+  };
+  using list = std::vector<std::string>;
+  // The scenario is what it says, live.
+  ASSERT_EQ(home("f"), (list{s[7], s[6]}));
+  ASSERT_EQ(home("g"), (list{s[7], s[6], s[2]}));
+  ASSERT_EQ(home("h"), (list{s[7], s[6], s[2], s[1]}));
+  ASSERT_EQ(home("x"), (list{s[7], s[6], s[2], s[1]}));
+
+  const auto& bases = tables_of.at("timelines");
+  auto live = generation_rows(db, bases, 1);
+  ASSERT_EQ(rebuild(n, "timelines"), 2);
+  ASSERT_TRUE(await_swapped(db, {"timelines"}, 2));
+  auto rebuilt = generation_rows(db, bases, 2);
+  for (auto& base : bases)
+    EXPECT_TRUE(same_rows(base + " g2 vs g1", live[base], rebuilt[base]));
 }
 
 // A point-in-time build up to position P holds exactly what the events up
