@@ -312,7 +312,7 @@ caf::result<partition_ack> apply_batch(pointer self,
       check_fence(self, tx);
       try {
         st.cfg.proj->apply(tx, st.suffix, live,
-                           batch.changes_wanted ? &changes : nullptr);
+                           st.publishing ? &changes : nullptr);
         for (auto* k : parked)
           dead_letter(self, tx, batch.events[k->index], *k, "");
         save_offset(self, tx, batch.end, live.size(), changes);
@@ -354,7 +354,7 @@ caf::result<partition_ack> apply_batch(pointer self,
         pqxx::subtransaction sub{tx};
         set_savepoint(sub);
         st.cfg.proj->apply(sub, st.suffix, {{&e, k.key}},
-                           batch.changes_wanted ? &one : nullptr);
+                           st.publishing ? &one : nullptr);
         sub.commit();
         changes.insert(changes.end(), one.begin(), one.end());
         ++ack.applied;
